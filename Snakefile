@@ -1,0 +1,42 @@
+# Latent state models of training dynamics: train → metrics → collate → HMM → figures.
+import os
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# The science lives in src/latentstates; job processes (local, conda or SLURM) import it too.
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (SRC, os.environ.get("PYTHONPATH")) if p
+)
+
+from latentstates.config import ConfigError, validate_config
+
+
+configfile: "config.yaml"
+
+
+try:
+    _validated = validate_config(config)
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+config.clear()
+config.update(_validated)
+
+
+include: "rules/common.smk"
+include: "rules/train.smk"
+include: "rules/metrics.smk"
+include: "rules/hmm.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

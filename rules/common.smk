@@ -1,0 +1,81 @@
+# Paths and wildcard helpers: every output path of the workflow is defined here.
+import json
+
+RESULTS = config["results"]
+TASKS = sorted(config["tasks"])
+
+
+wildcard_constraints:
+    task="|".join(TASKS),
+    seed=r"\d+",
+
+
+RUN = f"{RESULTS}/{{task}}/runs/seed{{seed}}"
+PATHS = {
+    "checkpoints": f"{RUN}/checkpoints",
+    "train_log": f"{RUN}/train_log.parquet",
+    "run_metrics": f"{RUN}/metrics.parquet",
+    "metrics": f"{RESULTS}/{{task}}/metrics.parquet",
+    "selection": f"{RESULTS}/{{task}}/hmm/model_selection.csv",
+    "restarts": f"{RESULTS}/{{task}}/hmm/model_selection_restarts.csv",
+    "model": f"{RESULTS}/{{task}}/hmm/model.json",
+    "states": f"{RESULTS}/{{task}}/hmm/states.parquet",
+    "figure": f"{RESULTS}/{{task}}/figures/{{figure}}.{{ext}}",
+}
+FIGURES = ["model_selection", "training_curves"]
+FIGURE_FORMATS = ["png", "svg"]
+
+
+def path(name, **wildcards):
+    """Output path `name`, with the given wildcards filled in (others left as patterns)."""
+    return PATHS[name].format_map(_Unfilled(wildcards))
+
+
+class _Unfilled(dict):
+    def __missing__(self, key):
+        return "{" + key + "}"
+
+
+def log(name):
+    """Log file of rule `name` for its job (pattern with the rule's wildcards)."""
+    return f"{RESULTS}/logs/{name}/{{task}}" + ("/seed{seed}.log" if name in ("train", "metrics") else ".log")
+
+
+def bench(name):
+    """Snakemake benchmark file (wall time, memory) of rule `name`'s job."""
+    return log(name).replace("/logs/", "/benchmarks/").replace(".log", ".tsv")
+
+
+def seeds(task):
+    """Seeds of a task's runs."""
+    t = config["tasks"][task]
+    return list(range(t["first_seed"], t["first_seed"] + t["seeds"]))
+
+
+def canonical(obj):
+    """A JSON string with sorted keys: params that change only when a value changes."""
+    return json.dumps(obj, sort_keys=True)
+
+
+def task_config(task):
+    """Everything that determines a run's training (and so its checkpoints)."""
+    t = config["tasks"][task]
+    return canonical({k: t[k] for k in ("kind", "data_seed", "data", "model", "train")})
+
+
+def hmm_config(task):
+    t = config["tasks"][task]
+    return {**config["hmm"], **t.get("hmm", {})}
+
+
+def gpu_jobs():
+    return 1 if config["device"] == "cuda" else 0
+
+
+def final_outputs():
+    return [
+        path("figure", task=t, figure=f, ext=e)
+        for t in TASKS
+        for f in FIGURES
+        for e in FIGURE_FORMATS
+    ] + [path(n, task=t) for t in TASKS for n in ("selection", "model", "states")]

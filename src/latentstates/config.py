@@ -1,0 +1,92 @@
+"""Config validation against the workflow's JSON schema, with defaults filled in.
+
+Light on purpose (yaml + jsonschema only): the Snakefile imports it in every job process.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names its key."""
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _check(instance: Any, schema: dict, prefix: str = "") -> None:
+    # Fill defaults first (a pass that may also find errors), then report the most relevant one.
+    errors = list(_Validator(schema).iter_errors(instance))
+    if errors:
+        err = jsonschema.exceptions.best_match(errors)
+        key = _key(list(err.absolute_path))
+        key = f"{prefix}.{key}" if prefix and key != "<top level>" else (prefix or key)
+        raise ConfigError(f"invalid config key '{key}': {err.message}")
+
+
+def load_schema(path: str | Path = SCHEMA) -> dict:
+    """The config schema as a dict."""
+    return yaml.safe_load(Path(path).read_text())
+
+
+def task_hmm(config: dict, task: str) -> dict:
+    """HMM settings of one task: the global ones updated by the task's overrides."""
+    return {**config["hmm"], **config["tasks"][task].get("hmm", {})}
+
+
+def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
+    """Validated copy of `config` with defaults filled in; raises ConfigError naming the key."""
+    schema = load_schema(schema_path)
+    config = copy.deepcopy(config)
+    _check(config, schema)
+    hmm_schema = {**schema["$defs"]["hmm"], "$defs": schema["$defs"]}
+    for name, task in config["tasks"].items():
+        merged = task_hmm(config, name)
+        _check(merged, hmm_schema, prefix=f"tasks.{name}.hmm")
+        if merged["n_states"] is not None and merged["n_states"] > merged["max_states"]:
+            raise ConfigError(
+                f"invalid config key 'tasks.{name}.hmm.n_states': {merged['n_states']} "
+                f"exceeds max_states {merged['max_states']}"
+            )
+        if task["kind"] == "modular_addition" and task["model"]["d_model"] % task["model"]["n_heads"]:
+            raise ConfigError(
+                f"invalid config key 'tasks.{name}.model.n_heads': must divide d_model"
+            )
+    return config
+
+
+def load_config(path: str | Path) -> dict:
+    """Read and validate a YAML config file, naming the file on failure."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: config must be a mapping")
+    return validate_config(raw)

@@ -1,0 +1,38 @@
+"""Synthetic data sets of the paper, generated offline from a seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Split:
+    """Train and test tensors of one task instance."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def sparse_parity(n_bits: int, k: int, n_train: int, n_test: int, seed: int) -> Split:
+    """Random ±1 bit strings labelled by the parity (product) of their first k bits."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 2, (n_train + n_test, n_bits), generator=g).float() * 2 - 1
+    y = x[:, :k].prod(dim=1)
+    return Split(x[:n_train], y[:n_train], x[n_train:], y[n_train:])
+
+
+def modular_addition(modulus: int, train_fraction: float, seed: int) -> Split:
+    """All pairs (a, b) as tokens [a, b, =] labelled (a + b) mod p, split by a seeded shuffle."""
+    a, b = torch.meshgrid(torch.arange(modulus), torch.arange(modulus), indexing="ij")
+    a, b = a.reshape(-1), b.reshape(-1)
+    x = torch.stack([a, b, torch.full_like(a, modulus)], dim=1)
+    y = (a + b) % modulus
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(x), generator=g)
+    n_train = int(round(train_fraction * len(x)))
+    tr, te = perm[:n_train], perm[n_train:]
+    return Split(x[tr], y[tr], x[te], y[te])

@@ -1,0 +1,78 @@
+"""Models of the paper's experiments."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    """ReLU multi-layer perceptron with Xavier-uniform weights and zero biases."""
+
+    def __init__(self, sizes: list[int]):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:]))
+        for layer in self.layers:
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            x = torch.relu(layer(x))
+        return self.layers[-1](x)
+
+
+class OneLayerTransformer(nn.Module):
+    """One-layer transformer of the grokking experiments (attention + ReLU MLP, optional LayerNorm).
+
+    Only the last position ("=") is read out, so the query, the MLP and the unembedding are
+    computed for that position alone: identical outputs to the full causal model, less compute.
+    """
+
+    def __init__(
+        self,
+        vocab: int,
+        n_out: int,
+        d_model: int,
+        n_heads: int,
+        d_mlp: int,
+        n_ctx: int = 3,
+        layer_norm: bool = False,
+    ):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        d_head = d_model // n_heads
+        self.n_heads, self.d_head = n_heads, d_head
+        scale = 1 / math.sqrt(d_model)
+        self.W_E = nn.Parameter(torch.randn(vocab, d_model) * scale)
+        self.W_pos = nn.Parameter(torch.randn(n_ctx, d_model) * scale)
+        self.W_Q = nn.Parameter(torch.randn(n_heads, d_head, d_model) * scale)
+        self.W_K = nn.Parameter(torch.randn(n_heads, d_head, d_model) * scale)
+        self.W_V = nn.Parameter(torch.randn(n_heads, d_head, d_model) * scale)
+        self.W_O = nn.Parameter(torch.randn(d_model, d_model) * scale)
+        self.W_in = nn.Parameter(torch.randn(d_mlp, d_model) * scale)
+        self.b_in = nn.Parameter(torch.zeros(d_mlp))
+        self.W_out = nn.Parameter(torch.randn(d_model, d_mlp) * scale)
+        self.b_out = nn.Parameter(torch.zeros(d_model))
+        self.W_U = nn.Parameter(torch.randn(d_model, n_out) * scale)
+        if layer_norm:
+            self.ln_attn = nn.LayerNorm(d_model)
+            self.ln_mlp = nn.LayerNorm(d_model)
+            self.ln_final = nn.LayerNorm(d_model)
+        else:
+            self.ln_attn = self.ln_mlp = self.ln_final = nn.Identity()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        resid = self.W_E[tokens] + self.W_pos[: tokens.shape[1]]  # (batch, pos, d)
+        h = self.ln_attn(resid)
+        q = torch.einsum("hed,bd->bhe", self.W_Q, h[:, -1])
+        k = torch.einsum("hed,bpd->bhpe", self.W_K, h)
+        v = torch.einsum("hed,bpd->bhpe", self.W_V, h)
+        attn = torch.softmax(torch.einsum("bhe,bhpe->bhp", q, k) / math.sqrt(self.d_head), dim=-1)
+        z = torch.einsum("bhp,bhpe->bhe", attn, v).reshape(len(tokens), -1)
+        x = resid[:, -1] + z @ self.W_O.T
+        mlp = torch.relu(self.ln_mlp(x) @ self.W_in.T + self.b_in) @ self.W_out.T + self.b_out
+        return self.ln_final(x + mlp) @ self.W_U

@@ -1,0 +1,84 @@
+"""Figures: one function per figure, one palette and one set of labels everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+
+LABELS = {
+    "k": "number of states K",
+    "val_ll": "held-out log-likelihood",
+    "aic": "AIC",
+    "bic": "BIC",
+    "step": "training step",
+    "loss": "loss",
+}
+sns.set_theme(context="paper", style="whitegrid")
+
+
+def state_palette(k: int) -> list:
+    """Colours of states 0..k-1 (the same in every figure)."""
+    return sns.color_palette("colorblind", n_colors=max(k, 1))
+
+
+def save(fig: plt.Figure, paths: list[str | Path]) -> None:
+    """Save a figure to every path (format from the suffix), atomically, and close it."""
+    for p in paths:
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, format=Path(p).suffix.lstrip("."), bbox_inches="tight", dpi=150)
+    plt.close(fig)
+
+
+def model_selection(summary: pd.DataFrame, task: str) -> plt.Figure:
+    """Held-out log-likelihood ± std, AIC and BIC against K; the chosen K marked."""
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3), sharex=True)
+    chosen = int(summary.loc[summary["chosen"], "k"].iloc[0])
+    for ax, key in zip(axes, ["val_ll", "aic", "bic"]):
+        mean, std = summary[f"{key}_mean"], summary[f"{key}_std"]
+        ax.errorbar(summary["k"], mean, yerr=std, marker="o", capsize=3, color="C0")
+        ax.axvline(chosen, color="C3", ls=":", lw=1)
+        ax.set_xlabel(LABELS["k"])
+        ax.set_ylabel(LABELS[key])
+    axes[0].set_title(f"{task}: chosen K = {chosen}", loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(
+    metrics: pd.DataFrame, states: pd.DataFrame, k: int, task: str, max_runs: int = 6
+) -> plt.Figure:
+    """Train loss (dashed) and eval loss (solid) against step, eval-loss points coloured by state."""
+    seeds = sorted(states["seed"].unique())[:max_runs]
+    cols = min(3, len(seeds))
+    rows = int(np.ceil(len(seeds) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False, sharey=True)
+    palette = state_palette(k)
+    data = metrics.merge(states[["seed", "checkpoint", "state"]], on=["seed", "checkpoint"])
+    for ax, seed in zip(axes.flat, seeds):
+        run = data[data["seed"] == seed].sort_values("step")
+        ax.plot(run["step"], run["train_loss"], ls="--", color="0.4", lw=1, label="train loss")
+        ax.plot(run["step"], run["eval_loss"], ls="-", color="0.2", lw=1, label="eval loss")
+        ax.scatter(run["step"], run["eval_loss"], c=[palette[s] for s in run["state"]], s=8, zorder=3)
+        ax.set_yscale("log")
+        ax.set_title(f"seed {seed}", loc="left")
+        ax.set_xlabel(LABELS["step"])
+    for ax in axes[:, 0]:
+        ax.set_ylabel(LABELS["loss"])
+    for ax in axes.flat[len(seeds):]:
+        ax.set_visible(False)
+    handles = [plt.Line2D([], [], ls="--", color="0.4"), plt.Line2D([], [], ls="-", color="0.2")]
+    handles += [plt.Line2D([], [], ls="", marker="o", color=palette[s]) for s in range(k)]
+    labels = ["train loss", "eval loss"] + [f"state {s}" for s in range(k)]
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 8), bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle(task, x=0.01, ha="left", y=1.06)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return fig

@@ -1,0 +1,110 @@
+"""Task registry: each kind of experiment says how to build its data, model, loss and matrices.
+
+A task in the config names its `kind`; adding an experiment means registering one `TaskKind`
+here, not editing the training or metric code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import data, models
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """How to build and score one kind of experiment."""
+
+    name: str
+    make_data: Callable[[dict, int], data.Split]
+    make_model: Callable[[dict, dict], nn.Module]
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    correct: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    matrices: Callable[[nn.Module], list[torch.Tensor]]
+    biases: Callable[[nn.Module], list[torch.Tensor]]
+
+
+TASKS: dict[str, TaskKind] = {}
+
+
+def register(kind: TaskKind) -> TaskKind:
+    """Add a task kind to the registry."""
+    TASKS[kind.name] = kind
+    return kind
+
+
+def get_task(kind: str) -> TaskKind:
+    """Look up a task kind, listing the known ones if it is missing."""
+    try:
+        return TASKS[kind]
+    except KeyError:
+        raise KeyError(f"unknown task kind {kind!r}; known kinds: {sorted(TASKS)}") from None
+
+
+def _hinge(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(1 - out.squeeze(-1) * y, min=0).mean()
+
+
+def _sign_correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return out.squeeze(-1) * y > 0
+
+
+def _argmax_correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return out.argmax(dim=-1) == y
+
+
+def _mlp_matrices(model: nn.Module) -> list[torch.Tensor]:
+    return [layer.weight for layer in model.layers]
+
+
+def _mlp_biases(model: nn.Module) -> list[torch.Tensor]:
+    return [layer.bias for layer in model.layers]
+
+
+def _transformer_matrices(model: nn.Module) -> list[torch.Tensor]:
+    # K, Q, V per head, attention output, MLP in and out; not the embeddings.
+    heads = [w[h] for w in (model.W_K, model.W_Q, model.W_V) for h in range(model.n_heads)]
+    return heads + [model.W_O, model.W_in, model.W_out]
+
+
+def _transformer_biases(model: nn.Module) -> list[torch.Tensor]:
+    return [p for name, p in model.named_parameters() if name.startswith("b_") or "bias" in name]
+
+
+register(
+    TaskKind(
+        name="sparse_parity",
+        make_data=lambda d, seed: data.sparse_parity(
+            d["n_bits"], d["k"], d["n_train"], d["n_test"], seed
+        ),
+        make_model=lambda m, d: models.MLP([d["n_bits"], *m["hidden"], 1]),
+        loss=_hinge,
+        correct=_sign_correct,
+        matrices=_mlp_matrices,
+        biases=_mlp_biases,
+    )
+)
+
+register(
+    TaskKind(
+        name="modular_addition",
+        make_data=lambda d, seed: data.modular_addition(d["modulus"], d["train_fraction"], seed),
+        make_model=lambda m, d: models.OneLayerTransformer(
+            vocab=d["modulus"] + 1,
+            n_out=d["modulus"],
+            d_model=m["d_model"],
+            n_heads=m["n_heads"],
+            d_mlp=m["d_mlp"],
+            layer_norm=m["layer_norm"],
+        ),
+        loss=F.cross_entropy,
+        correct=_argmax_correct,
+        matrices=_transformer_matrices,
+        biases=_transformer_biases,
+    )
+)

@@ -1,0 +1,23 @@
+"""Select K, fit the Gaussian HMM and decode every run of one task."""
+
+import json
+
+from latentstates.hmm import fit_task
+from latentstates.io import read_parquet, write_csv, write_json, write_parquet
+from latentstates.logs import job_log
+from latentstates.train import configure_torch, resolve_device
+
+with job_log(snakemake.log[0]) as logger:
+    configure_torch(snakemake.threads, resolve_device("cpu"))
+    cfg = json.loads(snakemake.params.hmm)
+    metrics = read_parquet(snakemake.input[0], columns=["seed", "checkpoint", "step", *cfg["features"]])
+    fit = fit_task(metrics, cfg)
+    for seed, why in fit.model["excluded_runs"].items():
+        logger.warning("run seed %s left out of the HMM: %s", seed, why)
+    fit.states.insert(0, "task", snakemake.wildcards.task)
+    fit.model["task"] = snakemake.wildcards.task
+    write_csv(fit.summary, snakemake.output.selection)
+    write_csv(fit.restarts, snakemake.output.restarts)
+    write_json(fit.model, snakemake.output.model)
+    write_parquet(fit.states, snakemake.output.states)
+    logger.info("chosen K = %d", fit.model["k"])

@@ -1,0 +1,11 @@
+"""Figure: model-selection curves of one task."""
+
+import pandas as pd
+
+from latentstates import plots
+from latentstates.logs import job_log
+
+with job_log(snakemake.log[0]):
+    summary = pd.read_csv(snakemake.input.selection)
+    fig = plots.model_selection(summary, snakemake.wildcards.task)
+    plots.save(fig, [snakemake.output.png, snakemake.output.svg])

@@ -1,0 +1,16 @@
+"""Figure: training curves with points coloured by latent state."""
+
+from latentstates import plots
+from latentstates.io import read_json, read_parquet
+from latentstates.logs import job_log
+
+with job_log(snakemake.log[0]):
+    model = read_json(snakemake.input.model)
+    fig = plots.training_curves(
+        read_parquet(snakemake.input.metrics),
+        read_parquet(snakemake.input.states),
+        model["k"],
+        snakemake.wildcards.task,
+        max_runs=snakemake.params.max_runs,
+    )
+    plots.save(fig, [snakemake.output.png, snakemake.output.svg])
