@@ -1,5 +1,4 @@
 # Latent state models of training dynamics: train → metrics → collate → HMM → figures.
-import os
 import sys
 from pathlib import Path
 
@@ -8,12 +7,8 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
-# The science lives in src/latentstates; job processes (local, conda or SLURM) import it too.
-SRC = str(Path(workflow.basedir) / "src")
-sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (SRC, os.environ.get("PYTHONPATH")) if p
-)
+# The science lives in src/latentstates (rule scripts find it through workflow/scripts/_bootstrap.py).
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from latentstates.config import ConfigError, validate_config
 
@@ -37,6 +32,6 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True

@@ -33,17 +33,21 @@ def path(name, **wildcards):
 
 class _Unfilled(dict):
     def __missing__(self, key):
-        return "{" + key + "}"
+        return f"{{{key}}}"
 
 
-def log(name):
-    """Log file of rule `name` for its job (pattern with the rule's wildcards)."""
-    return f"{RESULTS}/logs/{name}/{{task}}" + ("/seed{seed}.log" if name in ("train", "metrics") else ".log")
+def log(name, per_seed=False):
+    """Log file of rule `name`'s job (a pattern with the rule's wildcards)."""
+    if per_seed:
+        return f"{RESULTS}/logs/{name}/{{task}}/seed{{seed}}.log"
+    return f"{RESULTS}/logs/{name}/{{task}}.log"
 
 
-def bench(name):
+def bench(name, per_seed=False):
     """Snakemake benchmark file (wall time, memory) of rule `name`'s job."""
-    return log(name).replace("/logs/", "/benchmarks/").replace(".log", ".tsv")
+    if per_seed:
+        return f"{RESULTS}/benchmarks/{name}/{{task}}/seed{{seed}}.tsv"
+    return f"{RESULTS}/benchmarks/{name}/{{task}}.tsv"
 
 
 def seeds(task):
@@ -73,9 +77,11 @@ def gpu_jobs():
 
 
 def final_outputs():
-    return [
+    figures = [
         path("figure", task=t, figure=f, ext=e)
         for t in TASKS
         for f in FIGURES
         for e in FIGURE_FORMATS
-    ] + [path(n, task=t) for t in TASKS for n in ("selection", "model", "states")]
+    ]
+    tables = [path(n, task=t) for t in TASKS for n in ("selection", "model", "states")]
+    return [*figures, *tables]

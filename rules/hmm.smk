@@ -6,17 +6,17 @@ rule hmm:
         restarts=path("restarts"),
         model=path("model"),
         states=path("states"),
-    params:
-        hmm=lambda wc: canonical(hmm_config(wc.task)),
     log:
         log("hmm"),
     benchmark:
         bench("hmm")
+    conda:
+        "../envs/hmm.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../envs/hmm.yaml"
+    params:
+        hmm=lambda wc: canonical(hmm_config(wc.task)),
     script:
         "../workflow/scripts/hmm.py"

@@ -12,12 +12,12 @@ rule plot_model_selection:
         svg=path("figure", figure="model_selection", ext="svg"),
     log:
         log("plot_model_selection"),
+    conda:
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../envs/analysis.yaml"
     script:
         "../workflow/scripts/plot_model_selection.py"
 
@@ -36,15 +36,15 @@ rule plot_training_curves:
             labels={"task": "{task}", "figure": "training curves by state"},
         ),
         svg=path("figure", figure="training_curves", ext="svg"),
-    params:
-        max_runs=config["plots"]["max_runs"],
     log:
         log("plot_training_curves"),
+    conda:
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../envs/analysis.yaml"
+    params:
+        max_runs=config["plots"]["max_runs"],
     script:
         "../workflow/scripts/plot_training_curves.py"

@@ -6,20 +6,20 @@ rule train:
             else directory(path("checkpoints"))
         ),
         log=path("train_log"),
-    params:
-        task=lambda wc: task_config(wc.task),
-        seed=lambda wc: int(wc.seed),
-        device=config["device"],
     log:
-        log("train"),
+        log("train", per_seed=True),
     benchmark:
-        bench("train")
+        bench("train", per_seed=True)
+    conda:
+        "../envs/torch.yaml"
     threads: config["threads"]
     resources:
         gpu=gpu_jobs(),
         mem_mb=2000,
         runtime=60,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        task=lambda wc: task_config(wc.task),
+        seed=lambda wc: int(wc.seed),
+        device=config["device"],
     script:
         "../workflow/scripts/train.py"

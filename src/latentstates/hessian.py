@@ -87,7 +87,10 @@ def top_eigenvalue(
     else:
         v = [x.detach().to(p.device, p.dtype).clone() for x, p in zip(init, params)]
     v0 = _normalise(v)
-    lam, v, iters, ok, radius = _power(hvp, v0, 0.0, tol, max_iter)
+    # A short first stage: enough to settle a well-separated positive top eigenvalue and to
+    # estimate the spectral radius; ± pairs (exact in a one-hidden-layer ReLU net under a
+    # piecewise-linear loss) never settle there, so the shifted stage gets the full budget.
+    lam, v, iters, ok, radius = _power(hvp, v0, 0.0, tol, max(10, max_iter // 4))
     if not (ok and lam >= 0):
         # Restart from v0: the first stage may have converged onto a negative eigenvector,
         # which has (numerically) no component along the one we want.

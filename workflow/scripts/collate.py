@@ -1,5 +1,7 @@
 """Collate per-run metric tables into one tidy table per task."""
 
+import _bootstrap  # noqa: F401  (puts src/ on sys.path)
+
 import pandas as pd
 
 from latentstates.io import read_parquet, write_parquet

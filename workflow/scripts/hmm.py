@@ -1,5 +1,7 @@
 """Select K, fit the Gaussian HMM and decode every run of one task."""
 
+import _bootstrap  # noqa: F401  (puts src/ on sys.path)
+
 import json
 
 from latentstates.hmm import fit_task

@@ -1,5 +1,7 @@
 """Extract the weight statistics (and Hessian top eigenvalue) of every checkpoint of one run."""
 
+import _bootstrap  # noqa: F401  (puts src/ on sys.path)
+
 import json
 
 from latentstates.extract import run_metrics

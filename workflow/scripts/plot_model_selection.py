@@ -1,5 +1,7 @@
 """Figure: model-selection curves of one task."""
 
+import _bootstrap  # noqa: F401  (puts src/ on sys.path)
+
 import pandas as pd
 
 from latentstates import plots

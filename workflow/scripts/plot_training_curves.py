@@ -1,5 +1,7 @@
 """Figure: training curves with points coloured by latent state."""
 
+import _bootstrap  # noqa: F401  (puts src/ on sys.path)
+
 from latentstates import plots
 from latentstates.io import read_json, read_parquet
 from latentstates.logs import job_log

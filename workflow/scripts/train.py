@@ -1,5 +1,7 @@
 """Train one (task, seed) run: checkpoints + per-checkpoint loss/accuracy log."""
 
+import _bootstrap  # noqa: F401  (puts src/ on sys.path)
+
 import json
 
 from latentstates.io import write_parquet

@@ -1,0 +1,34 @@
+# One-command entry points (see README). PYTHON picks the interpreter for the venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+
+.PHONY: setup run test test-fast lint report clean
+
+$(BIN)/snakemake: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(BIN)/snakemake  ## create .venv with the package, Snakemake and test tools
+
+run: setup  ## run the default workflow (config.yaml) on $(CORES) cores
+	$(BIN)/snakemake --cores $(CORES)
+
+test: setup  ## every test, the slow Snakemake runs included
+	$(BIN)/python -m pytest -v --durations=15
+
+test-fast: setup  ## unit tests only
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: setup
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile rules/
+
+report: setup  ## Snakemake's HTML report of the last run
+	$(BIN)/snakemake --report results/report.html
+
+clean:
+	rm -rf results/* .snakemake

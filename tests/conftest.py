@@ -1,0 +1,55 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "data" / "tiny.yaml"
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real Snakemake CLI on the repository's Snakefile in `workdir`."""
+    cmd = [
+        sys.executable, "-m", "snakemake",
+        "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir),
+        "--cores", "2",
+        "--configfile", str(workdir / "config.yaml"),
+        *args,
+    ]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def tiny_config() -> dict:
+    return yaml.safe_load(TINY.read_text())
+
+
+@pytest.fixture
+def make_workdir(tmp_path):
+    """A fresh working directory holding a config (the tiny one, or one given)."""
+
+    def make(config: dict, name: str = "run") -> Path:
+        wd = tmp_path / name
+        wd.mkdir()
+        (wd / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        return wd
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One complete tiny workflow run shared by the read-only workflow tests."""
+    wd = tmp_path_factory.mktemp("tiny")
+    shutil.copy(TINY, wd / "config.yaml")
+    snakemake(wd)
+    return wd

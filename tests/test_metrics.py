@@ -1,0 +1,65 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from latentstates.metrics import PAPER_FEATURES, matrix_metrics, weight_metrics
+
+
+def test_matrix_metrics_by_hand():
+    # W = [[3, 0], [0, -4], [0, 0]]: singular values 4 and 3.
+    w = torch.tensor([[3.0, 0.0], [0.0, -4.0], [0.0, 0.0]])
+    m = matrix_metrics(w)
+    assert m["l1"] == pytest.approx(7.0)
+    assert m["l2"] == pytest.approx(5.0)
+    assert m["trace"] == pytest.approx(-1.0)  # main diagonal of a rectangular matrix
+    assert m["spectral"] == pytest.approx(4.0)
+    assert m["code_sparsity"] == pytest.approx(7.0 / 5.0)
+    assert m["computational_sparsity"] == pytest.approx(-1.0 / 4.0)
+    assert m["mean_lambda"] == pytest.approx(3.5)
+    assert m["variance_lambda"] == pytest.approx(0.5)  # unbiased: ((0.5)^2 * 2) / 1
+
+
+def test_small_singular_values_are_zeroed():
+    w = torch.diag(torch.tensor([2.0, 1e-7], dtype=torch.float64))
+    m = matrix_metrics(w)
+    assert m["mean_lambda"] == pytest.approx(1.0)  # (2 + 0) / 2, not (2 + 1e-7) / 2 exactly
+    assert m["variance_lambda"] == pytest.approx(2.0)
+
+
+def test_weight_metrics_average_and_global_moments():
+    a = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    b = torch.tensor([[0.0, 5.0]])  # one row: one singular value, variance undefined
+    biases = [torch.tensor([1.0, -1.0]), torch.tensor([4.0])]
+    out = weight_metrics([a, b], biases)
+    assert list(out) == PAPER_FEATURES
+    ma, mb = matrix_metrics(a), matrix_metrics(b)
+    for key in ["l1", "l2", "trace", "spectral", "code_sparsity", "computational_sparsity", "mean_lambda"]:
+        assert out[key] == pytest.approx((ma[key] + mb[key]) / 2)
+    assert math.isnan(mb["variance_lambda"])
+    assert out["variance_lambda"] == pytest.approx(ma["variance_lambda"])  # NaN-ignoring mean
+    flat = np.array([1, 2, 3, 4, 0, 5], dtype=float)
+    assert out["mean_w"] == pytest.approx(flat.mean())
+    assert out["median_w"] == pytest.approx(2.5)
+    assert out["var_w"] == pytest.approx(flat.var(ddof=1))
+    assert out["mean_b"] == pytest.approx(4 / 3)
+    assert out["median_b"] == pytest.approx(1.0)
+    assert out["var_b"] == pytest.approx(np.var([1, -1, 4], ddof=1))
+
+
+def test_trace_and_singular_values_against_numpy():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(5, 7))
+    m = matrix_metrics(torch.tensor(w))
+    sv = np.linalg.svd(w, compute_uv=False)
+    assert m["trace"] == pytest.approx(np.trace(w))
+    assert m["spectral"] == pytest.approx(sv[0])
+    assert m["mean_lambda"] == pytest.approx(sv.mean())
+    assert m["variance_lambda"] == pytest.approx(sv.var(ddof=1))
+    assert m["l1"] == pytest.approx(np.abs(w).sum())
+
+
+def test_no_biases_gives_nan_not_error():
+    out = weight_metrics([torch.eye(2)], [])
+    assert math.isnan(out["mean_b"])

@@ -1,0 +1,58 @@
+import pandas as pd
+import torch
+import yaml
+
+from latentstates.checkpoints import list_checkpoints, load_checkpoint
+from latentstates.config import validate_config
+from latentstates.extract import run_metrics
+from latentstates.metrics import PAPER_FEATURES
+from latentstates.train import train_run
+
+from conftest import TINY
+
+
+def _tiny(task):
+    return validate_config(yaml.safe_load(TINY.read_text()))["tasks"][task] | {}
+
+
+def test_training_is_deterministic_and_checkpoints_every_interval(tmp_path):
+    cfg = _tiny("modular_addition")
+    a = train_run(cfg, 1, tmp_path / "a", progress=False)
+    b = train_run(cfg, 1, tmp_path / "b", progress=False)
+    pd.testing.assert_frame_equal(a, b)
+    total, every = cfg["train"]["epochs"], cfg["train"]["checkpoint_every"]
+    assert a["step"].tolist() == list(range(0, total + 1, every))
+    pa, pb = list_checkpoints(tmp_path / "a"), list_checkpoints(tmp_path / "b")
+    assert len(pa) == total // every + 1
+    last_a, last_b = load_checkpoint(pa[-1]), load_checkpoint(pb[-1])
+    for k in last_a["model"]:
+        assert torch.equal(last_a["model"][k], last_b["model"][k])
+    assert (a[["seed", "init_seed", "data_seed", "order_seed"]].nunique() == 1).all()
+
+
+def test_different_seeds_differ(tmp_path):
+    cfg = _tiny("sparse_parity")
+    a = train_run(cfg, 0, tmp_path / "a", progress=False)
+    b = train_run(cfg, 1, tmp_path / "b", progress=False)
+    assert not a["train_loss"].equals(b["train_loss"])
+
+
+def test_parity_learns(tmp_path):
+    cfg = _tiny("sparse_parity")
+    cfg["train"]["epochs"] = 60
+    log = train_run(cfg, 0, tmp_path, progress=False)
+    assert log["train_acc"].iloc[-1] > 0.9
+    assert log["train_acc"].iloc[-1] > log["train_acc"].iloc[0] + 0.3
+
+
+def test_metrics_of_a_run(tmp_path):
+    cfg = _tiny("sparse_parity")
+    log = train_run(cfg, 0, tmp_path, progress=False)
+    hess = {"enabled": True, "batch_size": 64, "stride": 2, "tol": 1e-3, "max_iter": 30, "seed": 0}
+    df = run_metrics(cfg, 0, tmp_path, log, hess, progress=False)
+    assert len(df) == len(log)
+    assert set(PAPER_FEATURES) <= set(df.columns)
+    assert df[PAPER_FEATURES].notna().all().all()
+    assert df.loc[df.checkpoint % 2 == 0, "hessian_top_eig"].notna().all()
+    assert df.loc[df.checkpoint % 2 == 1, "hessian_top_eig"].isna().all()
+    pd.testing.assert_series_equal(df["eval_acc"], log["eval_acc"], check_names=False)

@@ -1,0 +1,113 @@
+"""Real Snakemake runs of the tiny config in temporary directories."""
+
+import copy
+import json
+import re
+import shutil
+
+import pandas as pd
+import pytest
+
+from conftest import snakemake
+
+pytestmark = pytest.mark.slow
+TASKS = ["modular_addition", "sparse_parity"]
+
+
+def _jobs(dry_run_stdout: str) -> dict[str, int]:
+    """Rule → job count from a dry run's job table."""
+    table = dry_run_stdout.split("Job stats:")[-1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+
+
+def test_tiny_run_produces_every_output(tiny_run):
+    res = tiny_run / "results"
+    for task in TASKS:
+        metrics = pd.read_parquet(res / task / "metrics.parquet")
+        assert sorted(metrics["seed"].unique()) == [0, 1, 2]
+        assert {"task", "seed", "checkpoint", "step", "epoch", "l1", "var_b", "hessian_top_eig",
+                "train_loss", "eval_acc", "init_seed", "order_seed"} <= set(metrics.columns)
+        assert metrics.groupby("seed").size().nunique() == 1
+        model = json.loads((res / task / "hmm" / "model.json").read_text())
+        k = model["k"]
+        assert len(model["transitions"]) == k and len(model["means"][0]) == len(model["features"])
+        states = pd.read_parquet(res / task / "hmm" / "states.parquet")
+        assert len(states) == len(metrics) and states["state"].between(0, k - 1).all()
+        sel = pd.read_csv(res / task / "hmm" / "model_selection.csv")
+        assert sel["k"].tolist() == [1, 2, 3] and sel["chosen"].sum() == 1
+        assert int(sel.loc[sel["chosen"], "k"].iloc[0]) == k
+        for fig in ["model_selection", "training_curves"]:
+            for ext in ["png", "svg"]:
+                assert (res / task / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+        assert (res / "logs" / "train" / task / "seed0.log").read_text().strip()
+
+
+def test_second_run_does_nothing(tiny_run):
+    out = snakemake(tiny_run, "--dry-run").stdout
+    assert "Nothing to be done" in out
+
+
+def test_hmm_change_reruns_only_hmm_and_downstream(tiny_run, tmp_path):
+    wd = tmp_path / "copy"
+    shutil.copytree(tiny_run, wd, symlinks=True)
+    import yaml
+
+    cfg = yaml.safe_load((wd / "config.yaml").read_text())
+    cfg["hmm"]["restarts"] = 3
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    jobs = _jobs(snakemake(wd, "--dry-run").stdout)
+    assert jobs == {"all": 1, "hmm": 2, "plot_model_selection": 2, "plot_training_curves": 2}
+    train_log = wd / "results" / "sparse_parity" / "runs" / "seed0" / "train_log.parquet"
+    before = train_log.stat().st_mtime_ns
+    snakemake(wd)
+    assert train_log.stat().st_mtime_ns == before
+    restarts = pd.read_csv(wd / "results" / "sparse_parity" / "hmm" / "model_selection_restarts.csv")
+    assert restarts["restart"].max() == 2
+    assert "Nothing to be done" in snakemake(wd, "--dry-run").stdout
+
+
+def test_metric_change_reruns_metrics_not_training(tiny_run, tmp_path):
+    wd = tmp_path / "copy"
+    shutil.copytree(tiny_run, wd, symlinks=True)
+    import yaml
+
+    cfg = yaml.safe_load((wd / "config.yaml").read_text())
+    cfg["metrics"]["hessian"]["stride"] = 3
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    jobs = _jobs(snakemake(wd, "--dry-run").stdout)
+    assert "train" not in jobs and jobs["metrics"] == 6 and jobs["hmm"] == 2
+
+
+def test_same_config_twice_gives_identical_tables(tiny_run, make_workdir, tiny_config):
+    wd = make_workdir(tiny_config, "again")
+    snakemake(wd)
+    for task in TASKS:
+        for rel in ["metrics.parquet", "hmm/states.parquet"]:
+            a = pd.read_parquet(tiny_run / "results" / task / rel)
+            b = pd.read_parquet(wd / "results" / task / rel)
+            pd.testing.assert_frame_equal(a, b)
+        for rel in ["hmm/model.json"]:
+            assert (tiny_run / "results" / task / rel).read_text() == (wd / "results" / task / rel).read_text()
+        a = pd.read_csv(tiny_run / "results" / task / "hmm" / "model_selection_restarts.csv")
+        b = pd.read_csv(wd / "results" / task / "hmm" / "model_selection_restarts.csv")
+        pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda c: c["tasks"]["sparse_parity"].update(kind="mnist_typo"), "tasks.sparse_parity.kind"),
+        (lambda c: c["tasks"]["modular_addition"].update(seeds=-3), "tasks.modular_addition.seeds"),
+        (lambda c: c["hmm"].update(max_states="eight"), "hmm.max_states"),
+        (lambda c: c["tasks"]["sparse_parity"]["train"].update(lr="fast"), "tasks.sparse_parity.train.lr"),
+    ],
+)
+def test_bad_config_stops_with_the_key(tiny_config, make_workdir, mutate, key):
+    cfg = copy.deepcopy(tiny_config)
+    mutate(cfg)
+    wd = make_workdir(cfg)
+    proc = snakemake(wd, "--dry-run", check=False)
+    assert proc.returncode != 0
+    err = proc.stdout + proc.stderr
+    assert f"invalid config key '{key}'" in err
+    assert not (wd / "results").exists()
