@@ -39,9 +39,9 @@ def test_different_seeds_differ(tmp_path):
 
 def test_parity_learns(tmp_path):
     cfg = _tiny("sparse_parity")
-    cfg["train"]["epochs"] = 60
+    cfg["train"]["epochs"] = 200
     log = train_run(cfg, 0, tmp_path, progress=False)
-    assert log["train_acc"].iloc[-1] > 0.9
+    assert log["train_acc"].iloc[-1] > 0.95 and log["eval_acc"].iloc[-1] > 0.9
     assert log["train_acc"].iloc[-1] > log["train_acc"].iloc[0] + 0.3
 
 

@@ -78,7 +78,7 @@ def training_curves(
     handles = [plt.Line2D([], [], ls="--", color="0.4"), plt.Line2D([], [], ls="-", color="0.2")]
     handles += [plt.Line2D([], [], ls="", marker="o", color=palette[s]) for s in range(k)]
     labels = ["train loss", "eval loss"] + [f"state {s}" for s in range(k)]
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 8), bbox_to_anchor=(0.5, 1.0))
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 10), bbox_to_anchor=(0.5, 1.0))
     fig.suptitle(task, x=0.01, ha="left", y=1.06)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return fig
