@@ -28,6 +28,7 @@ include: "rules/common.smk"
 include: "rules/train.smk"
 include: "rules/metrics.smk"
 include: "rules/hmm.smk"
+include: "rules/analysis.smk"
 include: "rules/report.smk"
 
 

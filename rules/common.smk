@@ -20,9 +20,19 @@ PATHS = {
     "restarts": f"{RESULTS}/{{task}}/hmm/model_selection_restarts.csv",
     "model": f"{RESULTS}/{{task}}/hmm/model.json",
     "states": f"{RESULTS}/{{task}}/hmm/states.parquet",
+    "excluded": f"{RESULTS}/{{task}}/hmm/excluded_runs.csv",
     "figure": f"{RESULTS}/{{task}}/figures/{{figure}}.{{ext}}",
+    "table": f"{RESULTS}/{{task}}/analysis/{{table}}.{{ext}}",
+    "analysis_summary": f"{RESULTS}/{{task}}/analysis/summary.json",
+    "summary": f"{RESULTS}/summary.{{ext}}",
 }
-FIGURES = ["model_selection", "training_curves"]
+FIGURES = [
+    "model_selection",
+    "training_curves",
+    "transition_graph",
+    "convergence_regression",
+]
+INTERACTIVE = ["training_curves", "transition_graph"]
 FIGURE_FORMATS = ["png", "svg"]
 
 
@@ -83,5 +93,13 @@ def final_outputs():
         for f in FIGURES
         for e in FIGURE_FORMATS
     ]
-    tables = [path(n, task=t) for t in TASKS for n in ("selection", "model", "states")]
-    return [*figures, *tables]
+    interactive = [
+        path("figure", task=t, figure=f, ext="html") for t in TASKS for f in INTERACTIVE
+    ]
+    tables = [
+        path(n, task=t)
+        for t in TASKS
+        for n in ("selection", "model", "states", "excluded")
+    ]
+    summary = [path("summary", ext=e) for e in ("csv", "md", "tex")]
+    return [*figures, *interactive, *tables, *summary]

@@ -6,6 +6,13 @@ rule hmm:
         restarts=path("restarts"),
         model=path("model"),
         states=path("states"),
+        excluded=report(
+            path("excluded"),
+            caption="../workflow/report/excluded_runs.rst",
+            category="{task}",
+            subcategory="HMM",
+            labels={"task": "{task}", "table": "runs left out of the HMM"},
+        ),
     log:
         log("hmm"),
     benchmark:

@@ -48,3 +48,71 @@ rule plot_training_curves:
         max_runs=config["plots"]["max_runs"],
     script:
         "../workflow/scripts/plot_training_curves.py"
+
+
+rule plot_analysis:
+    input:
+        edges=path("table", table="edges", ext="csv"),
+        runs=path("table", table="runs", ext="csv"),
+        summary=path("analysis_summary"),
+    output:
+        graph_png=report(
+            path("figure", figure="transition_graph", ext="png"),
+            caption="../workflow/report/transition_graph.rst",
+            category="{task}",
+            subcategory="Transitions",
+            labels={"task": "{task}", "figure": "transition graph"},
+        ),
+        graph_svg=path("figure", figure="transition_graph", ext="svg"),
+        regression_png=report(
+            path("figure", figure="convergence_regression", ext="png"),
+            caption="../workflow/report/convergence_regression.rst",
+            category="{task}",
+            subcategory="Convergence",
+            labels={"task": "{task}", "figure": "convergence regression"},
+        ),
+        regression_svg=path("figure", figure="convergence_regression", ext="svg"),
+    log:
+        log("plot_analysis"),
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../workflow/scripts/plot_analysis.py"
+
+
+rule interactive:
+    input:
+        metrics=path("metrics"),
+        states=path("states"),
+        model=path("model"),
+        edges=path("table", table="edges", ext="csv"),
+        summary=path("analysis_summary"),
+    output:
+        curves=report(
+            path("figure", figure="training_curves", ext="html"),
+            caption="../workflow/report/interactive_curves.rst",
+            category="{task}",
+            subcategory="Interactive",
+            labels={"task": "{task}", "figure": "training curves (interactive)"},
+        ),
+        graph=report(
+            path("figure", figure="transition_graph", ext="html"),
+            caption="../workflow/report/interactive_graph.rst",
+            category="{task}",
+            subcategory="Interactive",
+            labels={"task": "{task}", "figure": "transition graph (interactive)"},
+        ),
+    log:
+        log("interactive"),
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../workflow/scripts/interactive.py"

@@ -63,3 +63,9 @@ def test_trace_and_singular_values_against_numpy():
 def test_no_biases_gives_nan_not_error():
     out = weight_metrics([torch.eye(2)], [])
     assert math.isnan(out["mean_b"])
+
+
+def test_non_finite_weights_give_nan_metrics():
+    w = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
+    m = matrix_metrics(w)
+    assert all(math.isnan(v) for v in m.values())

@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import torch
 import yaml
@@ -56,3 +57,31 @@ def test_metrics_of_a_run(tmp_path):
     assert df.loc[df.checkpoint % 2 == 0, "hessian_top_eig"].notna().all()
     assert df.loc[df.checkpoint % 2 == 1, "hessian_top_eig"].isna().all()
     pd.testing.assert_series_equal(df["eval_acc"], log["eval_acc"], check_names=False)
+
+
+def test_diverged_run_is_flagged_kept_and_left_out_of_the_hmm(tmp_path):
+    from latentstates.hmm import fit_task
+
+    cfg = _tiny("sparse_parity")
+    hess = {"enabled": True, "batch_size": 64, "stride": 1, "tol": 1e-3, "max_iter": 20, "seed": 0}
+    frames = []
+    for seed, lr in [(0, 0.1), (1, 0.1), (2, 0.1), (3, 50.0)]:
+        cfg["train"]["lr"] = lr
+        log = train_run(cfg, seed, tmp_path / str(seed), progress=False)
+        df = run_metrics(cfg, seed, tmp_path / str(seed), log, hess, progress=False)
+        df["seed"] = seed
+        frames.append(df)
+    bad = frames[-1]
+    assert bad["diverged"].iloc[-1] and not bad["diverged"].iloc[0]
+    assert len(bad) < len(frames[0])  # training stopped at the divergence
+    last = bad.iloc[-1]
+    assert not (np.isfinite(last["train_loss"]) and np.isfinite(last["eval_loss"]))
+    metrics = pd.concat(frames, ignore_index=True)
+    hmm_cfg = {"features": PAPER_FEATURES, "val_fraction": 0.0, "seed": 0, "max_states": 2,
+               "restarts": 1, "covariance": "diag", "max_iter": 5, "tol": 0.1, "var_floor": 1e-3,
+               "criterion": "bic", "n_states": None}
+    fit = fit_task(metrics, hmm_cfg)
+    assert fit.excluded["seed"].tolist() == [3]
+    assert "diverged" in fit.excluded["reason"].iloc[0]
+    assert sorted(fit.states["seed"].unique()) == [0, 1, 2]
+    assert "3" in fit.model["excluded_runs"]

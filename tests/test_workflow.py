@@ -35,11 +35,21 @@ def test_tiny_run_produces_every_output(tiny_run):
         assert len(states) == len(metrics) and states["state"].between(0, k - 1).all()
         sel = pd.read_csv(res / task / "hmm" / "model_selection.csv")
         assert sel["k"].tolist() == [1, 2, 3] and sel["chosen"].sum() == 1
+        edges = pd.read_csv(res / task / "analysis" / "edges.csv")
+        assert {"source", "target", "probability", "n_runs", "summary"} <= set(edges.columns)
+        summary = json.loads((res / task / "analysis" / "summary.json").read_text())
+        assert 0 <= summary["r2"] <= 1 and summary["k"] == k
         assert int(sel.loc[sel["chosen"], "k"].iloc[0]) == k
-        for fig in ["model_selection", "training_curves"]:
+        for fig in ["model_selection", "training_curves", "transition_graph", "convergence_regression"]:
             for ext in ["png", "svg"]:
                 assert (res / task / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+        for view in ["training_curves", "transition_graph"]:
+            assert "plotly" in (res / task / "figures" / f"{view}.html").read_text()[:200_000].lower()
         assert (res / "logs" / "train" / task / "seed0.log").read_text().strip()
+    summary = pd.read_csv(res / "summary.csv")
+    assert sorted(summary["task"]) == TASKS
+    assert (res / "summary.md").read_text().startswith("| task | K |")
+    assert "\\begin{tabular}" in (res / "summary.tex").read_text()
 
 
 def test_second_run_does_nothing(tiny_run):
@@ -56,7 +66,8 @@ def test_hmm_change_reruns_only_hmm_and_downstream(tiny_run, tmp_path):
     cfg["hmm"]["restarts"] = 3
     (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
     jobs = _jobs(snakemake(wd, "--dry-run").stdout)
-    assert jobs == {"all": 1, "hmm": 2, "plot_model_selection": 2, "plot_training_curves": 2}
+    assert jobs == {"all": 1, "hmm": 2, "plot_model_selection": 2, "plot_training_curves": 2,
+                    "analysis": 2, "plot_analysis": 2, "interactive": 2, "summary_table": 1}
     train_log = wd / "results" / "sparse_parity" / "runs" / "seed0" / "train_log.parquet"
     before = train_log.stat().st_mtime_ns
     snakemake(wd)

@@ -52,7 +52,8 @@ def run_metrics(
         row.update(weight_metrics(kind.matrices(model), kind.biases(model)))
         row["hessian_top_eig"] = np.nan
         row["hessian_iters"] = 0
-        if hessian_cfg["enabled"] and ckpt["index"] % hessian_cfg["stride"] == 0:
+        finite = all(torch.isfinite(p).all() for p in model.parameters())
+        if finite and hessian_cfg["enabled"] and ckpt["index"] % hessian_cfg["stride"] == 0:
             params = [p for p in model.parameters() if p.requires_grad]
             res = top_eigenvalue(
                 lambda: kind.loss(model(xh), yh),
@@ -67,7 +68,7 @@ def run_metrics(
             row["hessian_iters"] = res.iterations
         rows.append(row)
     df = pd.DataFrame(rows)
-    perf = train_log[["checkpoint", *PERFORMANCE_COLUMNS]]
+    perf = train_log[["checkpoint", *PERFORMANCE_COLUMNS, *(["diverged"] if "diverged" in train_log else [])]]
     merged = df.merge(perf, on="checkpoint", how="left", validate="one_to_one")
     if merged[PERFORMANCE_COLUMNS].isna().all(axis=1).any():
         missing = merged.loc[merged[PERFORMANCE_COLUMNS].isna().all(axis=1), "checkpoint"].tolist()

@@ -334,11 +334,20 @@ class TaskFit:
     summary: pd.DataFrame
     model: dict
     states: pd.DataFrame
+    excluded: pd.DataFrame
 
 
 def fit_task(metrics: pd.DataFrame, cfg: dict) -> TaskFit:
     """Z-score, split, select K, decode every usable run; states numbered by time of first use."""
+    diverged = {}
+    if "diverged" in metrics:
+        bad = metrics[metrics["diverged"].astype(bool)].groupby("seed")["step"].min()
+        diverged = {int(s): f"diverged (non-finite loss or weights) by step {int(t)}" for s, t in bad.items()}
+        metrics = metrics[~metrics["seed"].isin(list(diverged))]
+    if metrics.empty:
+        raise ValueError(f"no usable runs for the HMM: {diverged}")
     seqs = zscore_runs(metrics, cfg["features"])
+    seqs.dropped.update(diverged)
     train_runs, val_runs = split_runs(seqs.runs, cfg["val_fraction"], cfg["seed"])
     restarts, kept = select_model(
         seqs,
@@ -373,7 +382,7 @@ def fit_task(metrics: pd.DataFrame, cfg: dict) -> TaskFit:
                 "std": seqs.std.tolist(),
                 "ddof": 0,
             },
-            "excluded_runs": {str(s): why for s, why in seqs.dropped.items()},
+            "excluded_runs": {str(s): why for s, why in sorted(seqs.dropped.items())},
             "settings": dict(sorted(cfg.items())),
         }
     )
@@ -392,4 +401,7 @@ def fit_task(metrics: pd.DataFrame, cfg: dict) -> TaskFit:
             )
         )
     states = pd.concat(frames, ignore_index=True)
-    return TaskFit(restarts, summary, model, states)
+    excluded = pd.DataFrame(
+        [{"seed": s, "reason": why} for s, why in sorted(seqs.dropped.items())], columns=["seed", "reason"]
+    )
+    return TaskFit(restarts, summary, model, states, excluded)

@@ -34,6 +34,8 @@ def matrix_metrics(w: torch.Tensor) -> dict[str, float]:
     w = w.detach().to(torch.float64)
     if w.ndim != 2:
         raise ValueError(f"expected a matrix, got shape {tuple(w.shape)}")
+    if not torch.isfinite(w).all():  # a diverged run: report NaN rather than fail in the SVD
+        return dict.fromkeys(MATRIX_FEATURES, float("nan"))
     l1 = w.abs().sum().item()
     l2 = torch.linalg.matrix_norm(w, "fro").item()
     trace = torch.diagonal(w).sum().item()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from tqdm import tqdm
 from .checkpoints import save_checkpoint
 from .data import Split
 from .tasks import TaskKind, get_task
+
+logger = logging.getLogger("latentstates")
 
 # Offsets that derive independent streams from one run seed.
 DATA_ORDER_OFFSET = 1_000_003
@@ -128,6 +131,7 @@ def train_run(
             index,
             {"model": state, "index": index, "step": step, "epoch": step / steps_per_epoch},
         )
+        finite = all(torch.isfinite(p).all() for p in model.parameters())
         rows.append(
             {
                 "checkpoint": index,
@@ -137,6 +141,7 @@ def train_run(
                 "train_acc": tr_acc,
                 "eval_loss": te_loss,
                 "eval_acc": te_acc,
+                "diverged": not (finite and math.isfinite(tr_loss) and math.isfinite(te_loss)),
             }
         )
 
@@ -147,6 +152,8 @@ def train_run(
     bar = tqdm(total=total, desc=f"{task_cfg['kind']} seed {seed}", file=sys.stderr,
                mininterval=5.0, disable=not progress)
     for _ in range(cfg["epochs"]):
+        if rows[-1]["diverged"]:
+            break
         perm = torch.randperm(len(x_tr), generator=order).to(dev)
         for start in range(0, len(x_tr), batch):
             idx = perm[start : start + batch]
@@ -158,7 +165,12 @@ def train_run(
             bar.update()
             if step % interval == 0:
                 checkpoint(step)
-                bar.set_postfix(train_acc=rows[-1]["train_acc"], eval_acc=rows[-1]["eval_acc"])
+                bar.set_postfix(train_acc=rows[-1]["train_acc"], eval_acc=rows[-1]["eval_acc"], refresh=False)
+                if rows[-1]["diverged"]:
+                    # Non-finite weights or losses: nothing later can be recovered. Keep the run,
+                    # flagged, with the checkpoints so far; the HMM stage leaves it out.
+                    logger.warning("run diverged at step %d: training stopped", step)
+                    break
     bar.close()
     log = pd.DataFrame(rows)
     for name, value in seeds.items():

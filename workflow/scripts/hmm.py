@@ -12,7 +12,7 @@ from latentstates.train import configure_torch, resolve_device
 with job_log(snakemake.log[0]) as logger:
     configure_torch(snakemake.threads, resolve_device("cpu"))
     cfg = json.loads(snakemake.params.hmm)
-    metrics = read_parquet(snakemake.input[0], columns=["seed", "checkpoint", "step", *cfg["features"]])
+    metrics = read_parquet(snakemake.input[0], columns=["seed", "checkpoint", "step", "diverged", *cfg["features"]])
     fit = fit_task(metrics, cfg)
     for seed, why in fit.model["excluded_runs"].items():
         logger.warning("run seed %s left out of the HMM: %s", seed, why)
@@ -22,4 +22,6 @@ with job_log(snakemake.log[0]) as logger:
     write_csv(fit.restarts, snakemake.output.restarts)
     write_json(fit.model, snakemake.output.model)
     write_parquet(fit.states, snakemake.output.states)
+    fit.excluded.insert(0, "task", snakemake.wildcards.task)
+    write_csv(fit.excluded, snakemake.output.excluded)
     logger.info("chosen K = %d", fit.model["k"])

@@ -10,7 +10,7 @@ from latentstates.logs import job_log
 from latentstates.metrics import PERFORMANCE_COLUMNS
 
 with job_log(snakemake.log[0]) as logger:
-    log = read_parquet(snakemake.input.log, columns=["checkpoint", *PERFORMANCE_COLUMNS])
+    log = read_parquet(snakemake.input.log, columns=["checkpoint", "diverged", *PERFORMANCE_COLUMNS])
     df = run_metrics(
         json.loads(snakemake.params.task),
         snakemake.params.seed,
@@ -20,7 +20,7 @@ with job_log(snakemake.log[0]) as logger:
         device=snakemake.params.device,
         threads=snakemake.threads,
     )
-    seeds = read_parquet(snakemake.input.log)[["checkpoint", "seed", "init_seed", "data_seed", "order_seed"]]
+    seeds = log[["checkpoint", "seed", "init_seed", "data_seed", "order_seed"]]
     df = df.merge(seeds, on="checkpoint", how="left")
     write_parquet(df, snakemake.output[0])
     logger.info("%d checkpoints", len(df))

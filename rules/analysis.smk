@@ -1,0 +1,51 @@
+rule analysis:
+    input:
+        metrics=path("metrics"),
+        states=path("states"),
+        model=path("model"),
+    output:
+        edges=path("table", table="edges", ext="csv"),
+        edges_md=path("table", table="edges", ext="md"),
+        edges_tex=path("table", table="edges", ext="tex"),
+        runs=path("table", table="runs", ext="csv"),
+        coefficients=path("table", table="regression", ext="csv"),
+        summary=path("analysis_summary"),
+    log:
+        log("analysis"),
+    benchmark:
+        bench("analysis")
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        threshold=lambda wc: config["tasks"][wc.task]["convergence_threshold"],
+        analysis=canonical(config["analysis"]),
+    script:
+        "../workflow/scripts/analysis.py"
+
+
+rule summary_table:
+    input:
+        expand(path("analysis_summary"), task=TASKS),
+    output:
+        csv=report(
+            path("summary", ext="csv"),
+            caption="../workflow/report/summary.rst",
+            category="Summary",
+            labels={"table": "paper summary (CSV)"},
+        ),
+        md=path("summary", ext="md"),
+        tex=path("summary", ext="tex"),
+    log:
+        f"{RESULTS}/logs/summary_table.log",
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../workflow/scripts/summary_table.py"

@@ -1,0 +1,44 @@
+"""Paper tables: one DataFrame written as CSV, Markdown and LaTeX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .io import atomic_path, write_csv
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(str(x) for x in v) or "–"
+    return str(v)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table."""
+    head = "| " + " | ".join(df.columns) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, rule, *body]) + "\n"
+
+
+def to_latex(df: pd.DataFrame, caption: str) -> str:
+    """A booktabs LaTeX table."""
+    esc = lambda s: str(s).replace("_", r"\_").replace("%", r"\%").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$").replace("→", r"$\to$")  # noqa: E731
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{esc(caption)}}}",
+             r"\begin{tabular}{" + "l" * len(df.columns) + "}", r"\toprule",
+             " & ".join(esc(c) for c in df.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(esc(_fmt(v)) for v in row) + r" \\" for row in df.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(df: pd.DataFrame, csv: str | Path, md: str | Path, tex: str | Path, caption: str) -> None:
+    """Write the same table as CSV, Markdown and LaTeX (each atomically)."""
+    write_csv(df, csv)
+    for path, text in ((md, to_markdown(df)), (tex, to_latex(df, caption))):
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(text)

@@ -1,0 +1,84 @@
+"""The HTML report and the interactive views, opened in a real headless Chromium."""
+
+import os
+import shutil
+
+import pytest
+
+from conftest import snakemake
+
+pytestmark = pytest.mark.slow
+TASKS = ["modular_addition", "sparse_parity"]
+FIGURES = ["model_selection", "training_curves", "transition_graph", "convergence_regression"]
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        if os.environ.get("REQUIRE_BROWSER"):
+            pytest.fail("REQUIRE_BROWSER is set but no chromium is installed")
+        pytest.skip("no chromium on this machine (install Debian's chromium to run this test)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _open(browser, path):
+    """Open a local file; return the page and the console errors / page errors it raised."""
+    page = browser.new_page()
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(path.as_uri(), wait_until="load")
+    page.wait_for_timeout(1500)
+    return page, errors
+
+
+@pytest.fixture(scope="module")
+def report(tiny_run):
+    out = tiny_run / "results" / "report.html"
+    snakemake(tiny_run, "--report", str(out))
+    return out
+
+
+def test_report_holds_every_figure_and_table(report):
+    html = report.read_text(errors="replace")
+    assert report.stat().st_size > 100_000
+    for task in TASKS:
+        assert task in html
+        for fig in FIGURES:
+            assert f"{fig}.png" in html
+    for name in ["training_curves.html", "transition_graph.html", "summary.csv"]:
+        assert name in html
+
+
+def test_report_opens_without_script_errors(browser, report):
+    page, errors = _open(browser, report)
+    assert errors == []
+    text = page.inner_text("body")
+    for task in TASKS:
+        assert task in text
+    page.close()
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("view", ["training_curves", "transition_graph"])
+def test_interactive_views_render_offline(browser, tiny_run, task, view):
+    path = tiny_run / "results" / task / "figures" / f"{view}.html"
+    page, errors = _open(browser, path)
+    assert errors == []
+    assert page.locator(".js-plotly-plot").count() == 1
+    n_traces = page.evaluate("document.querySelector('.js-plotly-plot').data.length")
+    assert n_traces > 1
+    # Hover text is attached to the data: every trace that shows a hover carries it.
+    hover = page.evaluate(
+        "Array.from(document.querySelector('.js-plotly-plot').data)"
+        ".map(t => t.hovertemplate || (t.hovertext || []).join(' ')).join(' ')"
+    )
+    assert ("state" in hover) and (("step" in hover) if view == "training_curves" else ("probability" in hover))
+    page.close()

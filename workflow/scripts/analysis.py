@@ -1,0 +1,37 @@
+"""Transitions, feature changes per edge, convergence regression and detour states of one task."""
+
+import _bootstrap  # noqa: F401  (puts src/ on sys.path)
+
+import json
+
+from latentstates.analysis import analyse_task
+from latentstates.io import read_json, read_parquet, write_csv, write_json
+from latentstates.logs import job_log
+from latentstates.tables import write_table
+
+with job_log(snakemake.log[0]) as logger:
+    cfg = json.loads(snakemake.params.analysis)
+    model = read_json(snakemake.input.model)
+    out = analyse_task(
+        read_parquet(snakemake.input.metrics, columns=["seed", "checkpoint", "step", "eval_acc", *model["features"]]),
+        read_parquet(snakemake.input.states, columns=["seed", "checkpoint", "state"]),
+        model,
+        threshold=snakemake.params.threshold,
+        ranking=cfg["feature_ranking"],
+        occupancy_kind=cfg["occupancy"],
+        top=cfg["top_features"],
+    )
+    task = snakemake.wildcards.task
+    edges = out["edges"]
+    write_table(
+        edges,
+        snakemake.output.edges,
+        snakemake.output.edges_md,
+        snakemake.output.edges_tex,
+        caption=f"{task}: state transitions with their top feature changes (z units)",
+    )
+    write_csv(out["runs"], snakemake.output.runs)
+    write_csv(out["coefficients"], snakemake.output.coefficients)
+    write_json({"task": task, **out["summary"]}, snakemake.output.summary)
+    s = out["summary"]
+    logger.info("R2 %.3f p %.3g detours %s", s["r2"], s["f_pvalue"], s["detour_states"])
