@@ -83,10 +83,13 @@ def regress_convergence(times: pd.Series, occ: pd.DataFrame) -> dict:
         warnings.filterwarnings("ignore", message="The design matrix is rank-deficient")
         res = sm.OLS(df["y"].to_numpy(dtype=float), x).fit()
     names = ["intercept", *occ.columns]
+    # R² and the F-test are undefined when every run has the same convergence time (e.g. none
+    # converged) or there are no residual degrees of freedom.
+    defined = np.ptp(df["y"].to_numpy()) > 0 and res.df_resid > 0
     return {
         "n_runs": int(res.nobs),
-        "r2": float(res.rsquared),
-        "f_pvalue": float(res.f_pvalue) if np.isfinite(res.f_pvalue) else float("nan"),
+        "r2": float(res.rsquared) if defined else float("nan"),
+        "f_pvalue": float(res.f_pvalue) if defined and np.isfinite(res.f_pvalue) else float("nan"),
         "df_model": float(res.df_model),
         "coefficients": pd.DataFrame(
             {"term": names, "coef": res.params, "std_err": res.bse, "p_value": res.pvalues}

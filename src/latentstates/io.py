@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -56,10 +57,21 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
         df.to_csv(tmp, index=False)
 
 
+def _strict(obj: Any) -> Any:
+    """NaN/inf → null, so the file is valid JSON for every parser."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return obj
+
+
 def write_json(obj: Any, path: str | os.PathLike) -> None:
-    """Write JSON atomically, indented for reading."""
+    """Write strict JSON (NaN as null) atomically, indented for reading."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(_strict(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -129,6 +129,8 @@ def convergence_regression(table: pd.DataFrame, fit: dict, task: str) -> plt.Fig
     ax.plot([lo, hi], [lo, hi], color="0.5", lw=1, ls=":")
     ax.set_xlabel("fitted from state occupancy")
     ax.set_ylabel("convergence time (checkpoint)")
-    ax.set_title(f"{task}: R² = {fit['r2']:.3f}, p = {fit['f_pvalue']:.2g}", loc="left", fontsize=9)
+    r2 = "undefined" if fit["r2"] is None else f"{fit['r2']:.3f}"
+    p = "undefined" if fit["f_pvalue"] is None else f"{fit['f_pvalue']:.2g}"
+    ax.set_title(f"{task}: R² = {r2}, p = {p}", loc="left", fontsize=9)
     fig.tight_layout()
     return fig

@@ -10,6 +10,8 @@ from .io import atomic_path, write_csv
 
 
 def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "–"
     if isinstance(v, float):
         return f"{v:.3g}"
     if isinstance(v, (list, tuple)):
