@@ -26,6 +26,8 @@ test-fast: setup  ## unit tests only
 lint: setup
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile rules/
+	$(BIN)/ruff check src tests workflow/scripts
+	$(BIN)/ruff format --check src tests workflow/scripts
 
 report: setup  ## Snakemake's HTML report of the last run
 	$(BIN)/snakemake --report results/report.html

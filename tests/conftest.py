@@ -14,11 +14,17 @@ TINY = REPO / "tests" / "data" / "tiny.yaml"
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the real Snakemake CLI on the repository's Snakefile in `workdir`."""
     cmd = [
-        sys.executable, "-m", "snakemake",
-        "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(workdir),
-        "--cores", "2",
-        "--configfile", str(workdir / "config.yaml"),
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "--configfile",
+        str(workdir / "config.yaml"),
         *args,
     ]
     env = {**os.environ, "PYTHONHASHSEED": "0"}

@@ -29,8 +29,14 @@ def test_transitions_runs_and_occupancy_by_hand():
 
 
 def test_convergence_time_and_never_converged_rule():
-    m = pd.DataFrame({"seed": [0] * 4 + [1] * 4, "checkpoint": list(range(4)) * 2,
-                      "step": [0, 10, 20, 30] * 2, "eval_acc": [0.1, 0.5, 0.95, 0.99, 0.1, 0.2, 0.3, 0.4]})
+    m = pd.DataFrame(
+        {
+            "seed": [0] * 4 + [1] * 4,
+            "checkpoint": list(range(4)) * 2,
+            "step": [0, 10, 20, 30] * 2,
+            "eval_acc": [0.1, 0.5, 0.95, 0.99, 0.1, 0.2, 0.3, 0.4],
+        }
+    )
     conv = analysis.convergence_times(m, 0.9)
     assert conv.loc[0].tolist() == [2, 20, True]
     assert conv.loc[1, "convergence_checkpoint"] == 4 and not conv.loc[1, "converged"]
@@ -38,8 +44,9 @@ def test_convergence_time_and_never_converged_rule():
 
 def test_regression_recovers_a_known_linear_function():
     rng = np.random.default_rng(0)
-    counts = pd.DataFrame(rng.integers(0, 50, size=(30, 3)).astype(float),
-                          columns=["state_0", "state_1", "state_2"])
+    counts = pd.DataFrame(
+        rng.integers(0, 50, size=(30, 3)).astype(float), columns=["state_0", "state_1", "state_2"]
+    )
     y = pd.Series(2.0 + counts @ np.array([3.0, 5.0, -1.0]))
     fit = analysis.regress_convergence(y, counts)
     assert fit["r2"] == pytest.approx(1.0)
@@ -58,7 +65,9 @@ def test_regression_on_noise_is_not_significant():
 
 def test_detour_needs_partial_visits_and_positive_coefficient():
     occ = pd.DataFrame({"state_0": [0.5, 0.5, 0.5], "state_1": [0.5, 0.0, 0.2], "state_2": [0.0, 0.5, 0.3]})
-    coefs = pd.DataFrame({"term": ["intercept", "state_0", "state_1", "state_2"], "coef": [1.0, 5.0, 2.0, -1.0]})
+    coefs = pd.DataFrame(
+        {"term": ["intercept", "state_0", "state_1", "state_2"], "coef": [1.0, 5.0, 2.0, -1.0]}
+    )
     assert analysis.detour_states(occ, coefs) == [1]  # state 0: all runs; state 2: negative
 
 

@@ -26,8 +26,13 @@ def test_top_eigenvalue_matches_full_hessian_cross_entropy():
     x, y = torch.randn(20, 3, dtype=torch.float64), torch.randint(0, 2, (20,))
     loss = torch.nn.functional.cross_entropy
     exact = _exact_eigenvalues(model, loss, x, y)[-1].item()
-    res = top_eigenvalue(lambda: loss(model(x), y), list(model.parameters()), tol=1e-6,
-                         max_iter=5000, generator=torch.Generator().manual_seed(0))
+    res = top_eigenvalue(
+        lambda: loss(model(x), y),
+        list(model.parameters()),
+        tol=1e-6,
+        max_iter=5000,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert res.converged
     assert abs(res.eigenvalue - exact) / abs(exact) < 1e-3
 
@@ -42,8 +47,13 @@ def test_top_eigenvalue_is_the_largest_not_the_largest_magnitude():
     y = x[:, :2].prod(1)
     ev = _exact_eigenvalues(model, kind.loss, x, y)
     assert ev[0].item() < -1e-3  # really indefinite
-    res = top_eigenvalue(lambda: kind.loss(model(x), y), list(model.parameters()), tol=1e-6,
-                         max_iter=20000, generator=torch.Generator().manual_seed(0))
+    res = top_eigenvalue(
+        lambda: kind.loss(model(x), y),
+        list(model.parameters()),
+        tol=1e-6,
+        max_iter=20000,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert res.converged
     assert abs(res.eigenvalue - ev[-1].item()) / abs(ev[-1].item()) < 1e-3
 

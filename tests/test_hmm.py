@@ -28,11 +28,26 @@ def planted(n_runs=20, seed=0):
 def test_recovers_planted_states_and_bic_picks_three():
     arrays, truth = planted()
     assert len({len(a) for a in arrays}) > 5  # ragged lengths
-    seqs = hmm.Sequences(list(range(len(arrays))), arrays, ["a", "b", "c"],
-                         np.zeros((len(arrays), 3)), np.ones((len(arrays), 3)))
+    seqs = hmm.Sequences(
+        list(range(len(arrays))),
+        arrays,
+        ["a", "b", "c"],
+        np.zeros((len(arrays), 3)),
+        np.ones((len(arrays), 3)),
+    )
     train, val = hmm.split_runs(seqs.runs, 0.2, seed=0)
-    table, kept = hmm.select_model(seqs, train, val, max_states=5, restarts=3, covariance="full",
-                                   max_iter=50, tol=0.01, var_floor=1e-3, seed=0)
+    table, kept = hmm.select_model(
+        seqs,
+        train,
+        val,
+        max_states=5,
+        restarts=3,
+        covariance="full",
+        max_iter=50,
+        tol=0.01,
+        var_floor=1e-3,
+        seed=0,
+    )
     summary = hmm.summarise_selection(table)
     assert hmm.choose_k(summary, "bic") == 3
     paths = kept[3].viterbi(arrays)
@@ -76,7 +91,11 @@ def test_constant_feature_in_a_state_gives_finite_likelihood():
     for cov in ("full", "diag"):
         fit = hmm.fit_hmm(arrays, 2, cov, 30, 0.01, 1e-3, seed=0)
         assert np.isfinite(fit.log_likelihood(arrays))
-        assert (np.linalg.eigvalsh(fit.covs) >= 1e-3 * 0.999).all() if cov == "full" else (fit.covs >= 1e-3 * 0.999).all()
+        assert (
+            (np.linalg.eigvalsh(fit.covs) >= 1e-3 * 0.999).all()
+            if cov == "full"
+            else (fit.covs >= 1e-3 * 0.999).all()
+        )
 
 
 def test_zscore_reports_runs_with_nan_and_handles_constant_features():

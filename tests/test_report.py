@@ -10,8 +10,15 @@ from conftest import snakemake
 pytestmark = pytest.mark.slow
 TASKS = ["modular_addition", "sparse_parity"]
 FIGURES = ["model_selection", "training_curves", "transition_graph", "convergence_regression"]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -80,5 +87,7 @@ def test_interactive_views_render_offline(browser, tiny_run, task, view):
         "Array.from(document.querySelector('.js-plotly-plot').data)"
         ".map(t => t.hovertemplate || (t.hovertext || []).join(' ')).join(' ')"
     )
-    assert ("state" in hover) and (("step" in hover) if view == "training_curves" else ("probability" in hover))
+    assert ("state" in hover) and (
+        ("step" in hover) if view == "training_curves" else ("probability" in hover)
+    )
     page.close()

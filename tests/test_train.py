@@ -3,13 +3,12 @@ import pandas as pd
 import torch
 import yaml
 
+from conftest import TINY
 from latentstates.checkpoints import list_checkpoints, load_checkpoint
 from latentstates.config import validate_config
 from latentstates.extract import run_metrics
 from latentstates.metrics import PAPER_FEATURES
 from latentstates.train import train_run
-
-from conftest import TINY
 
 
 def _tiny(task):
@@ -77,9 +76,19 @@ def test_diverged_run_is_flagged_kept_and_left_out_of_the_hmm(tmp_path):
     last = bad.iloc[-1]
     assert not (np.isfinite(last["train_loss"]) and np.isfinite(last["eval_loss"]))
     metrics = pd.concat(frames, ignore_index=True)
-    hmm_cfg = {"features": PAPER_FEATURES, "val_fraction": 0.0, "seed": 0, "max_states": 2,
-               "restarts": 1, "covariance": "diag", "max_iter": 5, "tol": 0.1, "var_floor": 1e-3,
-               "criterion": "bic", "n_states": None}
+    hmm_cfg = {
+        "features": PAPER_FEATURES,
+        "val_fraction": 0.0,
+        "seed": 0,
+        "max_states": 2,
+        "restarts": 1,
+        "covariance": "diag",
+        "max_iter": 5,
+        "tol": 0.1,
+        "var_floor": 1e-3,
+        "criterion": "bic",
+        "n_states": None,
+    }
     fit = fit_task(metrics, hmm_cfg)
     assert fit.excluded["seed"].tolist() == [3]
     assert "diverged" in fit.excluded["reason"].iloc[0]

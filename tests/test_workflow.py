@@ -25,8 +25,20 @@ def test_tiny_run_produces_every_output(tiny_run):
     for task in TASKS:
         metrics = pd.read_parquet(res / task / "metrics.parquet")
         assert sorted(metrics["seed"].unique()) == [0, 1, 2]
-        assert {"task", "seed", "checkpoint", "step", "epoch", "l1", "var_b", "hessian_top_eig",
-                "train_loss", "eval_acc", "init_seed", "order_seed"} <= set(metrics.columns)
+        assert {
+            "task",
+            "seed",
+            "checkpoint",
+            "step",
+            "epoch",
+            "l1",
+            "var_b",
+            "hessian_top_eig",
+            "train_loss",
+            "eval_acc",
+            "init_seed",
+            "order_seed",
+        } <= set(metrics.columns)
         assert metrics.groupby("seed").size().nunique() == 1
         model = json.loads((res / task / "hmm" / "model.json").read_text())
         k = model["k"]
@@ -67,8 +79,16 @@ def test_hmm_change_reruns_only_hmm_and_downstream(tiny_run, tmp_path):
     cfg["hmm"]["restarts"] = 3
     (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
     jobs = _jobs(snakemake(wd, "--dry-run").stdout)
-    assert jobs == {"all": 1, "hmm": 2, "plot_model_selection": 2, "plot_training_curves": 2,
-                    "analysis": 2, "plot_analysis": 2, "interactive": 2, "summary_table": 1}
+    assert jobs == {
+        "all": 1,
+        "hmm": 2,
+        "plot_model_selection": 2,
+        "plot_training_curves": 2,
+        "analysis": 2,
+        "plot_analysis": 2,
+        "interactive": 2,
+        "summary_table": 1,
+    }
     train_log = wd / "results" / "sparse_parity" / "runs" / "seed0" / "train_log.parquet"
     before = train_log.stat().st_mtime_ns
     snakemake(wd)
@@ -99,7 +119,9 @@ def test_same_config_twice_gives_identical_tables(tiny_run, make_workdir, tiny_c
             b = pd.read_parquet(wd / "results" / task / rel)
             pd.testing.assert_frame_equal(a, b)
         for rel in ["hmm/model.json"]:
-            assert (tiny_run / "results" / task / rel).read_text() == (wd / "results" / task / rel).read_text()
+            assert (tiny_run / "results" / task / rel).read_text() == (
+                wd / "results" / task / rel
+            ).read_text()
         a = pd.read_csv(tiny_run / "results" / task / "hmm" / "model_selection_restarts.csv")
         b = pd.read_csv(wd / "results" / task / "hmm" / "model_selection_restarts.csv")
         pd.testing.assert_frame_equal(a, b)

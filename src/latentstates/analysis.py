@@ -62,8 +62,9 @@ def convergence_times(metrics: pd.DataFrame, threshold: float) -> pd.DataFrame:
         ok = hit.size > 0
         idx = int(hit[0]) if ok else len(g)
         step = int(g["step"].iloc[idx]) if ok else int(g["step"].iloc[-1])
-        rows.append({"seed": int(seed), "convergence_checkpoint": idx, "convergence_step": step,
-                     "converged": ok})
+        rows.append(
+            {"seed": int(seed), "convergence_checkpoint": idx, "convergence_step": step, "converged": ok}
+        )
     return pd.DataFrame(rows).set_index("seed")
 
 
@@ -184,8 +185,13 @@ def feature_changes(
         else:
             raise ValueError(f"analysis.feature_ranking: unknown method {method!r} (gradient, means)")
         order = np.argsort(-score, kind="stable")[:top]
-        row = {"source": i, "target": j, "n_runs": e.n_runs, "n_total_runs": e.n_total_runs,
-               "probability": e.probability}
+        row = {
+            "source": i,
+            "target": j,
+            "n_runs": e.n_runs,
+            "n_total_runs": e.n_total_runs,
+            "probability": e.probability,
+        }
         for r, f in enumerate(order, start=1):
             row[f"feature_{r}"] = features[f]
             row[f"change_{r}"] = float(delta[f])
@@ -213,7 +219,7 @@ def analyse_task(
     top: int = 3,
 ) -> dict:
     """All per-task analyses: edge table with feature changes, per-run table, regression, detours."""
-    from .hmm import zscore_runs
+    from .sequences import zscore_runs
 
     paths = paths_by_run(states)
     k = model["k"]

@@ -74,9 +74,7 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
                 f"exceeds max_states {merged['max_states']}"
             )
         if task["kind"] == "modular_addition" and task["model"]["d_model"] % task["model"]["n_heads"]:
-            raise ConfigError(
-                f"invalid config key 'tasks.{name}.model.n_heads': must divide d_model"
-            )
+            raise ConfigError(f"invalid config key 'tasks.{name}.model.n_heads': must divide d_model")
     return config
 
 

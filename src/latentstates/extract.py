@@ -41,8 +41,9 @@ def run_metrics(
     vec = None
     rows = []
     paths = list_checkpoints(checkpoint_dir)
-    for path in tqdm(paths, desc=f"metrics seed {seed}", file=sys.stderr, mininterval=5.0,
-                     disable=not progress):
+    for path in tqdm(
+        paths, desc=f"metrics seed {seed}", file=sys.stderr, mininterval=5.0, disable=not progress
+    ):
         ckpt = load_checkpoint(path)
         try:
             model.load_state_dict(ckpt["model"])

@@ -6,68 +6,15 @@ import functools
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-RUN_KEYS = ["task", "seed"]
+from .sequences import Sequences, split_runs, zscore_runs
 
-
-@dataclass
-class Sequences:
-    """Z-scored feature sequences, one (T_i, d) array per run, with their z-score info."""
-
-    runs: list[int]
-    arrays: list[np.ndarray]
-    features: list[str]
-    mean: np.ndarray  # (n_runs, d)
-    std: np.ndarray  # (n_runs, d)
-    dropped: dict[int, str] = field(default_factory=dict)
-
-
-def zscore_runs(df: pd.DataFrame, features: Sequence[str], min_std: float = 1e-8) -> Sequences:
-    """Z-score each run's features over time (ddof 0); report, not hide, runs that cannot be used.
-
-    A run is dropped when a feature is NaN/inf somewhere; a feature that is constant within a run
-    (std < `min_std`) is set to 0 there rather than divided by zero.
-    """
-    features = list(features)
-    missing = [f for f in features if f not in df.columns]
-    if missing:
-        raise ValueError(f"metrics table lacks HMM features {missing}")
-    runs, arrays, means, stds, dropped = [], [], [], [], {}
-    for seed, g in df.sort_values(["seed", "checkpoint"]).groupby("seed", sort=True):
-        x = g[features].to_numpy(dtype=np.float64)
-        bad = [f for f, ok in zip(features, np.isfinite(x).all(axis=0)) if not ok]
-        if bad:
-            dropped[int(seed)] = f"non-finite values in {bad}"
-            continue
-        if len(x) < 2:
-            dropped[int(seed)] = "fewer than 2 checkpoints"
-            continue
-        mu, sd = x.mean(axis=0), x.std(axis=0)
-        z = np.where(sd > min_std, (x - mu) / np.where(sd > min_std, sd, 1.0), 0.0)
-        runs.append(int(seed))
-        arrays.append(z)
-        means.append(mu)
-        stds.append(sd)
-    if not runs:
-        raise ValueError(f"no usable runs for the HMM: {dropped}")
-    return Sequences(runs, arrays, features, np.array(means), np.array(stds), dropped)
-
-
-def split_runs(runs: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Seeded split of runs into (train, validation); validation empty when too few runs."""
-    runs = sorted(runs)
-    n_val = int(round(val_fraction * len(runs)))
-    n_val = min(n_val, len(runs) - 1)
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(runs))
-    val = sorted(runs[i] for i in perm[:n_val])
-    train = sorted(runs[i] for i in perm[n_val:])
-    return train, val
+__all__ = ["Sequences", "split_runs", "zscore_runs", "fit_hmm", "select_model", "fit_task"]
 
 
 def n_parameters(k: int, d: int, covariance: str) -> int:
@@ -375,7 +322,9 @@ def fit_task(metrics: pd.DataFrame, cfg: dict) -> TaskFit:
             "pinned": cfg["n_states"] is not None,
             "train_runs": train_runs,
             "val_runs": val_runs,
-            "restart_seed": int(restarts.loc[restarts["kept"] & (restarts["k"] == k), "restart_seed"].iloc[0]),
+            "restart_seed": int(
+                restarts.loc[restarts["kept"] & (restarts["k"] == k), "restart_seed"].iloc[0]
+            ),
             "zscore": {
                 "runs": seqs.runs,
                 "mean": seqs.mean.tolist(),

@@ -30,33 +30,70 @@ def training_curves(metrics: pd.DataFrame, states: pd.DataFrame, k: int, task: s
     fig = go.Figure()
     for seed, run in data.sort_values(["seed", "step"]).groupby("seed"):
         group = f"seed {seed}"
-        fig.add_trace(go.Scatter(x=run["step"], y=run["train_loss"], mode="lines", name=group,
-                                 legendgroup=group, showlegend=False, hoverinfo="skip",
-                                 line={"dash": "dash", "width": 1, "color": "#888"}))
-        custom = np.column_stack([run["seed"], run["state"], run["train_loss"], run["eval_loss"],
-                                  run["train_acc"], run["eval_acc"], *(run[m] for m in extra)])
-        lines = ["run (seed) %{customdata[0]}", "step %{x}", "state %{customdata[1]}",
-                 "train loss %{customdata[2]:.4g}", "eval loss %{customdata[3]:.4g}",
-                 "train acc %{customdata[4]:.3f}", "eval acc %{customdata[5]:.3f}"]
+        fig.add_trace(
+            go.Scatter(
+                x=run["step"],
+                y=run["train_loss"],
+                mode="lines",
+                name=group,
+                legendgroup=group,
+                showlegend=False,
+                hoverinfo="skip",
+                line={"dash": "dash", "width": 1, "color": "#888"},
+            )
+        )
+        custom = np.column_stack(
+            [
+                run["seed"],
+                run["state"],
+                run["train_loss"],
+                run["eval_loss"],
+                run["train_acc"],
+                run["eval_acc"],
+                *(run[m] for m in extra),
+            ]
+        )
+        lines = [
+            "run (seed) %{customdata[0]}",
+            "step %{x}",
+            "state %{customdata[1]}",
+            "train loss %{customdata[2]:.4g}",
+            "eval loss %{customdata[3]:.4g}",
+            "train acc %{customdata[4]:.3f}",
+            "eval acc %{customdata[5]:.3f}",
+        ]
         lines += [f"{m} %{{customdata[{6 + i}]:.4g}}" for i, m in enumerate(extra)]
-        fig.add_trace(go.Scatter(
-            x=run["step"], y=run["eval_loss"], mode="lines+markers", name=group, legendgroup=group,
-            line={"width": 1, "color": "#333"},
-            marker={"size": 6, "color": [colours[s] for s in run["state"]]},
-            customdata=custom, hovertemplate="<br>".join(lines) + "<extra></extra>",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=run["step"],
+                y=run["eval_loss"],
+                mode="lines+markers",
+                name=group,
+                legendgroup=group,
+                line={"width": 1, "color": "#333"},
+                marker={"size": 6, "color": [colours[s] for s in run["state"]]},
+                customdata=custom,
+                hovertemplate="<br>".join(lines) + "<extra></extra>",
+            )
+        )
     for s in range(k):
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"state {s}",
-                                 marker={"size": 9, "color": colours[s]}))
-    fig.update_layout(title=f"{task}: loss by latent state (dashed: train, solid: eval)",
-                      xaxis_title="training step", yaxis_title="loss", yaxis_type="log",
-                      template="plotly_white", height=600)
+        fig.add_trace(
+            go.Scatter(
+                x=[None], y=[None], mode="markers", name=f"state {s}", marker={"size": 9, "color": colours[s]}
+            )
+        )
+    fig.update_layout(
+        title=f"{task}: loss by latent state (dashed: train, solid: eval)",
+        xaxis_title="training step",
+        yaxis_title="loss",
+        yaxis_type="log",
+        template="plotly_white",
+        height=600,
+    )
     return fig
 
 
-def transition_graph(
-    model: dict, edges: pd.DataFrame, detours: list[int], task: str
-) -> go.Figure:
+def transition_graph(model: dict, edges: pd.DataFrame, detours: list[int], task: str) -> go.Figure:
     """States as nodes (hover: mean feature values), edges as arrows (hover: probability, runs, changes)."""
     k = model["k"]
     pos = graph_positions(k)
@@ -67,32 +104,81 @@ def transition_graph(
         (x0, y0), (x1, y1) = pos[e.source], pos[e.target]
         # Bend each edge to the left of its direction, so i→j and j→i do not overlap.
         mx, my = (x0 + x1) / 2 - 0.15 * (y1 - y0), (y0 + y1) / 2 + 0.15 * (x1 - x0)
-        fig.add_annotation(x=x1, y=y1, ax=mx, ay=my, xref="x", yref="y", axref="x", ayref="y",
-                           showarrow=True, arrowhead=3, arrowsize=1.2, arrowwidth=1.5,
-                           standoff=18, arrowcolor="#555")
-        fig.add_trace(go.Scatter(x=[x0, mx], y=[y0, my], mode="lines", hoverinfo="skip",
-                                 line={"color": "#555", "width": 1.5}, showlegend=False))
-        text = (f"{e.source} → {e.target}<br>probability {e.probability:.3f}<br>"
-                f"runs {e.n_runs} of {e.n_total_runs}")
+        fig.add_annotation(
+            x=x1,
+            y=y1,
+            ax=mx,
+            ay=my,
+            xref="x",
+            yref="y",
+            axref="x",
+            ayref="y",
+            showarrow=True,
+            arrowhead=3,
+            arrowsize=1.2,
+            arrowwidth=1.5,
+            standoff=18,
+            arrowcolor="#555",
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[x0, mx],
+                y=[y0, my],
+                mode="lines",
+                hoverinfo="skip",
+                line={"color": "#555", "width": 1.5},
+                showlegend=False,
+            )
+        )
+        text = (
+            f"{e.source} → {e.target}<br>probability {e.probability:.3f}<br>"
+            f"runs {e.n_runs} of {e.n_total_runs}"
+        )
         if hasattr(e, "summary"):
             text += f"<br>{e.summary}"
-        fig.add_trace(go.Scatter(x=[mx], y=[my], mode="markers+text", text=[f"{e.n_runs}/{e.n_total_runs}"],
-                                 textposition="top center", marker={"size": 10, "color": "rgba(0,0,0,0.15)"},
-                                 hovertext=[text], hoverinfo="text", showlegend=False))
+        fig.add_trace(
+            go.Scatter(
+                x=[mx],
+                y=[my],
+                mode="markers+text",
+                text=[f"{e.n_runs}/{e.n_total_runs}"],
+                textposition="top center",
+                marker={"size": 10, "color": "rgba(0,0,0,0.15)"},
+                hovertext=[text],
+                hoverinfo="text",
+                showlegend=False,
+            )
+        )
     node_text = [
         f"state {s}{' (detour)' if s in detours else ''}<br>"
         + "<br>".join(f"{f}: {means[s][i]:+.2f}" for i, f in enumerate(features))
         for s in range(k)
     ]
-    fig.add_trace(go.Scatter(
-        x=[pos[s][0] for s in range(k)], y=[pos[s][1] for s in range(k)], mode="markers+text",
-        text=[str(s) for s in range(k)], textfont={"color": "white", "size": 14},
-        marker={"size": 34, "color": colours,
-                "line": {"width": [4 if s in detours else 1 for s in range(k)],
-                         "color": ["#d62728" if s in detours else "#333" for s in range(k)]}},
-        hovertext=node_text, hoverinfo="text", showlegend=False,
-    ))
-    fig.update_layout(title=f"{task}: latent-state transitions (hover states and edges; red ring: detour)",
-                      template="plotly_white", height=550, xaxis={"visible": False},
-                      yaxis={"visible": False, "scaleanchor": "x"})
+    fig.add_trace(
+        go.Scatter(
+            x=[pos[s][0] for s in range(k)],
+            y=[pos[s][1] for s in range(k)],
+            mode="markers+text",
+            text=[str(s) for s in range(k)],
+            textfont={"color": "white", "size": 14},
+            marker={
+                "size": 34,
+                "color": colours,
+                "line": {
+                    "width": [4 if s in detours else 1 for s in range(k)],
+                    "color": ["#d62728" if s in detours else "#333" for s in range(k)],
+                },
+            },
+            hovertext=node_text,
+            hoverinfo="text",
+            showlegend=False,
+        )
+    )
+    fig.update_layout(
+        title=f"{task}: latent-state transitions (hover states and edges; red ring: detour)",
+        template="plotly_white",
+        height=550,
+        xaxis={"visible": False},
+        yaxis={"visible": False, "scaleanchor": "x"},
+    )
     return fig

@@ -66,9 +66,7 @@ def _summary(values: torch.Tensor, prefix: str) -> dict[str, float]:
     }
 
 
-def weight_metrics(
-    matrices: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]
-) -> dict[str, float]:
+def weight_metrics(matrices: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]) -> dict[str, float]:
     """The 14 paper features: per-matrix statistics averaged over matrices, plus global moments.
 
     Per-matrix values are averaged without weights; the variance of singular values uses a

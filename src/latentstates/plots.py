@@ -73,7 +73,7 @@ def training_curves(
         ax.set_xlabel(LABELS["step"])
     for ax in axes[:, 0]:
         ax.set_ylabel(LABELS["loss"])
-    for ax in axes.flat[len(seeds):]:
+    for ax in axes.flat[len(seeds) :]:
         ax.set_visible(False)
     handles = [plt.Line2D([], [], ls="--", color="0.4"), plt.Line2D([], [], ls="-", color="0.2")]
     handles += [plt.Line2D([], [], ls="", marker="o", color=palette[s]) for s in range(k)]
@@ -89,9 +89,7 @@ def graph_positions(k: int) -> dict[int, tuple[float, float]]:
     return {s: (float(s), 0.6 * ((s % 3) - 1) * (1 if s % 2 else -1)) for s in range(k)}
 
 
-def transition_graph(
-    k: int, edges: pd.DataFrame, detours: list[int], task: str
-) -> plt.Figure:
+def transition_graph(k: int, edges: pd.DataFrame, detours: list[int], task: str) -> plt.Figure:
     """States as nodes, each observed i→j as an arrow labelled 'probability, runs/N'; detours ringed."""
     import networkx as nx
 
@@ -102,17 +100,41 @@ def transition_graph(
     pos = graph_positions(k)
     palette = state_palette(k)
     fig, ax = plt.subplots(figsize=(max(5, 1.4 * k), 3.6))
-    nx.draw_networkx_nodes(g, pos, ax=ax, node_color=[palette[s] for s in range(k)], node_size=900,
-                           edgecolors=["#d62728" if s in detours else "0.2" for s in range(k)],
-                           linewidths=[3.5 if s in detours else 1.0 for s in range(k)])
+    nx.draw_networkx_nodes(
+        g,
+        pos,
+        ax=ax,
+        node_color=[palette[s] for s in range(k)],
+        node_size=900,
+        edgecolors=["#d62728" if s in detours else "0.2" for s in range(k)],
+        linewidths=[3.5 if s in detours else 1.0 for s in range(k)],
+    )
     nx.draw_networkx_labels(g, pos, ax=ax, font_color="white", font_weight="bold")
-    nx.draw_networkx_edges(g, pos, ax=ax, node_size=900, arrowsize=14, width=1.2, edge_color="0.35",
-                           connectionstyle="arc3,rad=0.25")
-    nx.draw_networkx_edge_labels(g, pos, ax=ax, edge_labels=nx.get_edge_attributes(g, "label"),
-                                 font_size=7, connectionstyle="arc3,rad=0.25",
-                                 bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
-    ax.set_title(f"{task}: transitions (probability, runs using the edge)"
-                 + (f"; detour states {detours} ringed red" if detours else ""), loc="left", fontsize=9)
+    nx.draw_networkx_edges(
+        g,
+        pos,
+        ax=ax,
+        node_size=900,
+        arrowsize=14,
+        width=1.2,
+        edge_color="0.35",
+        connectionstyle="arc3,rad=0.25",
+    )
+    nx.draw_networkx_edge_labels(
+        g,
+        pos,
+        ax=ax,
+        edge_labels=nx.get_edge_attributes(g, "label"),
+        font_size=7,
+        connectionstyle="arc3,rad=0.25",
+        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+    )
+    ax.set_title(
+        f"{task}: transitions (probability, runs using the edge)"
+        + (f"; detour states {detours} ringed red" if detours else ""),
+        loc="left",
+        fontsize=9,
+    )
     ax.axis("off")
     ax.margins(0.12)
     fig.tight_layout()
@@ -122,8 +144,14 @@ def transition_graph(
 def convergence_regression(table: pd.DataFrame, fit: dict, task: str) -> plt.Figure:
     """Observed against fitted convergence time, with R² and p of the occupancy regression."""
     fig, ax = plt.subplots(figsize=(4, 3.6))
-    sns.scatterplot(data=table, x="fitted", y="convergence_checkpoint", hue="converged", ax=ax,
-                    palette={True: "C0", False: "C3"})
+    sns.scatterplot(
+        data=table,
+        x="fitted",
+        y="convergence_checkpoint",
+        hue="converged",
+        ax=ax,
+        palette={True: "C0", False: "C3"},
+    )
     lo = min(table["fitted"].min(), table["convergence_checkpoint"].min())
     hi = max(table["fitted"].max(), table["convergence_checkpoint"].max())
     ax.plot([lo, hi], [lo, hi], color="0.5", lw=1, ls=":")

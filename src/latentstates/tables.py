@@ -23,16 +23,32 @@ def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table."""
     head = "| " + " | ".join(df.columns) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |" for row in df.itertuples(index=False)]
+    body = [
+        "| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |"
+        for row in df.itertuples(index=False)
+    ]
     return "\n".join([head, rule, *body]) + "\n"
 
 
 def to_latex(df: pd.DataFrame, caption: str) -> str:
     """A booktabs LaTeX table."""
-    esc = lambda s: str(s).replace("_", r"\_").replace("%", r"\%").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$").replace("→", r"$\to$")  # noqa: E731
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{esc(caption)}}}",
-             r"\begin{tabular}{" + "l" * len(df.columns) + "}", r"\toprule",
-             " & ".join(esc(c) for c in df.columns) + r" \\", r"\midrule"]
+    esc = lambda s: (
+        str(s)
+        .replace("_", r"\_")
+        .replace("%", r"\%")
+        .replace("↑", r"$\uparrow$")
+        .replace("↓", r"$\downarrow$")
+        .replace("→", r"$\to$")
+    )  # noqa: E731
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{esc(caption)}}}",
+        r"\begin{tabular}{" + "l" * len(df.columns) + "}",
+        r"\toprule",
+        " & ".join(esc(c) for c in df.columns) + r" \\",
+        r"\midrule",
+    ]
     lines += [" & ".join(esc(_fmt(v)) for v in row) + r" \\" for row in df.itertuples(index=False)]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"

@@ -79,9 +79,7 @@ def _transformer_biases(model: nn.Module) -> list[torch.Tensor]:
 register(
     TaskKind(
         name="sparse_parity",
-        make_data=lambda d, seed: data.sparse_parity(
-            d["n_bits"], d["k"], d["n_train"], d["n_test"], seed
-        ),
+        make_data=lambda d, seed: data.sparse_parity(d["n_bits"], d["k"], d["n_train"], d["n_test"], seed),
         make_model=lambda m, d: models.MLP([d["n_bits"], *m["hidden"], 1]),
         loss=_hinge,
         correct=_sign_correct,

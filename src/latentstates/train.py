@@ -149,8 +149,13 @@ def train_run(
     model.train()
     checkpoint(0)
     step = 0
-    bar = tqdm(total=total, desc=f"{task_cfg['kind']} seed {seed}", file=sys.stderr,
-               mininterval=5.0, disable=not progress)
+    bar = tqdm(
+        total=total,
+        desc=f"{task_cfg['kind']} seed {seed}",
+        file=sys.stderr,
+        mininterval=5.0,
+        disable=not progress,
+    )
     for _ in range(cfg["epochs"]):
         if rows[-1]["diverged"]:
             break

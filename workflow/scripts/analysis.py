@@ -13,7 +13,9 @@ with job_log(snakemake.log[0]) as logger:
     cfg = json.loads(snakemake.params.analysis)
     model = read_json(snakemake.input.model)
     out = analyse_task(
-        read_parquet(snakemake.input.metrics, columns=["seed", "checkpoint", "step", "eval_acc", *model["features"]]),
+        read_parquet(
+            snakemake.input.metrics, columns=["seed", "checkpoint", "step", "eval_acc", *model["features"]]
+        ),
         read_parquet(snakemake.input.states, columns=["seed", "checkpoint", "state"]),
         model,
         threshold=snakemake.params.threshold,

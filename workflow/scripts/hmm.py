@@ -12,7 +12,9 @@ from latentstates.train import configure_torch, resolve_device
 with job_log(snakemake.log[0]) as logger:
     configure_torch(snakemake.threads, resolve_device("cpu"))
     cfg = json.loads(snakemake.params.hmm)
-    metrics = read_parquet(snakemake.input[0], columns=["seed", "checkpoint", "step", "diverged", *cfg["features"]])
+    metrics = read_parquet(
+        snakemake.input[0], columns=["seed", "checkpoint", "step", "diverged", *cfg["features"]]
+    )
     fit = fit_task(metrics, cfg)
     for seed, why in fit.model["excluded_runs"].items():
         logger.warning("run seed %s left out of the HMM: %s", seed, why)
