@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoints import save_checkpoint
+from .checkpoints import load_resume, publish, save_checkpoint, save_resume
 from .data import Split
 from .tasks import TaskKind, get_task
 
@@ -97,6 +97,12 @@ def build_run(task_cfg: dict, seed: int) -> tuple[TaskKind, Split, nn.Module]:
     return kind, split, model
 
 
+def staging_dir(checkpoint_dir: str | Path) -> Path:
+    """Where a run's checkpoints and resume states live until training completes."""
+    checkpoint_dir = Path(checkpoint_dir)
+    return checkpoint_dir.with_name(checkpoint_dir.name + ".partial")
+
+
 def train_run(
     task_cfg: dict,
     seed: int,
@@ -105,7 +111,13 @@ def train_run(
     threads: int = 1,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Train one run, save checkpoints, and return its per-checkpoint loss/accuracy log."""
+    """Train one run, save checkpoints, and return its per-checkpoint loss/accuracy log.
+
+    Checkpoints are written to `<checkpoint_dir>.partial` with a resume state (model, optimiser,
+    RNG states, data order, log so far) at each one; the directory is renamed to `checkpoint_dir`
+    when training ends. A rerun after a kill continues from the last readable resume state and
+    ends bit-identical (on CPU) to an uninterrupted run.
+    """
     dev = resolve_device(device)
     configure_torch(threads, dev)
     kind, split, model = build_run(task_cfg, seed)
@@ -118,8 +130,9 @@ def train_run(
     batch, steps_per_epoch, interval = schedule(len(x_tr), cfg)
     total = cfg["epochs"] * steps_per_epoch
     order = torch.Generator().manual_seed(seeds["order_seed"])
-
-    rows = []
+    work = staging_dir(checkpoint_dir)
+    rows: list[dict] = []
+    perm = torch.empty(0, dtype=torch.long)
 
     def checkpoint(step: int) -> None:
         index = step // interval
@@ -127,9 +140,7 @@ def train_run(
         te_loss, te_acc = evaluate(model, kind, x_te, y_te)
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         save_checkpoint(
-            checkpoint_dir,
-            index,
-            {"model": state, "index": index, "step": step, "epoch": step / steps_per_epoch},
+            work, index, {"model": state, "index": index, "step": step, "epoch": step / steps_per_epoch}
         )
         finite = all(torch.isfinite(p).all() for p in model.parameters())
         rows.append(
@@ -144,39 +155,62 @@ def train_run(
                 "diverged": not (finite and math.isfinite(tr_loss) and math.isfinite(te_loss)),
             }
         )
+        save_resume(
+            work,
+            index,
+            {
+                "step": step,
+                "model": state,
+                "optimizer": optimizer.state_dict(),
+                "order_rng": order.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "perm": perm.cpu(),
+                "rows": list(rows),
+            },
+        )
 
-    Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-    model.train()
-    checkpoint(0)
-    step = 0
+    resumed = load_resume(work)
+    if resumed is None:
+        work.mkdir(parents=True, exist_ok=True)
+        model.train()
+        checkpoint(0)
+        step = 0
+    else:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        order.set_state(resumed["order_rng"])
+        torch.set_rng_state(resumed["torch_rng"])
+        perm, rows, step = resumed["perm"].to(dev), resumed["rows"], resumed["step"]
+        model.train()
+        logger.info("resuming from step %d (%s)", step, work)
     bar = tqdm(
         total=total,
+        initial=step,
         desc=f"{task_cfg['kind']} seed {seed}",
         file=sys.stderr,
         mininterval=5.0,
         disable=not progress,
     )
-    for _ in range(cfg["epochs"]):
-        if rows[-1]["diverged"]:
-            break
-        perm = torch.randperm(len(x_tr), generator=order).to(dev)
-        for start in range(0, len(x_tr), batch):
-            idx = perm[start : start + batch]
-            loss = kind.loss(model(x_tr[idx]), y_tr[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            bar.update()
-            if step % interval == 0:
-                checkpoint(step)
-                bar.set_postfix(train_acc=rows[-1]["train_acc"], eval_acc=rows[-1]["eval_acc"], refresh=False)
-                if rows[-1]["diverged"]:
-                    # Non-finite weights or losses: nothing later can be recovered. Keep the run,
-                    # flagged, with the checkpoints so far; the HMM stage leaves it out.
-                    logger.warning("run diverged at step %d: training stopped", step)
-                    break
+    while step < total and not rows[-1]["diverged"]:
+        position = step % steps_per_epoch
+        if position == 0:
+            perm = torch.randperm(len(x_tr), generator=order).to(dev)
+        idx = perm[position * batch : (position + 1) * batch]
+        loss = kind.loss(model(x_tr[idx]), y_tr[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        bar.update()
+        if step % interval == 0:
+            checkpoint(step)
+            bar.set_postfix(train_acc=rows[-1]["train_acc"], eval_acc=rows[-1]["eval_acc"], refresh=False)
     bar.close()
+    if rows[-1]["diverged"]:
+        # Non-finite weights or losses: nothing later can be recovered. The run is kept, flagged,
+        # with its checkpoints so far; the HMM stage leaves it out.
+        logger.warning("run diverged by step %d: training stopped", rows[-1]["step"])
+    publish(work, checkpoint_dir)
     log = pd.DataFrame(rows)
     for name, value in seeds.items():
         log[name] = value
