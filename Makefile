@@ -26,8 +26,8 @@ test-fast: setup  ## unit tests only
 lint: setup
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile rules/
-	$(BIN)/ruff check src tests workflow/scripts
-	$(BIN)/ruff format --check src tests workflow/scripts
+	$(BIN)/ruff check src tests workflow/scripts benchmarks
+	$(BIN)/ruff format --check src tests workflow/scripts benchmarks
 
 report: setup  ## Snakemake's HTML report of the last run
 	$(BIN)/snakemake --report results/report.html

@@ -24,8 +24,8 @@ def test_snakemake_lint_is_clean():
     "tool, args",
     [
         ("snakefmt", ["--check", "Snakefile", "rules/"]),
-        ("ruff", ["check", "src", "tests", "workflow/scripts"]),
-        ("ruff", ["format", "--check", "src", "tests", "workflow/scripts"]),
+        ("ruff", ["check", "src", "tests", "workflow/scripts", "benchmarks"]),
+        ("ruff", ["format", "--check", "src", "tests", "workflow/scripts", "benchmarks"]),
     ],
 )
 def test_formatters_and_linters(tool, args):

@@ -76,6 +76,8 @@ def load_resume(directory: str | Path) -> dict[str, Any] | None:
     directory = Path(directory)
     if not directory.is_dir():
         return None
+    for tmp in directory.glob(".*.tmp"):  # half-written files of the killed process
+        tmp.unlink()
     for path in sorted((p for p in directory.iterdir() if _RESUME.match(p.name)), reverse=True):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)

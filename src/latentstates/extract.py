@@ -37,7 +37,8 @@ def run_metrics(
     model.to(dev).eval()
     hb = hessian_cfg["batch_size"] or len(split.x_train)
     xh, yh = split.x_train[:hb].to(dev), split.y_train[:hb].to(dev)
-    gen = torch.Generator().manual_seed(seed + hessian_cfg["seed"])
+    hessian_seed = seed + hessian_cfg["seed"]
+    gen = torch.Generator().manual_seed(hessian_seed)
     vec = None
     rows = []
     paths = list_checkpoints(checkpoint_dir)
@@ -69,6 +70,7 @@ def run_metrics(
             row["hessian_iters"] = res.iterations
         rows.append(row)
     df = pd.DataFrame(rows)
+    df["hessian_seed"] = hessian_seed
     perf = train_log[["checkpoint", *PERFORMANCE_COLUMNS, *(["diverged"] if "diverged" in train_log else [])]]
     merged = df.merge(perf, on="checkpoint", how="left", validate="one_to_one")
     if merged[PERFORMANCE_COLUMNS].isna().all(axis=1).any():

@@ -1,0 +1,227 @@
+"""Resume after a kill, atomic outputs, bad inputs, degenerate features."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+import torch
+import yaml
+
+from conftest import TINY, snakemake
+from latentstates.checkpoints import list_checkpoints, load_checkpoint
+from latentstates.config import validate_config
+from latentstates.extract import run_metrics
+from latentstates.hmm import fit_task
+from latentstates.io import read_parquet, write_parquet
+from latentstates.metrics import PAPER_FEATURES
+from latentstates.train import staging_dir, train_run
+
+HESSIAN = {"enabled": True, "batch_size": 64, "stride": 2, "tol": 1e-3, "max_iter": 20, "seed": 0}
+
+
+def _slow_parity() -> dict:
+    """A parity task long enough (a few seconds) to be killed in the middle."""
+    cfg = validate_config(yaml.safe_load(TINY.read_text()))["tasks"]["sparse_parity"]
+    cfg["model"]["hidden"] = [512]
+    cfg["train"]["epochs"] = 120
+    return cfg
+
+
+def _resume_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("resume_*.pt")) if directory.is_dir() else []
+
+
+def _wait_for_resume_index(directory: Path, index: int, proc, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        files = _resume_files(directory)
+        if files and int(files[-1].stem.split("_")[1]) >= index:
+            return
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.05)
+    raise AssertionError(f"no resume state {index} in {directory} after {timeout}s")
+
+
+def test_killed_training_resumes_bit_identical_even_past_a_corrupt_state(tmp_path):
+    cfg = _slow_parity()
+    reference = train_run(cfg, 0, tmp_path / "reference", progress=False)
+
+    ckpt = tmp_path / "killed"
+    code = (
+        "import sys, yaml; from latentstates.train import train_run; "
+        f"train_run(yaml.safe_load(sys.stdin), 0, {str(ckpt)!r}, progress=False)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, text=True)
+    proc.stdin.write(yaml.safe_dump(cfg))
+    proc.stdin.close()
+    _wait_for_resume_index(staging_dir(ckpt), 30, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not ckpt.exists(), "an unfinished run must not publish its checkpoint directory"
+    states = _resume_files(staging_dir(ckpt))
+    assert len(states) == 2
+    states[-1].write_bytes(states[-1].read_bytes()[:100])  # a truncated newest state
+
+    resumed = train_run(cfg, 0, ckpt, progress=False)
+    pd.testing.assert_frame_equal(resumed, reference)
+    assert not staging_dir(ckpt).exists() and not list(ckpt.glob("resume_*"))
+    a, b = list_checkpoints(tmp_path / "reference"), list_checkpoints(ckpt)
+    assert [p.name for p in a] == [p.name for p in b]
+    for pa, pb in zip(a, b):
+        ma, mb = load_checkpoint(pa)["model"], load_checkpoint(pb)["model"]
+        assert all(torch.equal(ma[k], mb[k]) for k in ma)
+
+
+@pytest.mark.slow
+def test_snakemake_rerun_after_kill_matches_uninterrupted_run(make_workdir, tiny_config):
+    cfg = {**tiny_config, "tasks": {"sparse_parity": tiny_config["tasks"]["sparse_parity"]}}
+    task = cfg["tasks"]["sparse_parity"]
+    task["model"] = {"hidden": [512]}
+    task["train"]["epochs"] = 120
+    task["seeds"] = 2
+    clean = make_workdir(cfg, "clean")
+    snakemake(clean)
+
+    wd = make_workdir(cfg, "killed")
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(Path(__file__).parents[1] / "Snakefile"),
+        "--directory",
+        str(wd),
+        "--cores",
+        "2",
+        "--configfile",
+        str(wd / "config.yaml"),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=wd)
+    staging = wd / "results" / "sparse_parity" / "runs" / "seed0" / "checkpoints.partial"
+    _wait_for_resume_index(staging, 30, proc)
+    trainers = [
+        p
+        for p in psutil.Process(proc.pid).children(recursive=True)
+        if any("train.py" in part for part in p.cmdline())
+    ]
+    assert trainers, "no training process found under snakemake"
+    for p in trainers:
+        p.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=300) != 0
+    assert _resume_files(staging), "the killed job's resume states must survive Snakemake's cleanup"
+
+    snakemake(wd)
+    log = (wd / "results" / "logs" / "train" / "sparse_parity" / "seed0.log").read_text()
+    assert "resuming from step" in log
+    for rel in [
+        "runs/seed0/train_log.parquet",
+        "runs/seed1/train_log.parquet",
+        "metrics.parquet",
+        "hmm/states.parquet",
+    ]:
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(clean / "results" / "sparse_parity" / rel),
+            pd.read_parquet(wd / "results" / "sparse_parity" / rel),
+        )
+
+
+def test_bad_checkpoint_inputs_name_the_file(tmp_path):
+    cfg = validate_config(yaml.safe_load(TINY.read_text()))["tasks"]["sparse_parity"]
+    log = train_run(cfg, 0, tmp_path / "run", progress=False)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=str(empty)):
+        run_metrics(cfg, 0, empty, log, HESSIAN, progress=False)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        run_metrics(cfg, 0, tmp_path / "missing", log, HESSIAN, progress=False)
+
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    (wrong / "ckpt_000000.pt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match=r"wrong/ckpt_000000\.pt: not a readable checkpoint"):
+        run_metrics(cfg, 0, wrong, log, HESSIAN, progress=False)
+
+    truncated = tmp_path / "truncated"
+    shutil.copytree(tmp_path / "run", truncated)
+    victim = list_checkpoints(truncated)[3]
+    victim.write_bytes(victim.read_bytes()[:200])
+    with pytest.raises(ValueError, match=rf"{victim.name}: not a readable checkpoint"):
+        run_metrics(cfg, 0, truncated, log, HESSIAN, progress=False)
+
+    other = validate_config(yaml.safe_load(TINY.read_text()))["tasks"]["sparse_parity"]
+    other["model"]["hidden"] = [7]
+    with pytest.raises(ValueError, match="do not fit the configured model"):
+        run_metrics(other, 0, tmp_path / "run", log, HESSIAN, progress=False)
+
+
+def test_tables_with_missing_columns_or_garbage_name_the_file(tmp_path):
+    path = tmp_path / "t.parquet"
+    write_parquet(pd.DataFrame({"seed": [0], "checkpoint": [0]}), path)
+    with pytest.raises(ValueError, match=r"t\.parquet: missing columns \['l1'\]"):
+        read_parquet(path, columns=["seed", "l1"])
+    path.write_text("garbage")
+    with pytest.raises(ValueError, match=r"t\.parquet: not a readable Parquet file"):
+        read_parquet(path)
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    path = tmp_path / "out.parquet"
+    write_parquet(pd.DataFrame({"a": [1]}), path)
+
+    class Boom(pd.DataFrame):
+        def to_parquet(self, *args, **kwargs):
+            raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        write_parquet(Boom({"a": [2]}), path)
+    assert read_parquet(path)["a"].tolist() == [1]  # the old complete file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]  # no temporary left behind
+
+
+def test_feature_constant_across_all_runs_gives_finite_fit():
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(6):
+        for t in range(40):
+            rows.append(
+                {
+                    "seed": seed,
+                    "checkpoint": t,
+                    "step": t,
+                    "a": t + rng.normal(),
+                    "b": np.sin(t / 5) + 0.1 * rng.normal(),
+                    "c": 3.0,
+                }
+            )
+    cfg = {
+        "features": ["a", "b", "c"],
+        "val_fraction": 0.2,
+        "seed": 0,
+        "max_states": 3,
+        "restarts": 2,
+        "covariance": "full",
+        "max_iter": 20,
+        "tol": 0.1,
+        "var_floor": 1e-3,
+        "criterion": "bic",
+        "n_states": None,
+    }
+    fit = fit_task(pd.DataFrame(rows), cfg)
+    assert fit.restarts["error"].eq("").all()
+    assert np.isfinite(fit.restarts["train_ll"]).all() and np.isfinite(fit.restarts["val_ll"]).all()
+    assert len(fit.states) == 6 * 40
+
+
+def test_unknown_hmm_feature_is_named():
+    df = pd.DataFrame({"seed": [0, 0], "checkpoint": [0, 1], "l1": [1.0, 2.0]})
+    with pytest.raises(ValueError, match=r"lacks HMM features \['l2'\]"):
+        fit_task(df, {"features": ["l1", "l2"]})
+    assert PAPER_FEATURES[0] == "l1"
