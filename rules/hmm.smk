@@ -2,7 +2,13 @@ rule hmm:
     input:
         path("metrics"),
     output:
-        selection=path("selection"),
+        selection=report(
+            path("selection"),
+            caption="../workflow/report/selection_table.rst",
+            category="{task}",
+            subcategory="HMM",
+            labels={"task": "{task}", "result": "model selection table"},
+        ),
         restarts=path("restarts"),
         model=path("model"),
         states=path("states"),
@@ -11,7 +17,7 @@ rule hmm:
             caption="../workflow/report/excluded_runs.rst",
             category="{task}",
             subcategory="HMM",
-            labels={"task": "{task}", "table": "runs left out of the HMM"},
+            labels={"task": "{task}", "result": "runs left out of the HMM"},
         ),
     log:
         log("hmm"),

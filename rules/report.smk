@@ -7,7 +7,7 @@ rule plot_model_selection:
             caption="../workflow/report/model_selection.rst",
             category="{task}",
             subcategory="HMM",
-            labels={"task": "{task}", "figure": "model selection"},
+            labels={"task": "{task}", "result": "model selection"},
         ),
         svg=path("figure", figure="model_selection", ext="svg"),
     log:
@@ -33,7 +33,7 @@ rule plot_training_curves:
             caption="../workflow/report/training_curves.rst",
             category="{task}",
             subcategory="Training",
-            labels={"task": "{task}", "figure": "training curves by state"},
+            labels={"task": "{task}", "result": "training curves by state"},
         ),
         svg=path("figure", figure="training_curves", ext="svg"),
     log:
@@ -61,7 +61,7 @@ rule plot_analysis:
             caption="../workflow/report/transition_graph.rst",
             category="{task}",
             subcategory="Transitions",
-            labels={"task": "{task}", "figure": "transition graph"},
+            labels={"task": "{task}", "result": "transition graph"},
         ),
         graph_svg=path("figure", figure="transition_graph", ext="svg"),
         regression_png=report(
@@ -69,7 +69,7 @@ rule plot_analysis:
             caption="../workflow/report/convergence_regression.rst",
             category="{task}",
             subcategory="Convergence",
-            labels={"task": "{task}", "figure": "convergence regression"},
+            labels={"task": "{task}", "result": "convergence regression"},
         ),
         regression_svg=path("figure", figure="convergence_regression", ext="svg"),
     log:
@@ -97,14 +97,14 @@ rule interactive:
             caption="../workflow/report/interactive_curves.rst",
             category="{task}",
             subcategory="Interactive",
-            labels={"task": "{task}", "figure": "training curves (interactive)"},
+            labels={"task": "{task}", "result": "training curves (interactive)"},
         ),
         graph=report(
             path("figure", figure="transition_graph", ext="html"),
             caption="../workflow/report/interactive_graph.rst",
             category="{task}",
             subcategory="Interactive",
-            labels={"task": "{task}", "figure": "transition graph (interactive)"},
+            labels={"task": "{task}", "result": "transition graph (interactive)"},
         ),
     log:
         log("interactive"),

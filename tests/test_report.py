@@ -60,7 +60,16 @@ def test_report_holds_every_figure_and_table(report):
         assert task in html
         for fig in FIGURES:
             assert f"{fig}.png" in html
-    for name in ["training_curves.html", "transition_graph.html", "summary.csv"]:
+    for name in [
+        "training_curves.html",
+        "transition_graph.html",
+        "summary.csv",
+        "edges.csv",
+        "regression.csv",
+        "runs.csv",
+        "model_selection.csv",
+        "excluded_runs.csv",
+    ]:
         assert name in html
 
 

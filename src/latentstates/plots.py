@@ -86,7 +86,7 @@ def training_curves(
 
 def graph_positions(k: int) -> dict[int, tuple[float, float]]:
     """Node positions of the transition graph: left to right in state order (= time order)."""
-    return {s: (float(s), 0.6 * ((s % 3) - 1) * (1 if s % 2 else -1)) for s in range(k)}
+    return {s: (float(s), 0.5 if s % 2 == 0 else -0.5) for s in range(k)}
 
 
 def transition_graph(k: int, edges: pd.DataFrame, detours: list[int], task: str) -> plt.Figure:
@@ -96,7 +96,7 @@ def transition_graph(k: int, edges: pd.DataFrame, detours: list[int], task: str)
     g = nx.DiGraph()
     g.add_nodes_from(range(k))
     for e in edges.itertuples():
-        g.add_edge(e.source, e.target, label=f"{e.probability:.2f}\n{e.n_runs}/{e.n_total_runs}")
+        g.add_edge(e.source, e.target, label=f"{e.probability:.2g}\n{e.n_runs}/{e.n_total_runs}")
     pos = graph_positions(k)
     palette = state_palette(k)
     fig, ax = plt.subplots(figsize=(max(5, 1.4 * k), 3.6))
