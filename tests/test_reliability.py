@@ -225,3 +225,32 @@ def test_unknown_hmm_feature_is_named():
     with pytest.raises(ValueError, match=r"lacks HMM features \['l2'\]"):
         fit_task(df, {"features": ["l1", "l2"]})
     assert PAPER_FEATURES[0] == "l1"
+
+
+@pytest.mark.slow
+def test_diverging_task_is_flagged_and_the_workflow_finishes(make_workdir, tiny_config):
+    cfg = dict(tiny_config)
+    cfg["tasks"] = {k: dict(v) for k, v in tiny_config["tasks"].items()}
+    cfg["tasks"]["modular_addition"]["train"] = {
+        **tiny_config["tasks"]["modular_addition"]["train"],
+        "lr": 50.0,
+    }
+    wd = make_workdir(cfg)
+    snakemake(wd)
+    res = wd / "results"
+    metrics = pd.read_parquet(res / "modular_addition" / "metrics.parquet")
+    assert metrics.groupby("seed")["diverged"].any().all()  # kept in the table, flagged
+    excluded = pd.read_csv(res / "modular_addition" / "hmm" / "excluded_runs.csv")
+    assert excluded["seed"].tolist() == [0, 1, 2]
+    assert excluded["reason"].str.contains("diverged").all()
+    summary = pd.read_csv(res / "summary.csv").set_index("task")
+    assert summary.loc["modular_addition", "K"] == 0
+    assert summary.loc["sparse_parity", "K"] >= 1  # the healthy task is unaffected
+    assert pd.read_csv(res / "sparse_parity" / "hmm" / "excluded_runs.csv").empty
+    for fig in [
+        "model_selection.png",
+        "training_curves.png",
+        "transition_graph.png",
+        "transition_graph.html",
+    ]:
+        assert (res / "modular_addition" / "figures" / fig).stat().st_size > 1000

@@ -223,6 +223,8 @@ def analyse_task(
 
     paths = paths_by_run(states)
     k = model["k"]
+    if k == 0 or not paths:
+        return _nothing_decoded(metrics, threshold, ranking, occupancy_kind)
     edges = transition_edges(paths, np.asarray(model["transitions"]))
     seqs = zscore_runs(metrics, model["features"])
     sequences = dict(zip(seqs.runs, seqs.arrays))
@@ -256,5 +258,33 @@ def analyse_task(
             "detour_states": detours,
             "feature_ranking": ranking,
             "occupancy": occupancy_kind,
+        },
+    }
+
+
+def _nothing_decoded(metrics: pd.DataFrame, threshold: float, ranking: str, occupancy_kind: str) -> dict:
+    """Analyses of a task whose HMM has no decoded run: convergence per run, nothing else."""
+    conv = convergence_times(metrics, threshold).reset_index()
+    conv["fitted"] = np.nan
+    return {
+        "edges": pd.DataFrame(
+            columns=["source", "target", "probability", "n_runs", "n_total_runs", "summary"]
+        ),
+        "runs": conv,
+        "coefficients": pd.DataFrame(
+            columns=["term", "coef", "std_err", "p_value", "n_runs_visiting", "detour"]
+        ),
+        "summary": {
+            "k": 0,
+            "n_runs": 0,
+            "n_converged": int(conv["converged"].sum()),
+            "never_converged": [int(s) for s in conv.loc[~conv["converged"], "seed"]],
+            "threshold": threshold,
+            "r2": float("nan"),
+            "f_pvalue": float("nan"),
+            "detour_states": [],
+            "feature_ranking": ranking,
+            "occupancy": occupancy_kind,
+            "status": "no usable runs for the HMM",
         },
     }

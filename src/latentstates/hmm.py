@@ -284,6 +284,73 @@ class TaskFit:
     excluded: pd.DataFrame
 
 
+SELECTION_COLUMNS = [
+    "k",
+    "val_ll_mean",
+    "val_ll_std",
+    "aic_mean",
+    "aic_std",
+    "bic_mean",
+    "bic_std",
+    "n_ok",
+    "restart",
+    "train_ll",
+    "val_ll",
+    "aic",
+    "bic",
+    "n_params",
+    "chosen",
+]
+RESTART_COLUMNS = [
+    "k",
+    "restart",
+    "restart_seed",
+    "train_ll",
+    "val_ll",
+    "n_params",
+    "aic",
+    "bic",
+    "error",
+    "kept",
+]
+
+
+def _excluded_table(dropped: dict[int, str]) -> pd.DataFrame:
+    rows = [{"seed": s, "reason": why} for s, why in sorted(dropped.items())]
+    return pd.DataFrame(rows, columns=["seed", "reason"])
+
+
+def _no_usable_runs(seqs: Sequences, cfg: dict) -> TaskFit:
+    """Outputs of a task none of whose runs can be fitted (e.g. every run diverged): K = 0."""
+    model = {
+        "k": 0,
+        "status": "no usable runs: see excluded_runs",
+        "covariance": cfg["covariance"],
+        "features": seqs.features,
+        "starts": [],
+        "transitions": [],
+        "ends": [],
+        "means": [],
+        "covs": [],
+        "excluded_runs": {str(s): why for s, why in sorted(seqs.dropped.items())},
+        "settings": dict(sorted(cfg.items())),
+    }
+    return TaskFit(
+        pd.DataFrame(columns=RESTART_COLUMNS),
+        pd.DataFrame(columns=SELECTION_COLUMNS),
+        model,
+        pd.DataFrame(
+            {
+                "seed": pd.Series(dtype="int64"),
+                "checkpoint": pd.Series(dtype="int64"),
+                "step": pd.Series(dtype="int64"),
+                "state": pd.Series(dtype="int64"),
+            }
+        ),
+        _excluded_table(seqs.dropped),
+    )
+
+
 def fit_task(metrics: pd.DataFrame, cfg: dict) -> TaskFit:
     """Z-score, split, select K, decode every usable run; states numbered by time of first use."""
     diverged = {}
@@ -291,10 +358,10 @@ def fit_task(metrics: pd.DataFrame, cfg: dict) -> TaskFit:
         bad = metrics[metrics["diverged"].astype(bool)].groupby("seed")["step"].min()
         diverged = {int(s): f"diverged (non-finite loss or weights) by step {int(t)}" for s, t in bad.items()}
         metrics = metrics[~metrics["seed"].isin(list(diverged))]
-    if metrics.empty:
-        raise ValueError(f"no usable runs for the HMM: {diverged}")
     seqs = zscore_runs(metrics, cfg["features"])
     seqs.dropped.update(diverged)
+    if not seqs.runs:
+        return _no_usable_runs(seqs, cfg)
     train_runs, val_runs = split_runs(seqs.runs, cfg["val_fraction"], cfg["seed"])
     restarts, kept = select_model(
         seqs,
@@ -350,7 +417,4 @@ def fit_task(metrics: pd.DataFrame, cfg: dict) -> TaskFit:
             )
         )
     states = pd.concat(frames, ignore_index=True)
-    excluded = pd.DataFrame(
-        [{"seed": s, "reason": why} for s, why in sorted(seqs.dropped.items())], columns=["seed", "reason"]
-    )
-    return TaskFit(restarts, summary, model, states, excluded)
+    return TaskFit(restarts, summary, model, states, _excluded_table(seqs.dropped))

@@ -25,7 +25,8 @@ def save_html(fig: go.Figure, path) -> None:
 def training_curves(metrics: pd.DataFrame, states: pd.DataFrame, k: int, task: str) -> go.Figure:
     """Eval loss (solid) and train loss (dashed) per run; hover a point for run, step, state, metrics."""
     colours = [_hex(c) for c in state_palette(k)]
-    data = metrics.merge(states[["seed", "checkpoint", "state"]], on=["seed", "checkpoint"])
+    data = metrics.merge(states[["seed", "checkpoint", "state"]], on=["seed", "checkpoint"], how="left")
+    data["state"] = data["state"].fillna(-1).astype(int)  # -1: run not decoded (left out of the HMM)
     extra = [m for m in HOVER_METRICS if m in data.columns]
     fig = go.Figure()
     for seed, run in data.sort_values(["seed", "step"]).groupby("seed"):
@@ -71,7 +72,7 @@ def training_curves(metrics: pd.DataFrame, states: pd.DataFrame, k: int, task: s
                 name=group,
                 legendgroup=group,
                 line={"width": 1, "color": "#333"},
-                marker={"size": 6, "color": [colours[s] for s in run["state"]]},
+                marker={"size": 6, "color": [colours[s] if s >= 0 else "#bbbbbb" for s in run["state"]]},
                 customdata=custom,
                 hovertemplate="<br>".join(lines) + "<extra></extra>",
             )
@@ -96,6 +97,15 @@ def training_curves(metrics: pd.DataFrame, states: pd.DataFrame, k: int, task: s
 def transition_graph(model: dict, edges: pd.DataFrame, detours: list[int], task: str) -> go.Figure:
     """States as nodes (hover: mean feature values), edges as arrows (hover: probability, runs, changes)."""
     k = model["k"]
+    if k == 0:
+        fig = go.Figure()
+        fig.update_layout(
+            title=f"{task}: no run could be fitted by the HMM (see hmm/excluded_runs.csv)",
+            template="plotly_white",
+            xaxis={"visible": False},
+            yaxis={"visible": False},
+        )
+        return fig
     pos = graph_positions(k)
     colours = [_hex(c) for c in state_palette(k)]
     features, means = model["features"], np.asarray(model["means"])

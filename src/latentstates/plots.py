@@ -38,8 +38,25 @@ def save(fig: plt.Figure, paths: list[str | Path]) -> None:
     plt.close(fig)
 
 
+def message(task: str, text: str) -> plt.Figure:
+    """A figure that says why there is nothing to draw (e.g. every run diverged)."""
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    ax.set_title(task, loc="left")
+    ax.axis("off")
+    return fig
+
+
+NO_RUNS = (
+    "No run could be fitted by the HMM (every run diverged or had non-finite metrics):\n"
+    "see hmm/excluded_runs.csv"
+)
+
+
 def model_selection(summary: pd.DataFrame, task: str) -> plt.Figure:
     """Held-out log-likelihood ± std, AIC and BIC against K; the chosen K marked."""
+    if summary.empty:
+        return message(task, NO_RUNS)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3), sharex=True)
     chosen = int(summary.loc[summary["chosen"], "k"].iloc[0])
     for ax, key in zip(axes, ["val_ll", "aic", "bic"]):
@@ -56,20 +73,25 @@ def model_selection(summary: pd.DataFrame, task: str) -> plt.Figure:
 def training_curves(
     metrics: pd.DataFrame, states: pd.DataFrame, k: int, task: str, max_runs: int = 6
 ) -> plt.Figure:
-    """Train loss (dashed) and eval loss (solid) against step, eval-loss points coloured by state."""
-    seeds = sorted(states["seed"].unique())[:max_runs]
+    """Train loss (dashed) and eval loss (solid) against step, eval-loss points coloured by state.
+
+    Runs left out of the HMM (diverged, non-finite metrics) are drawn with grey points.
+    """
+    decoded = set(states["seed"].unique())
+    seeds = sorted(metrics["seed"].unique(), key=lambda s: (s not in decoded, s))[:max_runs]
     cols = min(3, len(seeds))
     rows = int(np.ceil(len(seeds) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False, sharey=True)
     palette = state_palette(k)
-    data = metrics.merge(states[["seed", "checkpoint", "state"]], on=["seed", "checkpoint"])
+    data = metrics.merge(states[["seed", "checkpoint", "state"]], on=["seed", "checkpoint"], how="left")
     for ax, seed in zip(axes.flat, seeds):
         run = data[data["seed"] == seed].sort_values("step")
         ax.plot(run["step"], run["train_loss"], ls="--", color="0.4", lw=1, label="train loss")
         ax.plot(run["step"], run["eval_loss"], ls="-", color="0.2", lw=1, label="eval loss")
-        ax.scatter(run["step"], run["eval_loss"], c=[palette[s] for s in run["state"]], s=8, zorder=3)
+        colours = [palette[int(s)] if s == s else (0.7, 0.7, 0.7) for s in run["state"]]
+        ax.scatter(run["step"], run["eval_loss"], c=colours, s=8, zorder=3)
         ax.set_yscale("log")
-        ax.set_title(f"seed {seed}", loc="left")
+        ax.set_title(f"seed {seed}" + ("" if seed in decoded else " (not in the HMM)"), loc="left")
         ax.set_xlabel(LABELS["step"])
     for ax in axes[:, 0]:
         ax.set_ylabel(LABELS["loss"])
@@ -93,6 +115,8 @@ def transition_graph(k: int, edges: pd.DataFrame, detours: list[int], task: str)
     """States as nodes, each observed i→j as an arrow labelled 'probability, runs/N'; detours ringed."""
     import networkx as nx
 
+    if k == 0:
+        return message(task, NO_RUNS)
     g = nx.DiGraph()
     g.add_nodes_from(range(k))
     for e in edges.itertuples():
@@ -143,6 +167,8 @@ def transition_graph(k: int, edges: pd.DataFrame, detours: list[int], task: str)
 
 def convergence_regression(table: pd.DataFrame, fit: dict, task: str) -> plt.Figure:
     """Observed against fitted convergence time, with R² and p of the occupancy regression."""
+    if table.empty or table["fitted"].isna().all():
+        return message(task, NO_RUNS)
     fig, ax = plt.subplots(figsize=(4, 3.6))
     sns.scatterplot(
         data=table,

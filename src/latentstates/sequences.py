@@ -24,8 +24,8 @@ class Sequences:
 def zscore_runs(df: pd.DataFrame, features: Sequence[str], min_std: float = 1e-8) -> Sequences:
     """Z-score each run's features over time (ddof 0); report, not hide, runs that cannot be used.
 
-    A run is dropped when a feature is NaN/inf somewhere; a feature that is constant within a run
-    (std < `min_std`) is set to 0 there rather than divided by zero.
+    A run is dropped (with its reason in `dropped`) when a feature is NaN/inf somewhere; a feature
+    that is constant within a run (std < `min_std`) is set to 0 there rather than divided by zero.
     """
     features = list(features)
     missing = [f for f in features if f not in df.columns]
@@ -47,9 +47,10 @@ def zscore_runs(df: pd.DataFrame, features: Sequence[str], min_std: float = 1e-8
         arrays.append(z)
         means.append(mu)
         stds.append(sd)
-    if not runs:
-        raise ValueError(f"no usable runs for the HMM: {dropped}")
-    return Sequences(runs, arrays, features, np.array(means), np.array(stds), dropped)
+    d = len(features)
+    return Sequences(
+        runs, arrays, features, np.array(means).reshape(-1, d), np.array(stds).reshape(-1, d), dropped
+    )
 
 
 def split_runs(runs: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
