@@ -1,6 +1,8 @@
 # Paths and wildcard helpers: every output path of the workflow is defined here.
 import json
 
+from latentstates.config import task_hmm
+
 RESULTS = config["results"]
 TASKS = sorted(config["tasks"])
 
@@ -75,11 +77,6 @@ def task_config(task):
     """Everything that determines a run's training (and so its checkpoints)."""
     t = config["tasks"][task]
     return canonical({k: t[k] for k in ("kind", "data_seed", "data", "model", "train")})
-
-
-def hmm_config(task):
-    t = config["tasks"][task]
-    return {**config["hmm"], **t.get("hmm", {})}
 
 
 def gpu_jobs():

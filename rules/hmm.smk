@@ -30,6 +30,6 @@ rule hmm:
         mem_mb=4000,
         runtime=60,
     params:
-        hmm=lambda wc: canonical(hmm_config(wc.task)),
+        hmm=lambda wc: canonical(task_hmm(config, wc.task)),
     script:
         "../workflow/scripts/hmm.py"
