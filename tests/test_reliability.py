@@ -254,3 +254,23 @@ def test_diverging_task_is_flagged_and_the_workflow_finishes(make_workdir, tiny_
         "transition_graph.html",
     ]:
         assert (res / "modular_addition" / "figures" / fig).stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_corrupt_table_in_the_workflow_names_the_file_and_keeps_finished_work(tiny_run, tmp_path):
+    wd = tmp_path / "copy"
+    shutil.copytree(tiny_run, wd, symlinks=True)
+    res = wd / "results"
+    victim = res / "sparse_parity" / "runs" / "seed1" / "metrics.parquet"
+    victim.write_text("this is not parquet")  # newer than its dependants: collate reruns
+    keep = [
+        res / "modular_addition" / "hmm" / "states.parquet",
+        res / "sparse_parity" / "runs" / "seed0" / "checkpoints" / "ckpt_000000.pt",
+        res / "sparse_parity" / "runs" / "seed1" / "train_log.parquet",
+    ]
+    before = [p.stat().st_mtime_ns for p in keep]
+    proc = snakemake(wd, check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert f"{victim.relative_to(wd)}: not a readable Parquet file" in out
+    assert [p.stat().st_mtime_ns for p in keep] == before  # finished work is untouched
