@@ -23,7 +23,15 @@ from latentstates.io import read_parquet, write_parquet
 from latentstates.metrics import PAPER_FEATURES
 from latentstates.train import staging_dir, train_run
 
-HESSIAN = {"enabled": True, "batch_size": 64, "stride": 2, "tol": 1e-3, "max_iter": 20, "seed": 0}
+HESSIAN = {
+    "enabled": True,
+    "batch_size": 64,
+    "stride": 2,
+    "tol": 1e-3,
+    "max_iter": 20,
+    "seed": 0,
+    "krylov_dim": 20,
+}
 
 
 def _slow_parity() -> dict:

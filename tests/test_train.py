@@ -48,7 +48,15 @@ def test_parity_learns(tmp_path):
 def test_metrics_of_a_run(tmp_path):
     cfg = _tiny("sparse_parity")
     log = train_run(cfg, 0, tmp_path, progress=False)
-    hess = {"enabled": True, "batch_size": 64, "stride": 2, "tol": 1e-3, "max_iter": 30, "seed": 0}
+    hess = {
+        "enabled": True,
+        "batch_size": 64,
+        "stride": 2,
+        "tol": 1e-3,
+        "max_iter": 30,
+        "seed": 0,
+        "krylov_dim": 20,
+    }
     df = run_metrics(cfg, 0, tmp_path, log, hess, progress=False)
     assert len(df) == len(log)
     assert set(PAPER_FEATURES) <= set(df.columns)
@@ -62,7 +70,15 @@ def test_diverged_run_is_flagged_kept_and_left_out_of_the_hmm(tmp_path):
     from latentstates.hmm import fit_task
 
     cfg = _tiny("sparse_parity")
-    hess = {"enabled": True, "batch_size": 64, "stride": 1, "tol": 1e-3, "max_iter": 20, "seed": 0}
+    hess = {
+        "enabled": True,
+        "batch_size": 64,
+        "stride": 1,
+        "tol": 1e-3,
+        "max_iter": 20,
+        "seed": 0,
+        "krylov_dim": 20,
+    }
     frames = []
     for seed, lr in [(0, 0.1), (1, 0.1), (2, 0.1), (3, 50.0)]:
         cfg["train"]["lr"] = lr

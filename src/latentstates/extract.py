@@ -54,6 +54,7 @@ def run_metrics(
         row.update(weight_metrics(kind.matrices(model), kind.biases(model)))
         row["hessian_top_eig"] = np.nan
         row["hessian_iters"] = 0
+        row["hessian_converged"] = False
         finite = all(torch.isfinite(p).all() for p in model.parameters())
         if finite and hessian_cfg["enabled"] and ckpt["index"] % hessian_cfg["stride"] == 0:
             params = [p for p in model.parameters() if p.requires_grad]
@@ -64,10 +65,12 @@ def run_metrics(
                 tol=hessian_cfg["tol"],
                 max_iter=hessian_cfg["max_iter"],
                 generator=gen,
+                krylov_dim=hessian_cfg["krylov_dim"],
             )
             vec = res.vector
             row["hessian_top_eig"] = res.eigenvalue
             row["hessian_iters"] = res.iterations
+            row["hessian_converged"] = res.converged
         rows.append(row)
     df = pd.DataFrame(rows)
     df["hessian_seed"] = hessian_seed

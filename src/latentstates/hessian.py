@@ -1,4 +1,4 @@
-"""Top Hessian eigenvalue of a loss by power iteration on Hessian-vector products."""
+"""Top Hessian eigenvalue of a loss from power-iteration Hessian-vector products (Lanczos-accelerated)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from dataclasses import dataclass
 
 import torch
 
-# Below this spectral radius the Hessian is numerically zero (e.g. a hinge loss at zero).
-_ZERO_RADIUS = 1e-12
+# Below this size a Krylov step has left nothing to explore (e.g. a hinge loss at zero: H = 0).
+_ZERO = 1e-12
 
 
 @dataclass
 class EigenResult:
-    """Largest (algebraic) eigenpair found by power iteration."""
+    """Largest (algebraic) eigenpair of the Hessian."""
 
     eigenvalue: float
     vector: list[torch.Tensor]
@@ -21,29 +21,44 @@ class EigenResult:
     converged: bool
 
 
-def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
-    return sum((x * y).sum() for x, y in zip(a, b))
+def _lanczos(hvp, v0: torch.Tensor, tol: float, max_iter: int, krylov_dim: int, min_iter: int):
+    """Restarted Lanczos on the power-iteration sequence v, Hv, H²v, … (float64, full reorthogonalisation).
 
-
-def _normalise(v: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    norm = torch.sqrt(_dot(v, v))
-    return [x / norm for x in v]
-
-
-def _power(hvp, v, shift, tol, max_iter):
-    """Power iteration on H + shift·I; stops when ‖Hv − λv‖ ≤ tol·|λ| (λ the Rayleigh quotient)."""
-    lam, radius = 0.0, 0.0
-    for it in range(1, max_iter + 1):
-        hv = hvp(v)
-        lam = _dot(hv, v).item()
-        radius = max(radius, torch.sqrt(_dot(hv, hv)).item())
-        if radius < _ZERO_RADIUS:
-            return 0.0, v, it, True, radius
-        residual = torch.sqrt(sum(((h - lam * x) ** 2).sum() for h, x in zip(hv, v))).item()
-        if residual <= tol * max(abs(lam), _ZERO_RADIUS):
-            return lam, v, it, True, radius
-        v = _normalise([h + shift * x for h, x in zip(hv, v)])
-    return lam, v, max_iter, False, radius
+    Power iteration keeps only the last vector of that sequence; Rayleigh–Ritz over the whole
+    Krylov space gives the largest algebraic eigenvalue from the same Hessian-vector products,
+    also where ± eigenvalue pairs of equal magnitude make plain power iteration oscillate and
+    shifted power iteration crawl. Stops when the top Ritz pair's residual ‖Hy − θy‖ ≤ tol·|θ|;
+    restarts from the top Ritz vector every `krylov_dim` products (memory: krylov_dim vectors).
+    Any eigenpair satisfies the residual test, so at least `min_iter` products are taken first:
+    the Krylov space must grow beyond a warm start before its top Ritz value can be trusted.
+    """
+    v = v0 / v0.norm()
+    used, theta, y = 0, 0.0, v
+    while used < max_iter:
+        basis, alphas, betas = [v], [], []
+        for _ in range(min(krylov_dim, max_iter - used)):
+            w = hvp(basis[-1])
+            used += 1
+            alphas.append(torch.dot(w, basis[-1]).item())
+            q = torch.stack(basis)
+            for _ in range(2):  # twice is enough for orthogonality to working precision
+                w = w - q.T @ (q @ w)
+            beta = w.norm().item()
+            t = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+            if betas:
+                off = torch.tensor(betas, dtype=torch.float64)
+                t += torch.diag(off, 1) + torch.diag(off, -1)
+            evals, evecs = torch.linalg.eigh(t)
+            theta, s = evals[-1].item(), evecs[:, -1]
+            y = q.T @ s
+            if beta < _ZERO or (
+                used >= min_iter and beta * abs(s[-1].item()) <= tol * max(abs(theta), _ZERO)
+            ):
+                return theta, y, used, True
+            betas.append(beta)
+            basis.append(w / beta)
+        v = y / y.norm()
+    return theta, y, used, False
 
 
 def top_eigenvalue(
@@ -53,47 +68,45 @@ def top_eigenvalue(
     tol: float = 1e-3,
     max_iter: int = 100,
     generator: torch.Generator | None = None,
+    krylov_dim: int = 20,
+    min_iter: int = 10,
 ) -> EigenResult:
     """Largest eigenvalue of the Hessian of `loss_fn()` with respect to `params`.
 
-    Plain power iteration finds the eigenvalue of largest magnitude. When that one is negative,
-    or the iteration does not settle (a ± pair of equal magnitude, common in ReLU networks),
-    a second power iteration on H + ρI (ρ the spectral radius seen) finds the largest one.
-    The gradient graph is built once and reused for every Hessian-vector product; `init`
-    warm-starts the iteration, e.g. with the previous checkpoint's eigenvector.
+    The gradient graph is built once and reused for every Hessian-vector product (double
+    backprop); `max_iter` caps the products. `init` warm-starts the iteration, e.g. with the
+    previous checkpoint's eigenvector: it is mixed with a random vector (weight 1/2), so that a top
+    eigenvector that has rotated away from it, or a new eigenvalue that has overtaken it, is found.
     """
     params = list(params)
     grads = torch.autograd.grad(loss_fn(), params, create_graph=True)
     # A gradient that is constant in the parameters (e.g. an output bias under a hinge loss)
     # has no graph: its Hessian rows are zero.
     live = [i for i, g in enumerate(grads) if g.requires_grad]
+    sizes = [p.numel() for p in params]
 
-    def hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
+    def split(flat: torch.Tensor) -> list[torch.Tensor]:
+        return [x.view_as(p).to(p.dtype) for x, p in zip(torch.split(flat, sizes), params)]
+
+    def hvp(flat: torch.Tensor) -> torch.Tensor:
         if not live:
-            return [torch.zeros_like(x) for x in v]
-        return list(
-            torch.autograd.grad(
-                [grads[i] for i in live],
-                params,
-                grad_outputs=[v[i] for i in live],
-                retain_graph=True,
-                allow_unused=True,
-                materialize_grads=True,
-            )
+            return torch.zeros_like(flat)
+        v = split(flat)
+        hv = torch.autograd.grad(
+            [grads[i] for i in live],
+            params,
+            grad_outputs=[v[i] for i in live],
+            retain_graph=True,
+            allow_unused=True,
+            materialize_grads=True,
         )
+        return torch.cat([h.reshape(-1) for h in hv]).to(torch.float64)
 
-    if init is None:
-        v = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params]
-    else:
-        v = [x.detach().to(p.device, p.dtype).clone() for x, p in zip(init, params)]
-    v0 = _normalise(v)
-    # A short first stage: enough to settle a well-separated positive top eigenvalue and to
-    # estimate the spectral radius; ± pairs (exact in a one-hidden-layer ReLU net under a
-    # piecewise-linear loss) never settle there, so the shifted stage gets the full budget.
-    lam, v, iters, ok, radius = _power(hvp, v0, 0.0, tol, max(10, max_iter // 4))
-    if not (ok and lam >= 0):
-        # Restart from v0: the first stage may have converged onto a negative eigenvector,
-        # which has (numerically) no component along the one we want.
-        lam, v, more, ok, _ = _power(hvp, v0, radius, tol, max_iter)
-        iters += more
-    return EigenResult(float(lam), [x.detach() for x in v], iters, ok)
+    device = params[0].device
+    v0 = torch.randn(sum(sizes), generator=generator, dtype=torch.float64).to(device)
+    v0 = v0 / v0.norm()
+    if init is not None:
+        warm = torch.cat([x.detach().reshape(-1) for x in init]).to(device, torch.float64)
+        v0 = warm / warm.norm() + 0.5 * v0
+    theta, y, used, ok = _lanczos(hvp, v0, tol, max_iter, krylov_dim, min(min_iter, max_iter))
+    return EigenResult(float(theta), [x.detach() for x in split(y / y.norm())], used, ok)
