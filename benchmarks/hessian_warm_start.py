@@ -1,9 +1,10 @@
-"""Hessian top eigenvalue over a run's checkpoints: warm-started vs cold-started power iteration.
+"""Hessian top eigenvalue over a run's checkpoints: warm-started vs cold-started iteration.
 
 Usage: python benchmarks/hessian_warm_start.py [CHECKPOINT_DIR] [TASK]
 Defaults to results/sparse_parity/runs/seed0/checkpoints from the default config. Trains a fresh
 parity run in a temporary directory if that is missing. Prints Hessian-vector products and seconds
-for both, and their ratio (cold / warm), measured in the same run on the same checkpoints.
+for both, their ratio (cold / warm), measured in the same run on the same checkpoints, and at how
+many checkpoints the two eigenvalues agree (a warm start must not lock onto a stale eigenvector).
 """
 
 import sys

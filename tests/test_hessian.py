@@ -68,3 +68,25 @@ def test_warm_start_converges_faster():
     warm = top_eigenvalue(loss, params, init=cold.vector, tol=1e-6, max_iter=5000)
     assert warm.iterations < cold.iterations
     assert abs(warm.eigenvalue - cold.eigenvalue) < 1e-6 * abs(cold.eigenvalue) + 1e-9
+
+
+def test_warm_start_on_a_stale_eigenvector_still_finds_the_top():
+    # Quadratic loss ½ θᵀAθ: the Hessian is A. Start exactly on the eigenvector of the second
+    # largest eigenvalue, as when another eigenvalue overtakes the previous checkpoint's top one.
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(30, 30, generator=g, dtype=torch.float64))
+    evals = torch.linspace(-2.0, 1.0, 30, dtype=torch.float64)
+    evals[-2] = 0.99
+    a = q @ torch.diag(evals) @ q.T
+    theta = torch.randn(30, dtype=torch.float64, requires_grad=True)
+    res = top_eigenvalue(
+        lambda: 0.5 * theta @ a @ theta,
+        [theta],
+        init=[q[:, -2].clone()],
+        tol=1e-8,
+        max_iter=500,
+        generator=torch.Generator().manual_seed(1),
+    )
+    assert res.converged
+    assert abs(res.eigenvalue - 1.0) < 1e-6
+    assert abs(torch.dot(res.vector[0], q[:, -1]).abs().item() - 1.0) < 1e-4
