@@ -90,3 +90,9 @@ def test_warm_start_on_a_stale_eigenvector_still_finds_the_top():
     assert res.converged
     assert abs(res.eigenvalue - 1.0) < 1e-6
     assert abs(torch.dot(res.vector[0], q[:, -1]).abs().item() - 1.0) < 1e-4
+
+
+def test_overflowing_loss_gives_nan_not_an_error():
+    w = torch.tensor([1e30, -1e30], requires_grad=True)
+    res = top_eigenvalue(lambda: (w**4).sum() * 1e30, [w], generator=torch.Generator().manual_seed(0))
+    assert res.eigenvalue != res.eigenvalue and not res.converged  # NaN

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def run_metrics(
                 generator=gen,
                 krylov_dim=hessian_cfg["krylov_dim"],
             )
-            vec = res.vector
+            vec = res.vector if math.isfinite(res.eigenvalue) else None  # NaN: cold-start next time
             row["hessian_top_eig"] = res.eigenvalue
             row["hessian_iters"] = res.iterations
             row["hessian_converged"] = res.converged

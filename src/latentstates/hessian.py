@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -44,6 +45,9 @@ def _lanczos(hvp, v0: torch.Tensor, tol: float, max_iter: int, krylov_dim: int, 
             for _ in range(2):  # twice is enough for orthogonality to working precision
                 w = w - q.T @ (q @ w)
             beta = w.norm().item()
+            if not (math.isfinite(alphas[-1]) and math.isfinite(beta)):
+                # Overflowing curvature (a diverging run): there is no eigenvalue to report.
+                return float("nan"), basis[-1], used, False
             t = torch.diag(torch.tensor(alphas, dtype=torch.float64))
             if betas:
                 off = torch.tensor(betas, dtype=torch.float64)
@@ -79,7 +83,10 @@ def top_eigenvalue(
     eigenvector that has rotated away from it, or a new eigenvalue that has overtaken it, is found.
     """
     params = list(params)
-    grads = torch.autograd.grad(loss_fn(), params, create_graph=True)
+    loss = loss_fn()
+    if not torch.isfinite(loss):
+        return EigenResult(float("nan"), [torch.zeros_like(p) for p in params], 0, False)
+    grads = torch.autograd.grad(loss, params, create_graph=True)
     # A gradient that is constant in the parameters (e.g. an output bias under a hinge loss)
     # has no graph: its Hessian rows are zero.
     live = [i for i, g in enumerate(grads) if g.requires_grad]
