@@ -134,21 +134,25 @@ def _log_normal(x: np.ndarray, mu: np.ndarray, cov: np.ndarray, kind: str) -> np
     return -0.5 * (np.einsum("ti,ij,tj->t", d, inv, d) + logdet + len(mu) * np.log(2 * np.pi))
 
 
-def _score(x: np.ndarray, mu: np.ndarray, cov: np.ndarray, kind: str) -> np.ndarray:
-    """∇_x log N(x; mu, cov) for each row of x."""
-    d = x - mu
-    return -d / cov if kind == "diag" else -d @ np.linalg.inv(cov).T
+def _precisions(model: dict) -> np.ndarray:
+    """Inverse covariance of each state, (k, d, d); diagonal ones as diagonal matrices."""
+    covs = np.asarray(model["covs"], dtype=float)
+    if model["covariance"] == "diag":
+        return np.stack([np.diag(1.0 / c) for c in covs])
+    return np.linalg.inv(covs)
 
 
-def posterior_gradient(x: np.ndarray, t: int, j: int, post: np.ndarray, model: dict) -> np.ndarray:
+def posterior_gradient(
+    x: np.ndarray, t: int, j: int, post: np.ndarray, model: dict, precisions: np.ndarray | None = None
+) -> np.ndarray:
     """∂ log p(s_t = j | x_1..t) / ∂ x_t for a Gaussian HMM, in closed form.
 
     log p(s_t=j | x_1..t) = log b_j(x_t) + log Σ_i α̂_{t-1}(i) A_ij − log Σ_k (…) b_k(x_t), so the
-    gradient is ∇log b_j(x_t) − Σ_k p(s_t=k | x_1..t) ∇log b_k(x_t): a vector over all features.
+    gradient is ∇log b_j(x_t) − Σ_k p(s_t=k | x_1..t) ∇log b_k(x_t), with ∇log b_k(x) = −Σ_k⁻¹(x − μ_k):
+    a vector over all features.
     """
-    means, covs = np.asarray(model["means"]), np.asarray(model["covs"])
-    xt = x[t : t + 1]
-    scores = np.stack([_score(xt, means[i], covs[i], model["covariance"])[0] for i in range(len(means))])
+    prec = _precisions(model) if precisions is None else precisions
+    scores = -np.einsum("kde,ke->kd", prec, x[t] - np.asarray(model["means"]))
     return scores[j] - post[t] @ scores
 
 
@@ -169,7 +173,9 @@ def feature_changes(
     features = model["features"]
     means = np.asarray(model["means"])
     rows = []
-    post_cache = {s: _filtered_posteriors(sequences[s], model)[0] for s in paths}
+    if method == "gradient":
+        post = {s: _filtered_posteriors(sequences[s], model)[0] for s in paths}
+        prec = _precisions(model)
     for e in edges.itertuples():
         i, j = e.source, e.target
         delta = means[j] - means[i]
@@ -177,7 +183,7 @@ def feature_changes(
             score = np.abs(delta)
         elif method == "gradient":
             grads = [
-                posterior_gradient(sequences[s], t + 1, j, post_cache[s], model)
+                posterior_gradient(sequences[s], t + 1, j, post[s], model, prec)
                 for s, p in paths.items()
                 for t in np.flatnonzero((p[:-1] == i) & (p[1:] == j))
             ]
