@@ -33,4 +33,5 @@ report: setup  ## Snakemake's HTML report of the last run
 	$(BIN)/snakemake --report results/report.html
 
 clean:
-	rm -rf results/* .snakemake
+	find results -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	rm -rf .snakemake
