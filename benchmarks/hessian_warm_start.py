@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from latentstates.checkpoints import list_checkpoints, load_checkpoint
-from latentstates.config import validate_config
+from latentstates.config import load_config
 from latentstates.hessian import top_eigenvalue
 from latentstates.train import build_run, train_run
 
@@ -49,7 +48,7 @@ def sweep(task_cfg, paths, warm: bool, batch: int = 256, tol: float = 1e-3, max_
 if __name__ == "__main__":
     torch.set_num_threads(1)
     task = sys.argv[2] if len(sys.argv) > 2 else "sparse_parity"
-    cfg = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))["tasks"][task]
+    cfg = load_config(REPO / "config.yaml")["tasks"][task]
     ckpt = (
         Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "results" / task / "runs" / "seed0" / "checkpoints"
     )

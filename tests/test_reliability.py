@@ -16,7 +16,7 @@ import yaml
 
 from conftest import TINY, snakemake
 from latentstates.checkpoints import list_checkpoints, load_checkpoint
-from latentstates.config import validate_config
+from latentstates.config import load_config
 from latentstates.extract import run_metrics
 from latentstates.hmm import fit_task
 from latentstates.io import read_parquet, write_parquet
@@ -36,7 +36,7 @@ HESSIAN = {
 
 def _slow_parity() -> dict:
     """A parity task long enough (a few seconds) to be killed in the middle."""
-    cfg = validate_config(yaml.safe_load(TINY.read_text()))["tasks"]["sparse_parity"]
+    cfg = load_config(TINY)["tasks"]["sparse_parity"]
     cfg["model"]["hidden"] = [512]
     cfg["train"]["epochs"] = 120
     return cfg
@@ -141,7 +141,7 @@ def test_snakemake_rerun_after_kill_matches_uninterrupted_run(make_workdir, tiny
 
 
 def test_bad_checkpoint_inputs_name_the_file(tmp_path):
-    cfg = validate_config(yaml.safe_load(TINY.read_text()))["tasks"]["sparse_parity"]
+    cfg = load_config(TINY)["tasks"]["sparse_parity"]
     log = train_run(cfg, 0, tmp_path / "run", progress=False)
 
     empty = tmp_path / "empty"
@@ -164,7 +164,7 @@ def test_bad_checkpoint_inputs_name_the_file(tmp_path):
     with pytest.raises(ValueError, match=rf"{victim.name}: not a readable checkpoint"):
         run_metrics(cfg, 0, truncated, log, HESSIAN, progress=False)
 
-    other = validate_config(yaml.safe_load(TINY.read_text()))["tasks"]["sparse_parity"]
+    other = load_config(TINY)["tasks"]["sparse_parity"]
     other["model"]["hidden"] = [7]
     with pytest.raises(ValueError, match="do not fit the configured model"):
         run_metrics(other, 0, tmp_path / "run", log, HESSIAN, progress=False)

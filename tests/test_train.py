@@ -1,18 +1,17 @@
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from conftest import TINY
 from latentstates.checkpoints import list_checkpoints, load_checkpoint
-from latentstates.config import validate_config
+from latentstates.config import load_config
 from latentstates.extract import run_metrics
 from latentstates.metrics import PAPER_FEATURES
 from latentstates.train import train_run
 
 
 def _tiny(task):
-    return validate_config(yaml.safe_load(TINY.read_text()))["tasks"][task] | {}
+    return load_config(TINY)["tasks"][task] | {}
 
 
 def test_training_is_deterministic_and_checkpoints_every_interval(tmp_path):

@@ -111,27 +111,20 @@ def detour_states(occ: pd.DataFrame, coefficients: pd.DataFrame) -> list[int]:
 
 def _filtered_posteriors(x: np.ndarray, model: dict) -> tuple[np.ndarray, np.ndarray]:
     """Filtered state posteriors p(s_t | x_1..t) and emission log-densities, (T, k) each."""
-    means, covs = np.asarray(model["means"]), np.asarray(model["covs"])
-    k = len(means)
-    loge = np.stack([_log_normal(x, means[i], covs[i], model["covariance"]) for i in range(k)], axis=1)
+    prec = _precisions(model)
+    _, logdet_prec = np.linalg.slogdet(prec)
+    d = x[:, None, :] - np.asarray(model["means"])[None]  # (T, k, features)
+    maha = np.einsum("tki,kij,tkj->tk", d, prec, d)
+    loge = -0.5 * (maha - logdet_prec + x.shape[1] * np.log(2 * np.pi))
     log_a = np.log(np.asarray(model["transitions"]) + 1e-300)
     log_alpha = np.log(np.asarray(model["starts"]) + 1e-300) + loge[0]
     post = np.empty_like(loge)
-    post[0] = np.exp(log_alpha - np.logaddexp.reduce(log_alpha))
-    for t in range(1, len(x)):
-        prev = log_alpha - np.logaddexp.reduce(log_alpha)
-        log_alpha = np.logaddexp.reduce(prev[:, None] + log_a, axis=0) + loge[t]
-        post[t] = np.exp(log_alpha - np.logaddexp.reduce(log_alpha))
+    for t in range(len(x)):
+        if t:
+            log_alpha = np.logaddexp.reduce(log_alpha[:, None] + log_a, axis=0) + loge[t]
+        log_alpha = log_alpha - np.logaddexp.reduce(log_alpha)  # normalised: the filtered posterior
+        post[t] = np.exp(log_alpha)
     return post, loge
-
-
-def _log_normal(x: np.ndarray, mu: np.ndarray, cov: np.ndarray, kind: str) -> np.ndarray:
-    d = x - mu
-    if kind == "diag":
-        return -0.5 * (np.sum(d * d / cov + np.log(2 * np.pi * cov), axis=1))
-    inv = np.linalg.inv(cov)
-    _, logdet = np.linalg.slogdet(cov)
-    return -0.5 * (np.einsum("ti,ij,tj->t", d, inv, d) + logdet + len(mu) * np.log(2 * np.pi))
 
 
 def _precisions(model: dict) -> np.ndarray:

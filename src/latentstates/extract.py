@@ -14,6 +14,7 @@ from tqdm import tqdm
 from .checkpoints import list_checkpoints, load_checkpoint
 from .hessian import top_eigenvalue
 from .metrics import PERFORMANCE_COLUMNS, weight_metrics
+from .models import finite_weights
 from .train import build_run, configure_torch, resolve_device
 
 
@@ -56,7 +57,7 @@ def run_metrics(
         row["hessian_top_eig"] = np.nan
         row["hessian_iters"] = 0
         row["hessian_converged"] = False
-        finite = all(torch.isfinite(p).all() for p in model.parameters())
+        finite = finite_weights(model)
         if finite and hessian_cfg["enabled"] and ckpt["index"] % hessian_cfg["stride"] == 0:
             params = [p for p in model.parameters() if p.requires_grad]
             res = top_eigenvalue(

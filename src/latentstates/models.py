@@ -8,6 +8,11 @@ import torch
 from torch import nn
 
 
+def finite_weights(model: nn.Module) -> bool:
+    """Whether every parameter is finite (a diverged run has NaN or inf weights)."""
+    return all(torch.isfinite(p).all() for p in model.parameters())
+
+
 class MLP(nn.Module):
     """ReLU multi-layer perceptron with Xavier-uniform weights and zero biases."""
 

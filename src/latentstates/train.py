@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from .checkpoints import load_resume, publish, save_checkpoint, save_resume
 from .data import Split
+from .models import finite_weights
 from .tasks import TaskKind, get_task
 
 logger = logging.getLogger("latentstates")
@@ -142,7 +143,7 @@ def train_run(
         save_checkpoint(
             work, index, {"model": state, "index": index, "step": step, "epoch": step / steps_per_epoch}
         )
-        finite = all(torch.isfinite(p).all() for p in model.parameters())
+        finite = finite_weights(model)
         rows.append(
             {
                 "checkpoint": index,
