@@ -43,32 +43,130 @@ def test_convergence_time_and_never_converged_rule():
 
 
 def test_regression_recovers_a_known_linear_function():
+    """Counts summing to the run length: no intercept, each coefficient a time per checkpoint."""
+    rng = np.random.default_rng(0)
+    first = rng.integers(0, 50, size=(30, 2))
+    counts = pd.DataFrame(
+        np.column_stack([first, 100 - first.sum(axis=1)]).astype(float),
+        columns=["state_0", "state_1", "state_2"],
+    )
+    y = pd.Series(counts @ np.array([3.0, 5.0, -1.0]))
+    fit = analysis.regress_convergence(y, counts)
+    assert not fit["intercept"]
+    assert fit["r2"] == pytest.approx(1.0)
+    assert fit["f_pvalue"] < 1e-10
+    coef = fit["coefficients"].set_index("term")["coef"]
+    np.testing.assert_allclose(coef.to_numpy(), [3.0, 5.0, -1.0], atol=1e-8)
+
+
+def test_regression_with_free_counts_keeps_an_intercept():
     rng = np.random.default_rng(0)
     counts = pd.DataFrame(
         rng.integers(0, 50, size=(30, 3)).astype(float), columns=["state_0", "state_1", "state_2"]
     )
     y = pd.Series(2.0 + counts @ np.array([3.0, 5.0, -1.0]))
     fit = analysis.regress_convergence(y, counts)
-    assert fit["r2"] == pytest.approx(1.0)
-    assert fit["f_pvalue"] < 1e-10
     coef = fit["coefficients"].set_index("term")["coef"]
     np.testing.assert_allclose(coef.to_numpy(), [2.0, 3.0, 5.0, -1.0], atol=1e-8)
 
 
+def _fractions(n: int, k: int, rng) -> pd.DataFrame:
+    return pd.DataFrame(rng.dirichlet(np.ones(k), size=n), columns=[f"state_{i}" for i in range(k)])
+
+
+def test_regression_coefficients_are_identifiable_and_match_the_intercept_fit():
+    """Fractions: no intercept; R² and F equal those of OLS with an intercept (same column space)."""
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(2)
+    occ = _fractions(40, 4, rng)
+    beta = np.array([100.0, 140.0, 90.0, 120.0])
+    y = pd.Series(occ.to_numpy() @ beta + rng.normal(0, 3, 40))
+    fit = analysis.regress_convergence(y, occ)
+    ref = sm.OLS(y.to_numpy(), sm.add_constant(occ.to_numpy()[:, 1:])).fit()  # reference coding
+    assert fit["r2"] == pytest.approx(ref.rsquared)
+    assert fit["f_pvalue"] == pytest.approx(ref.f_pvalue)
+    assert fit["df_model"] == 3
+    table = fit["coefficients"].set_index("term")
+    # Each coefficient: the time of a run that stays in the state; the truth is in its interval.
+    assert ((table["ci_low"] < beta) & (beta < table["ci_high"])).all()
+    # Reference coding recovers the same contrasts: β_k − β_0.
+    np.testing.assert_allclose(table["coef"].to_numpy()[1:] - table["coef"].iloc[0], ref.params[1:], rtol=1e-8)
+    np.testing.assert_allclose(table["effect"].sum(), 0.0, atol=1e-8)  # sum-to-zero contrasts
+
+
 def test_regression_on_noise_is_not_significant():
     rng = np.random.default_rng(1)
-    occ = pd.DataFrame(rng.dirichlet(np.ones(4), size=40), columns=[f"state_{i}" for i in range(4)])
+    occ = _fractions(40, 4, rng)
     fit = analysis.regress_convergence(pd.Series(rng.normal(size=40)), occ)
     assert fit["f_pvalue"] > 0.05
-    assert fit["df_model"] == 3  # fractions sum to one: rank 4 with the intercept
+    assert fit["df_model"] == 3  # fractions sum to one: rank 4 without an intercept
 
 
-def test_detour_needs_partial_visits_and_positive_coefficient():
-    occ = pd.DataFrame({"state_0": [0.5, 0.5, 0.5], "state_1": [0.5, 0.0, 0.2], "state_2": [0.0, 0.5, 0.3]})
-    coefs = pd.DataFrame(
-        {"term": ["intercept", "state_0", "state_1", "state_2"], "coef": [1.0, 5.0, 2.0, -1.0]}
+def _simulate_runs(rng, n_runs: int = 40, detour_delay: float = 0.0):
+    """Occupancy of 5 states: 0 and 4 visited by every run, 1, 2, 3 each by about half.
+
+    Convergence time is 100 checkpoints ± 10 %, and `detour_delay` longer for runs visiting 2.
+    """
+    visits = rng.random((n_runs, 5)) < 0.5
+    visits[:, [0, 4]] = True
+    visits[0, 1:4], visits[1, 1:4] = True, False  # every optional state visited by some, not all
+    occ = np.where(visits, rng.dirichlet(np.ones(5), size=n_runs) + 0.05, 0.0)
+    occ = pd.DataFrame(occ / occ.sum(axis=1, keepdims=True), columns=[f"state_{i}" for i in range(5)])
+    y = 100 * (1 + detour_delay * visits[:, 2]) * (1 + 0.1 * rng.normal(size=n_runs))
+    return pd.Series(y), occ
+
+
+def _flagged(y: pd.Series, occ: pd.DataFrame) -> list[int]:
+    return analysis.detour_states(analysis.visit_test(y, occ), alpha=0.05)
+
+
+def test_no_detours_flagged_when_convergence_does_not_depend_on_states():
+    rng = np.random.default_rng(0)
+    flagged = [_flagged(*_simulate_runs(rng)) for _ in range(200)]
+    assert sum(bool(f) for f in flagged) <= 0.10 * 200
+
+
+def test_planted_detour_is_found_and_nothing_else():
+    rng = np.random.default_rng(1)
+    flagged = [_flagged(*_simulate_runs(rng, detour_delay=0.3)) for _ in range(200)]
+    assert sum(2 in f for f in flagged) >= 0.9 * 200
+    for state in (0, 1, 3, 4):
+        assert sum(state in f for f in flagged) <= 0.10 * 200
+
+
+@pytest.mark.filterwarnings("ignore:The design matrix is rank-deficient")
+def test_the_old_rule_flags_states_without_effect():
+    """The minimum-norm coefficient with an intercept is positive for states with no effect."""
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(3)
+    y, occ = _simulate_runs(rng)
+    res = sm.OLS(y.to_numpy(), sm.add_constant(occ.to_numpy())).fit()  # rank-deficient, pinv
+    assert (res.params[1:] > 0).all()  # every state "slows convergence": meaningless
+    assert _flagged(y, occ) == []
+
+
+def test_visit_test_matches_the_released_formula_and_scipy():
+    from scipy import stats
+
+    rng = np.random.default_rng(4)
+    y, occ = _simulate_runs(rng, detour_delay=0.3)
+    table = analysis.visit_test(y, occ).set_index("term")
+    visits = (occ["state_2"] > 0).astype(float)
+    r, p = stats.pearsonr(visits, y)
+    assert table.loc["state_2", "visit_r"] == pytest.approx(r)
+    assert table.loc["state_2", "visit_p_value"] == pytest.approx(p)
+    n = len(y)
+    assert table.loc["state_2", "visit_t"] == pytest.approx(r * np.sqrt(n - 2) / np.sqrt(1 - r**2))
+    assert np.isnan(table.loc["state_0", "visit_r"])  # every run visits it: untestable
+    assert table.loc["state_0", "n_runs_visiting"] == n
+
+
+def test_holm_adjustment():
+    np.testing.assert_allclose(
+        analysis.holm(np.array([0.01, 0.04, np.nan, 0.03])), [0.03, 0.06, np.nan, 0.06]
     )
-    assert analysis.detour_states(occ, coefs) == [1]  # state 0: all runs; state 2: negative
 
 
 MODEL = {
@@ -100,6 +198,28 @@ def test_posterior_gradient_matches_finite_differences():
         e[t, f] = 1e-6
         num[f] = (logpost(x + e) - logpost(x - e)) / 2e-6
     np.testing.assert_allclose(g, num, rtol=1e-4, atol=1e-6)
+
+
+def test_edge_gradient_is_taken_at_the_last_step_in_the_source_state():
+    """As the released get_features_for_transition: at t with path[t] = i, path[t + 1] = j."""
+    rng = np.random.default_rng(5)
+    model = {**MODEL, "covariance": "full", "covs": [np.eye(3).tolist(), (np.eye(3) * 0.5 + 0.1).tolist()]}
+    x = rng.normal(size=(8, 3)) * 0.5
+    path = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    t, j = 3, 1  # last step in state 0
+
+    def logpost(xx):
+        return np.log(analysis._filtered_posteriors(xx, model)[0][t, j])
+
+    num = np.zeros(3)
+    for f in range(3):
+        e = np.zeros_like(x)
+        e[t, f] = 1e-6
+        num[f] = (logpost(x + e) - logpost(x - e)) / 2e-6
+    edges = analysis.transition_edges({0: path}, np.asarray(model["transitions"]))
+    out = analysis.feature_changes({0: x}, {0: path}, edges, model, method="gradient", top=3).iloc[0]
+    scores = {out[f"feature_{r}"]: out[f"score_{r}"] for r in (1, 2, 3)}
+    np.testing.assert_allclose([scores[f] for f in "abc"], np.abs(num), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("method", ["gradient", "means"])

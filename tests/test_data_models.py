@@ -4,6 +4,7 @@ import torch
 
 from latentstates import data
 from latentstates.models import OneLayerTransformer
+from latentstates.tasks import get_task
 
 
 def test_sparse_parity_labels_are_parity_of_first_k_bits():
@@ -21,31 +22,67 @@ def test_modular_addition_covers_all_pairs_once():
     assert len(x) == 49 and len({tuple(r) for r in x.tolist()}) == 49
     assert (x[:, 2] == 7).all()
     assert torch.equal(y, (x[:, 0] + x[:, 1]) % 7)
-    assert len(s.x_train) == round(0.3 * 49)
+    assert len(s.x_train) == 14  # floor(0.3 * 49), as the released int(len * 0.3)
     other = data.modular_addition(7, 0.3, seed=2)
     assert not torch.equal(s.x_train, other.x_train)  # split depends on the seed
 
 
-def _full_causal_reference(m: OneLayerTransformer, tokens: torch.Tensor) -> torch.Tensor:
-    """The textbook one-layer transformer over all positions, read out at the last one."""
-    resid = m.W_E[tokens] + m.W_pos[: tokens.shape[1]]
-    h = m.ln_attn(resid)
-    q = torch.einsum("hed,bpd->bhpe", m.W_Q, h)
-    k = torch.einsum("hed,bpd->bhpe", m.W_K, h)
-    v = torch.einsum("hed,bpd->bhpe", m.W_V, h)
-    scores = torch.einsum("bhqe,bhke->bhqk", q, k) / math.sqrt(m.d_head)
+def _released_reference(m: OneLayerTransformer, tokens: torch.Tensor, use_ln: bool) -> torch.Tensor:
+    """The released model's forward pass (modeling-training src/model.py) over all positions.
+
+    Causal attention by tril masking, LayerNorm after each residual addition (post-LN), no
+    final LayerNorm; read out at the last position.
+    """
+    x = m.W_E[tokens] + m.W_pos[: tokens.shape[1]]
+    w_k, w_q, w_v = m.W_K, m.W_Q, m.W_V  # (heads, d_head, d_model)
+    k = torch.einsum("ihd,bpd->biph", w_k, x)
+    q = torch.einsum("ihd,bpd->biph", w_q, x)
+    v = torch.einsum("ihd,bpd->biph", w_v, x)
+    scores = torch.einsum("biph,biqh->biqp", k, q)
     n = tokens.shape[1]
-    scores = scores.masked_fill(torch.triu(torch.ones(n, n, dtype=torch.bool), 1), float("-inf"))
-    z = torch.einsum("bhqk,bhke->bhqe", scores.softmax(-1), v)
+    mask = torch.tril(torch.ones(n, n, dtype=x.dtype))
+    scores = torch.tril(scores) - 1e10 * (1 - mask)
+    attn = torch.softmax(scores / math.sqrt(m.d_head), dim=-1)
+    z = torch.einsum("biph,biqp->biqh", v, attn)
     z = z.permute(0, 2, 1, 3).reshape(len(tokens), n, -1)
-    resid = resid + z @ m.W_O.T
-    mlp = torch.relu(m.ln_mlp(resid) @ m.W_in.T + m.b_in) @ m.W_out.T + m.b_out
-    return (m.ln_final(resid + mlp) @ m.W_U)[:, -1]
+    x = x + torch.einsum("df,bqf->bqd", m.W_O, z)
+    if use_ln:
+        x = m.ln_attn(x)
+    h = torch.relu(torch.einsum("md,bpd->bpm", m.W_in, x) + m.b_in)
+    x = x + torch.einsum("dm,bpm->bpd", m.W_out, h) + m.b_out
+    if use_ln:
+        x = m.ln_mlp(x)
+    return (x @ m.W_U)[:, -1]
 
 
-def test_last_position_transformer_equals_full_causal_model():
+def test_last_position_transformer_equals_released_model():
     torch.manual_seed(0)
     for ln in (False, True):
-        m = OneLayerTransformer(vocab=12, n_out=11, d_model=16, n_heads=4, d_mlp=32, layer_norm=ln).double()
+        m = OneLayerTransformer(vocab=12, n_out=12, d_model=16, n_heads=4, d_mlp=32, layer_norm=ln).double()
+        if ln:  # non-trivial LayerNorm parameters, so that their placement matters
+            for p in (m.ln_attn.weight, m.ln_attn.bias, m.ln_mlp.weight, m.ln_mlp.bias):
+                p.data.normal_()
         tokens = data.modular_addition(11, 0.5, seed=0).x_train[:40]
-        torch.testing.assert_close(m(tokens), _full_causal_reference(m, tokens))
+        torch.testing.assert_close(m(tokens), _released_reference(m, tokens, ln))
+
+
+def test_layer_norm_variant_structure_and_one_step():
+    """Post-LN as released: two LayerNorms, none final; bias statistics use b_in and b_out only."""
+    task = get_task("modular_addition")
+    d = {"modulus": 11, "train_fraction": 0.5}
+    torch.manual_seed(0)
+    m = task.make_model({"d_model": 16, "n_heads": 2, "d_mlp": 32, "layer_norm": True}, d)
+    norms = [name for name, mod in m.named_modules() if isinstance(mod, torch.nn.LayerNorm)]
+    assert norms == ["ln_attn", "ln_mlp"]
+    assert m.W_U.shape == (16, 12)  # p + 1 outputs, "=" included, as the released unembedding
+    biases = task.biases(m)
+    assert [b.shape for b in biases] == [(32,), (16,)]
+    assert biases[0] is m.b_in and biases[1] is m.b_out
+    split = task.make_data(d, 0)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    before = task.loss(m(split.x_train), split.y_train)
+    before.backward()
+    assert m.ln_attn.weight.grad is not None and m.ln_mlp.bias.grad is not None
+    opt.step()
+    after = task.loss(m(split.x_train), split.y_train)
+    assert torch.isfinite(after) and after < before

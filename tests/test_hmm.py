@@ -73,10 +73,13 @@ def test_single_state_is_a_gaussian():
     assert all((p == 0).all() for p in fit.viterbi(arrays))
 
 
-def test_parameter_count():
-    # k=2, d=3: starts 1, transitions incl. ends 4, diag 2*2*3 = 12 / full 2*(3+6) = 18
-    assert hmm.n_parameters(2, 3, "diag") == 1 + 4 + 12
-    assert hmm.n_parameters(2, 3, "full") == 1 + 4 + 18
+@pytest.mark.parametrize("cov", ["full", "diag"])
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_parameter_count_matches_hmmlearn(k, cov):
+    hmmlearn = pytest.importorskip("hmmlearn.hmm")
+    ref = hmmlearn.GaussianHMM(k, covariance_type=cov)
+    ref.n_features = 3
+    assert hmm.n_parameters(k, 3, cov) == sum(ref._get_n_fit_scalars_per_param().values())
 
 
 def test_constant_feature_in_a_state_gives_finite_likelihood():

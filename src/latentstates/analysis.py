@@ -51,14 +51,14 @@ def occupancy(paths: dict[int, np.ndarray], k: int, fraction: bool = True) -> pd
 
 
 def convergence_times(metrics: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """Per run: first checkpoint index with eval accuracy ≥ threshold.
+    """Per run: first checkpoint index with eval accuracy above the threshold (>, as released).
 
     A run that never reaches it gets its number of checkpoints (the paper's rule: censored at
     the run length) and `converged = False`.
     """
     rows = []
     for seed, g in metrics.sort_values(["seed", "checkpoint"]).groupby("seed", sort=True):
-        hit = np.flatnonzero(g["eval_acc"].to_numpy() >= threshold)
+        hit = np.flatnonzero(g["eval_acc"].to_numpy() > threshold)  # strict, as the released code
         ok = hit.size > 0
         idx = int(hit[0]) if ok else len(g)
         step = int(g["step"].iloc[idx]) if ok else int(g["step"].iloc[-1])
@@ -68,45 +68,135 @@ def convergence_times(metrics: pd.DataFrame, threshold: float) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("seed")
 
 
-def regress_convergence(times: pd.Series, occ: pd.DataFrame) -> dict:
-    """OLS of convergence time on state occupancy with an intercept (statsmodels).
+def regress_convergence(times: pd.Series, occ: pd.DataFrame, level: float = 0.95) -> dict:
+    """OLS of convergence time on state occupancy, with identifiable per-state effects.
 
-    Occupancy fractions sum to one, so the design is rank-deficient with the intercept;
-    statsmodels' pseudo-inverse gives the minimum-norm coefficients (as least squares in the
-    paper's code), and R² and the F-test use the design's true rank.
+    Occupancy fractions sum to one (counts to the run length), so an intercept beside them makes
+    the design rank-deficient and any single coefficient arbitrary. The intercept is therefore
+    left out whenever it lies in the span of the occupancy columns: each coefficient is then the
+    predicted convergence time of a run that spends all its checkpoints in that state (for
+    counts: per checkpoint). `effect` is the sum-to-zero contrast β_k − mean(β), the state's
+    deviation from the average state, with a t-test and confidence interval. R² and the F-test
+    compare against the intercept-only model, as with the intercept (the fit is the same).
+    States no decoded run occupies have no coefficient (NaN).
     """
     import statsmodels.api as sm
+    from scipy import stats
 
     df = occ.join(times.rename("y"), how="inner")
-    x = sm.add_constant(df[occ.columns].to_numpy(), has_constant="add")
-    with warnings.catch_warnings():
-        # Rank deficiency is expected here (see above) and handled by the pseudo-inverse.
-        warnings.filterwarnings("ignore", message="The design matrix is rank-deficient")
-        res = sm.OLS(df["y"].to_numpy(dtype=float), x).fit()
-    names = ["intercept", *occ.columns]
+    y = df["y"].to_numpy(dtype=float)
+    used = [c for c in occ.columns if (df[c] > 0).any()]
+    x = df[used].to_numpy(dtype=float)
+    sums = x.sum(axis=1)
+    implicit_constant = len(sums) > 0 and np.allclose(sums, sums[0]) and sums[0] > 0
+    names = list(used) if implicit_constant else ["intercept", *used]
+    design = x if implicit_constant else np.column_stack([np.ones(len(x)), x])
+    res = sm.OLS(y, design, hasconst=True).fit()
+    n, rank = len(y), int(np.linalg.matrix_rank(design))
+    df_resid = n - rank
+    sst = float(((y - y.mean()) ** 2).sum())
+    ssr = float((res.resid**2).sum())
     # R² and the F-test are undefined when every run has the same convergence time (e.g. none
     # converged) or there are no residual degrees of freedom.
-    defined = np.ptp(df["y"].to_numpy()) > 0 and res.df_resid > 0
+    defined = n > 0 and np.ptp(y) > 0 and df_resid > 0 and rank > 1
+    r2 = 1 - ssr / sst if defined else float("nan")
+    f_p = float("nan")
+    if defined:
+        f = ((sst - ssr) / (rank - 1)) / (ssr / df_resid) if ssr > 0 else np.inf
+        f_p = float(stats.f.sf(f, rank - 1, df_resid))
+    q = stats.t.ppf(0.5 + level / 2, df_resid) if df_resid > 0 else np.nan
+    coef = pd.Series(res.params, index=names)
+    cov = pd.DataFrame(res.cov_params() if df_resid > 0 else np.full((len(names),) * 2, np.nan), names, names)
+    se = np.sqrt(np.diag(cov)) if df_resid > 0 else np.full(len(names), np.nan)
+    table = pd.DataFrame({"term": names, "coef": coef.to_numpy(), "std_err": se})
+    table["ci_low"] = table["coef"] - q * table["std_err"]
+    table["ci_high"] = table["coef"] + q * table["std_err"]
+    # Sum-to-zero contrasts over the states' coefficients: β_k − mean(β).
+    m = len(used)
+    contrast = np.eye(m) - 1.0 / m
+    beta, v = coef[used].to_numpy(), cov.loc[used, used].to_numpy()
+    effect = contrast @ beta
+    effect_se = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", contrast, v, contrast), 0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        effect_p = 2 * stats.t.sf(np.abs(effect / effect_se), df_resid) if df_resid > 0 else np.nan
+    eff = pd.DataFrame(
+        {
+            "term": used,
+            "effect": effect,
+            "effect_std_err": effect_se,
+            "effect_ci_low": effect - q * effect_se,
+            "effect_ci_high": effect + q * effect_se,
+            "effect_p_value": effect_p,
+        }
+    )
+    table = table.merge(eff, on="term", how="left")
+    missing = [c for c in occ.columns if c not in used]
+    if missing:
+        table = pd.concat([table, pd.DataFrame({"term": missing})], ignore_index=True)
+    order = {t: i for i, t in enumerate(["intercept", *occ.columns])}
+    table = table.sort_values("term", key=lambda c: c.map(order)).reset_index(drop=True)
     return {
-        "n_runs": int(res.nobs),
-        "r2": float(res.rsquared) if defined else float("nan"),
-        "f_pvalue": float(res.f_pvalue) if defined and np.isfinite(res.f_pvalue) else float("nan"),
-        "df_model": float(res.df_model),
-        "coefficients": pd.DataFrame(
-            {"term": names, "coef": res.params, "std_err": res.bse, "p_value": res.pvalues}
-        ),
+        "n_runs": n,
+        "r2": float(r2),
+        "f_pvalue": f_p,
+        "df_model": float(rank - 1),
+        "intercept": not implicit_constant,
+        "fitted": pd.Series(res.fittedvalues, index=df.index),
+        "coefficients": table,
     }
 
 
-def detour_states(occ: pd.DataFrame, coefficients: pd.DataFrame) -> list[int]:
-    """States visited by some runs but not all whose regression coefficient is positive."""
-    visited = (occ > 0).sum(axis=0)
-    coef = coefficients.set_index("term")["coef"]
-    out = []
-    for col in occ.columns:
-        if 0 < visited[col] < len(occ) and coef[col] > 0:
-            out.append(int(col.split("_")[1]))
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (family-wise error control over the tests given)."""
+    p = np.asarray(p, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    if ok.size == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = ok.size
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out[order] = adjusted
     return out
+
+
+def visit_test(times: pd.Series, occ: pd.DataFrame) -> pd.DataFrame:
+    """Per state: correlation of "the run visits the state" (0/1) with convergence time.
+
+    The released notebook's test (get_state_correlations): Pearson r, t = r·√(n−2)/√(1−r²) with
+    a two-sided p-value (2·P(T > |t|); the notebook's 2·(1 − F(t)) exceeds 1 for negative r),
+    plus Holm-adjusted p-values over the states that can be tested (visited by some runs, not
+    all). Untestable states get NaN.
+    """
+    from scipy import stats
+
+    df = occ.join(times.rename("y"), how="inner")
+    y = df["y"].to_numpy(dtype=float)
+    n = len(y)
+    rows = []
+    for c in occ.columns:
+        visits = (df[c] > 0).to_numpy(dtype=float)
+        nv = int(visits.sum())
+        r = t = p = np.nan
+        if 0 < nv < n and n > 2 and np.ptp(y) > 0:
+            r = float(np.corrcoef(visits, y)[0, 1])
+            t = r * np.sqrt(n - 2) / np.sqrt(max(1 - r**2, 1e-300))
+            p = float(2 * stats.t.sf(abs(t), n - 2))
+        rows.append({"term": c, "n_runs_visiting": nv, "visit_r": r, "visit_t": t, "visit_p_value": p})
+    out = pd.DataFrame(rows)
+    out["visit_p_holm"] = holm(out["visit_p_value"].to_numpy())
+    return out
+
+
+def detour_states(visits: pd.DataFrame, alpha: float = 0.05) -> list[int]:
+    """Detours: states some runs never visit whose visit delays convergence, with evidence.
+
+    A state is a detour when it is visited by some runs but not all, the correlation of visiting
+    it with convergence time is positive, and its visit test's Holm-adjusted p-value (over the
+    K states tested at once) is below `alpha`.
+    """
+    hit = (visits["visit_r"] > 0) & (visits["visit_p_holm"] < alpha)
+    return [int(t.split("_")[1]) for t in visits.loc[hit, "term"]]
 
 
 def _filtered_posteriors(x: np.ndarray, model: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -160,8 +250,9 @@ def feature_changes(
     """Top features per edge with the change in state means μ_j − μ_i (z units).
 
     `method="gradient"` ranks features by |mean gradient of the filtered log-posterior of the
-    target state with respect to the observation| over every time the edge is taken (the paper's
-    ranking, as a full vector per feature); `method="means"` ranks by |μ_j − μ_i|.
+    target state with respect to the observation| over every time the edge is taken, evaluated
+    at t, the last step in the source state (as the released code: at t + 1 the posterior of the
+    target is ≈ 1 and its gradient has vanished); `method="means"` ranks by |μ_j − μ_i|.
     """
     features = model["features"]
     means = np.asarray(model["means"])
@@ -176,7 +267,7 @@ def feature_changes(
             score = np.abs(delta)
         elif method == "gradient":
             grads = [
-                posterior_gradient(sequences[s], t + 1, j, post[s], model, prec)
+                posterior_gradient(sequences[s], t, j, post[s], model, prec)
                 for s, p in paths.items()
                 for t in np.flatnonzero((p[:-1] == i) & (p[1:] == j))
             ]
@@ -208,6 +299,26 @@ def describe_changes(features: Sequence[str], deltas: Sequence[float]) -> str:
     return ", ".join(f"{f} {ARROWS[d >= 0]} {abs(d):.2f}" for f, d in zip(features, deltas))
 
 
+COEFFICIENT_COLUMNS = [
+    "term",
+    "coef",
+    "std_err",
+    "ci_low",
+    "ci_high",
+    "effect",
+    "effect_std_err",
+    "effect_ci_low",
+    "effect_ci_high",
+    "effect_p_value",
+    "n_runs_visiting",
+    "visit_r",
+    "visit_t",
+    "visit_p_value",
+    "visit_p_holm",
+    "detour",
+]
+
+
 def analyse_task(
     metrics: pd.DataFrame,
     states: pd.DataFrame,
@@ -216,6 +327,7 @@ def analyse_task(
     ranking: str = "gradient",
     occupancy_kind: str = "fraction",
     top: int = 3,
+    detour_alpha: float = 0.05,
 ) -> dict:
     """All per-task analyses: edge table with feature changes, per-run table, regression, detours."""
     from .sequences import zscore_runs
@@ -230,18 +342,23 @@ def analyse_task(
     changes = feature_changes(sequences, paths, edges, model, method=ranking, top=top)
     occ = occupancy(paths, k, fraction=occupancy_kind == "fraction")
     conv = convergence_times(metrics[metrics["seed"].isin(list(paths))], threshold)
-    fit = regress_convergence(conv["convergence_checkpoint"].astype(float), occ)
-    detours = detour_states(occ, fit["coefficients"])
-    coef = fit["coefficients"].set_index("term")["coef"]
+    times = conv["convergence_checkpoint"].astype(float)
+    fit = regress_convergence(times, occ)
+    visits = visit_test(times, occ)
+    detours = detour_states(visits, detour_alpha)
     runs = conv.join(occ)
-    runs["fitted"] = coef["intercept"] + runs[occ.columns].to_numpy() @ coef[occ.columns].to_numpy()
+    runs["fitted"] = fit["fitted"]
     runs["states_visited"] = [" ".join(map(str, sorted(set(paths[s].tolist())))) for s in runs.index]
-    visited = (occ > 0).sum(axis=0)
-    coefficients = fit["coefficients"].copy()
-    coefficients["n_runs_visiting"] = [np.nan, *visited.to_numpy()]
-    coefficients["detour"] = [False, *[int(c.split("_")[1]) in detours for c in occ.columns]]
+    coefficients = fit["coefficients"].merge(visits, on="term", how="left")
+    coefficients["detour"] = [
+        t.startswith("state_") and int(t.split("_")[1]) in detours for t in coefficients["term"]
+    ]
+    coefficients = coefficients[COEFFICIENT_COLUMNS]
+    top_edge = ""
     if not changes.empty:
         changes["detour_edge"] = changes["target"].isin(detours) | changes["source"].isin(detours)
+        e = changes.sort_values(["n_runs", "probability"], ascending=False, kind="stable").iloc[0]
+        top_edge = f"{e.source}→{e.target} ({e.n_runs}/{e.n_total_runs} runs): {e.summary}"
     return {
         "edges": changes if not changes.empty else edges,
         "runs": runs.reset_index(),
@@ -255,6 +372,11 @@ def analyse_task(
             "r2": fit["r2"],
             "f_pvalue": fit["f_pvalue"],
             "detour_states": detours,
+            "detour_rule": f"visited by some runs, visit-test r > 0, Holm-adjusted p < {detour_alpha}",
+            "top_edge": top_edge,
+            "criterion": model.get("criterion"),
+            "pinned": model.get("pinned", False),
+            "at_boundary": model.get("at_boundary", False),
             "feature_ranking": ranking,
             "occupancy": occupancy_kind,
         },
@@ -270,9 +392,7 @@ def _nothing_decoded(metrics: pd.DataFrame, threshold: float, ranking: str, occu
             columns=["source", "target", "probability", "n_runs", "n_total_runs", "summary"]
         ),
         "runs": conv,
-        "coefficients": pd.DataFrame(
-            columns=["term", "coef", "std_err", "p_value", "n_runs_visiting", "detour"]
-        ),
+        "coefficients": pd.DataFrame(columns=COEFFICIENT_COLUMNS),
         "summary": {
             "k": 0,
             "n_runs": 0,

@@ -33,6 +33,6 @@ def modular_addition(modulus: int, train_fraction: float, seed: int) -> Split:
     y = (a + b) % modulus
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(x), generator=g)
-    n_train = int(round(train_fraction * len(x)))
+    n_train = int(train_fraction * len(x))  # floor, as the released split
     tr, te = perm[:n_train], perm[n_train:]
     return Split(x[tr], y[tr], x[te], y[te])

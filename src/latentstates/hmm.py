@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
+import logging
 import math
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,13 +17,50 @@ import torch
 
 from .sequences import Sequences, split_runs, zscore_runs
 
+logger = logging.getLogger("latentstates")
+
 __all__ = ["Sequences", "split_runs", "zscore_runs", "fit_hmm", "select_model", "fit_task"]
 
 
 def n_parameters(k: int, d: int, covariance: str) -> int:
-    """Free parameters: (k−1) starts + k² transitions (rows incl. end probability) + emissions."""
+    """Free parameters of the scored model: (k−1) starts + k(k−1) transitions + emissions.
+
+    As hmmlearn's count: the likelihood is that of the observed length (no end probability).
+    """
     emission = 2 * d if covariance == "diag" else d + d * (d + 1) // 2
-    return (k - 1) + k * k + k * emission
+    return (k - 1) + k * (k - 1) + k * emission
+
+
+def emission_log_densities(x: np.ndarray, means: np.ndarray, covs: np.ndarray) -> np.ndarray:
+    """log N(x_t | μ_k, Σ_k) for (..., T, d) observations: (..., T, k), float64.
+
+    `covs` is (k, d, d) for full covariances or (k, d) for diagonal ones.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    d = x.shape[-1]
+    out = []
+    for mu, cov in zip(means, covs):
+        diff = x - mu
+        if cov.ndim == 1:
+            maha = (diff**2 / cov).sum(axis=-1)
+            logdet = np.log(cov).sum()
+        else:
+            chol = np.linalg.cholesky(cov)
+            z = np.linalg.solve(chol, diff.reshape(-1, d).T).T.reshape(diff.shape)
+            maha = (z**2).sum(axis=-1)
+            logdet = 2 * np.log(np.diag(chol)).sum()
+        out.append(-0.5 * (maha + logdet + d * math.log(2 * math.pi)))
+    return np.stack(out, axis=-1)
+
+
+def forward_log_likelihood(log_b: np.ndarray, starts: np.ndarray, transitions: np.ndarray) -> np.ndarray:
+    """log p(x_1..T) of each sequence by the forward algorithm: log_b is (n, T, k); returns (n,)."""
+    with np.errstate(divide="ignore"):
+        log_a = np.log(transitions)
+        alpha = np.log(starts) + log_b[:, 0]
+    for t in range(1, log_b.shape[1]):
+        alpha = np.logaddexp.reduce(alpha[:, :, None] + log_a[None], axis=1) + log_b[:, t]
+    return np.logaddexp.reduce(alpha, axis=1)
 
 
 @functools.cache
@@ -50,12 +90,12 @@ def _normal_class():
 
 
 def _group(arrays: Sequence[np.ndarray]) -> list[tuple[list[int], torch.Tensor]]:
-    """Group sequences by length into 3D float32 tensors (pomegranate needs equal lengths)."""
+    """Group sequences by length into 3D float64 tensors (pomegranate needs equal lengths)."""
     by_len: dict[int, list[int]] = {}
     for i, a in enumerate(arrays):
         by_len.setdefault(len(a), []).append(i)
     return [
-        (idx, torch.tensor(np.stack([arrays[i] for i in idx]), dtype=torch.float32))
+        (idx, torch.tensor(np.stack([arrays[i] for i in idx]), dtype=torch.float64))
         for _, idx in sorted(by_len.items())
     ]
 
@@ -89,10 +129,18 @@ class FittedHMM:
         return np.stack([d.covs.detach().double().numpy() for d in self.model.distributions])
 
     def log_likelihood(self, arrays: Sequence[np.ndarray]) -> float:
-        """Summed log-likelihood of the sequences (including pomegranate's end term)."""
+        """Summed log-likelihood of the sequences given their lengths, in float64.
+
+        The transition rows are renormalised without pomegranate's end probability, which makes
+        this hmmlearn's `score` of the same parameters: the end term would add log(1 − end) per
+        step and log(end) per sequence, a likelihood of the run lengths, not of the metrics.
+        """
+        starts = self.starts / self.starts.sum()
+        trans = self.transitions / self.transitions.sum(axis=1, keepdims=True)
         total = 0.0
         for _, x in _group(arrays):
-            total += self.model.log_probability(x).double().sum().item()
+            log_b = emission_log_densities(x.numpy(), self.means, self.covs)
+            total += float(forward_log_likelihood(log_b, starts, trans).sum())
         return total
 
     def viterbi(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -108,7 +156,49 @@ class FittedHMM:
 def _dense_hmm(distributions, starts=None, edges=None, ends=None, **kwargs):
     from pomegranate.hmm import DenseHMM
 
-    return DenseHMM(distributions, edges=edges, starts=starts, ends=ends, **kwargs)
+    # Everything in float64: pomegranate casts the HMM's own parameters to float32, and float32
+    # sufficient statistics cannot resolve the small covariance eigenvalues of weight statistics.
+    model = DenseHMM(distributions, edges=edges, starts=starts, ends=ends, **kwargs).double()
+    model._reset_cache()
+    return model
+
+
+def covariance_floor(arrays: Sequence[np.ndarray], rel_floor: float) -> float:
+    """Smallest variance a state may have: `rel_floor` times the mean variance of the pooled data.
+
+    Relative to the data (z-scored data has a mean variance near 1), and far below the pooled
+    covariance's smallest eigenvalues, which for nearly collinear weight statistics are ~1e-4:
+    the floor only stops a state's covariance from collapsing onto a few points.
+    """
+    x = np.concatenate(arrays)
+    scale = float(np.mean(np.var(x, axis=0)))
+    return rel_floor * (scale if scale > 0 else 1.0)
+
+
+def kmeans_init(x: np.ndarray, k: int, covariance: str, floor: float, seed: int):
+    """Per-state means and covariances from k-means (10 inits) on the pooled time steps.
+
+    A cluster's covariance is its own sample covariance, floored; a cluster with fewer than two
+    points gets the pooled covariance.
+    """
+    from sklearn.cluster import KMeans
+
+    labels = KMeans(n_clusters=k, n_init=10, random_state=seed % 2**32).fit_predict(x)
+    pooled = np.cov(x.T, bias=True).reshape(x.shape[1], x.shape[1])
+    means, covs = [], []
+    for c in range(k):
+        xc = x[labels == c]
+        means.append(xc.mean(axis=0) if len(xc) else x.mean(axis=0))
+        cov = np.cov(xc.T, bias=True).reshape(pooled.shape) if len(xc) > 1 and os.environ.get("POOLED") != "1" else pooled
+        covs.append(floor_covariance(cov, floor) if covariance == "full" else np.maximum(np.diag(cov), floor))
+    return np.array(means), np.array(covs)
+
+
+def floor_covariance(c: np.ndarray, floor: float) -> np.ndarray:
+    """Symmetric copy of `c` with its eigenvalues clamped at `floor`."""
+    w, q = np.linalg.eigh((c + c.T) / 2)
+    out = (q * np.maximum(w, floor)) @ q.T
+    return (out + out.T) / 2
 
 
 def fit_hmm(
@@ -117,22 +207,27 @@ def fit_hmm(
     covariance: str = "full",
     max_iter: int = 32,
     tol: float = 0.1,
-    var_floor: float = 1e-3,
+    var_floor: float = 1e-6,
     seed: int = 0,
 ) -> FittedHMM:
-    """Fit a k-state Gaussian HMM by Baum-Welch (k-means initialisation, seeded).
+    """Fit a k-state Gaussian HMM by Baum-Welch (seeded k-means initialisation, float64 emissions).
 
-    k = 1 is fitted in closed form (one Gaussian; end probability = sequences / steps),
-    since pomegranate's initialisation needs k ≥ 2.
+    The emissions start from k-means' clusters (means and per-cluster covariances), the start
+    probabilities and transition rows are drawn from a flat Dirichlet (as hmmlearn), the end
+    probability at its data value (sequences / steps). Every covariance is floored at `var_floor` times the data's
+    mean variance. k = 1 is fitted in closed form (one Gaussian; end probability = sequences /
+    steps), since pomegranate's initialisation needs k ≥ 2.
     """
     Normal = _normal_class()
     torch.manual_seed(seed)
+    floor = covariance_floor(arrays, var_floor)
+    x = np.concatenate(arrays)
+    end = len(arrays) / len(x)
     if k == 1:
-        x = torch.tensor(np.concatenate(arrays), dtype=torch.float32)
-        dist = Normal(var_floor, covariance_type=covariance)
-        dist.fit(x)
-        dist._reset_cache()
-        end = len(arrays) / len(x)
+        mean = x.mean(axis=0)
+        cov = np.cov(x.T, bias=True).reshape(x.shape[1], x.shape[1])
+        cov = floor_covariance(cov, floor) if covariance == "full" else np.maximum(np.diag(cov), floor)
+        dist = Normal(floor, means=torch.tensor(mean), covs=torch.tensor(cov), covariance_type=covariance)
         model = _dense_hmm(
             [dist],
             starts=torch.tensor([1.0]),
@@ -140,17 +235,41 @@ def fit_hmm(
             ends=torch.tensor([end]),
         )
         return FittedHMM(model, 1, covariance)
-    dists = [Normal(var_floor, covariance_type=covariance) for _ in range(k)]
-    model = _dense_hmm(dists, max_iter=max_iter, tol=tol, random_state=seed)
+    means, covs = kmeans_init(x, k, covariance, floor, seed)
+    # Random start and transition probabilities (as hmmlearn): k-means with 10 inits finds
+    # nearly the same clusters for every seed, so these are what makes restarts explore.
+    rng = np.random.default_rng(seed)
+    starts = rng.dirichlet(np.ones(k))
+    edges = rng.dirichlet(np.ones(k), size=k) * (1.0 - end)
+    dists = [
+        Normal(floor, means=torch.tensor(m), covs=torch.tensor(c), covariance_type=covariance)
+        for m, c in zip(means, covs)
+    ]
+    model = _dense_hmm(
+        dists,
+        starts=torch.tensor(starts),
+        edges=torch.tensor(edges),
+        ends=torch.full((k,), end, dtype=torch.float64),
+        max_iter=max_iter,
+        tol=tol,
+        random_state=seed % 2**32,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        model.fit([torch.tensor(a, dtype=torch.float32) for a in arrays])
+        model.fit([torch.tensor(a, dtype=torch.float64) for a in arrays])
     return FittedHMM(model, k, covariance)
 
 
 def restart_seed(base: int, k: int, restart: int) -> int:
     """Deterministic seed of restart `restart` for k states."""
     return int(np.random.SeedSequence([base, k, restart]).generate_state(1)[0])
+
+
+def information_criteria(ll: float, n_params: int, n_steps: int) -> tuple[float, float]:
+    """(AIC, BIC) of a log-likelihood over `n_steps` time steps (hmmlearn's definitions)."""
+    if n_steps == 0:
+        return float("nan"), float("nan")
+    return 2 * n_params - 2 * ll, n_params * math.log(n_steps) - 2 * ll
 
 
 def select_model(
@@ -167,19 +286,22 @@ def select_model(
 ) -> tuple[pd.DataFrame, dict[int, FittedHMM]]:
     """Fit K = 1..max_states with restarts; keep per K the restart with the best held-out LL.
 
-    Returns one row per (K, restart) and the kept model per K. AIC/BIC use the training
-    log-likelihood, the number of free parameters and n = training time steps.
+    Returns one row per (K, restart) and the kept model per K. As the released
+    model_selection.py, `aic` and `bic` are computed on the held-out runs (held-out
+    log-likelihood, n = held-out time steps); `aic_train` and `bic_train` on the training runs.
     """
     pos = {r: i for i, r in enumerate(seqs.runs)}
     train = [seqs.arrays[pos[r]] for r in train_runs]
     val = [seqs.arrays[pos[r]] for r in val_runs]
-    n_steps = sum(len(a) for a in train)
+    n_train = sum(len(a) for a in train)
+    n_val = sum(len(a) for a in val)
     d = len(seqs.features)
     rows, kept = [], {}
     for k in range(1, max_states + 1):
         best = None
         for r in range(restarts if k > 1 else 1):
             s = restart_seed(seed, k, r)
+            start = time.perf_counter()
             try:
                 fit = fit_hmm(train, k, covariance, max_iter, tol, var_floor, s)
                 train_ll = fit.log_likelihood(train)
@@ -188,6 +310,8 @@ def select_model(
             except (RuntimeError, ValueError) as exc:  # Cholesky or k-means failure
                 fit, train_ll, val_ll, error = None, float("nan"), float("nan"), str(exc)
             p = n_parameters(k, d, covariance)
+            aic, bic = information_criteria(val_ll, p, n_val)
+            aic_train, bic_train = information_criteria(train_ll, p, n_train)
             rows.append(
                 {
                     "k": k,
@@ -195,9 +319,13 @@ def select_model(
                     "restart_seed": s,
                     "train_ll": train_ll,
                     "val_ll": val_ll,
+                    "val_ll_per_step": val_ll / n_val if n_val else float("nan"),
                     "n_params": p,
-                    "aic": 2 * p - 2 * train_ll,
-                    "bic": p * math.log(n_steps) - 2 * train_ll,
+                    "aic": aic,
+                    "bic": bic,
+                    "aic_train": aic_train,
+                    "bic_train": bic_train,
+                    "fit_seconds": time.perf_counter() - start,
                     "error": error,
                 }
             )
@@ -214,33 +342,51 @@ def select_model(
     return table, kept
 
 
+CRITERIA = ["val_ll", "aic", "bic", "aic_train", "bic_train"]
+
+
 def summarise_selection(table: pd.DataFrame) -> pd.DataFrame:
-    """Per K: mean ± std over restarts of held-out LL, AIC and BIC, and the kept restart's values."""
+    """Per K: mean ± std over restarts of every criterion, and the kept restart's values."""
     ok = table[table["error"] == ""]
     agg = ok.groupby("k").agg(
-        val_ll_mean=("val_ll", "mean"),
-        val_ll_std=("val_ll", "std"),
-        aic_mean=("aic", "mean"),
-        aic_std=("aic", "std"),
-        bic_mean=("bic", "mean"),
-        bic_std=("bic", "std"),
+        **{f"{c}_{stat}": (c, stat) for c in CRITERIA for stat in ("mean", "std")},
         n_ok=("restart", "count"),
     )
-    kept = ok[ok["kept"]].set_index("k")[["restart", "train_ll", "val_ll", "aic", "bic", "n_params"]]
+    kept = ok[ok["kept"]].set_index("k")[["restart", "train_ll", *CRITERIA, "n_params"]]
     out = agg.join(kept, how="left").reset_index()
-    return out.fillna({"val_ll_std": 0.0, "aic_std": 0.0, "bic_std": 0.0})
+    return out.fillna({f"{c}_std": 0.0 for c in CRITERIA})
 
 
 def choose_k(summary: pd.DataFrame, criterion: str = "bic", pinned: int | None = None) -> int:
-    """K pinned by the config, else the kept model with the lowest BIC/AIC or highest held-out LL."""
+    """K pinned by the config, else the best mean over restarts of the criterion.
+
+    Lowest AIC/BIC (held-out by default, `*_train` on the training runs), highest held-out LL.
+    Without held-out runs the held-out criteria fall back to their training-set versions.
+    """
     if pinned is not None:
         if pinned not in set(summary["k"]):
             raise ValueError(f"hmm.n_states={pinned} has no successful fit")
         return int(pinned)
-    ok = summary.dropna(subset=["bic"])
-    if criterion == "val_ll":
-        return int(ok.loc[ok["val_ll"].idxmax(), "k"])
-    return int(ok.loc[ok[criterion].idxmin(), "k"])
+    ok = summary.dropna(subset=["train_ll"])
+    column = f"{criterion}_mean"
+    if ok[column].isna().all():  # no validation runs
+        column = {"aic": "aic_train_mean", "bic": "bic_train_mean", "val_ll": "bic_train_mean"}.get(
+            criterion, column
+        )
+    if criterion == "val_ll" and column == "val_ll_mean":
+        return int(ok.loc[ok[column].idxmax(), "k"])
+    return int(ok.loc[ok[column].idxmin(), "k"])
+
+
+def boundary_note(k: int, max_states: int, pinned: bool) -> str:
+    """A warning when the criterion's optimum lies on the searched range's edge, else ''."""
+    if pinned or max_states == 1:
+        return ""
+    if k == max_states:
+        return f"the criterion's optimum is at K = max_states = {max_states}: raise hmm.max_states"
+    if k == 1:
+        return "the criterion's optimum is at K = 1: the metrics show no state structure"
+    return ""
 
 
 def order_states(paths: Sequence[np.ndarray], k: int) -> np.ndarray:
@@ -286,18 +432,11 @@ class TaskFit:
 
 SELECTION_COLUMNS = [
     "k",
-    "val_ll_mean",
-    "val_ll_std",
-    "aic_mean",
-    "aic_std",
-    "bic_mean",
-    "bic_std",
+    *[f"{c}_{stat}" for c in CRITERIA for stat in ("mean", "std")],
     "n_ok",
     "restart",
     "train_ll",
-    "val_ll",
-    "aic",
-    "bic",
+    *CRITERIA,
     "n_params",
     "chosen",
 ]
@@ -307,9 +446,13 @@ RESTART_COLUMNS = [
     "restart_seed",
     "train_ll",
     "val_ll",
+    "val_ll_per_step",
     "n_params",
     "aic",
     "bic",
+    "aic_train",
+    "bic_train",
+    "fit_seconds",
     "error",
     "kept",
 ]
@@ -325,6 +468,8 @@ def _no_usable_runs(seqs: Sequences, cfg: dict) -> TaskFit:
     model = {
         "k": 0,
         "status": "no usable runs: see excluded_runs",
+        "at_boundary": False,
+        "boundary_warning": "",
         "covariance": cfg["covariance"],
         "features": seqs.features,
         "starts": [],
@@ -378,6 +523,9 @@ def fit_task(metrics: pd.DataFrame, cfg: dict) -> TaskFit:
     summary = summarise_selection(restarts)
     k = choose_k(summary, cfg["criterion"], cfg["n_states"])
     summary["chosen"] = summary["k"] == k
+    boundary = boundary_note(k, cfg["max_states"], cfg["n_states"] is not None)
+    if boundary:
+        logger.warning("%s", boundary)
     fit = kept[k]
     paths = fit.viterbi(seqs.arrays)
     perm = order_states(paths, k)
@@ -387,6 +535,8 @@ def fit_task(metrics: pd.DataFrame, cfg: dict) -> TaskFit:
             "features": seqs.features,
             "criterion": cfg["criterion"],
             "pinned": cfg["n_states"] is not None,
+            "at_boundary": bool(boundary),
+            "boundary_warning": boundary,
             "train_runs": train_runs,
             "val_runs": val_runs,
             "restart_seed": int(

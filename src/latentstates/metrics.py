@@ -55,13 +55,18 @@ def matrix_metrics(w: torch.Tensor) -> dict[str, float]:
     }
 
 
+def lower_median(v: np.ndarray) -> float:
+    """Median that takes the lower middle value of an even count, as torch.median (the paper's)."""
+    return float(np.partition(v, (v.size - 1) // 2)[(v.size - 1) // 2])
+
+
 def _summary(values: torch.Tensor, prefix: str) -> dict[str, float]:
     v = values.detach().to(torch.float64).numpy()
     if v.size == 0:
         return {f"mean_{prefix}": np.nan, f"median_{prefix}": np.nan, f"var_{prefix}": np.nan}
     return {
         f"mean_{prefix}": float(v.mean()),
-        f"median_{prefix}": float(np.median(v)),
+        f"median_{prefix}": lower_median(v),
         f"var_{prefix}": float(v.var(ddof=1)) if v.size > 1 else np.nan,
     }
 
@@ -71,7 +76,8 @@ def weight_metrics(matrices: Sequence[torch.Tensor], biases: Sequence[torch.Tens
 
     Per-matrix values are averaged without weights; the variance of singular values uses a
     NaN-ignoring mean (a one-row matrix has a single singular value and no variance). The global
-    mean/median/variance (unbiased) are over all matrix entries concatenated, and over all biases.
+    mean, median (the lower middle value of an even count, as torch) and variance (unbiased) are
+    over all matrix entries concatenated, and over all biases.
     """
     if not matrices:
         raise ValueError("weight_metrics needs at least one matrix")

@@ -30,7 +30,12 @@ class MLP(nn.Module):
 
 
 class OneLayerTransformer(nn.Module):
-    """One-layer transformer of the grokking experiments (attention + ReLU MLP, optional LayerNorm).
+    """One-layer transformer of the grokking experiments, as released (Nanda et al.'s model).
+
+    Attention and a ReLU MLP, each added to the residual stream; with `layer_norm`, a LayerNorm
+    follows each residual addition (post-LN) and there is no final LayerNorm. Embeddings are
+    scaled by 1/√d_model, the unembedding (which has `n_out` outputs: the released model predicts
+    over the whole vocabulary, "=" included) by 1/√n_out.
 
     Only the last position ("=") is read out, so the query, the MLP and the unembedding are
     computed for that position alone: identical outputs to the full causal model, less compute.
@@ -62,22 +67,20 @@ class OneLayerTransformer(nn.Module):
         self.b_in = nn.Parameter(torch.zeros(d_mlp))
         self.W_out = nn.Parameter(torch.randn(d_model, d_mlp) * scale)
         self.b_out = nn.Parameter(torch.zeros(d_model))
-        self.W_U = nn.Parameter(torch.randn(d_model, n_out) * scale)
+        self.W_U = nn.Parameter(torch.randn(d_model, n_out) / math.sqrt(n_out))
         if layer_norm:
             self.ln_attn = nn.LayerNorm(d_model)
             self.ln_mlp = nn.LayerNorm(d_model)
-            self.ln_final = nn.LayerNorm(d_model)
         else:
-            self.ln_attn = self.ln_mlp = self.ln_final = nn.Identity()
+            self.ln_attn = self.ln_mlp = nn.Identity()
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         resid = self.W_E[tokens] + self.W_pos[: tokens.shape[1]]  # (batch, pos, d)
-        h = self.ln_attn(resid)
-        q = torch.einsum("hed,bd->bhe", self.W_Q, h[:, -1])
-        k = torch.einsum("hed,bpd->bhpe", self.W_K, h)
-        v = torch.einsum("hed,bpd->bhpe", self.W_V, h)
+        q = torch.einsum("hed,bd->bhe", self.W_Q, resid[:, -1])
+        k = torch.einsum("hed,bpd->bhpe", self.W_K, resid)
+        v = torch.einsum("hed,bpd->bhpe", self.W_V, resid)
         attn = torch.softmax(torch.einsum("bhe,bhpe->bhp", q, k) / math.sqrt(self.d_head), dim=-1)
         z = torch.einsum("bhp,bhpe->bhe", attn, v).reshape(len(tokens), -1)
-        x = resid[:, -1] + z @ self.W_O.T
-        mlp = torch.relu(self.ln_mlp(x) @ self.W_in.T + self.b_in) @ self.W_out.T + self.b_out
-        return self.ln_final(x + mlp) @ self.W_U
+        x = self.ln_attn(resid[:, -1] + z @ self.W_O.T)
+        mlp = torch.relu(x @ self.W_in.T + self.b_in) @ self.W_out.T + self.b_out
+        return self.ln_mlp(x + mlp) @ self.W_U

@@ -73,7 +73,8 @@ def _transformer_matrices(model: nn.Module) -> list[torch.Tensor]:
 
 
 def _transformer_biases(model: nn.Module) -> list[torch.Tensor]:
-    return [p for name, p in model.named_parameters() if name.startswith("b_") or "bias" in name]
+    # The MLP's biases only, as the released code (LayerNorm biases are not weights statistics).
+    return [model.b_in, model.b_out]
 
 
 register(
@@ -94,7 +95,7 @@ register(
         make_data=lambda d, seed: data.modular_addition(d["modulus"], d["train_fraction"], seed),
         make_model=lambda m, d: models.OneLayerTransformer(
             vocab=d["modulus"] + 1,
-            n_out=d["modulus"],
+            n_out=d["modulus"] + 1,  # the released model predicts over the whole vocabulary
             d_model=m["d_model"],
             n_heads=m["n_heads"],
             d_mlp=m["d_mlp"],

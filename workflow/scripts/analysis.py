@@ -22,6 +22,7 @@ with job_log(snakemake.log[0]) as logger:
         ranking=cfg["feature_ranking"],
         occupancy_kind=cfg["occupancy"],
         top=cfg["top_features"],
+        detour_alpha=cfg["detour_alpha"],
     )
     task = snakemake.wildcards.task
     edges = out["edges"]

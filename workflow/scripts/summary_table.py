@@ -1,4 +1,4 @@
-"""One summary table across tasks: K, R², p, detour states."""
+"""One summary table across tasks: K, R², p, detour states, the most used edge's feature changes."""
 
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
@@ -16,11 +16,14 @@ with job_log(snakemake.log[0]):
             {
                 "task": s["task"],
                 "K": s["k"],
+                "K_by": "pinned" if s.get("pinned") else s.get("criterion"),
+                "K_at_boundary": s.get("at_boundary", False),
                 "runs": s["n_runs"],
                 "converged": s["n_converged"],
                 "R2": s["r2"],
                 "p": s["f_pvalue"],
                 "detour_states": s["detour_states"],
+                "top_edge": s.get("top_edge", ""),
             }
         )
     df = pd.DataFrame(rows)
