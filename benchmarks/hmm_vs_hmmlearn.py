@@ -14,6 +14,7 @@ probability; pomegranate's include its end term (a few nats per sequence, ~1e-3 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -23,12 +24,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # one thread each, as a workflow job: a fair timing
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from latentstates.config import load_config, task_hmm  # noqa: E402
 from latentstates.hmm import fit_hmm, restart_seed  # noqa: E402
 from latentstates.sequences import split_runs, zscore_runs  # noqa: E402
+from latentstates.train import configure_torch, resolve_device  # noqa: E402
 
 
 def hmmlearn_fit(train: Sequence[np.ndarray], k: int, covariance: str, max_iter: int, seed: int):
@@ -49,9 +54,11 @@ def compare(
     covariance: str = "full",
     max_iter: int = 32,
     restarts: int = 5,
+    reference_restarts: int = 5,
     tol: float = 0.1,
-    var_floor: float = 1e-6,
+    var_floor: float = 1e-5,
     seed: int = 0,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Per K: best-of-restarts held-out LL per step and summed fit time, ours and hmmlearn's."""
     val_x, val_len = np.concatenate(val), [len(a) for a in val]
@@ -69,6 +76,8 @@ def compare(
                 ll = -np.inf
             t_ours += time.perf_counter() - start
             ours = max(ours, ll if np.isfinite(ll) else -np.inf)
+        for r in range(reference_restarts if k > 1 else 1):
+            s = restart_seed(seed, k, r)
             start = time.perf_counter()
             try:
                 ll = hmmlearn_fit(train, k, covariance, max_iter, s).score(val_x, lengths=val_len)
@@ -86,6 +95,8 @@ def compare(
                 "hmmlearn_fit_s": t_ref,
             }
         )
+        if progress:
+            print(" ".join(f"{key}={value:.4g}" for key, value in rows[-1].items()), flush=True)
     return pd.DataFrame(rows)
 
 
@@ -106,7 +117,12 @@ def main() -> None:
     parser.add_argument("--config", default=str(REPO / "config.yaml"))
     parser.add_argument("--tasks", default=None, help="comma-separated; default: every task")
     parser.add_argument("--var-floor", type=float, default=None, help="override hmm.var_floor")
+    parser.add_argument("--restarts", type=int, default=None, help="override hmm.restarts (ours)")
+    parser.add_argument(
+        "--reference-restarts", type=int, default=5, help="hmmlearn restarts (released code: 5)"
+    )
     args = parser.parse_args()
+    configure_torch(1, resolve_device("cpu"))
     config = load_config(args.config)
     tasks = args.tasks.split(",") if args.tasks else sorted(config["tasks"])
     pd.set_option("display.width", 140)
@@ -120,14 +136,17 @@ def main() -> None:
             range(1, cfg["max_states"] + 1),
             cfg["covariance"],
             cfg["max_iter"],
-            cfg["restarts"],
+            args.restarts or cfg["restarts"],
+            args.reference_restarts,
             cfg["tol"],
             floor,
             cfg["seed"],
+            progress=True,
         )
         print(
             f"\n{task}: {len(train)} train / {len(val)} held-out runs, {cfg['covariance']} covariance, "
-            f"{cfg['max_iter']} iterations, best of {cfg['restarts']} restarts, var_floor {floor:g}"
+            f"{cfg['max_iter']} iterations, best of {args.restarts or cfg['restarts']} restarts (hmmlearn: "
+            f"{args.reference_restarts}), var_floor {floor:g}"
         )
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         worst = table["relative_gap"].min()

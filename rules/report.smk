@@ -18,6 +18,8 @@ rule plot_model_selection:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        criterion=lambda wc: task_hmm(config, wc.task)["criterion"],
     script:
         "../workflow/scripts/plot_model_selection.py"
 

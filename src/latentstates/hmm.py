@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import logging
 import math
 import time
@@ -144,13 +143,33 @@ class FittedHMM:
         return total
 
     def viterbi(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Most likely state path of each sequence."""
+        """Most likely state path of each sequence (float64, same model as `log_likelihood`)."""
+        starts = self.starts / self.starts.sum()
+        trans = self.transitions / self.transitions.sum(axis=1, keepdims=True)
         out: list[np.ndarray | None] = [None] * len(arrays)
         for idx, x in _group(arrays):
-            paths = self.model.viterbi(x).numpy()
-            for i, p in zip(idx, paths):
-                out[i] = p.astype(np.int64)
+            log_b = emission_log_densities(x.numpy(), self.means, self.covs)
+            for i, path in zip(idx, viterbi_paths(log_b, starts, trans)):
+                out[i] = path
         return out
+
+
+def viterbi_paths(log_b: np.ndarray, starts: np.ndarray, transitions: np.ndarray) -> np.ndarray:
+    """Viterbi decoding of (n, T, k) emission log-densities: (n, T) state paths."""
+    n, length, k = log_b.shape
+    with np.errstate(divide="ignore"):
+        log_a = np.log(transitions)
+        delta = np.log(starts) + log_b[:, 0]
+    back = np.empty((n, length, k), dtype=np.int64)
+    for t in range(1, length):
+        scores = delta[:, :, None] + log_a[None]  # (n, from, to)
+        back[:, t] = scores.argmax(axis=1)
+        delta = scores.max(axis=1) + log_b[:, t]
+    paths = np.empty((n, length), dtype=np.int64)
+    paths[:, -1] = delta.argmax(axis=1)
+    for t in range(length - 1, 0, -1):
+        paths[:, t - 1] = back[np.arange(n), t, paths[:, t]]
+    return paths
 
 
 def _dense_hmm(distributions, starts=None, edges=None, ends=None, **kwargs):
@@ -175,23 +194,24 @@ def covariance_floor(arrays: Sequence[np.ndarray], rel_floor: float) -> float:
     return rel_floor * (scale if scale > 0 else 1.0)
 
 
-def kmeans_init(x: np.ndarray, k: int, covariance: str, floor: float, seed: int):
-    """Per-state means and covariances from k-means (10 inits) on the pooled time steps.
+INIT_COVARIANCE_RIDGE = 1e-3
 
-    A cluster's covariance is its own sample covariance, floored; a cluster with fewer than two
-    points gets the pooled covariance.
+
+def kmeans_init(x: np.ndarray, k: int, covariance: str, floor: float, seed: int):
+    """Initial state means from k-means (10 inits) on the pooled time steps; covariances pooled.
+
+    As hmmlearn: every state starts with the pooled covariance plus a ridge of 1e-3 times the
+    mean variance, which is broad enough for the first E-step to share points between states.
+    (Per-cluster covariances start states narrow and EM then finds worse held-out optima.)
     """
     from sklearn.cluster import KMeans
 
-    labels = KMeans(n_clusters=k, n_init=10, random_state=seed % 2**32).fit_predict(x)
+    centres = KMeans(n_clusters=k, n_init=10, random_state=seed % 2**32).fit(x).cluster_centers_
     pooled = np.cov(x.T, bias=True).reshape(x.shape[1], x.shape[1])
-    means, covs = [], []
-    for c in range(k):
-        xc = x[labels == c]
-        means.append(xc.mean(axis=0) if len(xc) else x.mean(axis=0))
-        cov = np.cov(xc.T, bias=True).reshape(pooled.shape) if len(xc) > 1 and os.environ.get("POOLED") != "1" else pooled
-        covs.append(floor_covariance(cov, floor) if covariance == "full" else np.maximum(np.diag(cov), floor))
-    return np.array(means), np.array(covs)
+    scale = np.trace(pooled) / len(pooled)
+    cov = pooled + INIT_COVARIANCE_RIDGE * (scale if scale > 0 else 1.0) * np.eye(len(pooled))
+    cov = floor_covariance(cov, floor) if covariance == "full" else np.maximum(np.diag(cov), floor)
+    return centres, np.stack([cov] * k)
 
 
 def floor_covariance(c: np.ndarray, floor: float) -> np.ndarray:
@@ -207,12 +227,12 @@ def fit_hmm(
     covariance: str = "full",
     max_iter: int = 32,
     tol: float = 0.1,
-    var_floor: float = 1e-6,
+    var_floor: float = 1e-5,
     seed: int = 0,
 ) -> FittedHMM:
     """Fit a k-state Gaussian HMM by Baum-Welch (seeded k-means initialisation, float64 emissions).
 
-    The emissions start from k-means' clusters (means and per-cluster covariances), the start
+    The emissions start from k-means' centres and the pooled covariance (as hmmlearn), the start
     probabilities and transition rows are drawn from a flat Dirichlet (as hmmlearn), the end
     probability at its data value (sequences / steps). Every covariance is floored at `var_floor` times the data's
     mean variance. k = 1 is fitted in closed form (one Gaussian; end probability = sequences /
@@ -358,22 +378,22 @@ def summarise_selection(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def choose_k(summary: pd.DataFrame, criterion: str = "bic", pinned: int | None = None) -> int:
-    """K pinned by the config, else the best mean over restarts of the criterion.
+    """K pinned by the config, else the K whose kept restart is best by the criterion.
 
     Lowest AIC/BIC (held-out by default, `*_train` on the training runs), highest held-out LL.
-    Without held-out runs the held-out criteria fall back to their training-set versions.
+    The kept restart is the model that is used, so its value counts, not the mean over restarts
+    (which punishes a K whose restarts sometimes miss the optimum). Without held-out runs the
+    held-out criteria fall back to their training-set versions.
     """
     if pinned is not None:
         if pinned not in set(summary["k"]):
             raise ValueError(f"hmm.n_states={pinned} has no successful fit")
         return int(pinned)
     ok = summary.dropna(subset=["train_ll"])
-    column = f"{criterion}_mean"
+    column = criterion
     if ok[column].isna().all():  # no validation runs
-        column = {"aic": "aic_train_mean", "bic": "bic_train_mean", "val_ll": "bic_train_mean"}.get(
-            criterion, column
-        )
-    if criterion == "val_ll" and column == "val_ll_mean":
+        column = {"aic": "aic_train", "bic": "bic_train", "val_ll": "bic_train"}.get(criterion, column)
+    if column == "val_ll":
         return int(ok.loc[ok[column].idxmax(), "k"])
     return int(ok.loc[ok[column].idxmin(), "k"])
 

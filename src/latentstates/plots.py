@@ -17,8 +17,10 @@ from .io import atomic_path  # noqa: E402
 LABELS = {
     "k": "number of states K",
     "val_ll": "held-out log-likelihood",
-    "aic": "AIC",
-    "bic": "BIC",
+    "aic": "AIC (held-out)",
+    "bic": "BIC (held-out)",
+    "aic_train": "AIC (training runs)",
+    "bic_train": "BIC (training runs)",
     "step": "training step",
     "loss": "loss",
 }
@@ -53,18 +55,19 @@ NO_RUNS = (
 )
 
 
-def model_selection(summary: pd.DataFrame, task: str) -> plt.Figure:
-    """Held-out log-likelihood ± std, AIC and BIC against K; the chosen K marked."""
+def model_selection(summary: pd.DataFrame, task: str, criterion: str = "bic") -> plt.Figure:
+    """Every criterion against K (mean ± std over restarts); the chosen K and criterion marked."""
     if summary.empty:
         return message(task, NO_RUNS)
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3), sharex=True)
+    keys = ["val_ll", "aic", "bic", "aic_train", "bic_train"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(16, 3), sharex=True)
     chosen = int(summary.loc[summary["chosen"], "k"].iloc[0])
-    for ax, key in zip(axes, ["val_ll", "aic", "bic"]):
+    for ax, key in zip(axes, keys):
         mean, std = summary[f"{key}_mean"], summary[f"{key}_std"]
         ax.errorbar(summary["k"], mean, yerr=std, marker="o", capsize=3, color="C0")
         ax.axvline(chosen, color="C3", ls=":", lw=1)
         ax.set_xlabel(LABELS["k"])
-        ax.set_ylabel(LABELS[key])
+        ax.set_ylabel(LABELS[key] + (" — criterion" if key == criterion else ""))
     axes[0].set_title(f"{task}: chosen K = {chosen}", loc="left")
     fig.tight_layout()
     return fig

@@ -9,5 +9,5 @@ from latentstates.logs import job_log
 
 with job_log(snakemake.log[0]):
     summary = pd.read_csv(snakemake.input.selection)
-    fig = plots.model_selection(summary, snakemake.wildcards.task)
+    fig = plots.model_selection(summary, snakemake.wildcards.task, snakemake.params.criterion)
     plots.save(fig, [snakemake.output.png, snakemake.output.svg])
