@@ -91,7 +91,9 @@ def test_regression_coefficients_are_identifiable_and_match_the_intercept_fit():
     # Each coefficient: the time of a run that stays in the state; the truth is in its interval.
     assert ((table["ci_low"] < beta) & (beta < table["ci_high"])).all()
     # Reference coding recovers the same contrasts: β_k − β_0.
-    np.testing.assert_allclose(table["coef"].to_numpy()[1:] - table["coef"].iloc[0], ref.params[1:], rtol=1e-8)
+    np.testing.assert_allclose(
+        table["coef"].to_numpy()[1:] - table["coef"].iloc[0], ref.params[1:], rtol=1e-8
+    )
     np.testing.assert_allclose(table["effect"].sum(), 0.0, atol=1e-8)  # sum-to-zero contrasts
 
 

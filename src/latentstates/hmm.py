@@ -234,9 +234,9 @@ def fit_hmm(
 
     The emissions start from k-means' centres and the pooled covariance (as hmmlearn), the start
     probabilities and transition rows are drawn from a flat Dirichlet (as hmmlearn), the end
-    probability at its data value (sequences / steps). Every covariance is floored at `var_floor` times the data's
-    mean variance. k = 1 is fitted in closed form (one Gaussian; end probability = sequences /
-    steps), since pomegranate's initialisation needs k ≥ 2.
+    probability at its data value (sequences / steps). Every covariance is floored at
+    `var_floor` times the data's mean variance. k = 1 is fitted in closed form (one Gaussian;
+    end probability = sequences / steps), since pomegranate's initialisation needs k ≥ 2.
     """
     Normal = _normal_class()
     torch.manual_seed(seed)
