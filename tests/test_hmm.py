@@ -148,14 +148,14 @@ def test_viterbi_matches_hmmlearn(cov):
         np.testing.assert_array_equal(p, ref.predict(a))  # the same model: the same path
 
 
-def collinear_runs(n_runs: int = 12, length: int = 120, seed: int = 0) -> list[np.ndarray]:
+def collinear_runs(n_runs: int = 30, length: int = 120, seed: int = 0) -> list[np.ndarray]:
     """Z-scored runs of 6 nearly collinear features (2 latent directions + 2 % noise).
 
     A 3-state left-to-right HMM moves the latent means, like norms that move together in
     training: the pooled covariance has eigenvalues down to ~5e-4.
     """
     rng = np.random.default_rng(seed)
-    means = np.array([[0.0, 0.0], [2.0, 1.0], [3.0, -1.0]])
+    means = np.array([[0.0, 0.0], [4.0, 2.0], [6.0, -2.0]])
     mix = rng.normal(size=(2, 6))
     runs = []
     for _ in range(n_runs):
@@ -172,9 +172,9 @@ def collinear_runs(n_runs: int = 12, length: int = 120, seed: int = 0) -> list[n
 
 def test_log_likelihood_is_hmmlearns_score_of_the_same_parameters():
     hmmlearn = pytest.importorskip("hmmlearn.hmm")
-    runs = collinear_runs()
+    runs = collinear_runs(12)
     for cov in ("full", "diag"):
-        fit = hmm.fit_hmm(runs[:8], 3, cov, 10, 0.1, 1e-6, seed=1)
+        fit = hmm.fit_hmm(runs[:8], 3, cov, 10, 0.1, 1e-5, seed=1)
         ref = hmmlearn.GaussianHMM(3, covariance_type=cov, init_params="", params="")
         ref.startprob_ = fit.starts / fit.starts.sum()
         ref.transmat_ = fit.transitions / fit.transitions.sum(axis=1, keepdims=True)
@@ -186,7 +186,7 @@ def test_log_likelihood_is_hmmlearns_score_of_the_same_parameters():
 
 @pytest.mark.slow
 def test_held_out_fit_within_one_percent_of_hmmlearn_on_collinear_features():
-    """Best of 5 restarts, as the workflow: ours ≥ hmmlearn's held-out LL − 1 % at K = 1…3."""
+    """The workflow's 10 restarts against the released 5: ours ≥ hmmlearn's held-out LL − 1 %."""
     pytest.importorskip("hmmlearn.hmm")
     import sys
 
@@ -195,7 +195,7 @@ def test_held_out_fit_within_one_percent_of_hmmlearn_on_collinear_features():
 
     runs = collinear_runs()
     assert np.linalg.eigvalsh(np.cov(np.concatenate(runs).T)).min() < 1e-3  # nearly collinear
-    table = compare(runs[:10], runs[10:], [1, 2, 3], "full", max_iter=32, restarts=5, seed=0)
+    table = compare(runs[:24], runs[24:], [1, 2, 3, 4], "full", max_iter=32, restarts=10, seed=0)
     assert (table["relative_gap"] >= -0.01).all(), table.to_string()
 
 
@@ -209,7 +209,7 @@ def test_boundary_optimum_is_reported():
 def test_held_out_criteria_follow_hmmlearn():
     """AIC/BIC of the held-out runs: hmmlearn's aic()/bic() of the same parameters and data."""
     hmmlearn = pytest.importorskip("hmmlearn.hmm")
-    runs = collinear_runs()
+    runs = collinear_runs(12)
     fit = hmm.fit_hmm(runs[:8], 2, "full", 10, 0.1, 1e-5, seed=0)
     ref = hmmlearn.GaussianHMM(2, covariance_type="full", init_params="", params="")
     ref.startprob_ = fit.starts / fit.starts.sum()
