@@ -65,6 +65,19 @@ def test_metrics_of_a_run(tmp_path):
     pd.testing.assert_series_equal(df["eval_acc"], log["eval_acc"], check_names=False)
 
 
+def test_hessian_batch_size_zero_is_the_whole_training_set(tmp_path):
+    cfg = _tiny("sparse_parity")
+    cfg["train"]["epochs"] = 4
+    log = train_run(cfg, 0, tmp_path, progress=False)
+    n_train = cfg["data"]["n_train"]
+    hess = {"enabled": True, "stride": 2, "tol": 1e-6, "max_iter": 60, "seed": 0, "krylov_dim": 20}
+    whole = run_metrics(cfg, 0, tmp_path, log, hess | {"batch_size": 0}, progress=False)
+    full = run_metrics(cfg, 0, tmp_path, log, hess | {"batch_size": n_train}, progress=False)
+    part = run_metrics(cfg, 0, tmp_path, log, hess | {"batch_size": 32}, progress=False)
+    pd.testing.assert_series_equal(whole["hessian_top_eig"], full["hessian_top_eig"])
+    assert not np.allclose(whole["hessian_top_eig"].dropna(), part["hessian_top_eig"].dropna())
+
+
 def test_diverged_run_is_flagged_kept_and_left_out_of_the_hmm(tmp_path):
     from latentstates.hmm import fit_task
 
