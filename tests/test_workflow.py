@@ -53,6 +53,9 @@ def test_tiny_run_produces_every_output(tiny_run):
         assert summary["k"] == k and summary["n_runs"] == 3
         assert summary["r2"] is None or 0 <= summary["r2"] <= 1  # null when undefined
         assert int(sel.loc[sel["chosen"], "k"].iloc[0]) == k
+        assert model["at_boundary"] == (k in (1, 3))  # max_states 3: an optimum at 1 or 3 is flagged
+        assert summary["at_boundary"] == model["at_boundary"]
+        assert {"aic", "bic", "aic_train", "bic_train", "val_ll"} <= set(sel.columns)
         for fig in ["model_selection", "training_curves", "transition_graph", "convergence_regression"]:
             for ext in ["png", "svg"]:
                 assert (res / task / "figures" / f"{fig}.{ext}").stat().st_size > 1000

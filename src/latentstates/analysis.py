@@ -298,6 +298,7 @@ def describe_changes(features: Sequence[str], deltas: Sequence[float]) -> str:
     return ", ".join(f"{f} {ARROWS[d >= 0]} {abs(d):.2f}" for f, d in zip(features, deltas))
 
 
+EDGE_COLUMNS = ["source", "target", "n_runs", "n_total_runs", "probability", "summary", "detour_edge"]
 COEFFICIENT_COLUMNS = [
     "term",
     "coef",
@@ -359,7 +360,7 @@ def analyse_task(
         e = changes.sort_values(["n_runs", "probability"], ascending=False, kind="stable").iloc[0]
         top_edge = f"{e.source}→{e.target} ({e.n_runs}/{e.n_total_runs} runs): {e.summary}"
     return {
-        "edges": changes if not changes.empty else edges,
+        "edges": changes if not changes.empty else pd.DataFrame(columns=EDGE_COLUMNS),
         "runs": runs.reset_index(),
         "coefficients": coefficients,
         "summary": {
@@ -387,9 +388,7 @@ def _nothing_decoded(metrics: pd.DataFrame, threshold: float, ranking: str, occu
     conv = convergence_times(metrics, threshold).reset_index()
     conv["fitted"] = np.nan
     return {
-        "edges": pd.DataFrame(
-            columns=["source", "target", "probability", "n_runs", "n_total_runs", "summary"]
-        ),
+        "edges": pd.DataFrame(columns=EDGE_COLUMNS),
         "runs": conv,
         "coefficients": pd.DataFrame(columns=COEFFICIENT_COLUMNS),
         "summary": {

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -359,7 +358,6 @@ def select_model(
         best = None
         for r in range(restarts if k > 1 else 1):
             s = restart_seed(seed, k, r)
-            start = time.perf_counter()
             try:
                 fit = fit_hmm(train, k, covariance, max_iter, tol, var_floor, s, restart_init(r))
                 train_ll = fit.log_likelihood(train)
@@ -384,7 +382,6 @@ def select_model(
                     "bic": bic,
                     "aic_train": aic_train,
                     "bic_train": bic_train,
-                    "fit_seconds": time.perf_counter() - start,
                     "error": error,
                 }
             )
@@ -512,7 +509,6 @@ RESTART_COLUMNS = [
     "bic",
     "aic_train",
     "bic_train",
-    "fit_seconds",
     "error",
     "kept",
 ]
