@@ -56,7 +56,7 @@ NO_RUNS = (
 
 
 def model_selection(summary: pd.DataFrame, task: str, criterion: str = "bic") -> plt.Figure:
-    """Every criterion against K (mean ± std over restarts); the chosen K and criterion marked."""
+    """Every criterion against K: mean ± std over restarts and the kept restart (which picks K)."""
     if summary.empty:
         return message(task, NO_RUNS)
     keys = ["val_ll", "aic", "bic", "aic_train", "bic_train"]
@@ -64,11 +64,13 @@ def model_selection(summary: pd.DataFrame, task: str, criterion: str = "bic") ->
     chosen = int(summary.loc[summary["chosen"], "k"].iloc[0])
     for ax, key in zip(axes, keys):
         mean, std = summary[f"{key}_mean"], summary[f"{key}_std"]
-        ax.errorbar(summary["k"], mean, yerr=std, marker="o", capsize=3, color="C0")
+        ax.errorbar(summary["k"], mean, yerr=std, marker="o", capsize=3, color="C0", label="mean ± std")
+        ax.plot(summary["k"], summary[key], "D", mfc="none", color="C1", label="kept restart")
         ax.axvline(chosen, color="C3", ls=":", lw=1)
         ax.set_xlabel(LABELS["k"])
         ax.set_ylabel(LABELS[key] + (" — criterion" if key == criterion else ""))
     axes[0].set_title(f"{task}: chosen K = {chosen}", loc="left")
+    axes[0].legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     return fig
 
