@@ -100,7 +100,7 @@ def _group(arrays: Sequence[np.ndarray]) -> list[tuple[list[int], torch.Tensor]]
 
 @dataclass
 class FittedHMM:
-    """A Gaussian HMM's parameters as numpy arrays, plus the pomegranate model for inference."""
+    """A fitted Gaussian HMM (pomegranate's model) with float64 scoring and decoding as hmmlearn."""
 
     model: object
     k: int
