@@ -4,11 +4,12 @@ Usage: python benchmarks/hmm_vs_hmmlearn.py [RESULTS_DIR] [--config config.yaml]
 
 For each task's collated table (RESULTS_DIR/<task>/metrics.parquet), both libraries get the same
 z-scored runs, the same train/validation split as the workflow's model.json, the same K, the
-same covariance type, EM iterations and number of restarts; each keeps its restart with the best
+same covariance type and EM iterations; ours with the workflow's restarts, hmmlearn with the
+released code's 5 (`--reference-restarts`); each keeps its restart with the best
 held-out log-likelihood (as the workflow and the released model_selection.py). Printed per K:
-held-out log-likelihood per held-out time step of each, their relative gap
-(ours − hmmlearn) / |hmmlearn| and the summed fit time of each. hmmlearn's scores have no end
-probability; pomegranate's include its end term (a few nats per sequence, ~1e-3 per step here).
+held-out log-likelihood per held-out time step of each (both by hmmlearn's definition: our
+`FittedHMM.log_likelihood` is hmmlearn's `score` of the same parameters), their relative gap
+(ours − hmmlearn) / |hmmlearn| and the summed fit time of each.
 """
 
 from __future__ import annotations

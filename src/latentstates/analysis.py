@@ -80,7 +80,6 @@ def regress_convergence(times: pd.Series, occ: pd.DataFrame, level: float = 0.95
     States no decoded run occupies have no coefficient (NaN).
     """
     import statsmodels.api as sm
-    from scipy import stats
 
     df = occ.join(times.rename("y"), how="inner")
     y = df["y"].to_numpy(dtype=float)
@@ -90,55 +89,45 @@ def regress_convergence(times: pd.Series, occ: pd.DataFrame, level: float = 0.95
     implicit_constant = len(sums) > 0 and np.allclose(sums, sums[0]) and sums[0] > 0
     names = list(used) if implicit_constant else ["intercept", *used]
     design = x if implicit_constant else np.column_stack([np.ones(len(x)), x])
+    # hasconst: R², df_model and the F-test are those of a model with a constant (it is in the
+    # span of the occupancies), i.e. against the intercept-only model.
     res = sm.OLS(y, design, hasconst=True).fit()
-    n, rank = len(y), int(np.linalg.matrix_rank(design))
-    df_resid = n - rank
-    sst = float(((y - y.mean()) ** 2).sum())
-    ssr = float((res.resid**2).sum())
     # R² and the F-test are undefined when every run has the same convergence time (e.g. none
     # converged) or there are no residual degrees of freedom.
-    defined = n > 0 and np.ptp(y) > 0 and df_resid > 0 and rank > 1
-    r2 = 1 - ssr / sst if defined else float("nan")
-    f_p = float("nan")
-    if defined:
-        f = ((sst - ssr) / (rank - 1)) / (ssr / df_resid) if ssr > 0 else np.inf
-        f_p = float(stats.f.sf(f, rank - 1, df_resid))
-    q = stats.t.ppf(0.5 + level / 2, df_resid) if df_resid > 0 else np.nan
-    coef = pd.Series(res.params, index=names)
-    cov = pd.DataFrame(res.cov_params() if df_resid > 0 else np.full((len(names),) * 2, np.nan), names, names)
-    se = np.sqrt(np.diag(cov)) if df_resid > 0 else np.full(len(names), np.nan)
-    table = pd.DataFrame({"term": names, "coef": coef.to_numpy(), "std_err": se})
-    table["ci_low"] = table["coef"] - q * table["std_err"]
-    table["ci_high"] = table["coef"] + q * table["std_err"]
+    defined = len(y) > 0 and np.ptp(y) > 0 and res.df_resid > 0 and res.df_model > 0
+    table = pd.DataFrame({"term": names, "coef": res.params})
     # Sum-to-zero contrasts over the states' coefficients: β_k − mean(β).
     m = len(used)
-    contrast = np.eye(m) - 1.0 / m
-    beta, v = coef[used].to_numpy(), cov.loc[used, used].to_numpy()
-    effect = contrast @ beta
-    effect_se = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", contrast, v, contrast), 0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        effect_p = 2 * stats.t.sf(np.abs(effect / effect_se), df_resid) if df_resid > 0 else np.nan
-    eff = pd.DataFrame(
-        {
-            "term": used,
-            "effect": effect,
-            "effect_std_err": effect_se,
-            "effect_ci_low": effect - q * effect_se,
-            "effect_ci_high": effect + q * effect_se,
-            "effect_p_value": effect_p,
+    contrast = np.zeros((m, len(names)))
+    contrast[:, len(names) - m :] = np.eye(m) - 1.0 / m
+    if res.df_resid > 0:
+        table["std_err"] = res.bse
+        table[["ci_low", "ci_high"]] = res.conf_int(alpha=1 - level)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tt = res.t_test(contrast)
+        effect = np.asarray(tt.effect)
+        ci = np.asarray(tt.conf_int(alpha=1 - level))
+        eff = {
+            "effect_std_err": np.asarray(tt.sd).ravel(),
+            "effect_ci_low": ci[:, 0],
+            "effect_ci_high": ci[:, 1],
+            "effect_p_value": np.asarray(tt.pvalue).ravel(),
         }
-    )
-    table = table.merge(eff, on="term", how="left")
+    else:
+        table[["std_err", "ci_low", "ci_high"]] = np.nan
+        effect = contrast @ res.params
+        eff = dict.fromkeys(["effect_std_err", "effect_ci_low", "effect_ci_high", "effect_p_value"], np.nan)
+    table = table.merge(pd.DataFrame({"term": used, "effect": effect, **eff}), on="term", how="left")
     missing = [c for c in occ.columns if c not in used]
     if missing:
         table = pd.concat([table, pd.DataFrame({"term": missing})], ignore_index=True)
     order = {t: i for i, t in enumerate(["intercept", *occ.columns])}
     table = table.sort_values("term", key=lambda c: c.map(order)).reset_index(drop=True)
     return {
-        "n_runs": n,
-        "r2": float(r2),
-        "f_pvalue": f_p,
-        "df_model": float(rank - 1),
+        "n_runs": len(y),
+        "r2": float(res.rsquared) if defined else float("nan"),
+        "f_pvalue": float(res.f_pvalue) if defined else float("nan"),
+        "df_model": float(res.df_model),
         "intercept": not implicit_constant,
         "fitted": pd.Series(res.fittedvalues, index=df.index),
         "coefficients": table,

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .sequences import Sequences, split_runs, zscore_runs
+from .sequences import CRITERIA, Sequences, split_runs, zscore_runs
 
 logger = logging.getLogger("latentstates")
 
@@ -87,13 +87,13 @@ def _normal_class():
     return FlooredNormal
 
 
-def _group(arrays: Sequence[np.ndarray]) -> list[tuple[list[int], torch.Tensor]]:
-    """Group sequences by length into 3D float64 tensors (pomegranate needs equal lengths)."""
+def _group(arrays: Sequence[np.ndarray]) -> list[tuple[list[int], np.ndarray]]:
+    """Group sequences by length into (n, T, d) float64 arrays, for batched scoring."""
     by_len: dict[int, list[int]] = {}
     for i, a in enumerate(arrays):
         by_len.setdefault(len(a), []).append(i)
     return [
-        (idx, torch.tensor(np.stack([arrays[i] for i in idx]), dtype=torch.float64))
+        (idx, np.stack([np.asarray(arrays[i], dtype=np.float64) for i in idx]))
         for _, idx in sorted(by_len.items())
     ]
 
@@ -126,6 +126,15 @@ class FittedHMM:
     def covs(self) -> np.ndarray:
         return np.stack([d.covs.detach().double().numpy() for d in self.model.distributions])
 
+    def _scoring_model(self):
+        """Start and transition probabilities renormalised without the end probability."""
+        return self.starts / self.starts.sum(), self.transitions / self.transitions.sum(axis=1, keepdims=True)
+
+    def _emissions(self, arrays: Sequence[np.ndarray]):
+        """(run indices, (n, T, k) emission log-densities) per group of equal-length sequences."""
+        for idx, x in _group(arrays):
+            yield idx, emission_log_densities(x, self.means, self.covs)
+
     def log_likelihood(self, arrays: Sequence[np.ndarray]) -> float:
         """Summed log-likelihood of the sequences given their lengths, in float64.
 
@@ -133,21 +142,14 @@ class FittedHMM:
         this hmmlearn's `score` of the same parameters: the end term would add log(1 − end) per
         step and log(end) per sequence, a likelihood of the run lengths, not of the metrics.
         """
-        starts = self.starts / self.starts.sum()
-        trans = self.transitions / self.transitions.sum(axis=1, keepdims=True)
-        total = 0.0
-        for _, x in _group(arrays):
-            log_b = emission_log_densities(x.numpy(), self.means, self.covs)
-            total += float(forward_log_likelihood(log_b, starts, trans).sum())
-        return total
+        starts, trans = self._scoring_model()
+        return sum(float(forward_log_likelihood(b, starts, trans).sum()) for _, b in self._emissions(arrays))
 
     def viterbi(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Most likely state path of each sequence (float64, same model as `log_likelihood`)."""
-        starts = self.starts / self.starts.sum()
-        trans = self.transitions / self.transitions.sum(axis=1, keepdims=True)
+        starts, trans = self._scoring_model()
         out: list[np.ndarray | None] = [None] * len(arrays)
-        for idx, x in _group(arrays):
-            log_b = emission_log_densities(x.numpy(), self.means, self.covs)
+        for idx, log_b in self._emissions(arrays):
             for i, path in zip(idx, viterbi_paths(log_b, starts, trans)):
                 out[i] = path
         return out
@@ -214,7 +216,7 @@ def pooled_covariance(x: np.ndarray, covariance: str, floor: float) -> np.ndarra
     pooled = np.cov(x.T, bias=True).reshape(x.shape[1], x.shape[1])
     scale = np.trace(pooled) / len(pooled)
     cov = pooled + INIT_COVARIANCE_RIDGE * (scale if scale > 0 else 1.0) * np.eye(len(pooled))
-    return floor_covariance(cov, floor) if covariance == "full" else np.maximum(np.diag(cov), floor)
+    return floored(cov, covariance, floor)
 
 
 def segment_init(arrays: Sequence[np.ndarray], k: int, covariance: str, floor: float, seed: int):
@@ -251,6 +253,11 @@ def floor_covariance(c: np.ndarray, floor: float) -> np.ndarray:
     return (out + out.T) / 2
 
 
+def floored(cov: np.ndarray, covariance: str, floor: float) -> np.ndarray:
+    """A (d, d) covariance as the emission stores it: floored full matrix, or floored variances."""
+    return floor_covariance(cov, floor) if covariance == "full" else np.maximum(np.diag(cov), floor)
+
+
 def fit_hmm(
     arrays: Sequence[np.ndarray],
     k: int,
@@ -277,8 +284,7 @@ def fit_hmm(
     end = len(arrays) / len(x)
     if k == 1:
         mean = x.mean(axis=0)
-        cov = np.cov(x.T, bias=True).reshape(x.shape[1], x.shape[1])
-        cov = floor_covariance(cov, floor) if covariance == "full" else np.maximum(np.diag(cov), floor)
+        cov = floored(np.cov(x.T, bias=True).reshape(x.shape[1], x.shape[1]), covariance, floor)
         dist = Normal(floor, means=torch.tensor(mean), covs=torch.tensor(cov), covariance_type=covariance)
         model = _dense_hmm(
             [dist],
@@ -396,9 +402,6 @@ def select_model(
     table = pd.DataFrame(rows)
     table["kept"] = table["kept"].fillna(False).astype(bool) if "kept" in table else False
     return table, kept
-
-
-CRITERIA = ["val_ll", "aic", "bic", "aic_train", "bic_train"]
 
 
 def summarise_selection(table: pd.DataFrame) -> pd.DataFrame:

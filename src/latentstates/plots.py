@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
+from .sequences import CRITERIA  # noqa: E402
 
 LABELS = {
     "k": "number of states K",
@@ -59,10 +60,9 @@ def model_selection(summary: pd.DataFrame, task: str, criterion: str = "bic") ->
     """Every criterion against K: mean ± std over restarts and the kept restart (which picks K)."""
     if summary.empty:
         return message(task, NO_RUNS)
-    keys = ["val_ll", "aic", "bic", "aic_train", "bic_train"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(16, 3), sharex=True)
+    fig, axes = plt.subplots(1, len(CRITERIA), figsize=(16, 3), sharex=True)
     chosen = int(summary.loc[summary["chosen"], "k"].iloc[0])
-    for ax, key in zip(axes, keys):
+    for ax, key in zip(axes, CRITERIA):
         mean, std = summary[f"{key}_mean"], summary[f"{key}_std"]
         ax.errorbar(summary["k"], mean, yerr=std, marker="o", capsize=3, color="C0", label="mean ± std")
         ax.plot(summary["k"], summary[key], "D", mfc="none", color="C1", label="kept restart")

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+# Model-selection criteria per K (hmm.select_model's columns; plotted by plots.model_selection).
+CRITERIA = ["val_ll", "aic", "bic", "aic_train", "bic_train"]
+
 
 @dataclass
 class Sequences:
