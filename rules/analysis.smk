@@ -67,3 +67,44 @@ rule summary_table:
         runtime=5,
     script:
         "../workflow/scripts/summary_table.py"
+
+
+rule forecast:
+    input:
+        metrics=path("metrics"),
+        model=path("model"),
+    output:
+        evaluation=path("table", table="forecast", ext="csv"),
+        summary=report(
+            path("table", table="forecast_summary", ext="csv"),
+            caption="../workflow/report/forecast_table.rst",
+            category="{task}",
+            subcategory="Forecast",
+            labels={"task": "{task}", "result": "forecast evaluation"},
+        ),
+        summary_md=path("table", table="forecast_summary", ext="md"),
+        summary_tex=path("table", table="forecast_summary", ext="tex"),
+        png=report(
+            path("figure", figure="forecast", ext="png"),
+            caption="../workflow/report/forecast.rst",
+            category="{task}",
+            subcategory="Forecast",
+            labels={"task": "{task}", "result": "forecast error and coverage"},
+        ),
+        svg=path("figure", figure="forecast", ext="svg"),
+    log:
+        log("forecast"),
+    benchmark:
+        bench("forecast")
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        threshold=lambda wc: config["tasks"][wc.task]["convergence_threshold"],
+        forecast=canonical(config["forecast"]),
+        hmm=lambda wc: canonical(task_hmm(config, wc.task)),
+    script:
+        "../workflow/scripts/forecast.py"

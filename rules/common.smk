@@ -33,6 +33,7 @@ FIGURES = [
     "training_curves",
     "transition_graph",
     "convergence_regression",
+    "forecast",
 ]
 INTERACTIVE = ["training_curves", "transition_graph"]
 FIGURE_FORMATS = ["png", "svg"]

@@ -189,10 +189,10 @@ def test_posterior_gradient_matches_finite_differences():
     t, j = 3, 1
 
     def logpost(xx):
-        post, _ = analysis._filtered_posteriors(xx, model)
+        post, _ = analysis.filtered_posteriors(xx, model)
         return np.log(post[t, j])
 
-    post, _ = analysis._filtered_posteriors(x, model)
+    post, _ = analysis.filtered_posteriors(x, model)
     g = analysis.posterior_gradient(x, t, j, post, model)
     num = np.zeros(3)
     for f in range(3):
@@ -211,7 +211,7 @@ def test_edge_gradient_is_taken_at_the_last_step_in_the_source_state():
     t, j = 3, 1  # last step in state 0
 
     def logpost(xx):
-        return np.log(analysis._filtered_posteriors(xx, model)[0][t, j])
+        return np.log(analysis.filtered_posteriors(xx, model)[0][t, j])
 
     num = np.zeros(3)
     for f in range(3):

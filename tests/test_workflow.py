@@ -56,7 +56,17 @@ def test_tiny_run_produces_every_output(tiny_run):
         assert model["at_boundary"] == (k in (1, 3))  # max_states 3: an optimum at 1 or 3 is flagged
         assert summary["at_boundary"] == model["at_boundary"]
         assert {"aic", "bic", "aic_train", "bic_train", "val_ll"} <= set(sel.columns)
-        for fig in ["model_selection", "training_curves", "transition_graph", "convergence_regression"]:
+        forecast = pd.read_csv(res / task / "analysis" / "forecast_summary.csv")
+        assert sorted(forecast["fraction"].unique()) == [0.25, 0.5]
+        assert sorted(forecast["method"].unique()) == ["regression", "simulate"]
+        assert (forecast["runs"] == 3).all() and forecast["coverage"].between(0, 1).all()
+        for fig in [
+            "model_selection",
+            "training_curves",
+            "transition_graph",
+            "convergence_regression",
+            "forecast",
+        ]:
             for ext in ["png", "svg"]:
                 assert (res / task / "figures" / f"{fig}.{ext}").stat().st_size > 1000
         for view in ["training_curves", "transition_graph"]:

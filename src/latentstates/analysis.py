@@ -187,7 +187,7 @@ def detour_states(visits: pd.DataFrame, alpha: float = 0.05) -> list[int]:
     return [int(t.split("_")[1]) for t in visits.loc[hit, "term"]]
 
 
-def _filtered_posteriors(x: np.ndarray, model: dict) -> tuple[np.ndarray, np.ndarray]:
+def filtered_posteriors(x: np.ndarray, model: dict) -> tuple[np.ndarray, np.ndarray]:
     """Filtered state posteriors p(s_t | x_1..t) and emission log-densities, (T, k) each."""
     prec = _precisions(model)
     _, logdet_prec = np.linalg.slogdet(prec)
@@ -246,7 +246,7 @@ def feature_changes(
     means = np.asarray(model["means"])
     rows = []
     if method == "gradient":
-        post = {s: _filtered_posteriors(sequences[s], model)[0] for s in paths}
+        post = {s: filtered_posteriors(sequences[s], model)[0] for s in paths}
         prec = _precisions(model)
     for e in edges.itertuples():
         i, j = e.source, e.target

@@ -193,3 +193,44 @@ def convergence_regression(table: pd.DataFrame, fit: dict, task: str) -> plt.Fig
     ax.set_title(f"{task}: R² = {r2}, p = {p}", loc="left", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def forecast(summary: pd.DataFrame, task: str, method: str, level: float) -> plt.Figure:
+    """Forecast error against fraction of training seen (ours, baselines) and interval coverage."""
+    fig, (ax, cov) = plt.subplots(1, 2, figsize=(8, 3.4))
+    pct = 100 * summary["fraction"]
+    for m, g in summary.groupby("method", sort=True):
+        style = {"lw": 2} if m == method else {"lw": 1, "alpha": 0.7}
+        label = f"ours ({m}{', default' if m == method else ''})"
+        ax.plot(100 * g["fraction"], g["mae"], marker="o", label=label, **style)
+        cov.plot(100 * g["fraction"], g["coverage"], marker="o", label=label, **style)
+    first = summary.drop_duplicates("fraction")
+    ax.plot(
+        100 * first["fraction"],
+        first["mae_naive"],
+        color="0.4",
+        ls="--",
+        marker="s",
+        label="naive: mean time",
+    )
+    ax.plot(
+        100 * first["fraction"],
+        first["mae_naive_conditional"],
+        color="0.6",
+        ls=":",
+        marker="s",
+        label="naive, given converged-by-t",
+    )
+    ax.set_xlabel("training seen (%)")
+    ax.set_ylabel("mean absolute error (checkpoints)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7)
+    cov.axhline(level, color="0.5", ls="--", lw=1)
+    cov.set_ylim(0, 1.05)
+    cov.set_xlabel("training seen (%)")
+    cov.set_ylabel(f"coverage of the {level:.0%} interval")
+    ax.set_xticks(sorted(set(pct)))
+    cov.set_xticks(sorted(set(pct)))
+    ax.set_title(f"{task}: forecast of convergence", loc="left", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,214 @@
+"""Early forecast: causal, better than the naive forecast on a known HMM, calibrated, usable live."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+from latentstates.forecast import Forecaster, evaluate, summarise
+
+FEATURES = ["f0", "f1", "f2"]
+# A left-to-right chain 0 → 1 → 2 with a detour 0 → 3 → 1 that some runs take; a run has
+# converged once it is in state 2, so its state path alone sets its convergence time.
+STARTS = [1.0, 0.0, 0.0, 0.0]
+TRANSITIONS = [
+    [0.80, 0.14, 0.00, 0.06],
+    [0.00, 0.93, 0.07, 0.00],
+    [0.00, 0.00, 1.00, 0.00],
+    [0.00, 0.05, 0.00, 0.95],
+]
+MEANS = [[0.0, 0.0, 0.0], [3.0, 0.0, 0.0], [3.0, 3.0, 0.0], [0.0, 0.0, 3.0]]
+COVS = [np.eye(3).tolist()] * 4
+LENGTH = 80
+
+
+def _known_model() -> dict:
+    return {
+        "k": 4,
+        "covariance": "full",
+        "starts": STARTS,
+        "transitions": TRANSITIONS,
+        "means": MEANS,
+        "covs": COVS,
+        "features": FEATURES,
+    }
+
+
+def _simulate_runs(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for run in range(n):
+        s = 0
+        for t in range(LENGTH):
+            if t:
+                s = rng.choice(4, p=TRANSITIONS[s])
+            x = rng.multivariate_normal(MEANS[s], COVS[s])
+            rows.append(
+                {"seed": run, "checkpoint": t, "step": t, "eval_acc": float(s == 2), **dict(zip(FEATURES, x))}
+            )
+    return pd.DataFrame(rows)
+
+
+def _identity_zscore(model: dict, runs: list[int]) -> dict:
+    """The known model lives in raw units: normalising statistics of 0 and 1."""
+    return {
+        **model,
+        "train_runs": runs,
+        "zscore": {"runs": runs, "mean": [[0.0] * 3] * len(runs), "std": [[1.0] * 3] * len(runs)},
+    }
+
+
+@pytest.fixture(scope="module")
+def known():
+    fitted = _simulate_runs(300, seed=1)
+    model = _identity_zscore(_known_model(), list(range(300)))
+    fc = Forecaster.fit(model, fitted, threshold=0.5, detour_states=[3])
+    return fc, _simulate_runs(300, seed=2)
+
+
+def _forecast_all(fc, test, method, fraction):
+    """(|error| ours, |error| naive, covered) over the test runs not yet converged at t."""
+    t = int(fraction * LENGTH)
+    errors, naive, covered = [], [], []
+    for _, g in test.groupby("seed"):
+        acc = g["eval_acc"].to_numpy()
+        truth = int(np.flatnonzero(acc > 0.5)[0]) if (acc > 0.5).any() else LENGTH
+        out = fc.forecast(g[FEATURES].to_numpy()[:t], acc[:t], method=method, level=0.8, samples=500)
+        if out.converged:
+            assert out.predicted == truth == out.low == out.high  # known once converged
+            continue
+        assert out.predicted >= t  # not converged by t-1: conditioned on later
+        errors.append(abs(out.predicted - truth))
+        naive.append(abs(fc.baseline() - truth))
+        covered.append(out.low <= truth <= out.high)
+    assert len(errors) >= 50
+    return np.array(errors), np.array(naive), np.array(covered)
+
+
+@pytest.mark.parametrize("method", ["simulate", "regression"])
+@pytest.mark.parametrize("fraction", [0.25, 0.5])
+def test_forecast_beats_the_naive_forecast_on_a_known_hmm(known, method, fraction):
+    fc, test = known
+    errors, naive, _ = _forecast_all(fc, test, method, fraction)
+    assert errors.mean() < 0.85 * naive.mean()
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.25, 0.5])
+def test_simulated_interval_covers_at_the_nominal_rate(known, fraction):
+    """Under the true model the simulated futures are the predictive distribution: 80 % means 80 %."""
+    fc, test = known
+    _, _, covered = _forecast_all(fc, test, "simulate", fraction)
+    se = np.sqrt(0.8 * 0.2 / len(covered))
+    assert abs(covered.mean() - 0.8) < 3 * se, covered.mean()
+
+
+def test_detour_flag_and_current_state_on_a_known_path(known):
+    fc, _ = known
+    rng = np.random.default_rng(0)
+    path = [0] * 5 + [3] * 10 + [1] * 5
+    x = np.array([rng.multivariate_normal(MEANS[s], np.eye(3) * 0.05) for s in path])
+    out = fc.forecast(x, np.zeros(len(x)))
+    assert out.state == 1 and out.in_detour and not out.converged
+    assert out.low <= out.predicted <= out.high and out.predicted >= len(x)
+    direct = fc.forecast(x[:5], np.zeros(5))
+    assert direct.state == 0 and not direct.in_detour
+
+
+def test_forecast_at_t_ignores_later_checkpoints():
+    metrics = _simulate_runs(12, seed=3)
+    model = _identity_zscore(_known_model(), list(range(12)))
+    model["settings"] = {"covariance": "full", "max_iter": 10, "tol": 0.1, "var_floor": 1e-5}
+    kwargs = dict(fractions=(0.25, 0.5), folds=3, restarts=1, samples=200, seed=0)
+    before = evaluate(metrics, model, 0.5, **kwargs)
+    t_max = int(0.5 * LENGTH)
+    altered = metrics.copy()
+    late = (altered["seed"] == 4) & (altered["checkpoint"] >= t_max)
+    altered.loc[late, FEATURES] = np.random.default_rng(9).normal(0, 50, (late.sum(), 3))
+    after = evaluate(altered, model, 0.5, **kwargs)
+    cols = ["predicted", "low", "high", "state", "converged_by_t"]
+    a = before[before["seed"] == 4].reset_index(drop=True)
+    b = after[after["seed"] == 4].reset_index(drop=True)
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    table = summarise(before)
+    assert set(table["method"]) == {"simulate", "regression"} and (table["runs"] == 12).all()
+
+
+@pytest.mark.slow
+def test_command_line_on_a_run_still_training(tiny_run, tmp_path):
+    """Start a real training run, and forecast it while it is writing checkpoints."""
+    config = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    task_cfg = config["tasks"]["sparse_parity"]
+    task_cfg["data"]["n_train"] = 100_000  # same model, ~3,000 steps per epoch: seconds per epoch
+    ckpt = tmp_path / "seed7" / "checkpoints"
+    script = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]);"
+        "from latentstates.config import validate_config;"
+        "from latentstates.train import train_run;"
+        "cfg = validate_config({'tasks': {'t': json.loads(sys.argv[2])}})['tasks']['t'];"
+        "train_run(cfg, 7, sys.argv[3], device='cpu', progress=False)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(REPO / "src"), json.dumps(task_cfg), str(ckpt)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        staging = ckpt.with_name("checkpoints.partial")
+        deadline = time.time() + 120
+        while len(list(staging.glob("ckpt_*.pt"))) < 4:
+            assert proc.poll() is None, "training ended before the forecast ran"
+            assert time.time() < deadline, "no checkpoints written"
+            time.sleep(0.05)
+        cmd = [
+            sys.executable,
+            "-m",
+            "latentstates.forecast",
+            str(tiny_run / "results" / "sparse_parity"),
+            str(ckpt),
+            "--config",
+            str(tiny_run / "config.yaml"),
+        ]
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+        assert proc.poll() is None, "the forecast must have run while training was still going"
+        assert "checkpoints seen:" in out.stdout and "current state:" in out.stdout
+        assert "forecast convergence" in out.stdout or "converged at checkpoint" in out.stdout
+        res = subprocess.run([*cmd, "--json"], capture_output=True, text=True, env=env, check=True)
+        data = json.loads(res.stdout)
+        assert data["t"] >= 2 and data["low"] <= data["predicted"] <= data["high"]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_command_line_on_a_metrics_table_and_bad_input(tiny_run, tmp_path):
+    res = tiny_run / "results" / "modular_addition"
+    table = pd.read_parquet(res / "runs" / "seed1" / "metrics.parquet")
+    part = tmp_path / "partial.csv"
+    table[table["checkpoint"] < 10].to_csv(part, index=False)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    base = [sys.executable, "-m", "latentstates.forecast", str(res)]
+    cfg = ["--config", str(tiny_run / "config.yaml")]
+    out = subprocess.run(
+        [*base, str(part), *cfg, "--json"], capture_output=True, text=True, env=env, check=True
+    )
+    assert json.loads(out.stdout)["t"] == 10
+    gap = tmp_path / "gap.csv"
+    table[table["checkpoint"] != 0].to_csv(gap, index=False)
+    bad = subprocess.run([*base, str(gap), *cfg], capture_output=True, text=True, env=env)
+    assert bad.returncode != 0 and str(gap) in bad.stderr
+    missing = subprocess.run(
+        [*base, str(Path(tmp_path) / "nope" / "checkpoints"), *cfg, "--seed", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert missing.returncode != 0 and "checkpoint directory does not exist" in missing.stderr

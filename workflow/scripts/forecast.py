@@ -1,0 +1,58 @@
+"""Forecasts of convergence from the first checkpoints of runs held out of the HMM fit."""
+
+import _bootstrap  # noqa: F401  (puts src/ on sys.path)
+
+import json
+
+from latentstates import plots
+from latentstates.forecast import evaluate, summarise
+from latentstates.io import read_json, read_parquet, write_csv
+from latentstates.logs import job_log
+from latentstates.tables import write_table
+from latentstates.train import configure_torch, resolve_device
+
+with job_log(snakemake.log[0]) as logger:
+    configure_torch(snakemake.threads, resolve_device("cpu"))
+    cfg = json.loads(snakemake.params.forecast)
+    model = read_json(snakemake.input.model)
+    task = snakemake.wildcards.task
+    if model["k"] == 0:
+        raise ValueError(f"{snakemake.input.model}: no fitted HMM, nothing to forecast with")
+    metrics = read_parquet(
+        snakemake.input.metrics, columns=["seed", "checkpoint", "step", "eval_acc", *model["features"]]
+    )
+    evaluation = evaluate(
+        metrics,
+        model,
+        snakemake.params.threshold,
+        fractions=cfg["fractions"],
+        folds=cfg["folds"],
+        restarts=cfg["restarts"],
+        level=cfg["level"],
+        samples=cfg["samples"],
+        seed=cfg["seed"],
+        hmm_settings=json.loads(snakemake.params.hmm),
+    )
+    evaluation.insert(0, "task", task)
+    write_csv(evaluation, snakemake.output.evaluation)
+    summary = summarise(evaluation)
+    summary.insert(0, "task", task)
+    write_table(
+        summary,
+        snakemake.output.summary,
+        snakemake.output.summary_md,
+        snakemake.output.summary_tex,
+        caption=f"{task}: forecast of convergence (checkpoints) from the first checkpoints, "
+        f"mean absolute error against baselines, {cfg['level']:.0%} interval coverage",
+    )
+    fig = plots.forecast(summary, task, cfg["method"], cfg["level"])
+    plots.save(fig, [snakemake.output.png, snakemake.output.svg])
+    for r in summary.itertuples():
+        logger.info(
+            "%s at %.0f%%: MAE %.1f (naive %.1f), coverage %.2f",
+            r.method,
+            100 * r.fraction,
+            r.mae,
+            r.mae_naive,
+            r.coverage,
+        )
