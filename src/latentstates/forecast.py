@@ -36,6 +36,22 @@ import pandas as pd
 from .analysis import convergence_times, filtered_posteriors
 
 METHODS = ("simulate", "regression")
+EVALUATION_COLUMNS = [
+    "seed",
+    "fold",
+    "fraction",
+    "t",
+    "method",
+    "truth",
+    "converged_by_t",
+    "state",
+    "predicted",
+    "low",
+    "high",
+    "covered",
+    "naive",
+    "naive_conditional",
+]
 
 
 @dataclass
@@ -162,9 +178,11 @@ class Forecaster:
             draws = self._simulate(post, rng, samples)
         else:
             draws = self._regression(post, rng, samples)
-        # Not converged by checkpoint t-1: the time is at least t (checkpoints are 0-based).
-        keep = draws[draws >= t]
-        draws = keep if keep.size >= max(10, samples // 100) else np.full(1, float(t))
+        if eval_acc is not None:
+            # Not converged by checkpoint t-1: the time is at least t (checkpoints are 0-based).
+            # Without eval accuracies nothing is known about that, and nothing is conditioned.
+            keep = draws[draws >= t]
+            draws = keep if keep.size >= max(10, samples // 100) else np.full(1, float(t))
         mid, lo, hi = _quantiles(draws, level)
         return Forecast(**common, converged=False, predicted=mid, low=lo, high=hi)
 
@@ -307,7 +325,7 @@ def evaluate(
                             "naive_conditional": cond,
                         }
                     )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=EVALUATION_COLUMNS)
 
 
 def summarise(evaluation: pd.DataFrame) -> pd.DataFrame:

@@ -4,8 +4,10 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 import json
 
+import pandas as pd
+
 from latentstates import plots
-from latentstates.forecast import evaluate, summarise
+from latentstates.forecast import EVALUATION_COLUMNS, evaluate, summarise
 from latentstates.io import read_json, read_parquet, write_csv
 from latentstates.logs import job_log
 from latentstates.tables import write_table
@@ -16,27 +18,31 @@ with job_log(snakemake.log[0]) as logger:
     cfg = json.loads(snakemake.params.forecast)
     model = read_json(snakemake.input.model)
     task = snakemake.wildcards.task
-    if model["k"] == 0:
-        raise ValueError(f"{snakemake.input.model}: no fitted HMM, nothing to forecast with")
-    metrics = read_parquet(
-        snakemake.input.metrics, columns=["seed", "checkpoint", "step", "eval_acc", *model["features"]]
-    )
-    evaluation = evaluate(
-        metrics,
-        model,
-        snakemake.params.threshold,
-        fractions=cfg["fractions"],
-        folds=cfg["folds"],
-        restarts=cfg["restarts"],
-        level=cfg["level"],
-        samples=cfg["samples"],
-        seed=cfg["seed"],
-        hmm_settings=json.loads(snakemake.params.hmm),
-    )
-    evaluation.insert(0, "task", task)
-    write_csv(evaluation, snakemake.output.evaluation)
+    if model["k"] == 0:  # every run excluded (e.g. diverged): empty tables, a figure that says so
+        logger.warning("no fitted HMM for %s: nothing to forecast with", task)
+        evaluation = pd.DataFrame(columns=EVALUATION_COLUMNS)
+        fig = plots.message(task, plots.NO_RUNS)
+    else:
+        metrics = read_parquet(
+            snakemake.input.metrics, columns=["seed", "checkpoint", "step", "eval_acc", *model["features"]]
+        )
+        evaluation = evaluate(
+            metrics,
+            model,
+            snakemake.params.threshold,
+            fractions=cfg["fractions"],
+            folds=cfg["folds"],
+            restarts=cfg["restarts"],
+            level=cfg["level"],
+            samples=cfg["samples"],
+            seed=cfg["seed"],
+            hmm_settings=json.loads(snakemake.params.hmm),
+        )
+        fig = None
     summary = summarise(evaluation)
+    evaluation.insert(0, "task", task)
     summary.insert(0, "task", task)
+    write_csv(evaluation, snakemake.output.evaluation)
     write_table(
         summary,
         snakemake.output.summary,
@@ -45,7 +51,8 @@ with job_log(snakemake.log[0]) as logger:
         caption=f"{task}: forecast of convergence (checkpoints) from the first checkpoints, "
         f"mean absolute error against baselines, {cfg['level']:.0%} interval coverage",
     )
-    fig = plots.forecast(summary, task, cfg["method"], cfg["level"])
+    if fig is None:
+        fig = plots.forecast(summary, task, cfg["method"], cfg["level"])
     plots.save(fig, [snakemake.output.png, snakemake.output.svg])
     for r in summary.itertuples():
         logger.info(
