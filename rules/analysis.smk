@@ -47,7 +47,8 @@ rule analysis:
 
 rule summary_table:
     input:
-        expand(path("analysis_summary"), task=TASKS),
+        summaries=expand(path("analysis_summary"), task=TASKS),
+        forecasts=expand(path("table", table="forecast_summary", ext="csv"), task=TASKS),
     output:
         csv=report(
             path("summary", ext="csv"),
@@ -65,6 +66,8 @@ rule summary_table:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        method=config["forecast"]["method"],
     script:
         "../workflow/scripts/summary_table.py"
 

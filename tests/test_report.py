@@ -9,7 +9,13 @@ from conftest import snakemake
 
 pytestmark = pytest.mark.slow
 TASKS = ["modular_addition", "sparse_parity"]
-FIGURES = ["model_selection", "training_curves", "transition_graph", "convergence_regression"]
+FIGURES = [
+    "model_selection",
+    "training_curves",
+    "transition_graph",
+    "convergence_regression",
+    "forecast",
+]
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -69,6 +75,7 @@ def test_report_holds_every_figure_and_table(report):
         "runs.csv",
         "model_selection.csv",
         "excluded_runs.csv",
+        "forecast_summary.csv",
     ]:
         assert name in html
 
