@@ -212,3 +212,15 @@ def test_command_line_on_a_metrics_table_and_bad_input(tiny_run, tmp_path):
         env=env,
     )
     assert missing.returncode != 0 and "checkpoint directory does not exist" in missing.stderr
+
+
+def test_without_eval_accuracy_nothing_is_conditioned(known):
+    """Eval accuracy says whether a run has converged; without it the forecast is the model's."""
+    fc, _ = known
+    rng = np.random.default_rng(1)
+    path = [0] * 3 + [1] * 5 + [2] * 12  # in the converged state for the last 12 checkpoints
+    x = np.array([rng.multivariate_normal(MEANS[s], np.eye(3) * 0.05) for s in path])
+    free = fc.forecast(x, None, method="simulate")
+    assert not free.converged and free.predicted < len(x)  # it converged a while ago
+    told = fc.forecast(x, np.zeros(len(x)), method="simulate")  # "not converged yet"
+    assert told.predicted >= len(x)
