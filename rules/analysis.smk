@@ -87,20 +87,12 @@ rule forecast:
         ),
         summary_md=path("table", table="forecast_summary", ext="md"),
         summary_tex=path("table", table="forecast_summary", ext="tex"),
-        png=report(
-            path("figure", figure="forecast", ext="png"),
-            caption="../workflow/report/forecast.rst",
-            category="{task}",
-            subcategory="Forecast",
-            labels={"task": "{task}", "result": "forecast error and coverage"},
-        ),
-        svg=path("figure", figure="forecast", ext="svg"),
     log:
         log("forecast"),
     benchmark:
         bench("forecast")
     conda:
-        "../envs/analysis.yaml"
+        "../envs/hmm.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -111,3 +103,30 @@ rule forecast:
         hmm=lambda wc: canonical(task_hmm(config, wc.task)),
     script:
         "../workflow/scripts/forecast.py"
+
+
+rule plot_forecast:
+    input:
+        summary=path("table", table="forecast_summary", ext="csv"),
+    output:
+        png=report(
+            path("figure", figure="forecast", ext="png"),
+            caption="../workflow/report/forecast.rst",
+            category="{task}",
+            subcategory="Forecast",
+            labels={"task": "{task}", "result": "forecast error and coverage"},
+        ),
+        svg=path("figure", figure="forecast", ext="svg"),
+    log:
+        log("plot_forecast"),
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        method=config["forecast"]["method"],
+        level=config["forecast"]["level"],
+    script:
+        "../workflow/scripts/plot_forecast.py"

@@ -101,6 +101,7 @@ def test_hmm_change_reruns_only_hmm_and_downstream(tiny_run, tmp_path):
         "plot_analysis": 2,
         "interactive": 2,
         "forecast": 2,
+        "plot_forecast": 2,
         "summary_table": 1,
     }
     train_log = wd / "results" / "sparse_parity" / "runs" / "seed0" / "train_log.parquet"

@@ -6,7 +6,6 @@ import json
 
 import pandas as pd
 
-from latentstates import plots
 from latentstates.forecast import EVALUATION_COLUMNS, evaluate, summarise
 from latentstates.io import read_json, read_parquet, write_csv
 from latentstates.logs import job_log
@@ -18,10 +17,9 @@ with job_log(snakemake.log[0]) as logger:
     cfg = json.loads(snakemake.params.forecast)
     model = read_json(snakemake.input.model)
     task = snakemake.wildcards.task
-    if model["k"] == 0:  # every run excluded (e.g. diverged): empty tables, a figure that says so
+    if model["k"] == 0:  # every run excluded (e.g. diverged): empty tables (the figure says why)
         logger.warning("no fitted HMM for %s: nothing to forecast with", task)
         evaluation = pd.DataFrame(columns=EVALUATION_COLUMNS)
-        fig = plots.message(task, plots.NO_RUNS)
     else:
         metrics = read_parquet(
             snakemake.input.metrics, columns=["seed", "checkpoint", "step", "eval_acc", *model["features"]]
@@ -38,7 +36,6 @@ with job_log(snakemake.log[0]) as logger:
             seed=cfg["seed"],
             hmm_settings=json.loads(snakemake.params.hmm),
         )
-        fig = None
     summary = summarise(evaluation)
     evaluation.insert(0, "task", task)
     summary.insert(0, "task", task)
@@ -51,9 +48,6 @@ with job_log(snakemake.log[0]) as logger:
         caption=f"{task}: forecast of convergence (checkpoints) from the first checkpoints, "
         f"mean absolute error against baselines, {cfg['level']:.0%} interval coverage",
     )
-    if fig is None:
-        fig = plots.forecast(summary, task, cfg["method"], cfg["level"])
-    plots.save(fig, [snakemake.output.png, snakemake.output.svg])
     for r in summary.itertuples():
         logger.info(
             "%s at %.0f%%: MAE %.1f (naive %.1f), coverage %.2f",

@@ -1,0 +1,17 @@
+"""Figure: forecast error against the fraction of training seen, and interval coverage."""
+
+import _bootstrap  # noqa: F401  (puts src/ on sys.path)
+
+import pandas as pd
+
+from latentstates import plots
+from latentstates.logs import job_log
+
+with job_log(snakemake.log[0]):
+    task = snakemake.wildcards.task
+    summary = pd.read_csv(snakemake.input.summary)
+    if summary.empty:  # no fitted HMM (every run excluded): say so
+        fig = plots.message(task, plots.NO_RUNS)
+    else:
+        fig = plots.forecast(summary, task, snakemake.params.method, snakemake.params.level)
+    plots.save(fig, [snakemake.output.png, snakemake.output.svg])
