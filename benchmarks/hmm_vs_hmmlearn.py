@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from latentstates.config import load_config, task_hmm  # noqa: E402
-from latentstates.hmm import fit_hmm, restart_init, restart_seed  # noqa: E402
+from latentstates.hmm import FIT_ERRORS, fit_hmm, restart_init, restart_seed  # noqa: E402
 from latentstates.sequences import split_runs, zscore_runs  # noqa: E402
 from latentstates.train import configure_torch, resolve_device  # noqa: E402
 
@@ -74,7 +74,7 @@ def compare(
             try:
                 fit = fit_hmm(train, k, covariance, max_iter, tol, var_floor, s, restart_init(r))
                 ll = fit.log_likelihood(val)
-            except (RuntimeError, ValueError):
+            except FIT_ERRORS:
                 ll = -np.inf
             t_ours += time.perf_counter() - start
             ours = max(ours, ll if np.isfinite(ll) else -np.inf)

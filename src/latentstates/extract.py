@@ -18,6 +18,17 @@ from .models import finite_weights
 from .train import build_run, configure_torch, resolve_device
 
 
+def load_into(model: torch.nn.Module, path: str | Path) -> dict:
+    """Load checkpoint `path` into `model` (weights only); return the checkpoint, naming the file
+    when its weights do not fit the configured model."""
+    ckpt = load_checkpoint(path)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not fit the configured model ({exc})") from exc
+    return ckpt
+
+
 def run_metrics(
     task_cfg: dict,
     seed: int,
@@ -47,11 +58,7 @@ def run_metrics(
     for path in tqdm(
         paths, desc=f"metrics seed {seed}", file=sys.stderr, mininterval=5.0, disable=not progress
     ):
-        ckpt = load_checkpoint(path)
-        try:
-            model.load_state_dict(ckpt["model"])
-        except RuntimeError as exc:
-            raise ValueError(f"{path}: weights do not fit the configured model ({exc})") from exc
+        ckpt = load_into(model, path)
         row = {"checkpoint": ckpt["index"], "step": ckpt["step"], "epoch": ckpt["epoch"]}
         row.update(weight_metrics(kind.matrices(model), kind.biases(model)))
         row["hessian_top_eig"] = np.nan

@@ -14,9 +14,10 @@ Everything here is causal: a forecast at checkpoint t reads the run's first t ch
   analysis) is fitted on the fitted runs' filtered occupancies; the run's future states are
   sampled from its filtered posterior and the transition matrix up to the run's length, and
   each sampled occupancy plus a resampled leave-one-out residual of the regression gives one
-  draw of the convergence time. `regression`: at the same checkpoint t, the fitted runs'
-  convergence times are regressed on their filtered occupancy so far and their filtered
-  posterior at t; the interval comes from that regression's leave-one-out residuals.
+  draw of the convergence time. `regression`: at the same checkpoint t, the convergence times
+  of the fitted runs that had not converged by t are regressed on their filtered occupancy so
+  far and their filtered posterior at t; the interval comes from that regression's
+  leave-one-out residuals (with fewer than 2K + 3 such runs it falls back to `simulate`).
   A run whose eval accuracy is already above the threshold has converged: its time is known.
   Otherwise both methods condition on convergence after t.
 """
@@ -255,7 +256,7 @@ def evaluate(
     time (`naive`) and, as ours, the known time once converged and otherwise the mean of the
     fitted runs' times that are ≥ t (`naive_conditional`).
     """
-    from .hmm import fit_hmm, order_states, restart_init, restart_seed, to_dict
+    from .hmm import FIT_ERRORS, fit_hmm, order_states, restart_init, restart_seed, to_dict
     from .sequences import zscore_runs
 
     settings = {**model.get("settings", {}), **(hmm_settings or {})}
@@ -271,17 +272,20 @@ def evaluate(
         arrays = [seqs.arrays[usable.index(r)] for r in train]
         best = None
         for r in range(restarts):
-            fit = fit_hmm(
-                arrays,
-                k,
-                settings.get("covariance", "full"),
-                settings.get("max_iter", 32),
-                settings.get("tol", 0.1),
-                settings.get("var_floor", 1e-5),
-                restart_seed(seed, k, 1000 * (f_i + 1) + r),
-                restart_init(r) if k > 1 else "kmeans",
-            )
-            ll = fit.log_likelihood(arrays)
+            try:
+                fit = fit_hmm(
+                    arrays,
+                    k,
+                    settings["covariance"],
+                    settings["max_iter"],
+                    settings["tol"],
+                    settings["var_floor"],
+                    restart_seed(seed, k, 1000 * (f_i + 1) + r),
+                    restart_init(r),
+                )
+                ll = fit.log_likelihood(arrays)
+            except FIT_ERRORS:  # a failed restart is skipped, as in model selection
+                continue
             if math.isfinite(ll) and (best is None or ll > best[0]):
                 best = (ll, fit)
         if best is None:
@@ -361,7 +365,8 @@ def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.Da
     """
     import torch
 
-    from .checkpoints import list_checkpoints, load_checkpoint, load_resume
+    from .checkpoints import list_checkpoints, load_resume
+    from .extract import load_into
     from .metrics import weight_metrics
     from .train import build_run, staging_dir
 
@@ -371,8 +376,7 @@ def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.Da
     kind, _, model = build_run(task_cfg, seed)
     rows = []
     for path in list_checkpoints(directory):
-        ckpt = load_checkpoint(path)
-        model.load_state_dict(ckpt["model"])
+        ckpt = load_into(model, path)
         with torch.no_grad():
             row = weight_metrics(kind.matrices(model), kind.biases(model))
         rows.append({"seed": seed, "checkpoint": ckpt["index"], "step": ckpt["step"], **row})

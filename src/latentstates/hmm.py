@@ -326,6 +326,10 @@ def fit_hmm(
     return FittedHMM(model, k, covariance)
 
 
+# What a restart may fail with (a Cholesky or k-means failure): the restart is skipped, not the fit.
+FIT_ERRORS = (RuntimeError, ValueError)
+
+
 def restart_seed(base: int, k: int, restart: int) -> int:
     """Deterministic seed of restart `restart` for k states."""
     return int(np.random.SeedSequence([base, k, restart]).generate_state(1)[0])
@@ -372,7 +376,7 @@ def select_model(
                 train_ll = fit.log_likelihood(train)
                 val_ll = fit.log_likelihood(val) if val else float("nan")
                 error = "" if math.isfinite(train_ll) else "non-finite log-likelihood"
-            except (RuntimeError, ValueError) as exc:  # Cholesky or k-means failure
+            except FIT_ERRORS as exc:
                 fit, train_ll, val_ll, error = None, float("nan"), float("nan"), str(exc)
             p = n_parameters(k, d, covariance)
             aic, bic = information_criteria(val_ll, p, n_val)

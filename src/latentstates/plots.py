@@ -205,22 +205,12 @@ def forecast(summary: pd.DataFrame, task: str, method: str, level: float) -> plt
         ax.plot(100 * g["fraction"], g["mae"], marker="o", label=label, **style)
         cov.plot(100 * g["fraction"], g["coverage"], marker="o", label=label, **style)
     first = summary.drop_duplicates("fraction")
-    ax.plot(
-        100 * first["fraction"],
-        first["mae_naive"],
-        color="0.4",
-        ls="--",
-        marker="s",
-        label="naive: mean time",
-    )
-    ax.plot(
-        100 * first["fraction"],
-        first["mae_naive_conditional"],
-        color="0.6",
-        ls=":",
-        marker="s",
-        label="naive, given converged-by-t",
-    )
+    baselines = [
+        ("mae_naive", "0.4", "--", "naive: mean time"),
+        ("mae_naive_conditional", "0.6", ":", "naive, given converged-by-t"),
+    ]
+    for column, color, ls, label in baselines:
+        ax.plot(100 * first["fraction"], first[column], color=color, ls=ls, marker="s", label=label)
     ax.set_xlabel("training seen (%)")
     ax.set_ylabel("mean absolute error (checkpoints)")
     ax.set_ylim(bottom=0)
