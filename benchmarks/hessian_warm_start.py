@@ -17,7 +17,8 @@ import torch
 from latentstates.checkpoints import list_checkpoints, load_checkpoint
 from latentstates.config import load_config
 from latentstates.hessian import top_eigenvalue
-from latentstates.train import build_run, train_run
+from latentstates.runtime import build_run
+from latentstates.train import train_run
 
 REPO = Path(__file__).resolve().parents[1]
 

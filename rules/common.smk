@@ -49,17 +49,19 @@ class _Unfilled(dict):
         return f"{{{key}}}"
 
 
-def log(name, per_seed=False):
-    """Log file of rule `name`'s job (a pattern with the rule's wildcards)."""
-    if per_seed:
-        return f"{RESULTS}/logs/{name}/{{task}}/seed{{seed}}.log"
+def log(name, group=None):
+    """Log file of a job of rule `name`, per task (a pattern) or per seed group."""
+    if group is not None:
+        task, group_seeds = group
+        return f"{RESULTS}/logs/{name}/{task}/{group_label(group_seeds)}.log"
     return f"{RESULTS}/logs/{name}/{{task}}.log"
 
 
-def bench(name, per_seed=False):
-    """Snakemake benchmark file (wall time, memory) of rule `name`'s job."""
-    if per_seed:
-        return f"{RESULTS}/benchmarks/{name}/{{task}}/seed{{seed}}.tsv"
+def bench(name, group=None):
+    """Snakemake benchmark file (wall time, memory) of rule `name`'s job (as `log`)."""
+    if group is not None:
+        task, group_seeds = group
+        return f"{RESULTS}/benchmarks/{name}/{task}/{group_label(group_seeds)}.tsv"
     return f"{RESULTS}/benchmarks/{name}/{{task}}.tsv"
 
 
@@ -67,6 +69,29 @@ def seeds(task):
     """Seeds of a task's runs."""
     t = config["tasks"][task]
     return list(range(t["first_seed"], t["first_seed"] + t["seeds"]))
+
+
+def seed_groups(task):
+    """The task's seeds in consecutive groups of seeds_per_job: one training (and metrics) job
+    each. Groups start at first_seed, so adding seeds adds groups and leaves the others as
+    they are."""
+    s = seeds(task)
+    n = config["tasks"][task]["seeds_per_job"] or config["seeds_per_job"]
+    return [s[i : i + n] for i in range(0, len(s), n)]
+
+
+def group_label(group_seeds):
+    return f"seeds{group_seeds[0]}-{group_seeds[-1]}"
+
+
+def group_rule(name, task, group_seeds):
+    """Name of the rule of one seed group's job, e.g. train_sparse_parity_seeds0_7."""
+    return f"{name}_{task}_seeds{group_seeds[0]}_{group_seeds[-1]}"
+
+
+def checkpoints_output(task, seed):
+    p = directory(path("checkpoints", task=task, seed=seed))
+    return temp(p) if config["temp_checkpoints"] else p
 
 
 def canonical(obj):

@@ -15,13 +15,13 @@ import torch
 import yaml
 
 from conftest import TINY, snakemake
-from latentstates.checkpoints import list_checkpoints, load_checkpoint
+from latentstates.checkpoints import list_checkpoints, load_checkpoint, staging_dir
 from latentstates.config import load_config
 from latentstates.extract import run_metrics
 from latentstates.hmm import fit_task
 from latentstates.io import read_parquet, write_parquet
 from latentstates.metrics import PAPER_FEATURES
-from latentstates.train import staging_dir, train_run
+from latentstates.train import train_group, train_run
 
 HESSIAN = {
     "enabled": True,
@@ -57,34 +57,36 @@ def _wait_for_resume_index(directory: Path, index: int, proc, timeout: float = 1
     raise AssertionError(f"no resume state {index} in {directory} after {timeout}s")
 
 
-def test_killed_training_resumes_bit_identical_even_past_a_corrupt_state(tmp_path):
+@pytest.mark.parametrize("seeds", [[0], [0, 1, 2]], ids=["alone", "group"])
+def test_killed_training_resumes_bit_identical_even_past_a_corrupt_state(tmp_path, seeds):
     cfg = _slow_parity()
-    reference = train_run(cfg, 0, tmp_path / "reference", progress=False)
+    reference = train_group(cfg, seeds, [tmp_path / f"reference{s}" for s in seeds], progress=False)
 
-    ckpt = tmp_path / "killed"
+    dirs = [tmp_path / f"killed{s}" for s in seeds]
     code = (
-        "import sys, yaml; from latentstates.train import train_run; "
-        f"train_run(yaml.safe_load(sys.stdin), 0, {str(ckpt)!r}, progress=False)"
+        "import sys, yaml; from latentstates.train import train_group; "
+        f"train_group(yaml.safe_load(sys.stdin), {seeds!r}, {[str(d) for d in dirs]!r}, progress=False)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, text=True)
     proc.stdin.write(yaml.safe_dump(cfg))
     proc.stdin.close()
-    _wait_for_resume_index(staging_dir(ckpt), 30, proc)
+    _wait_for_resume_index(staging_dir(dirs[-1]), 30, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not ckpt.exists(), "an unfinished run must not publish its checkpoint directory"
-    states = _resume_files(staging_dir(ckpt))
+    assert not any(d.exists() for d in dirs), "an unfinished run must not publish its checkpoints"
+    states = _resume_files(staging_dir(dirs[-1]))
     assert len(states) == 2
-    states[-1].write_bytes(states[-1].read_bytes()[:100])  # a truncated newest state
+    states[-1].write_bytes(states[-1].read_bytes()[:100])  # a truncated newest state (last seed)
 
-    resumed = train_run(cfg, 0, ckpt, progress=False)
-    pd.testing.assert_frame_equal(resumed, reference)
-    assert not staging_dir(ckpt).exists() and not list(ckpt.glob("resume_*"))
-    a, b = list_checkpoints(tmp_path / "reference"), list_checkpoints(ckpt)
-    assert [p.name for p in a] == [p.name for p in b]
-    for pa, pb in zip(a, b):
-        ma, mb = load_checkpoint(pa)["model"], load_checkpoint(pb)["model"]
-        assert all(torch.equal(ma[k], mb[k]) for k in ma)
+    resumed = train_group(cfg, seeds, dirs, progress=False)
+    for seed, d, log, ref in zip(seeds, dirs, resumed, reference):
+        pd.testing.assert_frame_equal(log, ref)
+        assert not staging_dir(d).exists() and not list(d.glob("resume_*"))
+        a, b = list_checkpoints(tmp_path / f"reference{seed}"), list_checkpoints(d)
+        assert [p.name for p in a] == [p.name for p in b]
+        for pa, pb in zip(a, b):
+            ma, mb = load_checkpoint(pa)["model"], load_checkpoint(pb)["model"]
+            assert all(torch.equal(ma[k], mb[k]) for k in ma)
 
 
 @pytest.mark.slow
@@ -126,7 +128,7 @@ def test_snakemake_rerun_after_kill_matches_uninterrupted_run(make_workdir, tiny
     assert _resume_files(staging), "the killed job's resume states must survive Snakemake's cleanup"
 
     snakemake(wd)
-    log = (wd / "results" / "logs" / "train" / "sparse_parity" / "seed0.log").read_text()
+    log = (wd / "results" / "logs" / "train" / "sparse_parity" / "seeds0-1.log").read_text()
     assert "resuming from step" in log
     for rel in [
         "runs/seed0/train_log.parquet",

@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from conftest import TINY
@@ -7,7 +8,7 @@ from latentstates.checkpoints import list_checkpoints, load_checkpoint
 from latentstates.config import load_config
 from latentstates.extract import run_metrics
 from latentstates.metrics import PAPER_FEATURES
-from latentstates.train import train_run
+from latentstates.train import train_group, train_run
 
 
 def _tiny(task):
@@ -122,3 +123,68 @@ def test_diverged_run_is_flagged_kept_and_left_out_of_the_hmm(tmp_path):
     assert "diverged" in fit.excluded["reason"].iloc[0]
     assert sorted(fit.states["seed"].unique()) == [0, 1, 2]
     assert "3" in fit.model["excluded_runs"]
+
+
+def _plain_training(cfg: dict, seed: int, steps: int) -> dict[str, torch.Tensor]:
+    """The paper's way, written out independently: one nn.Module, its own optimiser and data
+    order, `steps` steps; returns the final state dict."""
+    from latentstates.runtime import build_run, run_seeds
+    from latentstates.train import schedule
+
+    kind, split, model = build_run(cfg, seed)
+    train = cfg["train"]
+    if train["optimizer"] == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"])
+    else:
+        opt = torch.optim.AdamW(
+            model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"], betas=train["betas"]
+        )
+    batch, per_epoch, _ = schedule(len(split.x_train), train)
+    order = torch.Generator().manual_seed(run_seeds(seed, None)["order_seed"])
+    for step in range(steps):
+        if step % per_epoch == 0:
+            perm = torch.randperm(len(split.x_train), generator=order)
+        idx = perm[(step % per_epoch) * batch : (step % per_epoch + 1) * batch]
+        loss = kind.loss(model(split.x_train[idx]), split.y_train[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.state_dict()
+
+
+@pytest.mark.parametrize("task", ["sparse_parity", "modular_addition"])
+def test_seeds_trained_together_equal_seeds_trained_alone(task, tmp_path):
+    cfg = _tiny(task)
+    steps_per_epoch = -(-cfg["data"]["n_train"] // 32) if task == "sparse_parity" else 1
+    cfg["train"]["epochs"] = -(-300 // steps_per_epoch)  # a few hundred steps
+    total = cfg["train"]["epochs"] * steps_per_epoch
+    seeds = [3, 4, 5]
+    together = train_group(cfg, seeds, [tmp_path / f"group{s}" for s in seeds], progress=False)
+    for seed, log in zip(seeds, together):
+        alone = train_run(cfg, seed, tmp_path / f"alone{seed}", progress=False)
+        assert log["checkpoint"].tolist() == alone["checkpoint"].tolist()
+        assert log["step"].tolist() == alone["step"].tolist()
+        pd.testing.assert_frame_equal(log, alone, check_exact=False, atol=1e-5, rtol=0)
+        ga, gb = list_checkpoints(tmp_path / f"group{seed}"), list_checkpoints(tmp_path / f"alone{seed}")
+        assert [p.name for p in ga] == [p.name for p in gb]
+        for pa, pb in zip(ga, gb):
+            a, b = load_checkpoint(pa)["model"], load_checkpoint(pb)["model"]
+            assert a.keys() == b.keys()
+            assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+        # ... and both equal plain one-module training, written out above.
+        plain = _plain_training(cfg, seed, total)
+        assert max((plain[k] - a[k]).abs().max().item() for k in a) <= 1e-5
+    # The seeds of a group are different runs.
+    assert not together[0]["train_loss"].equals(together[1]["train_loss"])
+
+
+def test_diverging_seeds_of_a_group_stop_where_they_would_alone(tmp_path):
+    cfg = _tiny("modular_addition")
+    cfg["train"]["lr"] = 3.0  # seed 0 diverges two steps after seeds 1 and 2
+    seeds = [0, 1, 2]
+    logs = train_group(cfg, seeds, [tmp_path / f"g{s}" for s in seeds], progress=False)
+    for seed, log in zip(seeds, logs):
+        alone = train_run(cfg, seed, tmp_path / f"a{seed}", progress=False)
+        assert log["diverged"].iloc[-1] and not log["diverged"].iloc[:-1].any()
+        pd.testing.assert_frame_equal(log, alone)
+        assert len(list_checkpoints(tmp_path / f"g{seed}")) == len(log)

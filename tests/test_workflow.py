@@ -14,10 +14,16 @@ pytestmark = pytest.mark.slow
 TASKS = ["modular_addition", "sparse_parity"]
 
 
-def _jobs(dry_run_stdout: str) -> dict[str, int]:
-    """Rule → job count from a dry run's job table."""
+def _jobs(dry_run_stdout: str, by_group: bool = False) -> dict[str, int]:
+    """Rule → job count from a dry run's job table; the seed groups' rules (e.g.
+    train_sparse_parity_seeds0_1) are counted under their stage (train) unless `by_group`."""
     table = dry_run_stdout.split("Job stats:")[-1]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+    jobs: dict[str, int] = {}
+    for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M):
+        name = m[1] if by_group else re.sub(r"_\w+_seeds\d+_\d+$", "", m[1])
+        if name != "total":
+            jobs[name] = jobs.get(name, 0) + int(m[2])
+    return jobs
 
 
 def test_tiny_run_produces_every_output(tiny_run):
@@ -71,7 +77,7 @@ def test_tiny_run_produces_every_output(tiny_run):
                 assert (res / task / "figures" / f"{fig}.{ext}").stat().st_size > 1000
         for view in ["training_curves", "transition_graph"]:
             assert "plotly" in (res / task / "figures" / f"{view}.html").read_text()[:200_000].lower()
-        assert (res / "logs" / "train" / task / "seed0.log").read_text().strip()
+        assert (res / "logs" / "train" / task / "seeds0-1.log").read_text().strip()
     summary = pd.read_csv(res / "summary.csv")
     assert sorted(summary["task"]) == TASKS
     assert (res / "summary.md").read_text().startswith("| task | K |")
@@ -122,7 +128,26 @@ def test_metric_change_reruns_metrics_not_training(tiny_run, tmp_path):
     cfg["metrics"]["hessian"]["stride"] = 3
     (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
     jobs = _jobs(snakemake(wd, "--dry-run").stdout)
-    assert "train" not in jobs and jobs["metrics"] == 6 and jobs["hmm"] == 2
+    # Metrics jobs per seed group: [0, 1] and [2] of each task.
+    assert "train" not in jobs and jobs["metrics"] == 4 and jobs["hmm"] == 2
+
+
+def test_more_seeds_train_only_the_new_seed_groups(tiny_run, tmp_path):
+    wd = tmp_path / "copy"
+    shutil.copytree(tiny_run, wd, symlinks=True)
+    import yaml
+
+    cfg = yaml.safe_load((wd / "config.yaml").read_text())
+    cfg["tasks"]["sparse_parity"]["seeds"] = 5  # groups [0, 1], [2] → [0, 1], [2, 3], [4]
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    jobs = _jobs(snakemake(wd, "--dry-run").stdout, by_group=True)
+    trained = sorted(j for j in jobs if j.startswith("train_"))
+    assert trained == ["train_sparse_parity_seeds2_3", "train_sparse_parity_seeds4_4"]
+    assert sorted(j for j in jobs if j.startswith("metrics_")) == [
+        "metrics_sparse_parity_seeds2_3",
+        "metrics_sparse_parity_seeds4_4",
+    ]
+    assert jobs["collate"] == 1 and jobs["hmm"] == 1
 
 
 def test_same_config_twice_gives_identical_tables(tiny_run, make_workdir, tiny_config):

@@ -67,30 +67,72 @@ def save_resume(directory: str | Path, index: int, payload: dict[str, Any]) -> N
         old.unlink()
 
 
-def load_resume(directory: str | Path) -> dict[str, Any] | None:
-    """The newest readable resume state in `directory` (None if there is none).
+def staging_dir(checkpoint_dir: str | Path) -> Path:
+    """Where a run's checkpoints and resume states live until training completes."""
+    checkpoint_dir = Path(checkpoint_dir)
+    return checkpoint_dir.with_name(checkpoint_dir.name + ".partial")
 
-    Unreadable states are reported and skipped; checkpoint files written after the state that is
-    used are removed, since training will write them again.
+
+def _resume_indices(directory: Path) -> list[int]:
+    return sorted(int(m[1]) for p in directory.iterdir() if (m := _RESUME.match(p.name)))
+
+
+def _read_state(path: Path) -> dict[str, Any] | None:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign file
+        logger.warning("%s: unreadable resume state (%s)", path, exc)
+        return None
+
+
+def read_resume(directory: str | Path) -> dict[str, Any] | None:
+    """The newest readable resume state in `directory`, changing nothing (None if none).
+
+    For readers of a run that may still be training, e.g. a forecast of a running job.
     """
     directory = Path(directory)
     if not directory.is_dir():
         return None
-    for tmp in directory.glob(".*.tmp"):  # half-written files of the killed process
-        tmp.unlink()
-    for path in sorted((p for p in directory.iterdir() if _RESUME.match(p.name)), reverse=True):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # truncated or foreign file
-            logger.warning("%s: unreadable resume state (%s); trying the previous one", path, exc)
-            path.unlink()
-            continue
-        index = int(_RESUME.match(path.name)[1])
-        for later in directory.iterdir():
-            m = _NAME.match(later.name)
-            if m and int(m[1]) > index:
-                later.unlink()
-        return state
+    for index in reversed(_resume_indices(directory)):
+        state = _read_state(directory / f"resume_{index:06d}.pt")
+        if state is not None:
+            return state
+    return None
+
+
+def load_resume(directories: list[str | Path]) -> list[dict[str, Any]] | None:
+    """Resume states of a group of runs trained together, all from the same checkpoint index.
+
+    The newest index for which every run has a readable state is used (a kill can land between
+    two runs' writes); unreadable states are reported and removed. Files written after that index
+    (checkpoints and resume states) are removed, since training will write them again. None when
+    there is no common state: the staging directories are then emptied for a fresh start.
+    """
+    directories = [Path(d) for d in directories]
+    for d in directories:
+        if d.is_dir():
+            for tmp in d.glob(".*.tmp"):  # half-written files of the killed process
+                tmp.unlink()
+    present = [set(_resume_indices(d)) if d.is_dir() else set() for d in directories]
+    for index in sorted(set.intersection(*present), reverse=True):
+        states = []
+        for d in directories:
+            path = d / f"resume_{index:06d}.pt"
+            state = _read_state(path)
+            if state is None:
+                path.unlink()
+                break
+            states.append(state)
+        else:
+            for d in directories:
+                for later in d.iterdir():
+                    m = _NAME.match(later.name) or _RESUME.match(later.name)
+                    if m and int(m[1]) > index:
+                        later.unlink()
+            return states
+    for d in directories:
+        if d.exists():
+            shutil.rmtree(d)
     return None
 
 

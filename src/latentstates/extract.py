@@ -15,7 +15,7 @@ from .checkpoints import list_checkpoints, load_checkpoint
 from .hessian import top_eigenvalue
 from .metrics import PERFORMANCE_COLUMNS, weight_metrics
 from .models import finite_weights
-from .train import build_run, configure_torch, resolve_device
+from .runtime import build_run, configure_torch, resolve_device
 
 
 def load_into(model: torch.nn.Module, path: str | Path) -> dict:

@@ -365,10 +365,10 @@ def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.Da
     """
     import torch
 
-    from .checkpoints import list_checkpoints, load_resume
+    from .checkpoints import list_checkpoints, read_resume, staging_dir
     from .extract import load_into
     from .metrics import weight_metrics
-    from .train import build_run, staging_dir
+    from .runtime import build_run
 
     directory = Path(directory)
     if not directory.is_dir() and staging_dir(directory).is_dir():
@@ -381,7 +381,7 @@ def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.Da
             row = weight_metrics(kind.matrices(model), kind.biases(model))
         rows.append({"seed": seed, "checkpoint": ckpt["index"], "step": ckpt["step"], **row})
     table = pd.DataFrame(rows)
-    resume = load_resume(directory) if directory.name.endswith(".partial") else None
+    resume = read_resume(directory) if directory.name.endswith(".partial") else None
     log = pd.DataFrame(resume["rows"]) if resume else None
     if log is None:
         train_log = directory.parent / "train_log.parquet"

@@ -1,4 +1,11 @@
-"""Training loop: one seeded run of a task, with a checkpoint every `checkpoint_every` units."""
+"""Training loop: a group of seeded runs of one task trained together, with a checkpoint every
+`checkpoint_every` units.
+
+The seeds of a group are stacked along a leading dimension (`Replicas`) and trained as one model;
+each run keeps exactly what it would have alone: its initialisation, data split, data order,
+optimiser state, checkpoints and resume states. A group of one seed is the paper's one run per
+process.
+"""
 
 from __future__ import annotations
 
@@ -9,73 +16,42 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import nn
 from tqdm import tqdm
 
-from .checkpoints import load_resume, publish, save_checkpoint, save_resume
-from .data import Split
-from .models import finite_weights
-from .tasks import TaskKind, get_task
+from .checkpoints import load_resume, publish, save_checkpoint, save_resume, staging_dir
+from .replicas import Replicas, split_optimizer_state, stack_optimizer_states
+from .runtime import build_run, configure_torch, resolve_device, run_seeds
+from .tasks import TaskKind
 
 logger = logging.getLogger("latentstates")
 
-# Offsets that derive independent streams from one run seed.
-DATA_ORDER_OFFSET = 1_000_003
 
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def configure_torch(threads: int, device: torch.device) -> None:
-    """Thread count and deterministic kernels for bit-identical reruns."""
-    torch.set_num_threads(max(1, threads))
-    torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
-
-
-def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
+def make_optimizer(params: list[torch.Tensor], cfg: dict) -> torch.optim.Optimizer:
     """SGD or AdamW from the task's `train` config."""
     name = cfg["optimizer"]
     if name == "sgd":
         return torch.optim.SGD(
-            model.parameters(),
-            lr=cfg["lr"],
-            weight_decay=cfg["weight_decay"],
-            momentum=cfg["momentum"],
+            params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], momentum=cfg["momentum"]
         )
     if name == "adamw":
         return torch.optim.AdamW(
-            model.parameters(),
-            lr=cfg["lr"],
-            weight_decay=cfg["weight_decay"],
-            betas=tuple(cfg["betas"]),
+            params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], betas=tuple(cfg["betas"])
         )
     raise ValueError(f"train.optimizer: unknown optimizer {name!r} (sgd, adamw)")
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, kind: TaskKind, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Mean loss and accuracy of `model` on (x, y) in eval mode."""
-    was_training = model.training
+def evaluate(
+    model: Replicas, kind: TaskKind, x: torch.Tensor, y: torch.Tensor
+) -> tuple[list[float], list[float]]:
+    """Per replica: mean loss and accuracy on its (x, y), in eval mode."""
+    was_training = model.base.training
     model.eval()
     out = model(x)
-    loss = kind.loss(out, y).item()
-    acc = kind.correct(out, y).float().mean().item()
+    loss = model.map(kind.loss, out, y)
+    acc = model.map(lambda o, t: kind.correct(o, t).float().mean(), out, y)
     model.train(was_training)
-    return loss, acc
-
-
-def run_seeds(seed: int, data_seed: int | None) -> dict[str, int]:
-    """Seeds of every random choice of one run, derived from the run seed."""
-    return {
-        "seed": seed,
-        "init_seed": seed,
-        "data_seed": seed if data_seed is None else data_seed,
-        "order_seed": seed + DATA_ORDER_OFFSET,
-    }
+    return loss.tolist(), acc.tolist()
 
 
 def schedule(n_train: int, cfg: dict) -> tuple[int, int, int]:
@@ -88,20 +64,156 @@ def schedule(n_train: int, cfg: dict) -> tuple[int, int, int]:
     return batch, steps_per_epoch, interval
 
 
-def build_run(task_cfg: dict, seed: int) -> tuple[TaskKind, Split, nn.Module]:
-    """Task kind, data and freshly initialised model of one run."""
-    kind = get_task(task_cfg["kind"])
-    seeds = run_seeds(seed, task_cfg.get("data_seed"))
-    split = kind.make_data(task_cfg["data"], seeds["data_seed"])
-    torch.manual_seed(seeds["init_seed"])
-    model = kind.make_model(task_cfg["model"], task_cfg["data"])
-    return kind, split, model
+def _stack(tensors: list[torch.Tensor], what: str, device: torch.device) -> torch.Tensor:
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"the seeds of one training job have {what} of different shapes {sorted(shapes)}; "
+            "set seeds_per_job: 1 for this task"
+        )
+    return torch.stack(tensors).to(device)
 
 
-def staging_dir(checkpoint_dir: str | Path) -> Path:
-    """Where a run's checkpoints and resume states live until training completes."""
-    checkpoint_dir = Path(checkpoint_dir)
-    return checkpoint_dir.with_name(checkpoint_dir.name + ".partial")
+def train_group(
+    task_cfg: dict,
+    seeds: list[int],
+    checkpoint_dirs: list[str | Path],
+    device: str = "auto",
+    threads: int = 1,
+    progress: bool = True,
+) -> list[pd.DataFrame]:
+    """Train the runs `seeds` together; save each run's checkpoints; return their logs.
+
+    Each run's checkpoints are written to `<its checkpoint_dir>.partial` with a resume state
+    (weights, optimiser state, data order, log so far) at each one; the directories are renamed
+    into place when training ends. A rerun after a kill continues from the newest checkpoint that
+    every run of the group has a readable resume state for, and ends bit-identical (on CPU) to an
+    uninterrupted run. A run whose weights or losses become non-finite is flagged, keeps its
+    checkpoints so far and stops; the others go on.
+    """
+    if len(seeds) != len(checkpoint_dirs):
+        raise ValueError(f"{len(seeds)} seeds for {len(checkpoint_dirs)} checkpoint directories")
+    dev = resolve_device(device)
+    configure_torch(threads, dev)
+    runs = [build_run(task_cfg, seed) for seed in seeds]
+    kind = runs[0][0]
+    model = Replicas([m.to(dev) for _, _, m in runs])
+    x_tr = _stack([s.x_train for _, s, _ in runs], "training inputs", dev)
+    y_tr = _stack([s.y_train for _, s, _ in runs], "training labels", dev)
+    x_te = _stack([s.x_test for _, s, _ in runs], "test inputs", dev)
+    y_te = _stack([s.y_test for _, s, _ in runs], "test labels", dev)
+    n_runs, n_train = x_tr.shape[:2]
+    cfg = task_cfg["train"]
+    optimizer = make_optimizer(model.parameters(), cfg)
+    batch, steps_per_epoch, interval = schedule(n_train, cfg)
+    total = cfg["epochs"] * steps_per_epoch
+    run_info = [run_seeds(seed, task_cfg.get("data_seed")) for seed in seeds]
+    orders = [torch.Generator().manual_seed(info["order_seed"]) for info in run_info]
+    work = [staging_dir(d) for d in checkpoint_dirs]
+    rows: list[list[dict]] = [[] for _ in seeds]
+    perm = torch.empty((n_runs, 0), dtype=torch.long)
+    which = torch.arange(n_runs, device=dev)[:, None]
+
+    def active() -> list[bool]:
+        return [not r[-1]["diverged"] for r in rows]
+
+    def checkpoint(step: int) -> None:
+        index = step // interval
+        tr_loss, tr_acc = evaluate(model, kind, x_tr, y_tr)
+        te_loss, te_acc = evaluate(model, kind, x_te, y_te)
+        finite = model.finite()
+        opt_states = split_optimizer_state(optimizer, n_runs)
+        for i in range(n_runs):
+            state = model.state_dict(i)
+            if not rows[i] or not rows[i][-1]["diverged"]:
+                save_checkpoint(
+                    work[i],
+                    index,
+                    {"model": state, "index": index, "step": step, "epoch": step / steps_per_epoch},
+                )
+                rows[i].append(
+                    {
+                        "checkpoint": index,
+                        "step": step,
+                        "epoch": step / steps_per_epoch,
+                        "train_loss": tr_loss[i],
+                        "train_acc": tr_acc[i],
+                        "eval_loss": te_loss[i],
+                        "eval_acc": te_acc[i],
+                        "diverged": not (
+                            finite[i] and math.isfinite(tr_loss[i]) and math.isfinite(te_loss[i])
+                        ),
+                    }
+                )
+                if rows[i][-1]["diverged"]:
+                    # Non-finite weights or losses: nothing later can be recovered. The run is
+                    # kept, flagged, with its checkpoints so far; the HMM stage leaves it out.
+                    logger.warning("seed %d diverged by step %d: its training stopped", seeds[i], step)
+            # Every run's resume state at every checkpoint (a stopped run's too), so that a
+            # group always has a common index to resume from.
+            save_resume(
+                work[i],
+                index,
+                {
+                    "step": step,
+                    "model": state,
+                    "optimizer": opt_states[i],
+                    "order_rng": orders[i].get_state(),
+                    "perm": perm[i].cpu(),
+                    "rows": list(rows[i]),
+                },
+            )
+
+    resumed = load_resume(work)
+    if resumed is None:
+        for w in work:
+            w.mkdir(parents=True, exist_ok=True)
+        model.train()
+        checkpoint(0)
+        step = 0
+    else:
+        model.load_state_dicts([r["model"] for r in resumed])
+        optimizer.load_state_dict(stack_optimizer_states([r["optimizer"] for r in resumed], optimizer))
+        for order, r in zip(orders, resumed):
+            order.set_state(r["order_rng"])
+        perm = torch.stack([r["perm"] for r in resumed]).to(dev)
+        rows = [r["rows"] for r in resumed]
+        step = resumed[0]["step"]
+        model.train()
+        logger.info("resuming from step %d (%s)", step, ", ".join(str(w) for w in work))
+    label = f"seed {seeds[0]}" if n_runs == 1 else f"seeds {seeds[0]}..{seeds[-1]}"
+    bar = tqdm(
+        total=total,
+        initial=step,
+        desc=f"{task_cfg['kind']} {label}",
+        file=sys.stderr,
+        mininterval=5.0,
+        disable=not progress,
+    )
+    while step < total and any(active()):
+        position = step % steps_per_epoch
+        if position == 0:
+            perm = torch.stack([torch.randperm(n_train, generator=g) for g in orders]).to(dev)
+        idx = perm[:, position * batch : (position + 1) * batch]
+        losses = model.map(kind.loss, model(x_tr[which, idx]), y_tr[which, idx])
+        optimizer.zero_grad(set_to_none=True)
+        # Each run's gradient is that of its own loss: no term of the sum depends on another run.
+        losses.sum().backward()
+        optimizer.step()
+        step += 1
+        bar.update()
+        if step % interval == 0:
+            checkpoint(step)
+            bar.set_postfix(eval_acc=min(r[-1]["eval_acc"] for r in rows), refresh=False)
+    bar.close()
+    logs = []
+    for i, info in enumerate(run_info):
+        publish(work[i], checkpoint_dirs[i])
+        log = pd.DataFrame(rows[i])
+        for name, value in info.items():
+            log[name] = value
+        logs.append(log)
+    return logs
 
 
 def train_run(
@@ -112,107 +224,5 @@ def train_run(
     threads: int = 1,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Train one run, save checkpoints, and return its per-checkpoint loss/accuracy log.
-
-    Checkpoints are written to `<checkpoint_dir>.partial` with a resume state (model, optimiser,
-    RNG states, data order, log so far) at each one; the directory is renamed to `checkpoint_dir`
-    when training ends. A rerun after a kill continues from the last readable resume state and
-    ends bit-identical (on CPU) to an uninterrupted run.
-    """
-    dev = resolve_device(device)
-    configure_torch(threads, dev)
-    kind, split, model = build_run(task_cfg, seed)
-    seeds = run_seeds(seed, task_cfg.get("data_seed"))
-    model.to(dev)
-    x_tr, y_tr = split.x_train.to(dev), split.y_train.to(dev)
-    x_te, y_te = split.x_test.to(dev), split.y_test.to(dev)
-    cfg = task_cfg["train"]
-    optimizer = make_optimizer(model, cfg)
-    batch, steps_per_epoch, interval = schedule(len(x_tr), cfg)
-    total = cfg["epochs"] * steps_per_epoch
-    order = torch.Generator().manual_seed(seeds["order_seed"])
-    work = staging_dir(checkpoint_dir)
-    rows: list[dict] = []
-    perm = torch.empty(0, dtype=torch.long)
-
-    def checkpoint(step: int) -> None:
-        index = step // interval
-        tr_loss, tr_acc = evaluate(model, kind, x_tr, y_tr)
-        te_loss, te_acc = evaluate(model, kind, x_te, y_te)
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        save_checkpoint(
-            work, index, {"model": state, "index": index, "step": step, "epoch": step / steps_per_epoch}
-        )
-        finite = finite_weights(model)
-        rows.append(
-            {
-                "checkpoint": index,
-                "step": step,
-                "epoch": step / steps_per_epoch,
-                "train_loss": tr_loss,
-                "train_acc": tr_acc,
-                "eval_loss": te_loss,
-                "eval_acc": te_acc,
-                "diverged": not (finite and math.isfinite(tr_loss) and math.isfinite(te_loss)),
-            }
-        )
-        save_resume(
-            work,
-            index,
-            {
-                "step": step,
-                "model": state,
-                "optimizer": optimizer.state_dict(),
-                "order_rng": order.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "perm": perm.cpu(),
-                "rows": list(rows),
-            },
-        )
-
-    resumed = load_resume(work)
-    if resumed is None:
-        work.mkdir(parents=True, exist_ok=True)
-        model.train()
-        checkpoint(0)
-        step = 0
-    else:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        order.set_state(resumed["order_rng"])
-        torch.set_rng_state(resumed["torch_rng"])
-        perm, rows, step = resumed["perm"].to(dev), resumed["rows"], resumed["step"]
-        model.train()
-        logger.info("resuming from step %d (%s)", step, work)
-    bar = tqdm(
-        total=total,
-        initial=step,
-        desc=f"{task_cfg['kind']} seed {seed}",
-        file=sys.stderr,
-        mininterval=5.0,
-        disable=not progress,
-    )
-    while step < total and not rows[-1]["diverged"]:
-        position = step % steps_per_epoch
-        if position == 0:
-            perm = torch.randperm(len(x_tr), generator=order).to(dev)
-        idx = perm[position * batch : (position + 1) * batch]
-        loss = kind.loss(model(x_tr[idx]), y_tr[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        bar.update()
-        if step % interval == 0:
-            checkpoint(step)
-            bar.set_postfix(train_acc=rows[-1]["train_acc"], eval_acc=rows[-1]["eval_acc"], refresh=False)
-    bar.close()
-    if rows[-1]["diverged"]:
-        # Non-finite weights or losses: nothing later can be recovered. The run is kept, flagged,
-        # with its checkpoints so far; the HMM stage leaves it out.
-        logger.warning("run diverged by step %d: training stopped", rows[-1]["step"])
-    publish(work, checkpoint_dir)
-    log = pd.DataFrame(rows)
-    for name, value in seeds.items():
-        log[name] = value
-    return log
+    """Train one run alone (a group of one); see `train_group`."""
+    return train_group(task_cfg, [seed], [checkpoint_dir], device, threads, progress)[0]

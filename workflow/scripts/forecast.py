@@ -10,7 +10,7 @@ from latentstates.forecast import EVALUATION_COLUMNS, evaluate, summarise
 from latentstates.io import read_json, read_parquet, write_csv
 from latentstates.logs import job_log
 from latentstates.tables import write_table
-from latentstates.train import configure_torch, resolve_device
+from latentstates.runtime import configure_torch, resolve_device
 
 with job_log(snakemake.log[0]) as logger:
     configure_torch(snakemake.threads, resolve_device("cpu"))

@@ -7,7 +7,7 @@ import json
 from latentstates.hmm import fit_task
 from latentstates.io import read_parquet, write_csv, write_json, write_parquet
 from latentstates.logs import job_log
-from latentstates.train import configure_torch, resolve_device
+from latentstates.runtime import configure_torch, resolve_device
 
 with job_log(snakemake.log[0]) as logger:
     configure_torch(snakemake.threads, resolve_device("cpu"))

@@ -1,4 +1,4 @@
-"""Extract the weight statistics (and Hessian top eigenvalue) of every checkpoint of one run."""
+"""Extract the weight statistics (and Hessian top eigenvalue) of every checkpoint of a seed group's runs."""
 
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
@@ -10,17 +10,16 @@ from latentstates.logs import job_log
 from latentstates.metrics import PERFORMANCE_COLUMNS
 
 with job_log(snakemake.log[0]) as logger:
-    log = read_parquet(snakemake.input.log, columns=["checkpoint", "diverged", *PERFORMANCE_COLUMNS])
-    df = run_metrics(
-        json.loads(snakemake.params.task),
-        snakemake.params.seed,
-        snakemake.input.checkpoints,
-        log,
-        json.loads(snakemake.params.hessian),
-        device=snakemake.params.device,
-        threads=snakemake.threads,
-    )
-    seeds = log[["checkpoint", "seed", "init_seed", "data_seed", "order_seed"]]
-    df = df.merge(seeds, on="checkpoint", how="left")
-    write_parquet(df, snakemake.output[0])
-    logger.info("%d checkpoints", len(df))
+    task = json.loads(snakemake.params.task)
+    hessian = json.loads(snakemake.params.hessian)
+    for seed, checkpoints, train_log, out in zip(
+        snakemake.params.seeds, snakemake.input.checkpoints, snakemake.input.logs, snakemake.output
+    ):
+        seed_columns = ["seed", "init_seed", "data_seed", "order_seed"]
+        log = read_parquet(train_log, columns=["checkpoint", "diverged", *PERFORMANCE_COLUMNS, *seed_columns])
+        df = run_metrics(
+            task, seed, checkpoints, log, hessian, device=snakemake.params.device, threads=snakemake.threads
+        )
+        df = df.merge(log[["checkpoint", *seed_columns]], on="checkpoint", how="left")
+        write_parquet(df, out)
+        logger.info("seed %d: %d checkpoints", seed, len(df))

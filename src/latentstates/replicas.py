@@ -1,0 +1,113 @@
+"""Several models of one architecture stacked along a leading dimension and run as one.
+
+Seed-batched training: replica i holds seed i's parameters; `torch.func.vmap` over
+`functional_call` runs all replicas in each kernel, so small models use the hardware fully while
+each replica computes exactly what its model would alone (no operation mixes replicas).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+
+class Replicas:
+    """`len(models)` models of one architecture as stacked tensors, called on stacked inputs.
+
+    `replicas(x)` with `x` of shape (n_replicas, ...) returns the stacked outputs; `parameters()`
+    are leaf tensors of shape (n_replicas, *parameter shape) for one optimiser over all replicas.
+    """
+
+    def __init__(self, models: list[nn.Module]):
+        if not models:
+            raise ValueError("Replicas needs at least one model")
+        self.n = len(models)
+        self.keys = list(models[0].state_dict())
+        self.params, self.buffers = stack_module_state(models)
+        self.base = copy.deepcopy(models[0]).to("meta")
+        self._forward = vmap(self._call)
+
+    def _call(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.base, (params, buffers), (x,))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(self.params, self.buffers, x)
+
+    def map(self, fn, *stacked: torch.Tensor) -> torch.Tensor:
+        """`fn` applied to each replica's slice of `stacked` (e.g. a per-run loss), stacked."""
+        return vmap(fn)(*stacked)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.params.values())
+
+    def train(self, mode: bool = True) -> Replicas:
+        self.base.train(mode)
+        return self
+
+    def eval(self) -> Replicas:
+        return self.train(False)
+
+    def _tensor(self, key: str) -> torch.Tensor:
+        return self.params[key] if key in self.params else self.buffers[key]
+
+    def state_dict(self, i: int) -> dict[str, torch.Tensor]:
+        """Replica i's state dict on the CPU, loadable into the unstacked model."""
+        return {k: self._tensor(k)[i].detach().cpu().clone() for k in self.keys}
+
+    @torch.no_grad()
+    def load_state_dicts(self, states: list[dict[str, torch.Tensor]]) -> None:
+        """Set every replica from its state dict (as written by `state_dict`)."""
+        if len(states) != self.n:
+            raise ValueError(f"{len(states)} state dicts for {self.n} replicas")
+        for k in self.keys:
+            t = self._tensor(k)
+            t.copy_(torch.stack([s[k] for s in states]).to(t.device))
+
+    @torch.no_grad()
+    def finite(self) -> list[bool]:
+        """Per replica: whether every parameter is finite."""
+        ok = torch.ones(self.n, dtype=torch.bool, device=self.parameters()[0].device)
+        for p in self.params.values():
+            ok &= torch.isfinite(p).reshape(self.n, -1).all(dim=1)
+        return ok.tolist()
+
+
+def split_optimizer_state(optimizer: torch.optim.Optimizer, n: int) -> list[dict]:
+    """One optimiser state dict per replica: per-parameter tensors sliced to that replica.
+
+    The slices keep a leading dimension of 1 so that `stack_optimizer_states` knows which
+    tensors to join; scalar entries (Adam's step) are shared by every replica.
+    """
+    sd = optimizer.state_dict()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    out = []
+    for i in range(n):
+        state = {
+            key: {
+                name: v[i : i + 1].detach().cpu().clone()
+                if torch.is_tensor(v) and v.shape == params[key].shape
+                else v
+                for name, v in st.items()
+            }
+            for key, st in sd["state"].items()
+        }
+        out.append({"state": state, "param_groups": sd["param_groups"]})
+    return out
+
+
+def stack_optimizer_states(states: list[dict], optimizer: torch.optim.Optimizer) -> dict:
+    """The state dict of an optimiser over stacked parameters, from per-replica states."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    stacked = {}
+    for key, st in states[0]["state"].items():
+        p = params[key]
+        stacked[key] = {
+            name: torch.cat([s["state"][key][name] for s in states])
+            if torch.is_tensor(v) and v.dim() == p.dim() and v.shape[1:] == p.shape[1:] and len(v) == 1
+            else v
+            for name, v in st.items()
+        }
+    return {"state": stacked, "param_groups": states[0]["param_groups"]}

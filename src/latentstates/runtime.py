@@ -1,0 +1,51 @@
+"""Runtime helpers shared by every stage that runs a model: device, threads, seeds, building a run."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .data import Split
+from .tasks import TaskKind, get_task
+
+# Offsets that derive independent streams from one run seed.
+DATA_ORDER_OFFSET = 1_000_003
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def configure_torch(threads: int, device: torch.device) -> None:
+    """Thread count and deterministic kernels for bit-identical reruns."""
+    torch.set_num_threads(max(1, threads))
+    warn_only = device.type != "cpu"
+    try:
+        # torch.use_deterministic_algorithms also imports torch._inductor (1.6 s per process) to
+        # set a flag that only torch.compile reads; the workflow does not compile.
+        torch._C._set_deterministic_algorithms(True, warn_only=warn_only)
+    except AttributeError:  # pragma: no cover - a torch without the private setter
+        torch.use_deterministic_algorithms(True, warn_only=warn_only)
+
+
+def run_seeds(seed: int, data_seed: int | None) -> dict[str, int]:
+    """Seeds of every random choice of one run, derived from the run seed."""
+    return {
+        "seed": seed,
+        "init_seed": seed,
+        "data_seed": seed if data_seed is None else data_seed,
+        "order_seed": seed + DATA_ORDER_OFFSET,
+    }
+
+
+def build_run(task_cfg: dict, seed: int) -> tuple[TaskKind, Split, nn.Module]:
+    """Task kind, data and freshly initialised model of one run."""
+    kind = get_task(task_cfg["kind"])
+    seeds = run_seeds(seed, task_cfg.get("data_seed"))
+    split = kind.make_data(task_cfg["data"], seeds["data_seed"])
+    torch.manual_seed(seeds["init_seed"])
+    model = kind.make_model(task_cfg["model"], task_cfg["data"])
+    return kind, split, model
