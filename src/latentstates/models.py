@@ -75,12 +75,16 @@ class OneLayerTransformer(nn.Module):
             self.ln_attn = self.ln_mlp = nn.Identity()
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        resid = self.W_E[tokens] + self.W_pos[: tokens.shape[1]]  # (batch, pos, d)
-        q = torch.einsum("hed,bd->bhe", self.W_Q, resid[:, -1])
-        k = torch.einsum("hed,bpd->bhpe", self.W_K, resid)
-        v = torch.einsum("hed,bpd->bhpe", self.W_V, resid)
-        attn = torch.softmax(torch.einsum("bhe,bhpe->bhp", q, k) / math.sqrt(self.d_head), dim=-1)
-        z = torch.einsum("bhp,bhpe->bhe", attn, v).reshape(len(tokens), -1)
+        b, n = tokens.shape
+        h, e = self.n_heads, self.d_head
+        resid = self.W_E[tokens] + self.W_pos[:n]  # (batch, pos, d)
+        # Keys and values of every position in one matrix product; the query of the last one.
+        w_kv = torch.cat([self.W_K, self.W_V]).reshape(2 * h * e, -1)
+        k, v = (resid @ w_kv.T).view(b, n, 2, h, e).unbind(2)  # (batch, pos, head, d_head)
+        q = (resid[:, -1] @ self.W_Q.reshape(h * e, -1).T).view(b, 1, h, e)
+        # Three positions: products and sums over them beat many tiny batched matrix products.
+        attn = torch.softmax((q * k).sum(-1) / math.sqrt(e), dim=1)  # (batch, pos, head)
+        z = (attn.unsqueeze(-1) * v).sum(1).reshape(b, -1)
         x = self.ln_attn(resid[:, -1] + z @ self.W_O.T)
         mlp = torch.relu(x @ self.W_in.T + self.b_in) @ self.W_out.T + self.b_out
         return self.ln_mlp(x + mlp) @ self.W_U

@@ -40,6 +40,11 @@ def make_optimizer(params: list[torch.Tensor], cfg: dict) -> torch.optim.Optimiz
     raise ValueError(f"train.optimizer: unknown optimizer {name!r} (sgd, adamw)")
 
 
+# Examples per forward pass in evaluation: bounds the activations held at once (all replicas of
+# a group are evaluated together, e.g. 40 seeds on a GPU).
+EVAL_CHUNK = 512
+
+
 @torch.no_grad()
 def evaluate(
     model: Replicas, kind: TaskKind, x: torch.Tensor, y: torch.Tensor
@@ -47,11 +52,16 @@ def evaluate(
     """Per replica: mean loss and accuracy on its (x, y), in eval mode."""
     was_training = model.base.training
     model.eval()
-    out = model(x)
-    loss = model.map(kind.loss, out, y)
-    acc = model.map(lambda o, t: kind.correct(o, t).float().mean(), out, y)
+    n = x.shape[1]
+    loss = torch.zeros(model.n, dtype=torch.float64, device=x.device)
+    correct = torch.zeros(model.n, dtype=torch.float64, device=x.device)
+    for start in range(0, n, EVAL_CHUNK):
+        xc, yc = x[:, start : start + EVAL_CHUNK], y[:, start : start + EVAL_CHUNK]
+        out = model(xc)
+        loss += model.map(kind.loss, out, yc).double() * xc.shape[1]
+        correct += model.map(lambda o, t: kind.correct(o, t).sum(), out, yc).double()
     model.train(was_training)
-    return loss.tolist(), acc.tolist()
+    return (loss / n).tolist(), (correct / n).tolist()
 
 
 def schedule(n_train: int, cfg: dict) -> tuple[int, int, int]:
