@@ -70,3 +70,27 @@ def test_non_finite_weights_give_nan_metrics():
     w = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
     m = matrix_metrics(w)
     assert all(math.isnan(v) for v in m.values())
+
+
+def test_batched_matrix_statistics_match_numpy_per_matrix():
+    rng = np.random.default_rng(0)
+    shapes = [(16, 64)] * 5 + [(64, 64), (256, 64), (64, 256), (1, 8)]
+    mats = [torch.tensor(rng.normal(size=s)) for s in shapes]
+    mats[2][0, 0] = 0.0
+    out = weight_metrics(mats, [])
+    expected = {name: [] for name in ["l1", "l2", "trace", "spectral", "mean_lambda"]}
+    var_sv = []
+    for m in mats:
+        a = m.numpy()
+        sv = np.linalg.svd(a, compute_uv=False)
+        expected["l1"].append(np.abs(a).sum())
+        expected["l2"].append(np.sqrt((a**2).sum()))
+        expected["trace"].append(np.trace(a))
+        expected["spectral"].append(sv.max())
+        expected["mean_lambda"].append(sv.mean())
+        var_sv.append(sv.var(ddof=1) if len(sv) > 1 else np.nan)
+    for name, values in expected.items():
+        np.testing.assert_allclose(out[name], np.mean(values), rtol=1e-10)
+    np.testing.assert_allclose(out["variance_lambda"], np.nanmean(var_sv), rtol=1e-10)
+    ratio = [l1 / l2 for l1, l2 in zip(expected["l1"], expected["l2"])]
+    np.testing.assert_allclose(out["code_sparsity"], np.mean(ratio), rtol=1e-10)

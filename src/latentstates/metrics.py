@@ -31,28 +31,41 @@ SINGULAR_VALUE_CUTOFF = 1e-5
 
 def matrix_metrics(w: torch.Tensor) -> dict[str, float]:
     """The eight per-matrix statistics of one weight matrix (float64)."""
-    w = w.detach().to(torch.float64)
     if w.ndim != 2:
         raise ValueError(f"expected a matrix, got shape {tuple(w.shape)}")
-    if not torch.isfinite(w).all():  # a diverged run: report NaN rather than fail in the SVD
-        return dict.fromkeys(MATRIX_FEATURES, float("nan"))
-    l1 = w.abs().sum().item()
-    l2 = torch.linalg.matrix_norm(w, "fro").item()
-    trace = torch.diagonal(w).sum().item()
+    return {name: float(values[0]) for name, values in stacked_matrix_metrics(w[None]).items()}
+
+
+def stacked_matrix_metrics(w: torch.Tensor) -> dict[str, np.ndarray]:
+    """The eight statistics of each matrix of a (B, m, n) stack (float64), one SVD call for all."""
+    w = w.detach().to(torch.float64)
+    b = len(w)
+    out = {name: np.full(b, np.nan) for name in MATRIX_FEATURES}
+    finite = torch.isfinite(w).flatten(1).all(dim=1).numpy()
+    if not finite.any():  # diverged weights: NaN rather than a failing SVD
+        return out
+    w = w[torch.from_numpy(finite)]
+    l1 = w.abs().sum(dim=(1, 2))
+    l2 = torch.linalg.matrix_norm(w, "fro")
+    trace = torch.diagonal(w, dim1=1, dim2=2).sum(dim=1)
     sv = torch.linalg.svdvals(w)
-    spectral = sv.max().item()
+    spectral = sv.max(dim=1).values
     sv = torch.where(sv < SINGULAR_VALUE_CUTOFF, torch.zeros_like(sv), sv)
-    var_sv = sv.var(unbiased=True).item() if len(sv) > 1 else float("nan")
-    return {
+    var_sv = sv.var(dim=1, unbiased=True) if sv.shape[1] > 1 else torch.full((len(w),), float("nan"))
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
+    values = {
         "l1": l1,
         "l2": l2,
         "trace": trace,
         "spectral": spectral,
-        "code_sparsity": l1 / l2 if l2 > 0 else float("nan"),
-        "computational_sparsity": trace / spectral if spectral > 0 else float("nan"),
-        "mean_lambda": sv.mean().item(),
+        "code_sparsity": torch.where(l2 > 0, l1 / l2, nan),
+        "computational_sparsity": torch.where(spectral > 0, trace / spectral, nan),
+        "mean_lambda": sv.mean(dim=1),
         "variance_lambda": var_sv,
     }
+    for name, v in values.items():
+        out[name][finite] = v.numpy()
+    return out
 
 
 def lower_median(v: np.ndarray) -> float:
@@ -81,10 +94,20 @@ def weight_metrics(matrices: Sequence[torch.Tensor], biases: Sequence[torch.Tens
     """
     if not matrices:
         raise ValueError("weight_metrics needs at least one matrix")
-    per = [matrix_metrics(m) for m in matrices]
+    # Same-shape matrices (e.g. every head's keys, queries and values) in one batched SVD.
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, m in enumerate(matrices):
+        if m.ndim != 2:
+            raise ValueError(f"expected a matrix, got shape {tuple(m.shape)}")
+        by_shape.setdefault(tuple(m.shape), []).append(i)
+    per = {name: np.empty(len(matrices)) for name in MATRIX_FEATURES}
+    for idx in by_shape.values():
+        stats = stacked_matrix_metrics(torch.stack([matrices[i].detach() for i in idx]))
+        for name in MATRIX_FEATURES:
+            per[name][idx] = stats[name]
     out = {}
     for name in MATRIX_FEATURES:
-        vals = np.array([p[name] for p in per], dtype=np.float64)
+        vals = per[name]
         if name == "variance_lambda":
             out[name] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
         else:

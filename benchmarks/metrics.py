@@ -1,0 +1,93 @@
+"""Metric extraction: checkpoints per second, batched SVDs against one SVD per matrix.
+
+Usage: python benchmarks/metrics.py [--task modular_addition] [--checkpoints DIR]
+
+Baseline: the 14 statistics with one `svdvals` (and one set of norms) per weight matrix, as the
+released code computes them. Ours: `weight_metrics`, which stacks same-shape matrices (e.g. every
+head's keys, queries and values) into one batched call. Both read the same checkpoints (loading
+included); the script prints checkpoints per second of each, the ratio, and the largest
+difference between the two tables. It also times the whole per-run extraction of the workflow
+(`run_metrics`, with the Hessian at every stride-th checkpoint) for context. The checkpoints are
+those of results/<task>/runs/seed0 when present, else of a run trained here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from latentstates.checkpoints import list_checkpoints  # noqa: E402
+from latentstates.config import load_config  # noqa: E402
+from latentstates.extract import load_into, run_metrics  # noqa: E402
+from latentstates.metrics import MATRIX_FEATURES, _summary, stacked_matrix_metrics, weight_metrics  # noqa: E402
+from latentstates.runtime import build_run, configure_torch, resolve_device  # noqa: E402
+from latentstates.train import train_run  # noqa: E402
+
+
+def per_matrix_metrics(matrices, biases) -> dict[str, float]:
+    """The baseline: every matrix on its own, then the same averages as `weight_metrics`."""
+    per = [stacked_matrix_metrics(m.detach()[None]) for m in matrices]
+    out = {}
+    for name in MATRIX_FEATURES:
+        vals = np.array([p[name][0] for p in per])
+        out[name] = float(np.nanmean(vals)) if name == "variance_lambda" else float(vals.mean())
+    out.update(_summary(torch.cat([m.detach().reshape(-1) for m in matrices]), "w"))
+    out.update(_summary(torch.cat([b.detach().reshape(-1) for b in biases]), "b"))
+    return out
+
+
+def table(fn, task_cfg, paths) -> tuple[pd.DataFrame, float]:
+    kind, _, model = build_run(task_cfg, 0)
+    start = time.perf_counter()
+    rows = []
+    with torch.no_grad():
+        for p in paths:
+            load_into(model, p)
+            rows.append(fn(kind.matrices(model), kind.biases(model)))
+    return pd.DataFrame(rows), time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", default="modular_addition")
+    parser.add_argument("--checkpoints", default=None)
+    args = parser.parse_args()
+    configure_torch(1, resolve_device("cpu"))
+    cfg = load_config(REPO / "config.yaml")
+    task_cfg = cfg["tasks"][args.task]
+    ckpt = Path(args.checkpoints or REPO / "results" / args.task / "runs" / "seed0" / "checkpoints")
+    if not ckpt.is_dir():
+        ckpt = Path(tempfile.mkdtemp()) / "checkpoints"
+        train_run(task_cfg, 0, ckpt, device="cpu", progress=False)
+    paths = list_checkpoints(ckpt)
+    table(weight_metrics, task_cfg, paths[:5])  # warm up both paths (imports, allocator)
+    base, t_base = table(per_matrix_metrics, task_cfg, paths)
+    ours, t_ours = table(weight_metrics, task_cfg, paths)
+    diff = float((base - ours).abs().max().max())
+    n = len(paths)
+    print(f"{args.task}: {n} checkpoints of {ckpt}, one thread")
+    print(f"  baseline, one SVD per matrix: {n / t_base:7.1f} checkpoints/s")
+    print(f"  ours, batched by shape:       {n / t_ours:7.1f} checkpoints/s")
+    print(f"  speed-up: {t_base / t_ours:.2f}x; largest difference {diff:.1e}")
+    log = pd.DataFrame({"checkpoint": range(n)})
+    for col in ["train_loss", "train_acc", "eval_loss", "eval_acc"]:
+        log[col] = 0.0
+    start = time.perf_counter()
+    run_metrics(task_cfg, 0, ckpt, log, cfg["metrics"]["hessian"], device="cpu", progress=False)
+    whole = time.perf_counter() - start
+    stride = cfg["metrics"]["hessian"]["stride"]
+    print(f"  whole run_metrics, the Hessian every {stride}: {n / whole:.1f} checkpoints/s")
+
+
+if __name__ == "__main__":
+    main()
