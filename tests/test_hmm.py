@@ -221,3 +221,15 @@ def test_held_out_criteria_follow_hmmlearn():
     aic, bic = hmm.information_criteria(fit.log_likelihood(held), hmm.n_parameters(2, 6, "full"), len(x))
     assert aic == pytest.approx(ref.aic(x, lengths))
     assert bic == pytest.approx(ref.bic(x, lengths))
+
+
+@pytest.mark.parametrize("cov", ["full", "diag"])
+def test_ragged_runs_in_one_padded_batch_fit_as_pomegranates_groups(cov):
+    runs, _ = planted(n_runs=12)
+    ragged = [r[: 30 + 2 * i] for i, r in enumerate(runs)]  # 12 different lengths
+    assert len({len(r) for r in ragged}) == 12
+    padded = hmm.fit_hmm(ragged, 3, cov, max_iter=10, seed=1)
+    grouped = hmm.fit_hmm(ragged, 3, cov, max_iter=10, seed=1, padded=False)
+    for name in ["starts", "transitions", "ends", "means", "covs"]:
+        np.testing.assert_allclose(getattr(padded, name), getattr(grouped, name), rtol=1e-9, atol=1e-11)
+    assert padded.log_likelihood(ragged) == pytest.approx(grouped.log_likelihood(ragged), rel=1e-12)

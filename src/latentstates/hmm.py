@@ -173,14 +173,88 @@ def viterbi_paths(log_b: np.ndarray, starts: np.ndarray, transitions: np.ndarray
     return paths
 
 
-def _dense_hmm(distributions, starts=None, edges=None, ends=None, **kwargs):
+@functools.cache
+def _padded_hmm_class():
     from pomegranate.hmm import DenseHMM
 
+    class PaddedDenseHMM(DenseHMM):
+        """DenseHMM that also takes sequences of different lengths as one NaN-padded batch.
+
+        pomegranate groups sequences by length and runs its time loop once per group: 40 runs of
+        40 lengths cost 40 loops. Here a (n, T, d) batch whose rows end in NaN padding is one
+        loop; padded steps have emission log-density 0 and no weight, each sequence's backward
+        pass starts from the end probabilities at its own last step, and its transitions stop
+        there: the sufficient statistics are those of the unpadded sequences (tested against
+        pomegranate's grouped fit).
+        """
+
+        def summarize(self, X, sample_weight=None, emissions=None, priors=None):
+            X = torch.as_tensor(X)
+            pad = torch.isnan(X).any(dim=-1) if X.ndim == 3 else None
+            if (
+                pad is None
+                or not pad.any()
+                or sample_weight is not None
+                or emissions is not None
+                or priors is not None
+            ):
+                return super().summarize(X, sample_weight=sample_weight, emissions=emissions, priors=priors)
+            obs = ~pad
+            n, length, d = X.shape
+            last = obs.sum(dim=1) - 1  # padding follows each sequence's observations
+            x = torch.where(obs[..., None], X, torch.zeros((), dtype=X.dtype))
+            e = self._emission_matrix(x).masked_fill(pad[..., None], 0.0)  # (n, T, k)
+            f = self.forward(emissions=e)
+            b = self._padded_backward(e, last)
+            f_last = f[torch.arange(n), last]
+            logp = torch.logsumexp(f_last + self.ends, dim=1)
+            t = f[:, :-1, :, None] + (b[:, 1:] + e[:, 1:])[:, :, None, :] + self.edges
+            t = t.masked_fill(pad[:, 1:, None, None], float("-inf"))
+            t = torch.exp(torch.logsumexp(t, dim=1) - logp[:, None, None])
+            starts = torch.softmax(self.starts + e[:, 0] + b[:, 0], dim=-1)
+            ends = torch.softmax(self.ends + f_last, dim=-1)
+            r = torch.softmax(f + b, dim=2).masked_fill(pad[..., None], 0.0)
+            x = x.reshape(-1, d)
+            for i, node in enumerate(self.distributions):
+                node.summarize(x, sample_weight=r[:, :, i].reshape(-1, 1))
+            if not self.frozen:
+                self._xw_starts_sum += starts.sum(dim=0)
+                self._xw_ends_sum += ends.sum(dim=0)
+                self._xw_sum += t.sum(dim=0)
+            return logp
+
+        def _padded_backward(self, e: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+            n, length, k = e.shape
+            b = torch.empty(length, n, k, dtype=e.dtype)
+            t_max = self.edges.max()
+            t = torch.exp(self.edges.T - t_max)
+            b[-1] = self.ends
+            for i in range(length - 2, -1, -1):
+                p = b[i + 1] + e[:, i + 1]
+                p_max = torch.max(p, dim=1, keepdim=True).values
+                step = torch.log(torch.matmul(torch.exp(p - p_max), t)) + t_max + p_max
+                b[i] = torch.where((last == i)[:, None], self.ends, step)
+            return b.permute(1, 0, 2)
+
+    return PaddedDenseHMM
+
+
+def _dense_hmm(distributions, starts=None, edges=None, ends=None, **kwargs):
     # Everything in float64: pomegranate casts the HMM's own parameters to float32, and float32
     # sufficient statistics cannot resolve the small covariance eigenvalues of weight statistics.
-    model = DenseHMM(distributions, edges=edges, starts=starts, ends=ends, **kwargs).double()
+    model = _padded_hmm_class()(distributions, edges=edges, starts=starts, ends=ends, **kwargs).double()
     model._reset_cache()
     return model
+
+
+def _padded(arrays: Sequence[np.ndarray]) -> torch.Tensor:
+    """Sequences as one (n, T_max, d) float64 batch, NaN after each sequence's end."""
+    out = torch.full(
+        (len(arrays), max(len(a) for a in arrays), arrays[0].shape[1]), float("nan"), dtype=torch.float64
+    )
+    for i, a in enumerate(arrays):
+        out[i, : len(a)] = torch.as_tensor(a, dtype=torch.float64)
+    return out
 
 
 def covariance_floor(arrays: Sequence[np.ndarray], rel_floor: float) -> float:
@@ -267,6 +341,7 @@ def fit_hmm(
     var_floor: float = 1e-5,
     seed: int = 0,
     init: str = "kmeans",
+    padded: bool = True,
 ) -> FittedHMM:
     """Fit a k-state Gaussian HMM by Baum-Welch (seeded initialisation, float64 emissions).
 
@@ -276,6 +351,8 @@ def fit_hmm(
     probability at its data value (sequences / steps). Every covariance is floored at
     `var_floor` times the data's mean variance. k = 1 is fitted in closed form (one Gaussian;
     end probability = sequences / steps), since pomegranate's initialisation needs k ≥ 2.
+    Sequences of different lengths are fitted as one NaN-padded batch (`padded=False`: in
+    pomegranate's groups of equal length; the same fit, one time loop per length).
     """
     Normal = _normal_class()
     torch.manual_seed(seed)
@@ -320,9 +397,13 @@ def fit_hmm(
         tol=tol,
         random_state=seed % 2**32,
     )
+    if len({len(a) for a in arrays}) > 1 and padded:
+        batch = [_padded(arrays)]  # one time loop for all lengths (PaddedDenseHMM)
+    else:
+        batch = [torch.tensor(a, dtype=torch.float64) for a in arrays]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        model.fit([torch.tensor(a, dtype=torch.float64) for a in arrays])
+        model.fit(batch)
     return FittedHMM(model, k, covariance)
 
 
