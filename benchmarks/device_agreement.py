@@ -55,7 +55,9 @@ def main() -> None:
         worst: dict[str, float] = {}
         for seed, log in zip(seeds, cpu_logs):
             tables = {
-                dev: run_metrics(task, seed, tmp / f"cpu{seed}", log, cfg["metrics"]["hessian"], device=dev, progress=False)
+                dev: run_metrics(
+                    task, seed, tmp / f"cpu{seed}", log, cfg["metrics"]["hessian"], device=dev, progress=False
+                )
                 for dev in ("cpu", gpu)
             }
             for col in [*PAPER_FEATURES, "hessian_top_eig"]:
