@@ -38,7 +38,7 @@ def matrix_metrics(w: torch.Tensor) -> dict[str, float]:
 
 def stacked_matrix_metrics(w: torch.Tensor) -> dict[str, np.ndarray]:
     """The eight statistics of each matrix of a (B, m, n) stack (float64), one SVD call for all."""
-    w = w.detach().to(torch.float64)
+    w = w.detach().to("cpu", torch.float64)  # small matrices: float64 on the CPU, any device
     b = len(w)
     out = {name: np.full(b, np.nan) for name in MATRIX_FEATURES}
     finite = torch.isfinite(w).flatten(1).all(dim=1).numpy()
@@ -74,7 +74,7 @@ def lower_median(v: np.ndarray) -> float:
 
 
 def _summary(values: torch.Tensor, prefix: str) -> dict[str, float]:
-    v = values.detach().to(torch.float64).numpy()
+    v = values.detach().to("cpu", torch.float64).numpy()
     if v.size == 0:
         return {f"mean_{prefix}": np.nan, f"median_{prefix}": np.nan, f"var_{prefix}": np.nan}
     return {
