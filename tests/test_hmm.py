@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.metrics import adjusted_rand_score
 
 from latentstates import hmm
@@ -224,12 +225,29 @@ def test_held_out_criteria_follow_hmmlearn():
 
 
 @pytest.mark.parametrize("cov", ["full", "diag"])
-def test_ragged_runs_in_one_padded_batch_fit_as_pomegranates_groups(cov):
+@pytest.mark.parametrize("ragged", [True, False], ids=["ragged", "equal"])
+def test_fast_e_step_fits_as_pomegranates_own(cov, ragged):
     runs, _ = planted(n_runs=12)
-    ragged = [r[: 30 + 2 * i] for i, r in enumerate(runs)]  # 12 different lengths
-    assert len({len(r) for r in ragged}) == 12
-    padded = hmm.fit_hmm(ragged, 3, cov, max_iter=10, seed=1)
-    grouped = hmm.fit_hmm(ragged, 3, cov, max_iter=10, seed=1, padded=False)
+    # 12 different lengths (one padded batch), or 12 runs of one length.
+    runs = [r[: 30 + 2 * i] if ragged else r[:50] for i, r in enumerate(runs)]
+    assert len({len(r) for r in runs}) == (12 if ragged else 1)
+    ours = hmm.fit_hmm(runs, 3, cov, max_iter=10, seed=1)
+    reference = hmm.fit_hmm(runs, 3, cov, max_iter=10, seed=1, reference=True)
+    assert type(reference.model).__name__ == "DenseHMM"
     for name in ["starts", "transitions", "ends", "means", "covs"]:
-        np.testing.assert_allclose(getattr(padded, name), getattr(grouped, name), rtol=1e-9, atol=1e-11)
-    assert padded.log_likelihood(ragged) == pytest.approx(grouped.log_likelihood(ragged), rel=1e-12)
+        np.testing.assert_allclose(getattr(ours, name), getattr(reference, name), rtol=1e-9, atol=1e-11)
+    assert ours.log_likelihood(runs) == pytest.approx(reference.log_likelihood(runs), rel=1e-12)
+
+
+def test_scaled_and_log_space_expectations_agree_on_a_padded_batch():
+    runs, _ = planted(n_runs=6)
+    runs = [r[: 20 + 5 * i] for i, r in enumerate(runs)]
+    model = hmm.fit_hmm(runs, 3, "full", max_iter=3, seed=2).model
+    x = hmm._padded(runs)
+    pad = torch.isnan(x).any(dim=-1)
+    e = model._emission_matrix(torch.nan_to_num(x)).masked_fill(pad[..., None], 0.0)
+    last = (~pad).sum(dim=1) - 1
+    scaled = model._scaled_expectations(e, pad, last)
+    logspace = model._log_expectations(e, pad, last)
+    for a, b in zip(scaled, logspace):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12)
