@@ -219,30 +219,42 @@ def _padded_hmm_class():
             n, length, k = e.shape
             rows = torch.arange(n)
             shift = e.max(dim=2, keepdim=True).values
-            b = torch.exp(e - shift)  # emission probabilities up to a per-step factor
+            # Time-major emission probabilities up to a per-step factor: contiguous steps.
+            b = torch.exp(e - shift).transpose(0, 1).contiguous()
             a, pi, end = torch.exp(self.edges), torch.exp(self.starts), torch.exp(self.ends)
-            alpha = torch.empty_like(e)
-            c = torch.empty(n, length, dtype=e.dtype)
-            step = pi * b[:, 0]
+            alphas, scales = [], []
+            step = pi * b[0]
             for i in range(length):
                 if i:
-                    step = (alpha[:, i - 1] @ a) * b[:, i]
-                c[:, i] = step.sum(dim=1)
-                alpha[:, i] = step / c[:, i, None]
+                    step = torch.mm(step, a).mul_(b[i])
+                scale = step.sum(dim=1, keepdim=True)
+                step = step.div_(scale)
+                alphas.append(step)
+                scales.append(scale)
+            c = torch.cat(scales, dim=1)  # (n, T)
             observed = c.masked_fill(pad, 1.0)
             if not (torch.isfinite(observed).all() and (observed > 0).all()):
                 return None
-            beta = torch.empty_like(e)
-            beta[:, -1] = end
+            # Sequences that end before the last step (a padded batch) restart the backward pass
+            # from the end probabilities at their own last step.
+            ending = {int(i): (last == i).nonzero()[:, 0] for i in torch.unique(last) if i < length - 1}
+            a_t, c_t = a.T.contiguous(), c.T.contiguous()[..., None]
+            step = end.expand(n, k).clone()
+            betas = [step]
             for i in range(length - 2, -1, -1):
-                step = ((b[:, i + 1] * beta[:, i + 1]) @ a.T) / c[:, i + 1, None]
-                beta[:, i] = torch.where((last == i)[:, None], end, step)
+                step = torch.mm(b[i + 1] * step, a_t).div_(c_t[i + 1])
+                if i in ending:
+                    step[ending[i]] = end
+                betas.append(step)
+            alpha = torch.stack(alphas, dim=1)
+            beta = torch.stack(betas[::-1], dim=1)
             z = (alpha[rows, last] * end).sum(dim=1)
             if not (torch.isfinite(z).all() and (z > 0).all()):
                 return None
             logp = torch.log(z) + (torch.log(observed) + shift[..., 0].masked_fill(pad, 0.0)).sum(dim=1)
             w = (alpha[:, :-1] / c[:, 1:, None]).masked_fill(pad[:, 1:, None], 0.0)
-            t = torch.einsum("nti,ntj->nij", w, b[:, 1:] * beta[:, 1:]) * a / z[:, None, None]
+            v = b[1:].transpose(0, 1) * beta[:, 1:]
+            t = torch.einsum("nti,ntj->nij", w, v) * a / z[:, None, None]
             r = alpha * beta
             r = (r / r.sum(dim=2, keepdim=True)).masked_fill(pad[..., None], 0.0)
             return t, r, r[:, 0], r[rows, last], logp
