@@ -39,6 +39,7 @@ rule analysis:
         mem_mb=2000,
         runtime=10,
     params:
+        code=code("analysis.py"),
         threshold=lambda wc: config["tasks"][wc.task]["convergence_threshold"],
         analysis=canonical(config["analysis"]),
     script:
@@ -67,6 +68,7 @@ rule summary_table:
         mem_mb=1000,
         runtime=5,
     params:
+        code=code("summary_table.py"),
         method=config["forecast"]["method"],
     script:
         "../workflow/scripts/summary_table.py"
@@ -98,6 +100,7 @@ rule forecast:
         mem_mb=2000,
         runtime=30,
     params:
+        code=code("forecast.py"),
         threshold=lambda wc: config["tasks"][wc.task]["convergence_threshold"],
         forecast=canonical(config["forecast"]),
         hmm=lambda wc: canonical(task_hmm(config, wc.task)),
@@ -126,6 +129,7 @@ rule plot_forecast:
         mem_mb=1000,
         runtime=10,
     params:
+        code=code("plot_forecast.py"),
         method=config["forecast"]["method"],
         level=config["forecast"]["level"],
     script:

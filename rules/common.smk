@@ -1,7 +1,9 @@
 # Paths and wildcard helpers: every output path of the workflow is defined here.
 import json
+from pathlib import Path
 
 from latentstates.config import task_hmm
+from latentstates.provenance import code_digest
 
 RESULTS = config["results"]
 TASKS = sorted(config["tasks"])
@@ -92,6 +94,12 @@ def group_rule(name, task, group_seeds):
 def checkpoints_output(task, seed):
     p = directory(path("checkpoints", task=task, seed=seed))
     return temp(p) if config["temp_checkpoints"] else p
+
+
+def code(script):
+    """Digest of the code of a workflow script, with the latentstates modules it reaches.
+    As a param, a change of the science reruns exactly the stages that use it."""
+    return code_digest(Path(workflow.basedir) / "workflow" / "scripts" / script)
 
 
 def canonical(obj):

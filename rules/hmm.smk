@@ -30,6 +30,7 @@ rule hmm:
         mem_mb=4000,
         runtime=60,
     params:
+        code=code("hmm.py"),
         hmm=lambda wc: canonical(task_hmm(config, wc.task)),
     script:
         "../workflow/scripts/hmm.py"

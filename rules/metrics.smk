@@ -23,6 +23,7 @@ for _task in TASKS:
                 mem_mb=2000,
                 runtime=120,
             params:
+                code=code("metrics.py"),
                 task=task_config(_task),
                 seeds=_group,
                 hessian=canonical(config["metrics"]["hessian"]),
@@ -47,6 +48,7 @@ rule collate:
         mem_mb=2000,
         runtime=10,
     params:
+        code=code("collate.py"),
         seeds=lambda wc: seeds(wc.task),
     script:
         "../workflow/scripts/collate.py"

@@ -19,6 +19,7 @@ rule plot_model_selection:
         mem_mb=1000,
         runtime=10,
     params:
+        code=code("plot_model_selection.py"),
         criterion=lambda wc: task_hmm(config, wc.task)["criterion"],
     script:
         "../workflow/scripts/plot_model_selection.py"
@@ -47,6 +48,7 @@ rule plot_training_curves:
         mem_mb=1000,
         runtime=10,
     params:
+        code=code("plot_training_curves.py"),
         max_runs=config["plots"]["max_runs"],
     script:
         "../workflow/scripts/plot_training_curves.py"
@@ -82,6 +84,8 @@ rule plot_analysis:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        code=code("plot_analysis.py"),
     script:
         "../workflow/scripts/plot_analysis.py"
 
@@ -116,5 +120,7 @@ rule interactive:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        code=code("interactive.py"),
     script:
         "../workflow/scripts/interactive.py"

@@ -21,6 +21,7 @@ for _task in TASKS:
                 mem_mb=2000,
                 runtime=120,
             params:
+                code=code("train.py"),
                 task=task_config(_task),
                 seeds=_group,
                 device=config["device"],

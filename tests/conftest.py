@@ -11,14 +11,16 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "data" / "tiny.yaml"
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the real Snakemake CLI on the repository's Snakefile in `workdir`."""
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, repo: Path = REPO
+) -> subprocess.CompletedProcess:
+    """Run the real Snakemake CLI on the repository's (or a copy's) Snakefile in `workdir`."""
     cmd = [
         sys.executable,
         "-m",
         "snakemake",
         "--snakefile",
-        str(REPO / "Snakefile"),
+        str(repo / "Snakefile"),
         "--directory",
         str(workdir),
         "--cores",

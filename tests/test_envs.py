@@ -8,17 +8,15 @@ and every version pin agrees with pyproject.toml.
 
 from __future__ import annotations
 
-import ast
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from latentstates.provenance import reached
+
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE = REPO / "src" / "latentstates"
-SCRIPTS = REPO / "workflow" / "scripts"
 
 # Import name → distribution name, where they differ (conda-forge and PyPI agree on these).
 DISTRIBUTION = {"torch": "pytorch", "sklearn": "scikit-learn", "yaml": "pyyaml", "PIL": "pillow"}
@@ -43,46 +41,10 @@ def rule_blocks() -> list[tuple[str, str, str]]:
     return out
 
 
-def _module_file(name: str) -> Path | None:
-    parts = name.split(".")
-    if parts[0] != "latentstates":
-        return None
-    path = PACKAGE.joinpath(*parts[1:])
-    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-
-
 def third_party_imports(script: Path) -> dict[str, set[str]]:
-    """Top-level third-party modules reached from `script` → the files that import them."""
-    found: dict[str, set[str]] = {}
-    seen: set[Path] = set()
-    todo = [script]
-    while todo:
-        path = todo.pop()
-        if path in seen or not path.exists():
-            continue
-        seen.add(path)
-        package = "latentstates" if path.is_relative_to(PACKAGE) else None
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:  # relative: within the package
-                    base = package if not node.module else f"{package}.{node.module}"
-                    names = [f"{base}.{alias.name}" for alias in node.names] + [base]
-                else:
-                    names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-            for name in names:
-                top = name.split(".")[0]
-                if top == "latentstates":
-                    file = _module_file(name)
-                    if file is not None:
-                        todo.append(file)
-                elif top == "_bootstrap":
-                    todo.append(SCRIPTS / "_bootstrap.py")
-                elif top not in sys.stdlib_module_names and top != "__future__":
-                    found.setdefault(top, set()).add(path.relative_to(REPO).as_posix())
-    return found
+    """Top-level third-party modules reached from `script` → the files that import them (the
+    same import walk that gives each rule its code digest)."""
+    return reached(script)[1]
 
 
 def _requirement(spec: str) -> tuple[str, str]:

@@ -8,7 +8,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from conftest import snakemake
+from conftest import REPO, snakemake
 
 pytestmark = pytest.mark.slow
 TASKS = ["modular_addition", "sparse_parity"]
@@ -148,6 +148,38 @@ def test_more_seeds_train_only_the_new_seed_groups(tiny_run, tmp_path):
         "metrics_sparse_parity_seeds4_4",
     ]
     assert jobs["collate"] == 1 and jobs["hmm"] == 1
+
+
+def test_science_change_in_src_reruns_exactly_the_stages_that_use_it(tiny_run, tmp_path):
+    # A copy of the workflow whose package we can edit, and a copy of the finished tiny run.
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(REPO / "Snakefile", repo)
+    for part in ["rules", "workflow", "src", "profiles"]:
+        shutil.copytree(REPO / part, repo / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    wd = tmp_path / "run"
+    shutil.copytree(tiny_run, wd, symlinks=True)
+    assert "Nothing to be done" in snakemake(wd, "--dry-run", repo=repo).stdout
+
+    # A comment or reformatting is not a change of the science.
+    train = repo / "src" / "latentstates" / "train.py"
+    train.write_text(
+        "# a comment\n" + train.read_text().replace("    return batch, steps", "    return (batch), steps")
+    )
+    assert "Nothing to be done" in snakemake(wd, "--dry-run", repo=repo).stdout
+
+    # A metric definition: metrics and everything after them rerun, training does not.
+    metrics = repo / "src" / "latentstates" / "metrics.py"
+    metrics.write_text(
+        metrics.read_text().replace("SINGULAR_VALUE_CUTOFF = 1e-5", "SINGULAR_VALUE_CUTOFF = 1e-6")
+    )
+    jobs = _jobs(snakemake(wd, "--dry-run", repo=repo).stdout)
+    assert "train" not in jobs
+    assert jobs["metrics"] == 4 and jobs["collate"] == 2 and jobs["hmm"] == 2 and jobs["forecast"] == 2
+
+    # A training change retrains.
+    train.write_text(train.read_text().replace("EVAL_CHUNK = 512", "EVAL_CHUNK = 256"))
+    assert _jobs(snakemake(wd, "--dry-run", repo=repo).stdout)["train"] == 4
 
 
 def test_same_config_twice_gives_identical_tables(tiny_run, make_workdir, tiny_config):

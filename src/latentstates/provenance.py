@@ -1,0 +1,81 @@
+"""Which code a rule runs: the package modules its script reaches, and a digest of them.
+
+Snakemake reruns a job when its rule's params change. A rule that passes `code=code_digest(script)`
+as a param is rerun when the science it runs changes: the digest covers the script and every
+`latentstates` module it imports, directly or through other modules (function-level imports
+included), as parsed code, so comments and formatting do not count. Light on purpose (standard
+library only): the Snakefile calls it when it is parsed.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+REPO = PACKAGE.parents[1]
+SCRIPTS = REPO / "workflow" / "scripts"
+
+
+def _module_file(name: str) -> Path | None:
+    parts = name.split(".")
+    if parts[0] != "latentstates":
+        return None
+    path = PACKAGE.joinpath(*parts[1:])
+    if path.is_dir():
+        return path / "__init__.py"
+    return path.with_suffix(".py") if path.with_suffix(".py").exists() else None
+
+
+def _imported_names(tree: ast.AST) -> list[str]:
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: within the package
+                base = "latentstates" + (f".{node.module}" if node.module else "")
+                names += [base] + [f"{base}.{alias.name}" for alias in node.names]
+            elif node.module:
+                names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return names
+
+
+def reached(script: str | Path) -> tuple[dict[Path, ast.AST], dict[str, set[str]]]:
+    """(parsed files the script reaches: itself, `_bootstrap`, package modules; third-party
+    top-level modules → the files that import them)."""
+    files: dict[Path, ast.AST] = {}
+    third_party: dict[str, set[str]] = {}
+    todo = [Path(script).resolve()]
+    while todo:
+        path = todo.pop()
+        if path in files or not path.exists():
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        files[path] = tree
+        for name in _imported_names(tree):
+            top = name.split(".")[0]
+            if top == "latentstates":
+                file = _module_file(name)
+                if file is not None:
+                    todo.append(file)
+            elif top == "_bootstrap":
+                todo.append(SCRIPTS / "_bootstrap.py")
+            elif top not in sys.stdlib_module_names and top != "__future__":
+                third_party.setdefault(top, set()).add(str(path))
+    return files, third_party
+
+
+@functools.cache
+def code_digest(script: str | Path) -> str:
+    """A short digest of the code `script` runs (itself and the package modules it reaches)."""
+    files, _ = reached(script)
+    h = hashlib.sha256()
+    for path in sorted(files):
+        name = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+        h.update(name.as_posix().encode())
+        h.update(ast.dump(files[path]).encode())
+    return h.hexdigest()[:16]
