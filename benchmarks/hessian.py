@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from latentstates.checkpoints import list_checkpoints, load_checkpoint  # noqa: E402
 from latentstates.config import load_config  # noqa: E402
-from latentstates.hessian import top_eigenvalue  # noqa: E402
+from latentstates.extract import checkpoint_hessian  # noqa: E402
 from latentstates.runtime import build_run, configure_torch, resolve_device  # noqa: E402
 from latentstates.train import train_run  # noqa: E402
 
@@ -105,15 +105,7 @@ def sweep(method, task_cfg, paths, hessian_cfg, device):
         elif method == "reference":
             eig, n = arpack_top(kind.loss(model(x), y), params)
         else:
-            res = top_eigenvalue(
-                lambda: kind.loss(model(x), y),
-                params,
-                init=vec,
-                tol=hessian_cfg["tol"],
-                max_iter=hessian_cfg["max_iter"],
-                generator=gen,
-                krylov_dim=hessian_cfg["krylov_dim"],
-            )
+            res = checkpoint_hessian(kind, model, x, y, hessian_cfg, vec, gen)  # as the metrics stage
             eig, n, vec = res.eigenvalue, res.iterations, res.vector
         if device.type == "cuda":
             torch.cuda.synchronize()

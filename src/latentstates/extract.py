@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoints import list_checkpoints, load_checkpoint
-from .hessian import top_eigenvalue
+from .hessian import EigenResult, top_eigenvalue
 from .metrics import PERFORMANCE_COLUMNS, weight_metrics
 from .models import finite_weights
 from .runtime import build_run, configure_torch, resolve_device
@@ -27,6 +27,22 @@ def load_into(model: torch.nn.Module, path: str | Path) -> dict:
     except RuntimeError as exc:
         raise ValueError(f"{path}: weights do not fit the configured model ({exc})") from exc
     return ckpt
+
+
+def checkpoint_hessian(
+    kind, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, hessian_cfg: dict, init, generator
+) -> EigenResult:
+    """Top Hessian eigenpair of the task's loss on (x, y) at the model's weights, with the
+    `metrics.hessian` settings, warm-started from `init` (the previous checkpoint's vector)."""
+    return top_eigenvalue(
+        lambda: kind.loss(model(x), y),
+        [p for p in model.parameters() if p.requires_grad],
+        init=init,
+        tol=hessian_cfg["tol"],
+        max_iter=hessian_cfg["max_iter"],
+        generator=generator,
+        krylov_dim=hessian_cfg["krylov_dim"],
+    )
 
 
 def run_metrics(
@@ -66,16 +82,7 @@ def run_metrics(
         row["hessian_converged"] = False
         finite = finite_weights(model)
         if finite and hessian_cfg["enabled"] and ckpt["index"] % hessian_cfg["stride"] == 0:
-            params = [p for p in model.parameters() if p.requires_grad]
-            res = top_eigenvalue(
-                lambda: kind.loss(model(xh), yh),
-                params,
-                init=vec,
-                tol=hessian_cfg["tol"],
-                max_iter=hessian_cfg["max_iter"],
-                generator=gen,
-                krylov_dim=hessian_cfg["krylov_dim"],
-            )
+            res = checkpoint_hessian(kind, model, xh, yh, hessian_cfg, vec, gen)
             vec = res.vector if math.isfinite(res.eigenvalue) else None  # NaN: cold-start next time
             row["hessian_top_eig"] = res.eigenvalue
             row["hessian_iters"] = res.iterations
