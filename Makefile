@@ -3,13 +3,18 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
+# torch requirement installed before the package: empty = pip's choice (on Linux a CUDA build, ~5 GB);
+# a CPU-only machine short of disk can name a CPU build, e.g. TORCH=torch==2.13.0 or a wheel's path.
+TORCH ?=
+PIP := $(BIN)/pip install --quiet --no-cache-dir
 
 .PHONY: setup run test test-fast lint report clean
 
 $(BIN)/snakemake: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(PIP) --upgrade pip
+	$(if $(TORCH),$(PIP) '$(TORCH)')
+	$(PIP) -e '.[test]'
 	touch $@
 
 setup: $(BIN)/snakemake  ## create .venv with the package, Snakemake and test tools
