@@ -103,7 +103,7 @@ rule forecast:
         code=code("forecast.py"),
         threshold=lambda wc: config["tasks"][wc.task]["convergence_threshold"],
         forecast=canonical(config["forecast"]),
-        hmm=lambda wc: canonical(task_hmm(config, wc.task)),
+        hmm=lambda wc: canonical(hmm_settings(wc.task)),
     script:
         "../workflow/scripts/forecast.py"
 

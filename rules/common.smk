@@ -1,4 +1,5 @@
 # Paths and wildcard helpers: every output path of the workflow is defined here.
+import glob
 import json
 from pathlib import Path
 
@@ -7,6 +8,11 @@ from latentstates.provenance import code_digest
 
 RESULTS = config["results"]
 TASKS = sorted(config["tasks"])
+# By source (latentstates.runs): trained here, imported as runs, or a metrics table.
+SOURCE = {t: config["tasks"][t]["source"] for t in TASKS}
+RUN_TASKS = [t for t in TASKS if SOURCE[t] != "table"]
+TABLE_TASKS = [t for t in TASKS if SOURCE[t] == "table"]
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 
 
 wildcard_constraints:
@@ -18,6 +24,7 @@ RUN = f"{RESULTS}/{{task}}/runs/seed{{seed}}"
 PATHS = {
     "checkpoints": f"{RUN}/checkpoints",
     "train_log": f"{RUN}/train_log.parquet",
+    "run": f"{RUN}/run.json",
     "run_metrics": f"{RUN}/metrics.parquet",
     "metrics": f"{RESULTS}/{{task}}/metrics.parquet",
     "selection": f"{RESULTS}/{{task}}/hmm/model_selection.csv",
@@ -91,6 +98,45 @@ def group_rule(name, task, group_seeds):
     return f"{name}_{task}_seeds{group_seeds[0]}_{group_seeds[-1]}"
 
 
+def import_inputs(task, group_seeds):
+    """The files an import job reads: each run's checkpoint files (a missing directory is
+    reported by Snakemake as missing input), or its model directories, and the performance table.
+    """
+    t = config["tasks"][task]
+    files = []
+    for s in group_seeds:
+        if t["source"] == "checkpoints":
+            d = Path(t["path"].replace("{seed}", str(s)))
+            found = (
+                [p for p in sorted(d.iterdir()) if p.suffix in CHECKPOINT_SUFFIXES]
+                if d.is_dir()
+                else []
+            )
+            files += [str(p) for p in found] or [str(d)]
+        else:
+            pattern = t["path"].replace("{seed}", str(s))
+            found = sorted(glob.glob(glob.escape(pattern).replace("{step}", "*")))
+            if not found:
+                raise ValueError(
+                    f"config key 'tasks.{task}.path': no model directory matches {pattern!r}"
+                )
+            files += found
+    return files + ([t["performance"]] if t.get("performance") else [])
+
+
+def hmm_settings(task):
+    """HMM settings of a task; a table source's default features are its numeric columns."""
+    cfg = task_hmm(config, task)
+    t = config["tasks"][task]
+    if t["source"] == "table" and "features" not in t["hmm"]:
+        from latentstates.external_tables import read_table, table_features
+
+        cfg["features"] = table_features(
+            read_table(t["path"]), t["run_column"], t["step_column"]
+        )
+    return cfg
+
+
 def checkpoints_output(task, seed):
     p = directory(path("checkpoints", task=task, seed=seed))
     return temp(p) if config["temp_checkpoints"] else p
@@ -108,9 +154,14 @@ def canonical(obj):
 
 
 def task_config(task):
-    """Everything that determines a run's training (and so its checkpoints)."""
+    """Everything that determines a run's training or import (and so its run record)."""
     t = config["tasks"][task]
-    return canonical({k: t[k] for k in ("kind", "data_seed", "data", "model", "train")})
+    keys = {
+        "train": ("kind", "data_seed", "data", "model", "train"),
+        "checkpoints": ("kind", "data_seed", "data", "model", "path"),
+        "huggingface": ("architecture", "path"),
+    }[t["source"]]
+    return canonical({k: t.get(k) for k in keys})
 
 
 def gpu_jobs():

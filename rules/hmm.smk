@@ -31,6 +31,6 @@ rule hmm:
         runtime=60,
     params:
         code=code("hmm.py"),
-        hmm=lambda wc: canonical(task_hmm(config, wc.task)),
+        hmm=lambda wc: canonical(hmm_settings(wc.task)),
     script:
         "../workflow/scripts/hmm.py"

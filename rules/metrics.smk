@@ -1,14 +1,20 @@
-# One metrics job per seed group (the groups of training): one process amortises start-up over
-# the group's runs; every run's metrics are its own file.
-for _task in TASKS:
+# One metrics job per seed group (the groups of training or import): one process amortises
+# start-up over the group's runs; every run's metrics are its own file. It reads only the run
+# contract (run.json, the performance log, the checkpoints run.json lists).
+for _task in RUN_TASKS:
     for _group in seed_groups(_task):
 
         rule:
             name:
                 group_rule("metrics", _task, _group)
             input:
-                checkpoints=[path("checkpoints", task=_task, seed=s) for s in _group],
+                runs=[path("run", task=_task, seed=s) for s in _group],
                 logs=[path("train_log", task=_task, seed=s) for s in _group],
+                checkpoints=[
+                    path("checkpoints", task=_task, seed=s)
+                    for s in _group
+                    if SOURCE[_task] == "train"
+                ],
             output:
                 [path("run_metrics", task=_task, seed=s) for s in _group],
             log:
@@ -24,7 +30,6 @@ for _task in TASKS:
                 runtime=120,
             params:
                 code=code("metrics.py"),
-                task=task_config(_task),
                 seeds=_group,
                 hessian=canonical(config["metrics"]["hessian"]),
                 device=config["device"],
@@ -41,6 +46,8 @@ rule collate:
         log("collate"),
     benchmark:
         bench("collate")
+    wildcard_constraints:
+        task="|".join(RUN_TASKS) or "^$",
     conda:
         "../envs/analysis.yaml"
     threads: 1
@@ -52,3 +59,29 @@ rule collate:
         seeds=lambda wc: seeds(wc.task),
     script:
         "../workflow/scripts/collate.py"
+
+
+# A metrics table from elsewhere goes straight to the HMM, in the collated layout.
+rule import_table:
+    input:
+        lambda wc: config["tasks"][wc.task]["path"],
+    output:
+        path("metrics"),
+    log:
+        log("import_table"),
+    benchmark:
+        bench("import_table")
+    wildcard_constraints:
+        task="|".join(TABLE_TASKS) or "^$",
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        code=code("import_table.py"),
+        task=lambda wc: canonical(config["tasks"][wc.task]),
+        features=lambda wc: hmm_settings(wc.task)["features"],
+    script:
+        "../workflow/scripts/import_table.py"

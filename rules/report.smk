@@ -20,7 +20,7 @@ rule plot_model_selection:
         runtime=10,
     params:
         code=code("plot_model_selection.py"),
-        criterion=lambda wc: task_hmm(config, wc.task)["criterion"],
+        criterion=lambda wc: hmm_settings(wc.task)["criterion"],
     script:
         "../workflow/scripts/plot_model_selection.py"
 

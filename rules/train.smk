@@ -1,29 +1,65 @@
-# One training job per seed group of each task: the group's seeds are trained together, stacked
-# (see src/latentstates/train.py), and every seed's outputs are its own files.
-for _task in TASKS:
+# Runs, under the run contract (latentstates.runs): per seed, run.json and the performance log,
+# written by one job per seed group. Trained here: the group's seeds are trained together,
+# stacked (src/latentstates/train.py). Imported: checkpoint directories or Hugging Face model
+# directories are read where they are (src/latentstates/sources.py).
+for _task in RUN_TASKS:
     for _group in seed_groups(_task):
+        if SOURCE[_task] == "train":
 
-        rule:
-            name:
-                group_rule("train", _task, _group)
-            output:
-                checkpoints=[checkpoints_output(_task, s) for s in _group],
-                logs=[path("train_log", task=_task, seed=s) for s in _group],
-            log:
-                log("train", (_task, _group)),
-            benchmark:
-                bench("train", (_task, _group))
-            conda:
-                "../envs/torch.yaml"
-            threads: config["threads"]
-            resources:
-                gpu=gpu_jobs(),
-                mem_mb=2000,
-                runtime=120,
-            params:
-                code=code("train.py"),
-                task=task_config(_task),
-                seeds=_group,
-                device=config["device"],
-            script:
-                "../workflow/scripts/train.py"
+            rule:
+                name:
+                    group_rule("train", _task, _group)
+                output:
+                    checkpoints=[checkpoints_output(_task, s) for s in _group],
+                    logs=[path("train_log", task=_task, seed=s) for s in _group],
+                    runs=[path("run", task=_task, seed=s) for s in _group],
+                log:
+                    log("train", (_task, _group)),
+                benchmark:
+                    bench("train", (_task, _group))
+                conda:
+                    "../envs/torch.yaml"
+                threads: config["threads"]
+                resources:
+                    gpu=gpu_jobs(),
+                    mem_mb=2000,
+                    runtime=120,
+                params:
+                    code=code("train.py"),
+                    name=_task,
+                    task=task_config(_task),
+                    seeds=_group,
+                    device=config["device"],
+                script:
+                    "../workflow/scripts/train.py"
+
+        else:
+
+            rule:
+                name:
+                    group_rule("import", _task, _group)
+                input:
+                    import_inputs(_task, _group),
+                output:
+                    logs=[path("train_log", task=_task, seed=s) for s in _group],
+                    runs=[path("run", task=_task, seed=s) for s in _group],
+                log:
+                    log("import", (_task, _group)),
+                benchmark:
+                    bench("import", (_task, _group))
+                conda:
+                    "../envs/torch.yaml"
+                threads: config["threads"]
+                resources:
+                    gpu=gpu_jobs(),
+                    mem_mb=2000,
+                    runtime=120,
+                params:
+                    code=code("import_runs.py"),
+                    name=_task,
+                    task=task_config(_task),
+                    performance=config["tasks"][_task].get("performance"),
+                    seeds=_group,
+                    device=config["device"],
+                script:
+                    "../workflow/scripts/import_runs.py"

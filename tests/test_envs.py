@@ -82,11 +82,13 @@ def test_every_rule_block_was_found():
         "plot_training_curves",
         "plot_analysis",
         "interactive",
+        "import_table",
     }
     assert expected <= names
-    # The seed-group rules, defined in a loop: named by group_rule("train" | "metrics", ...).
+    # The seed-group rules, defined in a loop: named by group_rule("train" | ..., ...).
     assert {n.split(",")[0] for n in names if n.startswith("group_rule(")} == {
         'group_rule("train"',
+        'group_rule("import"',
         'group_rule("metrics"',
     }
 

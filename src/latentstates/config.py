@@ -12,6 +12,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from .columns import KNOWN_FEATURES
+
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -73,7 +75,14 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
                 f"invalid config key 'tasks.{name}.hmm.n_states': {merged['n_states']} "
                 f"exceeds max_states {merged['max_states']}"
             )
-        if task["kind"] == "modular_addition" and task["model"]["d_model"] % task["model"]["n_heads"]:
+        if task["source"] != "table":
+            unknown = sorted(set(merged["features"]) - set(KNOWN_FEATURES))
+            if unknown:
+                raise ConfigError(
+                    f"invalid config key 'tasks.{name}.hmm.features': {unknown} are not metrics of "
+                    f"the workflow (known: {KNOWN_FEATURES})"
+                )
+        if task.get("kind") == "modular_addition" and task["model"]["d_model"] % task["model"]["n_heads"]:
             raise ConfigError(f"invalid config key 'tasks.{name}.model.n_heads': must divide d_model")
     return config
 

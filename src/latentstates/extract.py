@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -11,22 +12,20 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .checkpoints import list_checkpoints, load_checkpoint
+from .architectures import get_architecture
+from .checkpoints import list_checkpoints
 from .hessian import EigenResult, top_eigenvalue
 from .metrics import PERFORMANCE_COLUMNS, weight_metrics
-from .models import finite_weights
-from .runtime import build_run, configure_torch, resolve_device
+from .models import finite_weights, fit_state
+from .runs import checkpoint_files, epoch_or_nan, make_run
+from .runtime import build_run, configure_torch, resolve_device, run_seeds
+from .weights import load_weights
 
 
-def load_into(model: torch.nn.Module, path: str | Path) -> dict:
-    """Load checkpoint `path` into `model` (weights only); return the checkpoint, naming the file
-    when its weights do not fit the configured model."""
-    ckpt = load_checkpoint(path)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise ValueError(f"{path}: weights do not fit the configured model ({exc})") from exc
-    return ckpt
+def load_into(model: torch.nn.Module, path: str | Path, fmt: str = "workflow") -> None:
+    """Load checkpoint `path` (of format `fmt`, latentstates.runs) into `model`, safely; name the
+    file when it is unreadable or its weights do not fit the configured model."""
+    fit_state(model, load_weights(path, fmt), path)
 
 
 def checkpoint_hessian(
@@ -45,6 +44,46 @@ def checkpoint_hessian(
     )
 
 
+def trained_run(
+    task_cfg: dict,
+    seed: int,
+    checkpoint_dir: str | Path,
+    train_log: pd.DataFrame,
+    task: str = "",
+    run_dir: str | Path | None = None,
+) -> dict:
+    """Run record of a run trained by this workflow: the checkpoint files in `checkpoint_dir`,
+    with the step and epoch the training log gives each; paths relative to `run_dir` if given
+    (where run.json goes), else absolute."""
+    paths = list_checkpoints(checkpoint_dir)
+    by_index = train_log.set_index("checkpoint")
+    indices = [int(p.stem.split("_")[1]) for p in paths]
+    missing = [i for i in indices if i not in by_index.index]
+    if missing:
+        raise ValueError(f"train log has no row for checkpoints {missing[:5]}")
+    return make_run(
+        task=task,
+        seed=seed,
+        source="train",
+        spec=model_spec(task_cfg),
+        fmt="workflow",
+        checkpoints=[
+            {
+                "step": by_index.at[i, "step"],
+                "epoch": by_index.at[i, "epoch"],
+                "path": os.path.relpath(p, run_dir) if run_dir is not None else p.resolve(),
+            }
+            for i, p in zip(indices, paths)
+        ],
+        seeds=run_seeds(seed, task_cfg.get("data_seed")),
+    )
+
+
+def model_spec(task_cfg: dict) -> dict:
+    """What builds a registered kind's model and data (a run record's `spec`)."""
+    return {k: task_cfg.get(k) for k in ("kind", "data", "model", "data_seed")}
+
+
 def run_metrics(
     task_cfg: dict,
     seed: int,
@@ -55,44 +94,75 @@ def run_metrics(
     threads: int = 1,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Weight statistics (and the Hessian's top eigenvalue at every `stride`-th checkpoint).
+    """`metrics_of_run` of a run trained by this workflow, given its checkpoint directory."""
+    run = trained_run(task_cfg, seed, checkpoint_dir, train_log)
+    return metrics_of_run(run, Path(checkpoint_dir), train_log, hessian_cfg, device, threads, progress)
+
+
+def metrics_of_run(
+    run: dict,
+    run_file: str | Path,
+    train_log: pd.DataFrame,
+    hessian_cfg: dict,
+    device: str = "auto",
+    threads: int = 1,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Weight statistics of every checkpoint of a run (latentstates.runs), and the Hessian's top
+    eigenvalue at every `stride`-th one where the run's model is a registered task kind.
 
     The Hessian is that of the training loss on a fixed batch (the first `batch_size` training
-    examples) in eval mode; each computation is warm-started from the previous eigenvector.
+    examples) in eval mode; each computation is warm-started from the previous eigenvector. An
+    architecture read off its state dict (no data, no loss) has no Hessian: its columns are NaN.
+    The performance columns come from `train_log` (by checkpoint index).
     """
-    dev = resolve_device(device)
-    configure_torch(threads, dev)
-    kind, split, model = build_run(task_cfg, seed)
-    model.to(dev).eval()
-    hb = hessian_cfg["batch_size"] or len(split.x_train)
-    xh, yh = split.x_train[:hb].to(dev), split.y_train[:hb].to(dev)
-    hessian_seed = seed + hessian_cfg["seed"]
-    gen = torch.Generator().manual_seed(hessian_seed)
-    vec = None
+    spec, seed = run["spec"], run["seed"]
+    files = checkpoint_files(run, run_file)
     rows = []
-    paths = list_checkpoints(checkpoint_dir)
-    for path in tqdm(
-        paths, desc=f"metrics seed {seed}", file=sys.stderr, mininterval=5.0, disable=not progress
-    ):
-        ckpt = load_into(model, path)
-        row = {"checkpoint": ckpt["index"], "step": ckpt["step"], "epoch": ckpt["epoch"]}
-        row.update(weight_metrics(kind.matrices(model), kind.biases(model)))
-        row["hessian_top_eig"] = np.nan
-        row["hessian_iters"] = 0
-        row["hessian_converged"] = False
-        finite = finite_weights(model)
-        if finite and hessian_cfg["enabled"] and ckpt["index"] % hessian_cfg["stride"] == 0:
-            res = checkpoint_hessian(kind, model, xh, yh, hessian_cfg, vec, gen)
-            vec = res.vector if math.isfinite(res.eigenvalue) else None  # NaN: cold-start next time
-            row["hessian_top_eig"] = res.eigenvalue
-            row["hessian_iters"] = res.iterations
-            row["hessian_converged"] = res.converged
-        rows.append(row)
+    bar = dict(desc=f"metrics seed {seed}", file=sys.stderr, mininterval=5.0, disable=not progress)
+    if spec.get("kind"):
+        dev = resolve_device(device)
+        configure_torch(threads, dev)
+        kind, split, model = build_run(spec, seed)
+        model.to(dev).eval()
+        hb = hessian_cfg["batch_size"] or len(split.x_train)
+        xh, yh = split.x_train[:hb].to(dev), split.y_train[:hb].to(dev)
+        hessian_seed = seed + hessian_cfg["seed"]
+        gen = torch.Generator().manual_seed(hessian_seed)
+        vec = None
+        for ckpt, path in tqdm(list(zip(run["checkpoints"], files)), **bar):
+            load_into(model, path, run["format"])
+            row = _row(ckpt, weight_metrics(kind.matrices(model), kind.biases(model)))
+            finite = finite_weights(model)
+            if finite and hessian_cfg["enabled"] and ckpt["index"] % hessian_cfg["stride"] == 0:
+                res = checkpoint_hessian(kind, model, xh, yh, hessian_cfg, vec, gen)
+                vec = res.vector if math.isfinite(res.eigenvalue) else None  # NaN: cold-start next time
+                row["hessian_top_eig"] = res.eigenvalue
+                row["hessian_iters"] = res.iterations
+                row["hessian_converged"] = res.converged
+            rows.append(row)
+    else:
+        arch = get_architecture(spec["architecture"])
+        hessian_seed = np.nan
+        for ckpt, path in tqdm(list(zip(run["checkpoints"], files)), **bar):
+            try:
+                matrices, biases = arch.weights(load_weights(path, run["format"]))
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from exc
+            rows.append(_row(ckpt, weight_metrics(matrices, biases)))
     df = pd.DataFrame(rows)
     df["hessian_seed"] = hessian_seed
     perf = train_log[["checkpoint", *PERFORMANCE_COLUMNS, *(["diverged"] if "diverged" in train_log else [])]]
     merged = df.merge(perf, on="checkpoint", how="left", validate="one_to_one")
-    if merged[PERFORMANCE_COLUMNS].isna().all(axis=1).any():
-        missing = merged.loc[merged[PERFORMANCE_COLUMNS].isna().all(axis=1), "checkpoint"].tolist()
-        raise ValueError(f"train log has no row for checkpoints {missing[:5]}")
+    absent = ~merged["checkpoint"].isin(train_log["checkpoint"])
+    if absent.any():
+        raise ValueError(
+            f"train log has no row for checkpoints {merged.loc[absent, 'checkpoint'].tolist()[:5]}"
+        )
     return merged
+
+
+def _row(ckpt: dict, stats: dict) -> dict:
+    row = {"checkpoint": ckpt["index"], "step": ckpt["step"], "epoch": epoch_or_nan(ckpt), **stats}
+    row.update(hessian_top_eig=np.nan, hessian_iters=0, hessian_converged=False)
+    return row

@@ -365,9 +365,9 @@ def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.Da
     """
     import torch
 
-    from .checkpoints import list_checkpoints, read_resume, staging_dir
-    from .extract import load_into
+    from .checkpoints import list_checkpoints, load_checkpoint, read_resume, staging_dir
     from .metrics import weight_metrics
+    from .models import fit_state
     from .runtime import build_run
 
     directory = Path(directory)
@@ -376,7 +376,8 @@ def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.Da
     kind, _, model = build_run(task_cfg, seed)
     rows = []
     for path in list_checkpoints(directory):
-        ckpt = load_into(model, path)
+        ckpt = load_checkpoint(path)
+        fit_state(model, ckpt["model"], path)
         with torch.no_grad():
             row = weight_metrics(kind.matrices(model), kind.biases(model))
         rows.append({"seed": seed, "checkpoint": ckpt["index"], "step": ckpt["step"], **row})

@@ -7,25 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-# The 14 HMM features of the paper, in its order.
-PAPER_FEATURES = [
-    "l1",
-    "l2",
-    "trace",
-    "spectral",
-    "code_sparsity",
-    "computational_sparsity",
-    "mean_lambda",
-    "variance_lambda",
-    "mean_w",
-    "median_w",
-    "var_w",
-    "mean_b",
-    "median_b",
-    "var_b",
-]
-MATRIX_FEATURES = PAPER_FEATURES[:8]
-PERFORMANCE_COLUMNS = ["train_loss", "train_acc", "eval_loss", "eval_acc"]
+from .columns import MATRIX_FEATURES, PAPER_FEATURES, PERFORMANCE_COLUMNS  # noqa: F401  (re-exported)
+
 SINGULAR_VALUE_CUTOFF = 1e-5
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -88,3 +89,11 @@ class OneLayerTransformer(nn.Module):
         x = self.ln_attn(resid[:, -1] + z @ self.W_O.T)
         mlp = torch.relu(x @ self.W_in.T + self.b_in) @ self.W_out.T + self.b_out
         return self.ln_mlp(x + mlp) @ self.W_U
+
+
+def fit_state(model: torch.nn.Module, state: dict, path: str | Path) -> None:
+    """Load a state dict read from `path` into `model`, naming the file when it does not fit."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not fit the configured model ({exc})") from exc

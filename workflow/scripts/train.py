@@ -1,11 +1,15 @@
-"""Train one seed group of a task together: per seed, checkpoints + per-checkpoint loss/accuracy log."""
+"""Train one seed group of a task together: per seed, checkpoints, the per-checkpoint loss/accuracy
+log and run.json (the run contract, latentstates.runs)."""
 
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 import json
+from pathlib import Path
 
+from latentstates.extract import trained_run
 from latentstates.io import write_parquet
 from latentstates.logs import job_log
+from latentstates.runs import write_run
 from latentstates.train import train_group
 
 with job_log(snakemake.log[0]) as logger:
@@ -19,6 +23,10 @@ with job_log(snakemake.log[0]) as logger:
         device=snakemake.params.device,
         threads=snakemake.threads,
     )
-    for seed, log, out in zip(seeds, logs, snakemake.output.logs):
-        write_parquet(log, out)
+    outputs = zip(seeds, logs, snakemake.output.checkpoints, snakemake.output.logs, snakemake.output.runs)
+    for seed, log, checkpoints, log_out, run_out in outputs:
+        write_parquet(log, log_out)
+        write_run(
+            run_out, trained_run(task, seed, checkpoints, log, snakemake.params.name, Path(run_out).parent)
+        )
         logger.info("seed %d: final eval accuracy %.3f", seed, log["eval_acc"].iloc[-1])

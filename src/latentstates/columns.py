@@ -1,0 +1,23 @@
+"""Column names of the workflow's tables (torch-free: the Snakefile and config checks use them)."""
+
+# The 14 HMM features of the paper, in its order.
+PAPER_FEATURES = [
+    "l1",
+    "l2",
+    "trace",
+    "spectral",
+    "code_sparsity",
+    "computational_sparsity",
+    "mean_lambda",
+    "variance_lambda",
+    "mean_w",
+    "median_w",
+    "var_w",
+    "mean_b",
+    "median_b",
+    "var_b",
+]
+MATRIX_FEATURES = PAPER_FEATURES[:8]
+PERFORMANCE_COLUMNS = ["train_loss", "train_acc", "eval_loss", "eval_acc"]
+# Every metric column of a metrics table the workflow computes.
+KNOWN_FEATURES = [*PAPER_FEATURES, "hessian_top_eig", *PERFORMANCE_COLUMNS]

@@ -1,0 +1,99 @@
+"""The run contract: one directory per run, the boundary between producing runs and analysing them.
+
+    <results>/<task>/runs/seed<seed>/
+        run.json           what the run is (below)
+        train_log.parquet  per checkpoint: checkpoint, step, epoch, train_loss, train_acc,
+                           eval_loss, eval_acc (NaN where unknown), diverged, and the run's seeds
+        checkpoints/       the weight files of a run trained here (imported runs stay where
+                           they are: run.json points to them)
+
+run.json holds the task, seed and source, the model (`spec`: a registered task kind with its
+data and model settings, or an architecture whose matrices are read off its state dict), the
+weights' `format` and every checkpoint's index, step, epoch and path. Training and every import
+source write it; the metrics stage and everything after read only the contract, never where the
+run came from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_path
+
+RUN_FILE = "run.json"
+VERSION = 1
+SOURCES = ("train", "checkpoints", "huggingface")
+# How a checkpoint's weights are stored (latentstates.checkpoints.load_weights reads each).
+FORMATS = ("workflow", "state_dict", "transformers")
+
+
+def make_run(
+    *,
+    task: str,
+    seed: int,
+    source: str,
+    spec: dict[str, Any],
+    fmt: str,
+    checkpoints: list[dict[str, Any]],
+    seeds: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """A run record; `checkpoints` are dicts of step, path and optionally epoch, in step order."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown run source {source!r}; known: {SOURCES}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown checkpoint format {fmt!r}; known: {FORMATS}")
+    steps = [c["step"] for c in checkpoints]
+    if steps != sorted(steps) or len(set(steps)) != len(steps):
+        raise ValueError(f"task {task} seed {seed}: checkpoint steps must increase, got {steps[:10]}")
+    return {
+        "version": VERSION,
+        "task": task,
+        "seed": int(seed),
+        "source": source,
+        "spec": spec,
+        "format": fmt,
+        "seeds": seeds or {"seed": int(seed)},
+        "checkpoints": [
+            {
+                "index": i,
+                "step": int(c["step"]),
+                "epoch": None if c.get("epoch") is None else float(c["epoch"]),
+                "path": str(c["path"]),
+            }
+            for i, c in enumerate(checkpoints)
+        ],
+    }
+
+
+def write_run(path: str | Path, run: dict[str, Any]) -> None:
+    """Write run.json atomically."""
+    with atomic_path(Path(path)) as tmp:
+        Path(tmp).write_text(json.dumps(run, indent=1, sort_keys=True) + "\n")
+
+
+def read_run(path: str | Path) -> dict[str, Any]:
+    """Read and check a run.json; errors name the file."""
+    path = Path(path)
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable run record ({exc})") from exc
+    missing = [k for k in ("task", "seed", "source", "spec", "format", "checkpoints") if k not in run]
+    if missing:
+        raise ValueError(f"{path}: run record lacks {missing}")
+    if not run["checkpoints"]:
+        raise ValueError(f"{path}: run record lists no checkpoints")
+    return run
+
+
+def checkpoint_files(run: dict[str, Any], run_file: str | Path) -> list[Path]:
+    """Paths of a run's checkpoints; relative ones are relative to the run's directory."""
+    base = Path(run_file).parent
+    return [base / c["path"] for c in run["checkpoints"]]
+
+
+def epoch_or_nan(checkpoint: dict[str, Any]) -> float:
+    return math.nan if checkpoint.get("epoch") is None else float(checkpoint["epoch"])

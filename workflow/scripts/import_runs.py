@@ -1,0 +1,35 @@
+"""Bring one seed group of runs trained elsewhere under the run contract: per seed, run.json
+(pointing to the checkpoints where they are) and the performance log."""
+
+import _bootstrap  # noqa: F401  (puts src/ on sys.path)
+
+import json
+from pathlib import Path
+
+from latentstates.io import write_parquet
+from latentstates.logs import job_log
+from latentstates.runs import write_run
+from latentstates.external_tables import read_table
+from latentstates.sources import import_checkpoint_run, import_huggingface_run
+
+with job_log(snakemake.log[0]) as logger:
+    task = json.loads(snakemake.params.task)
+    name = snakemake.params.name
+    perf_path = snakemake.params.performance
+    perf = read_table(perf_path) if perf_path else None
+    if task["source"] == "huggingface" and perf is None:
+        logger.warning(
+            "task %s: no performance table: metrics and HMM run, convergence analyses are skipped", name
+        )
+    for seed, log_out, run_out in zip(snakemake.params.seeds, snakemake.output.logs, snakemake.output.runs):
+        if task["source"] == "checkpoints":
+            run, log = import_checkpoint_run(
+                name, task, seed, device=snakemake.params.device, threads=snakemake.threads
+            )
+        else:
+            run, log = import_huggingface_run(name, task, seed, perf, perf_path)
+        write_parquet(log, log_out)
+        write_run(run_out, run)
+        logger.info(
+            "seed %d: %d checkpoints from %s", seed, len(log), Path(run["checkpoints"][0]["path"]).parent
+        )
