@@ -111,6 +111,7 @@ rule forecast:
 rule plot_forecast:
     input:
         summary=path("table", table="forecast_summary", ext="csv"),
+        analysis=path("analysis_summary"),
     output:
         png=report(
             path("figure", figure="forecast", ext="png"),

@@ -158,8 +158,8 @@ def task_config(task):
     t = config["tasks"][task]
     keys = {
         "train": ("kind", "data_seed", "data", "model", "train"),
-        "checkpoints": ("kind", "data_seed", "data", "model", "path"),
-        "huggingface": ("architecture", "path"),
+        "checkpoints": ("source", "kind", "data_seed", "data", "model", "path"),
+        "huggingface": ("source", "architecture", "path"),
     }[t["source"]]
     return canonical({k: t.get(k) for k in keys})
 

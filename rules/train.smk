@@ -57,7 +57,8 @@ for _task in RUN_TASKS:
                 params:
                     code=code("import_runs.py"),
                     name=_task,
-                    task=task_config(_task),
+                    # A function: the path patterns' {seed} and {step} are not wildcards.
+                    task=lambda wc, t=task_config(_task): t,
                     performance=config["tasks"][_task].get("performance"),
                     seeds=_group,
                     device=config["device"],

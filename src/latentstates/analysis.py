@@ -330,6 +330,8 @@ def analyse_task(
     sequences = dict(zip(seqs.runs, seqs.arrays))
     changes = feature_changes(sequences, paths, edges, model, method=ranking, top=top)
     occ = occupancy(paths, k, fraction=occupancy_kind == "fraction")
+    if not metrics["eval_acc"].notna().any():
+        return _no_performance(changes, occ, paths, model, ranking, occupancy_kind, threshold)
     conv = convergence_times(metrics[metrics["seed"].isin(list(paths))], threshold)
     times = conv["convergence_checkpoint"].astype(float)
     fit = regress_convergence(times, occ)
@@ -368,6 +370,55 @@ def analyse_task(
             "at_boundary": model.get("at_boundary", False),
             "feature_ranking": ranking,
             "occupancy": occupancy_kind,
+        },
+    }
+
+
+NO_PERFORMANCE = (
+    "convergence analyses skipped: the runs have no eval_acc (an imported series without a "
+    "performance table); states, transitions and feature changes are complete"
+)
+
+
+def _no_performance(
+    changes: pd.DataFrame,
+    occ: pd.DataFrame,
+    paths: dict,
+    model: dict,
+    ranking: str,
+    occupancy_kind: str,
+    threshold: float,
+) -> dict:
+    """Analyses of runs without eval accuracy: everything but convergence, regression, detours."""
+    top_edge = ""
+    if not changes.empty:
+        changes["detour_edge"] = False
+        e = changes.sort_values(["n_runs", "probability"], ascending=False, kind="stable").iloc[0]
+        top_edge = f"{e.source}→{e.target} ({e.n_runs}/{e.n_total_runs} runs): {e.summary}"
+    runs = occ.copy()
+    runs.index.name = "seed"
+    runs["states_visited"] = [" ".join(map(str, sorted(set(paths[s].tolist())))) for s in runs.index]
+    return {
+        "edges": changes if not changes.empty else pd.DataFrame(columns=EDGE_COLUMNS),
+        "runs": runs.reset_index(),
+        "coefficients": pd.DataFrame(columns=COEFFICIENT_COLUMNS),
+        "summary": {
+            "k": model["k"],
+            "n_runs": len(paths),
+            "n_converged": None,
+            "never_converged": [],
+            "threshold": threshold,
+            "r2": None,
+            "f_pvalue": None,
+            "detour_states": [],
+            "detour_rule": None,
+            "top_edge": top_edge,
+            "criterion": model.get("criterion"),
+            "pinned": model.get("pinned", False),
+            "at_boundary": model.get("at_boundary", False),
+            "feature_ranking": ranking,
+            "occupancy": occupancy_kind,
+            "status": NO_PERFORMANCE,
         },
     }
 

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .io import atomic_path
-from .plots import graph_positions, state_palette
+from .plots import curve_columns, graph_positions, state_palette
 
 HOVER_METRICS = ["l2", "spectral", "code_sparsity", "hessian_top_eig"]
 
@@ -22,8 +22,12 @@ def save_html(fig: go.Figure, path) -> None:
         fig.write_html(tmp, include_plotlyjs=True, full_html=True)
 
 
-def training_curves(metrics: pd.DataFrame, states: pd.DataFrame, k: int, task: str) -> go.Figure:
-    """Eval loss (solid) and train loss (dashed) per run; hover a point for run, step, state, metrics."""
+def training_curves(
+    metrics: pd.DataFrame, states: pd.DataFrame, k: int, task: str, features: list[str] | None = None
+) -> go.Figure:
+    """Eval loss (solid) and train loss (dashed) per run, or what `plots.curve_columns` shows where
+    the runs have no losses; hover a point for run, step, state, metrics."""
+    columns, ylabel, log = curve_columns(metrics, features or [])
     colours = [_hex(c) for c in state_palette(k)]
     data = metrics.merge(states[["seed", "checkpoint", "state"]], on=["seed", "checkpoint"], how="left")
     data["state"] = data["state"].fillna(-1).astype(int)  # -1: run not decoded (left out of the HMM)
@@ -31,18 +35,19 @@ def training_curves(metrics: pd.DataFrame, states: pd.DataFrame, k: int, task: s
     fig = go.Figure()
     for seed, run in data.sort_values(["seed", "step"]).groupby("seed"):
         group = f"seed {seed}"
-        fig.add_trace(
-            go.Scatter(
-                x=run["step"],
-                y=run["train_loss"],
-                mode="lines",
-                name=group,
-                legendgroup=group,
-                showlegend=False,
-                hoverinfo="skip",
-                line={"dash": "dash", "width": 1, "color": "#888"},
+        if len(columns) == 2:
+            fig.add_trace(
+                go.Scatter(
+                    x=run["step"],
+                    y=run[columns[0]],
+                    mode="lines",
+                    name=group,
+                    legendgroup=group,
+                    showlegend=False,
+                    hoverinfo="skip",
+                    line={"dash": "dash", "width": 1, "color": "#888"},
+                )
             )
-        )
         custom = np.column_stack(
             [
                 run["seed"],
@@ -67,7 +72,7 @@ def training_curves(metrics: pd.DataFrame, states: pd.DataFrame, k: int, task: s
         fig.add_trace(
             go.Scatter(
                 x=run["step"],
-                y=run["eval_loss"],
+                y=run[columns[-1]],
                 mode="lines+markers",
                 name=group,
                 legendgroup=group,
@@ -84,10 +89,10 @@ def training_curves(metrics: pd.DataFrame, states: pd.DataFrame, k: int, task: s
             )
         )
     fig.update_layout(
-        title=f"{task}: loss by latent state (dashed: train, solid: eval)",
+        title=f"{task}: {ylabel} by latent state" + (" (dashed: train, solid: eval)" if log else ""),
         xaxis_title="training step",
-        yaxis_title="loss",
-        yaxis_type="log",
+        yaxis_title=ylabel,
+        yaxis_type="log" if log else "linear",
         template="plotly_white",
         height=600,
     )

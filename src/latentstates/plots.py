@@ -75,13 +75,31 @@ def model_selection(summary: pd.DataFrame, task: str, criterion: str = "bic") ->
     return fig
 
 
+def curve_columns(metrics: pd.DataFrame, features: list[str]) -> tuple[list[str], str, bool]:
+    """What a run's training curve shows: (columns, y label, log scale). Losses when the runs
+    have them (train dashed, eval solid); else eval accuracy; else the first HMM feature
+    (imported series with no performance)."""
+    if "eval_loss" in metrics and (metrics["eval_loss"] > 0).any():
+        return ["train_loss", "eval_loss"], LABELS["loss"], True
+    if "eval_acc" in metrics and metrics["eval_acc"].notna().any():
+        return ["eval_acc"], "eval accuracy", False
+    return [features[0]], features[0], False
+
+
 def training_curves(
-    metrics: pd.DataFrame, states: pd.DataFrame, k: int, task: str, max_runs: int = 6
+    metrics: pd.DataFrame,
+    states: pd.DataFrame,
+    k: int,
+    task: str,
+    max_runs: int = 6,
+    features: list[str] | None = None,
 ) -> plt.Figure:
-    """Train loss (dashed) and eval loss (solid) against step, eval-loss points coloured by state.
+    """Train loss (dashed) and eval loss (solid) against step, eval-loss points coloured by state
+    (eval accuracy, or the first HMM feature, where the runs have no losses: `curve_columns`).
 
     Runs left out of the HMM (diverged, non-finite metrics) are drawn with grey points.
     """
+    columns, ylabel, log = curve_columns(metrics, features or [])
     decoded = set(states["seed"].unique())
     seeds = sorted(metrics["seed"].unique(), key=lambda s: (s not in decoded, s))[:max_runs]
     cols = min(3, len(seeds))
@@ -89,22 +107,24 @@ def training_curves(
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False, sharey=True)
     palette = state_palette(k)
     data = metrics.merge(states[["seed", "checkpoint", "state"]], on=["seed", "checkpoint"], how="left")
+    styles = [("--", "0.4"), ("-", "0.2")][-len(columns) :]
     for ax, seed in zip(axes.flat, seeds):
         run = data[data["seed"] == seed].sort_values("step")
-        ax.plot(run["step"], run["train_loss"], ls="--", color="0.4", lw=1, label="train loss")
-        ax.plot(run["step"], run["eval_loss"], ls="-", color="0.2", lw=1, label="eval loss")
+        for column, (ls, colour) in zip(columns, styles):
+            ax.plot(run["step"], run[column], ls=ls, color=colour, lw=1)
         colours = [palette[int(s)] if s == s else (0.7, 0.7, 0.7) for s in run["state"]]
-        ax.scatter(run["step"], run["eval_loss"], c=colours, s=8, zorder=3)
-        ax.set_yscale("log")
+        ax.scatter(run["step"], run[columns[-1]], c=colours, s=8, zorder=3)
+        if log:
+            ax.set_yscale("log")
         ax.set_title(f"seed {seed}" + ("" if seed in decoded else " (not in the HMM)"), loc="left")
         ax.set_xlabel(LABELS["step"])
     for ax in axes[:, 0]:
-        ax.set_ylabel(LABELS["loss"])
+        ax.set_ylabel(ylabel)
     for ax in axes.flat[len(seeds) :]:
         ax.set_visible(False)
-    handles = [plt.Line2D([], [], ls="--", color="0.4"), plt.Line2D([], [], ls="-", color="0.2")]
+    handles = [plt.Line2D([], [], ls=ls, color=colour) for ls, colour in styles]
     handles += [plt.Line2D([], [], ls="", marker="o", color=palette[s]) for s in range(k)]
-    labels = ["train loss", "eval loss"] + [f"state {s}" for s in range(k)]
+    labels = [c.replace("_", " ") for c in columns] + [f"state {s}" for s in range(k)]
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 10), bbox_to_anchor=(0.5, 1.0))
     fig.suptitle(task, x=0.01, ha="left", y=1.06)
     fig.tight_layout(rect=(0, 0, 1, 0.93))

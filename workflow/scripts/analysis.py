@@ -37,4 +37,7 @@ with job_log(snakemake.log[0]) as logger:
     write_csv(out["coefficients"], snakemake.output.coefficients)
     write_json({"task": task, **out["summary"]}, snakemake.output.summary)
     s = out["summary"]
-    logger.info("R2 %.3f p %.3g detours %s", s["r2"], s["f_pvalue"], s["detour_states"])
+    if s.get("status"):
+        logger.warning("%s: %s", task, s["status"])
+    else:
+        logger.info("R2 %.3f p %.3g detours %s", s["r2"], s["f_pvalue"], s["detour_states"])

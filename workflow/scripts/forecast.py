@@ -17,13 +17,15 @@ with job_log(snakemake.log[0]) as logger:
     cfg = json.loads(snakemake.params.forecast)
     model = read_json(snakemake.input.model)
     task = snakemake.wildcards.task
-    if model["k"] == 0:  # every run excluded (e.g. diverged): empty tables (the figure says why)
-        logger.warning("no fitted HMM for %s: nothing to forecast with", task)
+    metrics = read_parquet(
+        snakemake.input.metrics, columns=["seed", "checkpoint", "step", "eval_acc", *model["features"]]
+    )
+    if model["k"] == 0 or metrics["eval_acc"].isna().all():
+        # Every run excluded (e.g. diverged), or no eval accuracy to converge by (an imported
+        # series without a performance table): empty tables (the figure says why).
+        logger.warning("%s: no fitted HMM or no eval accuracy: nothing to forecast", task)
         evaluation = pd.DataFrame(columns=EVALUATION_COLUMNS)
     else:
-        metrics = read_parquet(
-            snakemake.input.metrics, columns=["seed", "checkpoint", "step", "eval_acc", *model["features"]]
-        )
         evaluation = evaluate(
             metrics,
             model,

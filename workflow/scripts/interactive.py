@@ -13,7 +13,11 @@ with job_log(snakemake.log[0]):
     model = read_json(snakemake.input.model)
     summary = read_json(snakemake.input.summary)
     fig = interactive.training_curves(
-        read_parquet(snakemake.input.metrics), read_parquet(snakemake.input.states), model["k"], task
+        read_parquet(snakemake.input.metrics),
+        read_parquet(snakemake.input.states),
+        model["k"],
+        task,
+        features=model["features"],
     )
     interactive.save_html(fig, snakemake.output.curves)
     fig = interactive.transition_graph(

@@ -14,5 +14,6 @@ with job_log(snakemake.log[0]):
         model["k"],
         snakemake.wildcards.task,
         max_runs=snakemake.params.max_runs,
+        features=model["features"],
     )
     plots.save(fig, [snakemake.output.png, snakemake.output.svg])
