@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -13,12 +12,11 @@ import torch
 from tqdm import tqdm
 
 from .architectures import get_architecture
-from .checkpoints import list_checkpoints
 from .hessian import EigenResult, top_eigenvalue
 from .metrics import PERFORMANCE_COLUMNS, weight_metrics
 from .models import finite_weights, fit_state
-from .runs import checkpoint_files, epoch_or_nan, make_run
-from .runtime import build_run, configure_torch, resolve_device, run_seeds
+from .runs import checkpoint_files, epoch_or_nan, trained_run
+from .runtime import build_run, configure_torch, resolve_device
 from .weights import load_weights
 
 
@@ -42,46 +40,6 @@ def checkpoint_hessian(
         generator=generator,
         krylov_dim=hessian_cfg["krylov_dim"],
     )
-
-
-def trained_run(
-    task_cfg: dict,
-    seed: int,
-    checkpoint_dir: str | Path,
-    train_log: pd.DataFrame,
-    task: str = "",
-    run_dir: str | Path | None = None,
-) -> dict:
-    """Run record of a run trained by this workflow: the checkpoint files in `checkpoint_dir`,
-    with the step and epoch the training log gives each; paths relative to `run_dir` if given
-    (where run.json goes), else absolute."""
-    paths = list_checkpoints(checkpoint_dir)
-    by_index = train_log.set_index("checkpoint")
-    indices = [int(p.stem.split("_")[1]) for p in paths]
-    missing = [i for i in indices if i not in by_index.index]
-    if missing:
-        raise ValueError(f"train log has no row for checkpoints {missing[:5]}")
-    return make_run(
-        task=task,
-        seed=seed,
-        source="train",
-        spec=model_spec(task_cfg),
-        fmt="workflow",
-        checkpoints=[
-            {
-                "step": by_index.at[i, "step"],
-                "epoch": by_index.at[i, "epoch"],
-                "path": os.path.relpath(p, run_dir) if run_dir is not None else p.resolve(),
-            }
-            for i, p in zip(indices, paths)
-        ],
-        seeds=run_seeds(seed, task_cfg.get("data_seed")),
-    )
-
-
-def model_spec(task_cfg: dict) -> dict:
-    """What builds a registered kind's model and data (a run record's `spec`)."""
-    return {k: task_cfg.get(k) for k in ("kind", "data", "model", "data_seed")}
 
 
 def run_metrics(

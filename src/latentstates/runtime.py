@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .data import Split
+from .replicas import Replicas
 from .tasks import TaskKind, get_task
 
 # Offsets that derive independent streams from one run seed.
@@ -49,3 +50,27 @@ def build_run(task_cfg: dict, seed: int) -> tuple[TaskKind, Split, nn.Module]:
     torch.manual_seed(seeds["init_seed"])
     model = kind.make_model(task_cfg["model"], task_cfg["data"])
     return kind, split, model
+
+
+# Examples per forward pass in evaluation: bounds the activations held at once (all replicas of
+# a group are evaluated together, e.g. 40 seeds on a GPU).
+EVAL_CHUNK = 512
+
+
+def evaluate(
+    model: Replicas, kind: TaskKind, x: torch.Tensor, y: torch.Tensor
+) -> tuple[list[float], list[float]]:
+    """Per replica: mean loss and accuracy on its (x, y), in eval mode (training's checkpoint
+    evaluation, and an imported checkpoint's)."""
+    was_training = model.base.training
+    model.eval()
+    n = x.shape[1]
+    loss = torch.zeros(model.n, dtype=torch.float64, device=x.device)
+    correct = torch.zeros(model.n, dtype=torch.float64, device=x.device)
+    for start in range(0, n, EVAL_CHUNK):
+        xc, yc = x[:, start : start + EVAL_CHUNK], y[:, start : start + EVAL_CHUNK]
+        out = model(xc)
+        loss += model.map(kind.loss, out, yc).double() * xc.shape[1]
+        correct += model.map(lambda o, t: kind.correct(o, t).sum(), out, yc).double()
+    model.train(was_training)
+    return (loss / n).tolist(), (correct / n).tolist()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from .external_tables import performance_log
-from .runs import make_run
+from .runs import make_run, model_spec
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 _INT = re.compile(r"\d+")
@@ -82,11 +82,9 @@ def import_checkpoint_run(
     run's training and test data as training evaluates; non-finite weights or losses flag it."""
     import torch
 
-    from .extract import model_spec
     from .models import fit_state
     from .replicas import Replicas
-    from .runtime import build_run, configure_torch, resolve_device, run_seeds
-    from .train import evaluate
+    from .runtime import build_run, configure_torch, evaluate, resolve_device, run_seeds
     from .weights import load_weights
 
     dev = resolve_device(device)

@@ -20,8 +20,7 @@ from tqdm import tqdm
 
 from .checkpoints import load_resume, publish, save_checkpoint, save_resume, staging_dir
 from .replicas import Replicas, split_optimizer_state, stack_optimizer_states
-from .runtime import build_run, configure_torch, resolve_device, run_seeds
-from .tasks import TaskKind
+from .runtime import build_run, configure_torch, evaluate, resolve_device, run_seeds
 
 logger = logging.getLogger("latentstates")
 
@@ -40,30 +39,7 @@ def make_optimizer(params: list[torch.Tensor], cfg: dict) -> torch.optim.Optimiz
     raise ValueError(f"train.optimizer: unknown optimizer {name!r} (sgd, adamw)")
 
 
-# Examples per forward pass in evaluation: bounds the activations held at once (all replicas of
-# a group are evaluated together, e.g. 40 seeds on a GPU).
-EVAL_CHUNK = 512
-
-
 @torch.no_grad()
-def evaluate(
-    model: Replicas, kind: TaskKind, x: torch.Tensor, y: torch.Tensor
-) -> tuple[list[float], list[float]]:
-    """Per replica: mean loss and accuracy on its (x, y), in eval mode."""
-    was_training = model.base.training
-    model.eval()
-    n = x.shape[1]
-    loss = torch.zeros(model.n, dtype=torch.float64, device=x.device)
-    correct = torch.zeros(model.n, dtype=torch.float64, device=x.device)
-    for start in range(0, n, EVAL_CHUNK):
-        xc, yc = x[:, start : start + EVAL_CHUNK], y[:, start : start + EVAL_CHUNK]
-        out = model(xc)
-        loss += model.map(kind.loss, out, yc).double() * xc.shape[1]
-        correct += model.map(lambda o, t: kind.correct(o, t).sum(), out, yc).double()
-    model.train(was_training)
-    return (loss / n).tolist(), (correct / n).tolist()
-
-
 def schedule(n_train: int, cfg: dict) -> tuple[int, int, int]:
     """(batch size, steps per epoch, steps between checkpoints) from the `train` config."""
     batch = cfg["batch_size"] or n_train

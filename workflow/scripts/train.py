@@ -6,10 +6,9 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 import json
 from pathlib import Path
 
-from latentstates.extract import trained_run
 from latentstates.io import write_parquet
 from latentstates.logs import job_log
-from latentstates.runs import write_run
+from latentstates.runs import trained_run, write_run
 from latentstates.train import train_group
 
 with job_log(snakemake.log[0]) as logger:
