@@ -6,7 +6,10 @@
 #                                       runs), slurmctld and slurmd; wait until the node is idle
 #   tests/slurm/cluster.sh stop DIR     stop only the daemons that `start DIR` started
 #
-# Clients find the cluster through SLURM_CONF=DIR/slurm.conf. There is no accounting database:
+# The config is written to DIR/slurm.conf and installed at SLURM's default path,
+# /etc/slurm/slurm.conf (a config found there is set aside in DIR and put back by `stop`): the
+# executor plugin's job step drops SLURM_* variables, SLURM_CONF among them, before its srun, so
+# inside a job only the default path is read. There is no accounting database:
 # job status comes from squeue (the profile's test run passes --slurm-status-command squeue), and
 # MinJobAge keeps finished jobs in squeue long enough for the executor plugin to see them end.
 # Needs root (SlurmUser=root, munged as the munge user); no systemd needed, nothing else touched.
@@ -61,7 +64,13 @@ MpiDefault=none
 NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=test Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
-    export SLURM_CONF=$dir/slurm.conf
+    mkdir -p /etc/slurm
+    if [ -e /etc/slurm/slurm.conf ] && ! grep -q "^# cluster.sh " /etc/slurm/slurm.conf; then
+        mv /etc/slurm/slurm.conf "$dir/slurm.conf.system"
+    fi
+    { echo "# cluster.sh $dir"; cat "$dir/slurm.conf"; } >/etc/slurm/slurm.conf
+    echo config >>"$dir/started"
+    export SLURM_CONF=/etc/slurm/slurm.conf
     if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then  # no working munged yet
         mkdir -p /run/munge && chown munge: /run/munge
         runuser -u munge -- /usr/sbin/munged
@@ -85,13 +94,31 @@ EOF
 stop() {
     local dir=$1
     [ -f "$dir/started" ] || return 0
+    local pids=()
     for daemon in slurmd slurmctld; do
         if grep -qx "$daemon" "$dir/started" && [ -f "$dir/$daemon.pid" ]; then
-            kill "$(cat "$dir/$daemon.pid")" 2>/dev/null || true
+            pids+=("$(cat "$dir/$daemon.pid")")
+            kill "${pids[-1]}" 2>/dev/null || true
         fi
+    done
+    for _ in $(seq 30); do  # until they have exited (their ports free for the next start)
+        local alive=0
+        for pid in "${pids[@]}"; do
+            if [ -e "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; then
+                alive=1
+            fi
+        done
+        [ "$alive" = 0 ] && break
+        sleep 0.5
     done
     if grep -qx munged "$dir/started"; then
         pkill -u munge -x munged || true
+    fi
+    if grep -qx config "$dir/started" && grep -q "^# cluster.sh $dir\$" /etc/slurm/slurm.conf 2>/dev/null; then
+        rm -f /etc/slurm/slurm.conf
+        if [ -e "$dir/slurm.conf.system" ]; then
+            mv "$dir/slurm.conf.system" /etc/slurm/slurm.conf
+        fi
     fi
     rm -f "$dir/started"
 }
