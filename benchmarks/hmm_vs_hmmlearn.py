@@ -156,9 +156,9 @@ def main() -> None:
             cfg["seed"],
             progress=True,
         )
-        lengths = sorted({len(a) for a in train})
+        lengths = sorted({len(a) for a in [*train, *val]})
         shape = (
-            f"{len(lengths)} lengths {lengths[0]}-{lengths[-1]}"
+            f"{len(train) + len(val)} runs of {len(lengths)} lengths {lengths[0]}-{lengths[-1]}"
             if len(lengths) > 1
             else f"length {lengths[0]}"
         )
