@@ -251,3 +251,11 @@ def test_scaled_and_log_space_expectations_agree_on_a_padded_batch():
     logspace = model._log_expectations(e, pad, last)
     for a, b in zip(scaled, logspace):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_first_checkpoints_window():
+    from latentstates.sequences import first_checkpoints
+
+    df = pd.DataFrame({"seed": [0, 0, 0, 1, 1], "checkpoint": [0, 1, 2, 0, 1], "x": range(5)})
+    assert first_checkpoints(df, 2)["x"].tolist() == [0, 1, 3, 4]
+    assert first_checkpoints(df, None) is df

@@ -340,3 +340,24 @@ def test_configs_of_every_source_validate():
     for name in ("multiberts.yaml", "own_checkpoints.yaml", "own_table.yaml"):
         cfg = load_config(TINY.parents[2] / "configs" / name)
         assert cfg["tasks"]
+
+
+@pytest.mark.slow
+def test_first_n_keeps_exactly_the_first_checkpoints(make_workdir, tmp_path):
+    _ragged_table(tmp_path / "table.csv")  # 6 runs of 30 + 4r checkpoints, switching at 8 + 3r
+    config = {
+        "hmm": HMM,
+        "forecast": {"fractions": [0.5], "folds": 2, "restarts": 1, "samples": 200},
+        "tasks": {"logged": {"source": "table", "path": str(tmp_path / "table.csv"), "hmm": {"first_n": 20}}},
+    }
+    wd = make_workdir(config)
+    snakemake(wd)
+    res = wd / "results" / "logged"
+    assert len(pd.read_parquet(res / "metrics.parquet")) == sum(30 + 4 * r for r in range(6))  # all kept
+    states = pd.read_parquet(res / "hmm" / "states.parquet")
+    assert all(g["checkpoint"].tolist() == list(range(20)) for _, g in states.groupby("seed"))
+    assert json.loads((res / "hmm" / "model.json").read_text())["first_n"] == 20
+    runs = pd.read_csv(res / "analysis" / "runs.csv").set_index("seed")
+    # Convergence inside the window; runs switching at step 20 or later never converge in it.
+    assert runs["convergence_checkpoint"].tolist() == [min(8 + 3 * r, 20) for r in range(6)]
+    assert runs["converged"].tolist() == [8 + 3 * r < 20 for r in range(6)]

@@ -420,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from .config import load_config
+    from .sequences import first_checkpoints
 
     task_dir = Path(args.task_dir)
     task = task_dir.name
@@ -437,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     fitted = pd.read_parquet(
         task_dir / "metrics.parquet", columns=["seed", "checkpoint", "step", "eval_acc", *model["features"]]
     )
+    fitted = first_checkpoints(fitted, model.get("first_n"))
     fc = Forecaster.fit(model, fitted, task_cfg["convergence_threshold"], detours)
 
     run = Path(args.run)

@@ -24,6 +24,14 @@ class Sequences:
     dropped: dict[int, str] = field(default_factory=dict)
 
 
+def first_checkpoints(metrics: pd.DataFrame, n: int | None) -> pd.DataFrame:
+    """Each run's first n checkpoints (checkpoint index < n; every row if n is None): the window
+    of the HMM and the analyses (`hmm.first_n`)."""
+    if n is None:
+        return metrics
+    return metrics[metrics["checkpoint"] < n].reset_index(drop=True)
+
+
 def zscore_runs(df: pd.DataFrame, features: Sequence[str], min_std: float = 1e-8) -> Sequences:
     """Z-score each run's features over time (ddof 0); report, not hide, runs that cannot be used.
 

@@ -7,15 +7,17 @@ import json
 from latentstates.analysis import analyse_task
 from latentstates.io import read_json, read_parquet, write_csv, write_json
 from latentstates.logs import job_log
+from latentstates.sequences import first_checkpoints
 from latentstates.tables import write_table
 
 with job_log(snakemake.log[0]) as logger:
     cfg = json.loads(snakemake.params.analysis)
     model = read_json(snakemake.input.model)
+    metrics = read_parquet(
+        snakemake.input.metrics, columns=["seed", "checkpoint", "step", "eval_acc", *model["features"]]
+    )
     out = analyse_task(
-        read_parquet(
-            snakemake.input.metrics, columns=["seed", "checkpoint", "step", "eval_acc", *model["features"]]
-        ),
+        first_checkpoints(metrics, model.get("first_n")),
         read_parquet(snakemake.input.states, columns=["seed", "checkpoint", "state"]),
         model,
         threshold=snakemake.params.threshold,

@@ -9,6 +9,7 @@ import pandas as pd
 from latentstates.forecast import EVALUATION_COLUMNS, evaluate, summarise
 from latentstates.io import read_json, read_parquet, write_csv
 from latentstates.logs import job_log
+from latentstates.sequences import first_checkpoints
 from latentstates.tables import write_table
 from latentstates.runtime import configure_torch, resolve_device
 
@@ -20,6 +21,7 @@ with job_log(snakemake.log[0]) as logger:
     metrics = read_parquet(
         snakemake.input.metrics, columns=["seed", "checkpoint", "step", "eval_acc", *model["features"]]
     )
+    metrics = first_checkpoints(metrics, model.get("first_n"))
     if model["k"] == 0 or metrics["eval_acc"].isna().all():
         # Every run excluded (e.g. diverged), or no eval accuracy to converge by (an imported
         # series without a performance table): empty tables (the figure says why).

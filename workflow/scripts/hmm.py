@@ -8,6 +8,7 @@ from latentstates.hmm import fit_task
 from latentstates.io import read_parquet, write_csv, write_json, write_parquet
 from latentstates.logs import job_log
 from latentstates.runtime import configure_torch, resolve_device
+from latentstates.sequences import first_checkpoints
 
 with job_log(snakemake.log[0]) as logger:
     configure_torch(snakemake.threads, resolve_device("cpu"))
@@ -15,7 +16,9 @@ with job_log(snakemake.log[0]) as logger:
     metrics = read_parquet(
         snakemake.input[0], columns=["seed", "checkpoint", "step", "diverged", *cfg["features"]]
     )
+    metrics = first_checkpoints(metrics, cfg["first_n"])
     fit = fit_task(metrics, cfg)
+    fit.model["first_n"] = cfg["first_n"]
     for seed, why in fit.model["excluded_runs"].items():
         logger.warning("run seed %s left out of the HMM: %s", seed, why)
     fit.states.insert(0, "task", snakemake.wildcards.task)
