@@ -27,6 +27,37 @@ def test_modular_addition_covers_all_pairs_once():
     assert not torch.equal(s.x_train, other.x_train)  # split depends on the seed
 
 
+def test_digits_are_the_bundled_images_split_by_seed():
+    from sklearn.datasets import load_digits
+
+    s = data.digits(0.8, seed=3)
+    assert s.x_train.shape == (1437, 64) and s.x_test.shape == (360, 64)  # floor(0.8 * 1797)
+    assert s.x_train.dtype == torch.float32 and 0 <= s.x_train.min() and s.x_train.max() == 1
+    # Every image once, with its own label: the split is a permutation of the bundled set.
+    x, y = load_digits(return_X_y=True)
+    ours = torch.cat([s.x_train, s.x_test]) * 16
+    labels = torch.cat([s.y_train, s.y_test])
+    index = {tuple(r): int(t) for r, t in zip(x.astype(int).tolist(), y.tolist())}
+    assert all(index[tuple(r)] == int(t) for r, t in zip(ours.round().int().tolist(), labels.tolist()))
+    assert torch.equal(s.x_train, data.digits(0.8, seed=3).x_train)
+    assert not torch.equal(s.x_train, data.digits(0.8, seed=4).x_train)
+
+
+def test_digits_mlp_shape_and_one_step():
+    kind = get_task("digits_mlp")
+    s = kind.make_data({"train_fraction": 0.5}, 0)
+    model = kind.make_model({"hidden": [16, 8]}, {})
+    assert [tuple(w.shape) for w in kind.matrices(model)] == [(16, 64), (8, 16), (10, 8)]
+    assert all((b == 0).all() for b in kind.biases(model))  # zero biases, as released
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    before = kind.loss(model(s.x_train), s.y_train)
+    for _ in range(5):
+        opt.zero_grad()
+        kind.loss(model(s.x_train), s.y_train).backward()
+        opt.step()
+    assert kind.loss(model(s.x_train), s.y_train) < before
+
+
 def _released_reference(m: OneLayerTransformer, tokens: torch.Tensor, use_ln: bool) -> torch.Tensor:
     """The released model's forward pass (modeling-training src/model.py) over all positions.
 

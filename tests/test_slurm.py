@@ -99,6 +99,12 @@ def _submitted(output: str) -> dict[str, list[str]]:
     return out
 
 
+def _planned(output: str) -> set[str]:
+    """Rules of the jobs a run planned (its 'Job stats' table), but the local rule `all`."""
+    table = output.split("Job stats:")[1].split("\n\n")[0]
+    return set(re.findall(r"^(\w+)\s+\d+$", table, re.M)) - {"total", "all"}
+
+
 def _completed(cluster) -> dict[str, str]:
     """SLURM job id → final state, from the controller's job completion records."""
     text = (cluster / "log" / "jobcomp.log").read_text() if (cluster / "log" / "jobcomp.log").exists() else ""
@@ -169,8 +175,7 @@ def test_tiny_workflow_under_slurm(slurm, tiny_run, tmp_path):
     ids = [i for jobs in submitted.values() for i in jobs]
     assert ids and all(done.get(i) in ("COMPLETED", "FAILED") for i in ids), (submitted, done)
     assert done[submitted["import_table"][0]] == "FAILED"
-    planned = re.findall(r"^(\w+)\s+\d+$", out.split("Job stats:")[1].split("\n\n")[0], re.M)
-    assert set(planned) - {"total", "all"} <= set(submitted), (planned, submitted)  # none ran locally
+    planned = _planned(out)
     # Seed groups ran as groups: one SLURM job per metrics group (tiny: [0, 1] and [2]), if the
     # kill left them to run.
     metrics_rules = [r for r in submitted if r.startswith("metrics_")]
@@ -187,6 +192,8 @@ def test_tiny_workflow_under_slurm(slurm, tiny_run, tmp_path):
     assert "import_table" in resumed
     done = _completed(cluster)
     assert all(done.get(i) == "COMPLETED" for jobs in resumed.values() for i in jobs)
+    # No job ran outside SLURM: every job planned by the two runs (but `all`) was submitted.
+    assert planned | _planned(out) <= set(submitted) | set(resumed), (planned, submitted, resumed)
 
     # Same tables as a local run of the same config.
     for task in TASKS:

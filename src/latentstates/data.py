@@ -36,3 +36,18 @@ def modular_addition(modulus: int, train_fraction: float, seed: int) -> Split:
     n_train = int(train_fraction * len(x))  # floor, as the released split
     tr, te = perm[:n_train], perm[n_train:]
     return Split(x[tr], y[tr], x[te], y[te])
+
+
+def digits(train_fraction: float, seed: int) -> Split:
+    """scikit-learn's bundled 8×8 handwritten digits (1,797 real images, no download): pixels
+    scaled to [0, 1] as ToTensor does (their range is 0..16), flattened; a seeded split."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = torch.tensor(x / 16.0, dtype=torch.float32)
+    y = torch.tensor(y, dtype=torch.long)
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(x), generator=g)
+    n_train = int(train_fraction * len(x))
+    tr, te = perm[:n_train], perm[n_train:]
+    return Split(x[tr], y[tr], x[te], y[te])

@@ -107,3 +107,17 @@ register(
         biases=_transformer_biases,
     )
 )
+
+# The paper's MNIST recipe (ReLU MLP, Xavier weights, zero biases, cross-entropy) on the digits
+# bundled with scikit-learn: 8×8 = 64 inputs, 10 classes.
+register(
+    TaskKind(
+        name="digits_mlp",
+        make_data=lambda d, seed: data.digits(d["train_fraction"], seed),
+        make_model=lambda m, d: models.MLP([64, *m["hidden"], 10]),
+        loss=F.cross_entropy,
+        correct=_argmax_correct,
+        matrices=_mlp_matrices,
+        biases=_mlp_biases,
+    )
+)
