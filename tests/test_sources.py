@@ -35,6 +35,10 @@ def test_checkpoint_files_order_by_number_and_refuse_ambiguity(tmp_path):
         torch.save({"w": torch.zeros(1)}, tmp_path / f"model_step{step}.pt")
     (tmp_path / "notes.txt").write_text("not a checkpoint")
     assert [s for s, _ in checkpoint_files(tmp_path)] == [5, 20, 100]  # numeric, not by name
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "model_step20.safetensors"))
+    assert checkpoint_files(tmp_path)[1][1].name == "model_step20.safetensors"  # preferred
     torch.save({"w": torch.zeros(1)}, tmp_path / "model_step020.pt")
     with pytest.raises(ValueError, match="both step 20"):
         checkpoint_files(tmp_path)

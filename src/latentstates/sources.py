@@ -57,6 +57,11 @@ def checkpoint_files(directory: str | Path) -> list[tuple[int, Path]]:
     seen: dict[int, Path] = {}
     for step, p in zip(steps, files):
         if step in seen:
+            # The same weights saved twice: safetensors where present (nothing to unpickle).
+            pair = {seen[step].suffix, p.suffix}
+            if ".safetensors" in pair and len(pair) == 2:
+                seen[step] = seen[step] if seen[step].suffix == ".safetensors" else p
+                continue
             raise ValueError(f"{directory}: {seen[step].name} and {p.name} are both step {step}")
         seen[step] = p
     return sorted(seen.items())
