@@ -122,10 +122,14 @@ def test_bert_matrices_are_the_layers_query_key_value_output_intermediate_dense(
             layer.output.dense,
         ):
             expected.append(lin)
-    assert len(matrices) == 12 and len(biases) == 12
+    assert len(matrices) == 12 and len(biases) == 4
     for got, lin in zip(matrices, expected):
         assert got is lin.weight or torch.equal(got, lin.weight)
-    for got, lin in zip(biases, expected):
+    # Biases: the intermediate and output dense layers' only, as the released code.
+    mlp = [
+        lin for layer in model.bert.encoder.layer for lin in (layer.intermediate.dense, layer.output.dense)
+    ]
+    for got, lin in zip(biases, mlp):
         assert torch.equal(got, lin.bias)
     with pytest.raises(ValueError, match="no BERT encoder weights"):
         bert_weights({"embeddings.word_embeddings.weight": torch.zeros(2, 2)})
@@ -275,9 +279,8 @@ def test_every_source_runs_through_the_workflow(make_workdir, tmp_path):
     ]
     row = bert[(bert.seed == 1) & (bert.step == 50)].iloc[0]
     assert row["l2"] == pytest.approx(np.mean([matrix_metrics(m)["l2"] for m in mats]), rel=1e-12)
-    biases = [m.bias for layer in layers for m in (layer.attention.self.query, layer.output.dense)]
-    assert len(biases) == 4  # (a sample; all twelve biases enter mean_b)
-    direct = weight_metrics(mats, bert_weights(model.state_dict())[1])
+    biases = [m.bias for layer in layers for m in (layer.intermediate.dense, layer.output.dense)]
+    direct = weight_metrics(mats, biases)
     for f in PAPER_FEATURES:
         assert row[f] == pytest.approx(direct[f], rel=1e-12, abs=1e-15), f
     summary = json.loads((res / "bert" / "analysis" / "summary.json").read_text())

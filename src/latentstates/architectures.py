@@ -38,9 +38,11 @@ def get_architecture(name: str) -> Architecture:
         raise KeyError(f"unknown architecture {name!r}; known: {sorted(ARCHITECTURES)}") from None
 
 
-# The paper's BERT analysis: per encoder layer the attention query, key, value and output dense,
-# the intermediate dense and the output dense; their biases. Embeddings, LayerNorms, pooler and
-# heads are left out. Keys may carry a prefix (`bert.` in BertForPreTraining / BertForMaskedLM).
+# The paper's BERT analysis (the released get_metrics_hf_transformer): per encoder layer the
+# attention query, key, value and output dense, the intermediate dense and the output dense, each
+# whole (not split by head); the biases of the intermediate and output dense only (the MLP's b_in
+# and b_out, as for the grokking transformer). Embeddings, LayerNorms, pooler and heads are left
+# out. Keys may carry a prefix (`bert.` in BertForPreTraining / BertForMaskedLM).
 BERT_PARTS = (
     "attention.self.query",
     "attention.self.key",
@@ -49,13 +51,15 @@ BERT_PARTS = (
     "intermediate.dense",
     "output.dense",
 )
+BERT_BIASES = ("intermediate.dense", "output.dense")
 _BERT_KEY = re.compile(
     r"(?:^|\.)encoder\.layer\.(\d+)\.(" + "|".join(re.escape(p) for p in BERT_PARTS) + r")\.(weight|bias)$"
 )
 
 
 def bert_weights(sd: StateDict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Matrices and biases of a BERT encoder, ordered by layer, then as BERT_PARTS."""
+    """Matrices and biases of a BERT encoder, ordered by layer, then as BERT_PARTS (biases: of
+    BERT_BIASES)."""
     found: dict[tuple[int, int, str], torch.Tensor] = {}
     for key, value in sd.items():
         m = _BERT_KEY.search(key)
@@ -71,8 +75,10 @@ def bert_weights(sd: StateDict) -> tuple[list[torch.Tensor], list[torch.Tensor]]
             if w is None:
                 raise ValueError(f"BERT layer {layer} has no {part}.weight")
             matrices.append(w)
-            b = found.get((layer, part_index, "bias"))
-            if b is not None:
+            if part in BERT_BIASES:
+                b = found.get((layer, part_index, "bias"))
+                if b is None:
+                    raise ValueError(f"BERT layer {layer} has no {part}.bias")
                 biases.append(b)
     return matrices, biases
 
