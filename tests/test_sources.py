@@ -368,3 +368,36 @@ def test_first_n_keeps_exactly_the_first_checkpoints(make_workdir, tmp_path):
     # Convergence inside the window; runs switching at step 20 or later never converge in it.
     assert runs["convergence_checkpoint"].tolist() == [min(8 + 3 * r, 20) for r in range(6)]
     assert runs["converged"].tolist() == [8 + 3 * r < 20 for r in range(6)]
+
+
+def test_transformers_directories_in_every_layout(tmp_path):
+    """model.safetensors, pytorch_model.bin, and a sharded checkpoint with its index: the same
+    state dict from each."""
+    transformers = pytest.importorskip("transformers")
+    from safetensors.torch import save_file
+
+    cfg = transformers.BertConfig(
+        vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24
+    )
+    torch.manual_seed(0)
+    sd = {k: v.clone() for k, v in transformers.BertForMaskedLM(cfg).state_dict().items()}
+    single = tmp_path / "single"
+    single.mkdir()
+    save_file(sd, str(single / "model.safetensors"))
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    torch.save(sd, pickled / "pytorch_model.bin")
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    keys = sorted(sd)
+    halves = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+    for name, part in halves.items():
+        save_file({k: sd[k] for k in part}, str(sharded / name))
+    index = {"metadata": {}, "weight_map": {k: n for n, part in halves.items() for k in part}}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    for d in (single, pickled, sharded):
+        got = load_weights(d, "transformers")
+        assert set(got) == set(sd) and all(torch.equal(got[k], sd[k]) for k in sd), d
+    (sharded / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(ValueError, match="model-00002-of-00002.safetensors"):
+        load_weights(sharded, "transformers")
