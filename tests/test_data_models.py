@@ -117,3 +117,36 @@ def test_layer_norm_variant_structure_and_one_step():
     opt.step()
     after = task.loss(m(split.x_train), split.y_train)
     assert torch.isfinite(after) and after < before
+
+
+def test_resnet18_switches_batch_norm_and_residuals_as_released():
+    from torch import nn
+
+    from latentstates.models import ResNet18
+
+    for batch_norm in (True, False):
+        for residual in (True, False):
+            torch.manual_seed(0)
+            model = ResNet18(n_classes=100, batch_norm=batch_norm, residual=residual)
+            bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+            # The stem's BatchNorm and the 3 downsample paths' stay; each of 8 blocks has 2 more.
+            assert len(bns) == 1 + 3 + (16 if batch_norm else 0)
+            assert all(b.residual == residual for b in model.blocks)
+            assert sum(b.downsample is not None for b in model.blocks) == 3
+            assert isinstance(model.conv1, nn.Conv2d) and model.conv1.stride == (1, 1)
+            assert model.conv1.kernel_size == (3, 3)
+            assert not any(isinstance(m, nn.MaxPool2d) for m in model.modules())
+            kernels = model.kernels()
+            assert len(kernels) == 17 and all(k.ndim == 4 for k in kernels)
+            x = torch.randn(4, 3, 32, 32)
+            y = torch.tensor([0, 1, 2, 3])
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()  # one training step runs and changes the weights
+            assert model(x).shape == (4, 100) and torch.isfinite(loss)
+    # Without residuals, a block's output does not depend on its shortcut.
+    block = ResNet18(batch_norm=False, residual=False).blocks[0]
+    x = torch.randn(1, 64, 8, 8)
+    assert torch.equal(block(x), torch.relu(block.conv2(torch.relu(block.conv1(x)))))

@@ -94,3 +94,40 @@ def test_batched_matrix_statistics_match_numpy_per_matrix():
     np.testing.assert_allclose(out["variance_lambda"], np.nanmean(var_sv), rtol=1e-10)
     ratio = [l1 / l2 for l1, l2 in zip(expected["l1"], expected["l2"])]
     np.testing.assert_allclose(out["code_sparsity"], np.mean(ratio), rtol=1e-10)
+
+
+def test_kernel_metrics_by_hand_on_a_2x2x3x3_kernel():
+    from latentstates.metrics import kernel_metrics
+
+    k = torch.zeros(2, 2, 3, 3, dtype=torch.float64)
+    k[0, 0] = 1.0  # nine ones: L1 9, L2 3, L1/L2 3
+    k[0, 1, 1, 1] = -2.0  # one entry: L1 2, L2 2, L1/L2 1
+    k[1, 0, 0, :] = torch.tensor([3.0, 0.0, -4.0])  # L1 7, L2 5, L1/L2 1.4
+    k[1, 1] = torch.arange(9, dtype=torch.float64).reshape(3, 3) - 4  # L1 20, L2 sqrt(60)
+    l2_last = 60**0.5
+    got = kernel_metrics(k)
+    assert got["l1"] == pytest.approx((9 + 2 + 7 + 20) / 4, rel=1e-12)
+    assert got["l2"] == pytest.approx((3 + 2 + 5 + l2_last) / 4, rel=1e-12)
+    assert got["code_sparsity"] == pytest.approx((3 + 1 + 1.4 + 20 / l2_last) / 4, rel=1e-12)
+    with pytest.raises(ValueError, match="convolution weight"):
+        kernel_metrics(torch.zeros(3, 3))
+
+
+def test_kernels_join_the_per_layer_averages_of_l1_l2_and_code_sparsity_only():
+    from latentstates.metrics import kernel_metrics, matrix_metrics, weight_metrics
+
+    g = torch.Generator().manual_seed(0)
+    fc = torch.randn(5, 4, generator=g)
+    convs = [torch.randn(3, 2, 3, 3, generator=g), torch.randn(4, 3, 3, 3, generator=g)]
+    bias = torch.randn(5, generator=g)
+    got = weight_metrics([fc], [bias], convs)
+    m, ks = matrix_metrics(fc), [kernel_metrics(c) for c in convs]
+    for name in ("l1", "l2", "code_sparsity"):  # the mean over the layers that have it
+        assert got[name] == pytest.approx((m[name] + ks[0][name] + ks[1][name]) / 3, rel=1e-12)
+    for name in ("trace", "spectral", "computational_sparsity", "mean_lambda", "variance_lambda"):
+        assert got[name] == pytest.approx(m[name], rel=1e-12)  # the final linear layer's alone
+    everything = torch.cat([fc.flatten(), *(c.flatten() for c in convs)]).double()
+    assert got["mean_w"] == pytest.approx(float(everything.mean()), rel=1e-12)
+    assert got["var_w"] == pytest.approx(float(everything.var()), rel=1e-12)
+    assert got["mean_b"] == pytest.approx(float(bias.double().mean()), rel=1e-12)
+    assert weight_metrics([fc], [bias]) == weight_metrics([fc], [bias], [])

@@ -90,7 +90,7 @@ def metrics_of_run(
         vec = None
         for ckpt, path in tqdm(list(zip(run["checkpoints"], files)), **bar):
             load_into(model, path, run["format"])
-            row = _row(ckpt, weight_metrics(kind.matrices(model), kind.biases(model)))
+            row = _row(ckpt, weight_metrics(kind.matrices(model), kind.biases(model), kind.kernels(model)))
             finite = finite_weights(model)
             if finite and hessian_cfg["enabled"] and ckpt["index"] % hessian_cfg["stride"] == 0:
                 res = checkpoint_hessian(kind, model, xh, yh, hessian_cfg, vec, gen)

@@ -379,7 +379,7 @@ def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.Da
         ckpt = load_checkpoint(path)
         fit_state(model, ckpt["model"], path)
         with torch.no_grad():
-            row = weight_metrics(kind.matrices(model), kind.biases(model))
+            row = weight_metrics(kind.matrices(model), kind.biases(model), kind.kernels(model))
         rows.append({"seed": seed, "checkpoint": ckpt["index"], "step": ckpt["step"], **row})
     table = pd.DataFrame(rows)
     resume = read_resume(directory) if directory.name.endswith(".partial") else None

@@ -67,16 +67,53 @@ def _summary(values: torch.Tensor, prefix: str) -> dict[str, float]:
     }
 
 
-def weight_metrics(matrices: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]) -> dict[str, float]:
+KERNEL_FEATURES = ["l1", "l2", "code_sparsity"]
+
+
+def kernel_metrics(k: torch.Tensor) -> dict[str, float]:
+    """L1, L2 and L1/L2 of each (out, in) kernel of a convolution weight (out, in, h, w),
+    averaged over the kernels (float64), as the released get_tensor_metrics."""
+    if k.ndim != 4:
+        raise ValueError(f"expected a convolution weight (out, in, h, w), got shape {tuple(k.shape)}")
+    k = k.detach().to("cpu", torch.float64)
+    if not torch.isfinite(k).all():
+        return dict.fromkeys(KERNEL_FEATURES, np.nan)
+    l1 = k.abs().sum(dim=(2, 3)).flatten()
+    l2 = k.pow(2).sum(dim=(2, 3)).sqrt().flatten()
+    return {"l1": float(l1.mean()), "l2": float(l2.mean()), "code_sparsity": float((l1 / l2).mean())}
+
+
+def weight_metrics(
+    matrices: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    kernels: Sequence[torch.Tensor] = (),
+) -> dict[str, float]:
     """The 14 paper features: per-matrix statistics averaged over matrices, plus global moments.
 
     Per-matrix values are averaged without weights; the variance of singular values uses a
-    NaN-ignoring mean (a one-row matrix has a single singular value and no variance). The global
-    mean, median (the lower middle value of an even count, as torch) and variance (unbiased) are
-    over all matrix entries concatenated, and over all biases.
+    NaN-ignoring mean (a one-row matrix has a single singular value and no variance). Convolution
+    `kernels` (out, in, h, w) add their per-kernel L1, L2 and L1/L2 (`kernel_metrics`) to those
+    three averages, one value per convolution as per matrix (the released CNN statistics: each
+    feature is the mean over the layers that have it); the spectral statistics are the matrices'
+    alone. The global mean, median (the lower middle value of an even count, as torch) and
+    variance (unbiased) are over all matrix and kernel entries concatenated, and over all biases.
     """
     if not matrices:
         raise ValueError("weight_metrics needs at least one matrix")
+    out = _matrix_averages(matrices)
+    if kernels:
+        per_kernel = [kernel_metrics(k) for k in kernels]
+        n = len(matrices)
+        for name in KERNEL_FEATURES:
+            out[name] = float((out[name] * n + sum(m[name] for m in per_kernel)) / (n + len(per_kernel)))
+    weights = [m.detach().reshape(-1) for m in (*matrices, *kernels)]
+    out.update(_summary(torch.cat(weights), "w"))
+    flat_b = [b.detach().reshape(-1) for b in biases]
+    out.update(_summary(torch.cat(flat_b) if flat_b else torch.empty(0), "b"))
+    return out
+
+
+def _matrix_averages(matrices: Sequence[torch.Tensor]) -> dict[str, float]:
     # Same-shape matrices (e.g. every head's keys, queries and values) in one batched SVD.
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, m in enumerate(matrices):
@@ -95,7 +132,4 @@ def weight_metrics(matrices: Sequence[torch.Tensor], biases: Sequence[torch.Tens
             out[name] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
         else:
             out[name] = float(vals.mean())
-    out.update(_summary(torch.cat([m.detach().reshape(-1) for m in matrices]), "w"))
-    flat_b = [b.detach().reshape(-1) for b in biases]
-    out.update(_summary(torch.cat(flat_b) if flat_b else torch.empty(0), "b"))
     return out

@@ -30,6 +30,73 @@ class MLP(nn.Module):
         return self.layers[-1](x)
 
 
+class BasicBlock(nn.Module):
+    """ResNet basic block (two 3×3 convolutions) with the released switches: without batch norm
+    the block's two BatchNorms are skipped; without the residual its shortcut is not added. The
+    downsample path (1×1 convolution + BatchNorm) keeps its BatchNorm either way."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int, batch_norm: bool, residual: bool):
+        super().__init__()
+        self.batch_norm, self.residual = batch_norm, residual
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes) if batch_norm else None
+        self.bn2 = nn.BatchNorm2d(planes) if batch_norm else None
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(x)
+        if self.bn1 is not None:
+            out = self.bn1(out)
+        out = torch.relu(out)
+        out = self.conv2(out)
+        if self.bn2 is not None:
+            out = self.bn2(out)
+        if self.residual:
+            out = out + (self.downsample(x) if self.downsample is not None else x)
+        return torch.relu(out)
+
+
+class ResNet18(nn.Module):
+    """ResNet18 for 32×32 images as the released CIFAR-100 model (torchvision's ResNet with
+    BasicBlock [2, 2, 2, 2], a 3×3 stride-1 stem and no max-pool; `batch_norm` and `residual`
+    switch the blocks' BatchNorms and shortcuts; the stem's BatchNorm stays, as released).
+    Initialisation as torchvision: Kaiming-normal convolutions, BatchNorm weight 1 and bias 0."""
+
+    def __init__(self, n_classes: int = 100, batch_norm: bool = True, residual: bool = True):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        blocks, inplanes = [], 64
+        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            for i in range(2):
+                blocks.append(BasicBlock(inplanes, planes, stride if i == 0 else 1, batch_norm, residual))
+                inplanes = planes
+        self.blocks = nn.ModuleList(blocks)
+        self.fc = nn.Linear(512, n_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        for block in self.blocks:
+            x = block(x)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    def kernels(self) -> list[torch.Tensor]:
+        """The convolutions the released statistics summarise: the stem and every block's two
+        (not the downsample path's)."""
+        return [self.conv1.weight, *(w for b in self.blocks for w in (b.conv1.weight, b.conv2.weight))]
+
+
 class OneLayerTransformer(nn.Module):
     """One-layer transformer of the grokking experiments, as released (Nanda et al.'s model).
 

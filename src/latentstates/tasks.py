@@ -27,6 +27,8 @@ class TaskKind:
     correct: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     matrices: Callable[[nn.Module], list[torch.Tensor]]
     biases: Callable[[nn.Module], list[torch.Tensor]]
+    # Convolution weights (out, in, h, w), summarised per kernel (metrics.kernel_metrics).
+    kernels: Callable[[nn.Module], list[torch.Tensor]] = lambda model: []
 
 
 TASKS: dict[str, TaskKind] = {}
