@@ -330,47 +330,72 @@ def analyse_task(
     sequences = dict(zip(seqs.runs, seqs.arrays))
     changes = feature_changes(sequences, paths, edges, model, method=ranking, top=top)
     occ = occupancy(paths, k, fraction=occupancy_kind == "fraction")
-    if not metrics["eval_acc"].notna().any():
-        return _no_performance(changes, occ, paths, model, ranking, occupancy_kind, threshold)
-    conv = convergence_times(metrics[metrics["seed"].isin(list(paths))], threshold)
-    times = conv["convergence_checkpoint"].astype(float)
-    fit = regress_convergence(times, occ)
-    visits = visit_test(times, occ)
-    detours = detour_states(visits, detour_alpha)
-    runs = conv.join(occ)
-    runs["fitted"] = fit["fitted"]
+    # Runs without eval accuracy (an imported series without a performance table): everything
+    # but convergence, the regression and the detour test.
+    performance = bool(metrics["eval_acc"].notna().any())
+    if performance:
+        conv = convergence_times(metrics[metrics["seed"].isin(list(paths))], threshold)
+        times = conv["convergence_checkpoint"].astype(float)
+        fit = regress_convergence(times, occ)
+        visits = visit_test(times, occ)
+        detours = detour_states(visits, detour_alpha)
+        runs = conv.join(occ)
+        runs["fitted"] = fit["fitted"]
+        coefficients = fit["coefficients"].merge(visits, on="term", how="left")
+        coefficients["detour"] = [
+            t.startswith("state_") and int(t.split("_")[1]) in detours for t in coefficients["term"]
+        ]
+        coefficients = coefficients[COEFFICIENT_COLUMNS]
+        convergence = {
+            "n_runs": fit["n_runs"],
+            "n_converged": int(conv["converged"].sum()),
+            "never_converged": [int(s) for s in conv.index[~conv["converged"]]],
+            "r2": fit["r2"],
+            "f_pvalue": fit["f_pvalue"],
+            "detour_rule": f"visited by some runs, visit-test r > 0, Holm-adjusted p < {detour_alpha}",
+        }
+    else:
+        detours = []
+        runs = occ.rename_axis("seed")
+        coefficients = pd.DataFrame(columns=COEFFICIENT_COLUMNS)
+        convergence = {
+            "n_runs": len(paths),
+            "n_converged": None,
+            "never_converged": [],
+            "r2": None,
+            "f_pvalue": None,
+            "detour_rule": None,
+        }
     runs["states_visited"] = [" ".join(map(str, sorted(set(paths[s].tolist())))) for s in runs.index]
-    coefficients = fit["coefficients"].merge(visits, on="term", how="left")
-    coefficients["detour"] = [
-        t.startswith("state_") and int(t.split("_")[1]) in detours for t in coefficients["term"]
-    ]
-    coefficients = coefficients[COEFFICIENT_COLUMNS]
     top_edge = ""
     if not changes.empty:
         changes["detour_edge"] = changes["target"].isin(detours) | changes["source"].isin(detours)
         e = changes.sort_values(["n_runs", "probability"], ascending=False, kind="stable").iloc[0]
         top_edge = f"{e.source}→{e.target} ({e.n_runs}/{e.n_total_runs} runs): {e.summary}"
+    summary = {
+        "k": k,
+        "n_runs": convergence["n_runs"],
+        "n_converged": convergence["n_converged"],
+        "never_converged": convergence["never_converged"],
+        "threshold": threshold,
+        "r2": convergence["r2"],
+        "f_pvalue": convergence["f_pvalue"],
+        "detour_states": detours,
+        "detour_rule": convergence["detour_rule"],
+        "top_edge": top_edge,
+        "criterion": model.get("criterion"),
+        "pinned": model.get("pinned", False),
+        "at_boundary": model.get("at_boundary", False),
+        "feature_ranking": ranking,
+        "occupancy": occupancy_kind,
+    }
+    if not performance:
+        summary["status"] = NO_PERFORMANCE
     return {
         "edges": changes if not changes.empty else pd.DataFrame(columns=EDGE_COLUMNS),
         "runs": runs.reset_index(),
         "coefficients": coefficients,
-        "summary": {
-            "k": k,
-            "n_runs": fit["n_runs"],
-            "n_converged": int(conv["converged"].sum()),
-            "never_converged": [int(s) for s in conv.index[~conv["converged"]]],
-            "threshold": threshold,
-            "r2": fit["r2"],
-            "f_pvalue": fit["f_pvalue"],
-            "detour_states": detours,
-            "detour_rule": f"visited by some runs, visit-test r > 0, Holm-adjusted p < {detour_alpha}",
-            "top_edge": top_edge,
-            "criterion": model.get("criterion"),
-            "pinned": model.get("pinned", False),
-            "at_boundary": model.get("at_boundary", False),
-            "feature_ranking": ranking,
-            "occupancy": occupancy_kind,
-        },
+        "summary": summary,
     }
 
 
@@ -378,49 +403,6 @@ NO_PERFORMANCE = (
     "convergence analyses skipped: the runs have no eval_acc (an imported series without a "
     "performance table); states, transitions and feature changes are complete"
 )
-
-
-def _no_performance(
-    changes: pd.DataFrame,
-    occ: pd.DataFrame,
-    paths: dict,
-    model: dict,
-    ranking: str,
-    occupancy_kind: str,
-    threshold: float,
-) -> dict:
-    """Analyses of runs without eval accuracy: everything but convergence, regression, detours."""
-    top_edge = ""
-    if not changes.empty:
-        changes["detour_edge"] = False
-        e = changes.sort_values(["n_runs", "probability"], ascending=False, kind="stable").iloc[0]
-        top_edge = f"{e.source}→{e.target} ({e.n_runs}/{e.n_total_runs} runs): {e.summary}"
-    runs = occ.copy()
-    runs.index.name = "seed"
-    runs["states_visited"] = [" ".join(map(str, sorted(set(paths[s].tolist())))) for s in runs.index]
-    return {
-        "edges": changes if not changes.empty else pd.DataFrame(columns=EDGE_COLUMNS),
-        "runs": runs.reset_index(),
-        "coefficients": pd.DataFrame(columns=COEFFICIENT_COLUMNS),
-        "summary": {
-            "k": model["k"],
-            "n_runs": len(paths),
-            "n_converged": None,
-            "never_converged": [],
-            "threshold": threshold,
-            "r2": None,
-            "f_pvalue": None,
-            "detour_states": [],
-            "detour_rule": None,
-            "top_edge": top_edge,
-            "criterion": model.get("criterion"),
-            "pinned": model.get("pinned", False),
-            "at_boundary": model.get("at_boundary", False),
-            "feature_ranking": ranking,
-            "occupancy": occupancy_kind,
-            "status": NO_PERFORMANCE,
-        },
-    }
 
 
 def _nothing_decoded(metrics: pd.DataFrame, threshold: float, ranking: str, occupancy_kind: str) -> dict:
