@@ -3,6 +3,7 @@ import glob
 import json
 from pathlib import Path
 
+from latentstates.columns import CHECKPOINT_SUFFIXES
 from latentstates.config import task_hmm
 from latentstates.provenance import code_digest
 
@@ -12,7 +13,6 @@ TASKS = sorted(config["tasks"])
 SOURCE = {t: config["tasks"][t]["source"] for t in TASKS}
 RUN_TASKS = [t for t in TASKS if SOURCE[t] != "table"]
 TABLE_TASKS = [t for t in TASKS if SOURCE[t] == "table"]
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 
 
 wildcard_constraints:

@@ -103,6 +103,23 @@ def test_performance_log_takes_what_the_table_gives():
     assert performance_log(None, 3, [0, 5], None)["eval_acc"].isna().all()
 
 
+def _bert_linears(model):
+    """A BertForMaskedLM's six Linear layers per encoder layer, from the modules themselves (not
+    key names): query, key, value, attention output, intermediate, output."""
+    return [
+        lin
+        for layer in model.bert.encoder.layer
+        for lin in (
+            layer.attention.self.query,
+            layer.attention.self.key,
+            layer.attention.self.value,
+            layer.attention.output.dense,
+            layer.intermediate.dense,
+            layer.output.dense,
+        )
+    ]
+
+
 def test_bert_matrices_are_the_layers_query_key_value_output_intermediate_dense():
     transformers = pytest.importorskip("transformers")
     cfg = transformers.BertConfig(
@@ -111,17 +128,7 @@ def test_bert_matrices_are_the_layers_query_key_value_output_intermediate_dense(
     torch.manual_seed(0)
     model = transformers.BertForMaskedLM(cfg)
     matrices, biases = bert_weights(model.state_dict())
-    expected = []
-    for layer in model.bert.encoder.layer:  # the modules themselves, not key names
-        for lin in (
-            layer.attention.self.query,
-            layer.attention.self.key,
-            layer.attention.self.value,
-            layer.attention.output.dense,
-            layer.intermediate.dense,
-            layer.output.dense,
-        ):
-            expected.append(lin)
+    expected = _bert_linears(model)
     assert len(matrices) == 12 and len(biases) == 4
     for got, lin in zip(matrices, expected):
         assert got is lin.weight or torch.equal(got, lin.weight)
@@ -265,18 +272,7 @@ def test_every_source_runs_through_the_workflow(make_workdir, tmp_path):
     transformers = pytest.importorskip("transformers")
     model = transformers.BertForMaskedLM.from_pretrained(tmp_path / "bert" / "seed_1" / "step_50")
     layers = model.bert.encoder.layer
-    mats = [
-        m.weight
-        for layer in layers
-        for m in (
-            layer.attention.self.query,
-            layer.attention.self.key,
-            layer.attention.self.value,
-            layer.attention.output.dense,
-            layer.intermediate.dense,
-            layer.output.dense,
-        )
-    ]
+    mats = [lin.weight for lin in _bert_linears(model)]
     row = bert[(bert.seed == 1) & (bert.step == 50)].iloc[0]
     assert row["l2"] == pytest.approx(np.mean([matrix_metrics(m)["l2"] for m in mats]), rel=1e-12)
     biases = [m.bias for layer in layers for m in (layer.intermediate.dense, layer.output.dense)]

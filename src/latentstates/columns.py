@@ -1,4 +1,5 @@
-"""Column names of the workflow's tables (torch-free: the Snakefile and config checks use them)."""
+"""Names shared by the package and the Snakefile: table columns, checkpoint file suffixes
+(torch-free: the Snakefile and config checks import it)."""
 
 # The 14 HMM features of the paper, in its order.
 PAPER_FEATURES = [
@@ -21,3 +22,6 @@ MATRIX_FEATURES = PAPER_FEATURES[:8]
 PERFORMANCE_COLUMNS = ["train_loss", "train_acc", "eval_loss", "eval_acc"]
 # Every metric column of a metrics table the workflow computes.
 KNOWN_FEATURES = [*PAPER_FEATURES, "hessian_top_eig", *PERFORMANCE_COLUMNS]
+# Files of a checkpoint directory brought from elsewhere (the import job reads them; the Snakefile
+# lists them as its inputs).
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")

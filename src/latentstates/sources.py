@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from .columns import CHECKPOINT_SUFFIXES
 from .external_tables import performance_log
 from .runs import make_run, model_spec
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 _INT = re.compile(r"\d+")
 
 
