@@ -1,4 +1,5 @@
 # Paths and wildcard helpers: every output path of the workflow is defined here.
+import functools
 import glob
 import json
 from pathlib import Path
@@ -129,12 +130,20 @@ def hmm_settings(task):
     cfg = task_hmm(config, task)
     t = config["tasks"][task]
     if t["source"] == "table" and "features" not in t["hmm"]:
-        from latentstates.external_tables import read_table, table_features
-
-        cfg["features"] = table_features(
-            read_table(t["path"]), t["run_column"], t["step_column"]
-        )
+        cfg["features"] = list(_table_features(task))
     return cfg
+
+
+@functools.cache
+def _table_features(task):
+    """A table task's numeric feature columns, read once per Snakemake process (several rules'
+    params ask for them)."""
+    from latentstates.external_tables import read_table, table_features
+
+    t = config["tasks"][task]
+    return tuple(
+        table_features(read_table(t["path"]), t["run_column"], t["step_column"])
+    )
 
 
 def checkpoints_output(task, seed):
