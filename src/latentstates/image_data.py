@@ -1,0 +1,99 @@
+"""MNIST and CIFAR-100 from the files torchvision's dataset classes download, read without
+torchvision (whose PyPI build needs torch's CUDA build), and an offline-safe `prepare` step.
+
+Layout under a data directory (what `torchvision.datasets.MNIST(root)` and `CIFAR100(root)` write):
+
+    MNIST/raw/train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
+              t10k-labels-idx1-ubyte                       (IDX files)
+    cifar-100-python/train, test                           (pickles: b"data", b"fine_labels")
+
+Missing files stop with one message naming the directory and the files expected there; nothing
+is ever generated in their place.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+CIFAR100_FILES = ("train", "test")
+# Per-channel mean and std of CIFAR-100's training images (the released normalisation).
+CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+
+
+class MissingDataError(FileNotFoundError):
+    """A data set is not in its directory; the message names the directory and the files."""
+
+
+def mnist_dir(data_dir: str | Path) -> Path:
+    return Path(data_dir) / "MNIST" / "raw"
+
+
+def cifar100_dir(data_dir: str | Path) -> Path:
+    return Path(data_dir) / "cifar-100-python"
+
+
+def missing_files(dataset: str, data_dir: str | Path) -> list[Path]:
+    """The files of `dataset` ("mnist" or "cifar100") absent from `data_dir`."""
+    if dataset == "mnist":
+        expected = [mnist_dir(data_dir) / f for pair in MNIST_FILES.values() for f in pair]
+    elif dataset == "cifar100":
+        expected = [cifar100_dir(data_dir) / f for f in CIFAR100_FILES]
+    else:
+        raise ValueError(f"unknown image data set {dataset!r} (mnist, cifar100)")
+    return [p for p in expected if not p.is_file()]
+
+
+def require(dataset: str, data_dir: str | Path) -> None:
+    """Stop with one message if `dataset` is not complete in `data_dir`."""
+    missing = missing_files(dataset, data_dir)
+    if missing:
+        where = missing[0].parent
+        raise MissingDataError(
+            f"{where}: {dataset} is not prepared here; expected files "
+            f"{[p.name for p in missing]}. Run the workflow's prepare_{dataset} rule on a machine "
+            f"with internet access (it downloads through torchvision), or copy the files there."
+        )
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An IDX file (MNIST's format): big-endian magic with the type and rank, then the sizes."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path}: not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: truncated IDX file ({data.size} of {int(np.prod(shape))} values)")
+    return data.reshape(shape)
+
+
+def mnist(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, 28, 28) uint8, labels (N,) int64) of MNIST's `train` or `test` split."""
+    require("mnist", data_dir)
+    images, labels = (read_idx(mnist_dir(data_dir) / f) for f in MNIST_FILES[split])
+    if len(images) != len(labels):
+        raise ValueError(f"{mnist_dir(data_dir)}: {len(images)} {split} images but {len(labels)} labels")
+    return images, labels.astype(np.int64)
+
+
+def cifar100(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, 32, 32, 3) uint8, fine labels (N,) int64) of CIFAR-100's `train` or `test`."""
+    require("cifar100", data_dir)
+    path = cifar100_dir(data_dir) / split
+    try:
+        with path.open("rb") as f:
+            entry = pickle.load(f, encoding="latin1")  # the data set's own pickle (dicts of arrays)
+    except Exception as exc:  # truncated or foreign file
+        raise ValueError(f"{path}: not a readable CIFAR-100 batch ({exc})") from exc
+    data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return data, np.asarray(entry["fine_labels"], dtype=np.int64)
