@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 
 from latentstates.columns import CHECKPOINT_SUFFIXES
-from latentstates.config import task_hmm
+from latentstates.config import task_hessian, task_hmm
+from latentstates.image_data import KIND_DATASETS, expected_files
 from latentstates.provenance import code_digest
 
 RESULTS = config["results"]
@@ -123,6 +124,19 @@ def import_inputs(task, group_seeds):
                 )
             files += found
     return files + ([t["performance"]] if t.get("performance") else [])
+
+
+def image_files(dataset, data_dir):
+    """The files of an image data set under `data_dir` (rule prepare_<dataset>'s outputs)."""
+    return [str(p) for p in expected_files(dataset, data_dir)]
+
+
+def data_inputs(task):
+    """The prepared data files a task's runs are trained or evaluated on (none for the
+    synthetic and bundled data)."""
+    t = config["tasks"][task]
+    dataset = KIND_DATASETS.get(t.get("kind"))
+    return image_files(dataset, t["data"]["dir"]) if dataset else []
 
 
 def hmm_settings(task):

@@ -31,7 +31,7 @@ for _task in RUN_TASKS:
             params:
                 code=code("metrics.py"),
                 seeds=_group,
-                hessian=canonical(config["metrics"]["hessian"]),
+                hessian=canonical(task_hessian(config, _task)),
                 device=config["device"],
             script:
                 "../workflow/scripts/metrics.py"

@@ -9,6 +9,8 @@ for _task in RUN_TASKS:
             rule:
                 name:
                     group_rule("train", _task, _group)
+                input:
+                    data_inputs(_task),
                 output:
                     checkpoints=[checkpoints_output(_task, s) for s in _group],
                     logs=[path("train_log", task=_task, seed=s) for s in _group],
@@ -40,6 +42,7 @@ for _task in RUN_TASKS:
                     group_rule("import", _task, _group)
                 input:
                     import_inputs(_task, _group),
+                    data_inputs(_task),
                 output:
                     logs=[path("train_log", task=_task, seed=s) for s in _group],
                     runs=[path("run", task=_task, seed=s) for s in _group],

@@ -83,6 +83,8 @@ def test_every_rule_block_was_found():
         "plot_analysis",
         "interactive",
         "import_table",
+        "prepare_mnist",
+        "prepare_cifar100",
     }
     assert expected <= names
     # The seed-group rules, defined in a loop: named by group_rule("train" | ..., ...).

@@ -13,6 +13,7 @@ import jsonschema
 import yaml
 
 from .columns import KNOWN_FEATURES
+from .image_data import KIND_DATASETS
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -61,6 +62,11 @@ def task_hmm(config: dict, task: str) -> dict:
     return {**config["hmm"], **config["tasks"][task].get("hmm", {})}
 
 
+def task_hessian(config: dict, task: str) -> dict:
+    """Hessian settings of one task: metrics.hessian updated by the task's overrides."""
+    return {**config["metrics"]["hessian"], **config["tasks"][task].get("hessian", {})}
+
+
 def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     """Validated copy of `config` with defaults filled in; raises ConfigError naming the key."""
     schema = load_schema(schema_path)
@@ -68,6 +74,10 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     _check(config, schema)
     hmm_schema = {**schema["$defs"]["hmm"], "$defs": schema["$defs"]}
     for name, task in config["tasks"].items():
+        if task.get("kind") in KIND_DATASETS and task["source"] != "table":
+            task["data"].setdefault("dir", config["data_dir"])
+        hessian_schema = schema["properties"]["metrics"]["properties"]["hessian"]
+        _check(task_hessian(config, name), hessian_schema, prefix=f"tasks.{name}.hessian")
         merged = task_hmm(config, name)
         _check(merged, hmm_schema, prefix=f"tasks.{name}.hmm")
         if merged["n_states"] is not None and merged["n_states"] > merged["max_states"]:

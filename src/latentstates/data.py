@@ -1,9 +1,13 @@
-"""Synthetic data sets of the paper, generated offline from a seed."""
+"""Data sets of the paper: synthetic ones generated offline from a seed, bundled digits, and
+the image data sets prepared under a data directory (`image_data`)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -51,3 +55,19 @@ def digits(train_fraction: float, seed: int) -> Split:
     n_train = int(train_fraction * len(x))
     tr, te = perm[:n_train], perm[n_train:]
     return Split(x[tr], y[tr], x[te], y[te])
+
+
+@functools.cache
+def _images(dataset: str, data_dir: str) -> Split:
+    from . import image_data
+
+    reader = {"mnist": image_data.mnist, "cifar100": image_data.cifar100}[dataset]
+    (x_tr, y_tr), (x_te, y_te) = reader(data_dir, "train"), reader(data_dir, "test")
+    return Split(*(torch.from_numpy(np.array(a)) for a in (x_tr, y_tr, x_te, y_te)))
+
+
+def images(dataset: str, data_dir: str | Path) -> Split:
+    """MNIST or CIFAR-100's own train and test splits as stored (uint8 images; the model's
+    `ImageInput` scales and normalises them). Read once per process: every seed of a job gets
+    the same tensors, which training then shares instead of copying."""
+    return _images(dataset, str(Path(data_dir).resolve()))

@@ -95,9 +95,10 @@ def top_eigenvalue(
     loss = loss_fn()
     if not torch.isfinite(loss):
         return EigenResult(float("nan"), [torch.zeros_like(p) for p in params], 0, False)
-    grads = torch.autograd.grad(loss, params, create_graph=True)
-    # A gradient that is constant in the parameters (e.g. an output bias under a hinge loss)
-    # has no graph: its Hessian rows are zero.
+    # A parameter the loss does not use (e.g. a ResNet's downsample path without residuals)
+    # gets a zero gradient; a gradient that is constant in the parameters (e.g. an output bias
+    # under a hinge loss) has no graph: the Hessian rows of both are zero.
+    grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True, materialize_grads=True)
     live = [i for i, g in enumerate(grads) if g.requires_grad]
     sizes = [p.numel() for p in params]
 

@@ -1,5 +1,5 @@
 """MNIST and CIFAR-100 from the files torchvision's dataset classes download, read without
-torchvision (whose PyPI build needs torch's CUDA build), and an offline-safe `prepare` step.
+torchvision (whose PyPI build needs torch's CUDA build); `prepare.download` fetches them.
 
 Layout under a data directory (what `torchvision.datasets.MNIST(root)` and `CIFAR100(root)` write):
 
@@ -24,8 +24,10 @@ MNIST_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 CIFAR100_FILES = ("train", "test")
-# Per-channel mean and std of CIFAR-100's training images (the released normalisation).
-CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+# Per-channel mean and std of CIFAR-100's training images, as the released training script.
+CIFAR100_STATS = ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
+# The data set each image task kind reads (its `prepare_<dataset>` rule writes it).
+KIND_DATASETS = {"mnist_mlp": "mnist", "cifar100_resnet18": "cifar100"}
 
 
 class MissingDataError(FileNotFoundError):
@@ -40,26 +42,31 @@ def cifar100_dir(data_dir: str | Path) -> Path:
     return Path(data_dir) / "cifar-100-python"
 
 
-def missing_files(dataset: str, data_dir: str | Path) -> list[Path]:
-    """The files of `dataset` ("mnist" or "cifar100") absent from `data_dir`."""
+def expected_files(dataset: str, data_dir: str | Path) -> list[Path]:
+    """The files `dataset` ("mnist" or "cifar100") is read from under `data_dir`."""
     if dataset == "mnist":
-        expected = [mnist_dir(data_dir) / f for pair in MNIST_FILES.values() for f in pair]
-    elif dataset == "cifar100":
-        expected = [cifar100_dir(data_dir) / f for f in CIFAR100_FILES]
-    else:
-        raise ValueError(f"unknown image data set {dataset!r} (mnist, cifar100)")
-    return [p for p in expected if not p.is_file()]
+        return [mnist_dir(data_dir) / f for pair in MNIST_FILES.values() for f in pair]
+    if dataset == "cifar100":
+        return [cifar100_dir(data_dir) / f for f in CIFAR100_FILES]
+    raise ValueError(f"unknown image data set {dataset!r} (mnist, cifar100)")
 
 
-def require(dataset: str, data_dir: str | Path) -> None:
+def missing_files(dataset: str, data_dir: str | Path) -> list[Path]:
+    """The files of `dataset` absent from `data_dir`."""
+    return [p for p in expected_files(dataset, data_dir) if not p.is_file()]
+
+
+def require(dataset: str, data_dir: str | Path, reason: str = "") -> None:
     """Stop with one message if `dataset` is not complete in `data_dir`."""
     missing = missing_files(dataset, data_dir)
     if missing:
         where = missing[0].parent
+        because = f" ({reason})" if reason else ""
         raise MissingDataError(
-            f"{where}: {dataset} is not prepared here; expected files "
+            f"{where}: {dataset} is not prepared here{because}; expected files "
             f"{[p.name for p in missing]}. Run the workflow's prepare_{dataset} rule on a machine "
-            f"with internet access (it downloads through torchvision), or copy the files there."
+            f"with internet access and torchvision (it downloads through torchvision's "
+            f"{'MNIST' if dataset == 'mnist' else 'CIFAR100'} class), or copy the files there."
         )
 
 

@@ -14,17 +14,42 @@ def finite_weights(model: nn.Module) -> bool:
     return all(torch.isfinite(p).all() for p in model.parameters())
 
 
-class MLP(nn.Module):
-    """ReLU multi-layer perceptron with Xavier-uniform weights and zero biases."""
+class ImageInput(nn.Module):
+    """Stored images (uint8, channels last) to the network's input, as torchvision's ToTensor
+    (scale to [0, 1], channels first) and Normalize (per-channel mean and std), then optionally
+    flattened. Part of the model, so that every stage (training, evaluation, the Hessian, an
+    imported checkpoint) feeds it the stored images alike. No parameters, no state."""
 
-    def __init__(self, sizes: list[int]):
+    def __init__(self, mean=None, std=None, flatten: bool = False):
         super().__init__()
+        self.mean, self.std, self.flatten = mean, std, flatten
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.get_default_dtype()) / 255
+        if self.flatten:
+            return x.flatten(-2)  # (…, 28, 28) grey images
+        x = x.movedim(-1, -3)  # (…, H, W, C) → (…, C, H, W)
+        if self.mean is not None:
+            mean = torch.tensor(self.mean, device=x.device)[:, None, None]
+            std = torch.tensor(self.std, device=x.device)[:, None, None]
+            x = (x - mean) / std
+        return x
+
+
+class MLP(nn.Module):
+    """ReLU multi-layer perceptron with Xavier-uniform weights and zero biases; `input` turns
+    stored data into its input (e.g. `ImageInput`), identity by default."""
+
+    def __init__(self, sizes: list[int], input: nn.Module | None = None):
+        super().__init__()
+        self.input = input if input is not None else nn.Identity()
         self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:]))
         for layer in self.layers:
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input(x)
         for layer in self.layers[:-1]:
             x = torch.relu(layer(x))
         return self.layers[-1](x)
@@ -67,8 +92,15 @@ class ResNet18(nn.Module):
     switch the blocks' BatchNorms and shortcuts; the stem's BatchNorm stays, as released).
     Initialisation as torchvision: Kaiming-normal convolutions, BatchNorm weight 1 and bias 0."""
 
-    def __init__(self, n_classes: int = 100, batch_norm: bool = True, residual: bool = True):
+    def __init__(
+        self,
+        n_classes: int = 100,
+        batch_norm: bool = True,
+        residual: bool = True,
+        input: nn.Module | None = None,
+    ):
         super().__init__()
+        self.input = input if input is not None else nn.Identity()
         self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         blocks, inplanes = [], 64
@@ -86,10 +118,10 @@ class ResNet18(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu(self.bn1(self.conv1(self.input(x))))
         for block in self.blocks:
             x = block(x)
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+        return self.fc(x.mean(dim=(-2, -1)))  # global average pooling (vmap-friendly)
 
     def kernels(self) -> list[torch.Tensor]:
         """The convolutions the released statistics summarise: the stem and every block's two
@@ -156,6 +188,28 @@ class OneLayerTransformer(nn.Module):
         x = self.ln_attn(resid[:, -1] + z @ self.W_O.T)
         mlp = torch.relu(x @ self.W_in.T + self.b_in) @ self.W_out.T + self.b_out
         return self.ln_mlp(x + mlp) @ self.W_U
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """torchvision's RandomCrop(size, padding, padding_mode="reflect") then
+    RandomHorizontalFlip(), per image of a batch of stored images (B, H, W, C), any dtype: each
+    image draws its crop offsets (0 … 2·padding) and whether it flips from `generator`, which
+    stays on the CPU (so a run's draws do not depend on the device)."""
+    b, h, w = x.shape[:3]
+    top = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
+    left = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
+    flip = torch.rand(b, generator=generator) < 0.5
+
+    def reflect(k: torch.Tensor, n: int) -> torch.Tensor:
+        k = k.abs()  # reflect padding mirrors without repeating the edge
+        return torch.where(k > n - 1, 2 * (n - 1) - k, k)
+
+    rows = reflect(torch.arange(h) + top[:, None] - padding, h)
+    cols = reflect(torch.arange(w) + left[:, None] - padding, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    dev = x.device
+    batch = torch.arange(b, device=dev)[:, None, None]
+    return x[batch, rows.to(dev)[:, :, None], cols.to(dev)[:, None, :]]
 
 
 def fit_state(model: torch.nn.Module, state: dict, path: str | Path) -> None:

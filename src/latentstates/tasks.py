@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import data, models
+from . import data, image_data, models
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,9 @@ class TaskKind:
     biases: Callable[[nn.Module], list[torch.Tensor]]
     # Convolution weights (out, in, h, w), summarised per kernel (metrics.kernel_metrics).
     kernels: Callable[[nn.Module], list[torch.Tensor]] = lambda model: []
+    # Training-time augmentation of one run's batch of stored inputs, drawing from the run's
+    # own generator (its data-order stream); None = none.
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
 
 
 TASKS: dict[str, TaskKind] = {}
@@ -121,5 +124,51 @@ register(
         correct=_argmax_correct,
         matrices=_mlp_matrices,
         biases=_mlp_biases,
+    )
+)
+
+# The paper's MNIST MLP (torchvision MNIST, ToTensor and flatten, no normalisation): 784 inputs,
+# `hidden` as configured (the paper: two layers of 800; the released script's default: one).
+register(
+    TaskKind(
+        name="mnist_mlp",
+        make_data=lambda d, seed: data.images("mnist", d["dir"]),
+        make_model=lambda m, d: models.MLP([784, *m["hidden"], 10], input=models.ImageInput(flatten=True)),
+        loss=F.cross_entropy,
+        correct=_argmax_correct,
+        matrices=_mlp_matrices,
+        biases=_mlp_biases,
+    )
+)
+
+
+def _fc_matrix(model: nn.Module) -> list[torch.Tensor]:
+    # As released: trace, spectral norm and singular values of the final linear layer only.
+    return [model.fc.weight]
+
+
+def _fc_bias(model: nn.Module) -> list[torch.Tensor]:
+    return [model.fc.bias]
+
+
+# The paper's CIFAR-100 ResNet18 (with or without batch norm and residual connections), random
+# crop with reflect padding and horizontal flip, CIFAR-100 normalisation; conv kernels are
+# summarised per (out, in) kernel.
+register(
+    TaskKind(
+        name="cifar100_resnet18",
+        make_data=lambda d, seed: data.images("cifar100", d["dir"]),
+        make_model=lambda m, d: models.ResNet18(
+            100,
+            batch_norm=m["batch_norm"],
+            residual=m["residual"],
+            input=models.ImageInput(*image_data.CIFAR100_STATS),
+        ),
+        loss=F.cross_entropy,
+        correct=_argmax_correct,
+        matrices=_fc_matrix,
+        biases=_fc_bias,
+        kernels=lambda model: model.kernels(),
+        augment=models.random_crop_flip,
     )
 )

@@ -51,6 +51,9 @@ def schedule(n_train: int, cfg: dict) -> tuple[int, int, int]:
 
 
 def _stack(tensors: list[torch.Tensor], what: str, device: torch.device) -> torch.Tensor:
+    if all(t is tensors[0] for t in tensors):
+        # One data set for every run (the image tasks' fixed splits): shared, not copied.
+        return tensors[0].to(device).expand(len(tensors), *tensors[0].shape)
     shapes = {tuple(t.shape) for t in tensors}
     if len(shapes) > 1:
         raise ValueError(
@@ -103,9 +106,21 @@ def train_group(
     def active() -> list[bool]:
         return [not r[-1]["diverged"] for r in rows]
 
+    # train_metrics "running": the training batches since the last checkpoint give the train
+    # loss (mean of their losses) and accuracy, as the released image scripts (no pass over the
+    # training set); "full" evaluates the whole training set at each checkpoint.
+    running = cfg["train_metrics"] == "running"
+    window = [torch.zeros(n_runs, dtype=torch.float64, device=dev) for _ in range(2)] + [0, 0]
+
     def checkpoint(step: int) -> None:
         index = step // interval
-        tr_loss, tr_acc = evaluate(model, kind, x_tr, y_tr)
+        if running and window[3]:
+            tr_loss = (window[0] / window[3]).tolist()
+            tr_acc = (window[1] / window[2]).tolist()
+            window[0].zero_(), window[1].zero_()
+            window[2] = window[3] = 0
+        else:  # full, and the checkpoint before the first step
+            tr_loss, tr_acc = evaluate(model, kind, x_tr, y_tr)
         te_loss, te_acc = evaluate(model, kind, x_te, y_te)
         finite = model.finite()
         opt_states = split_optimizer_state(optimizer, n_runs)
@@ -181,7 +196,17 @@ def train_group(
         if position == 0:
             perm = torch.stack([torch.randperm(n_train, generator=g) for g in orders]).to(dev)
         idx = perm[:, position * batch : (position + 1) * batch]
-        losses = model.map(kind.loss, model(x_tr[which, idx]), y_tr[which, idx])
+        xb, yb = x_tr[which, idx], y_tr[which, idx]
+        if kind.augment is not None:
+            xb = torch.stack([kind.augment(xb[i], orders[i]) for i in range(n_runs)])
+        out = model(xb)
+        losses = model.map(kind.loss, out, yb)
+        if running:
+            with torch.no_grad():
+                window[0] += losses.detach().double()
+                window[1] += model.map(lambda o, t: kind.correct(o, t).sum(), out, yb).double()
+                window[2] += yb.shape[1]
+                window[3] += 1
         optimizer.zero_grad(set_to_none=True)
         # Each run's gradient is that of its own loss: no term of the sum depends on another run.
         losses.sum().backward()

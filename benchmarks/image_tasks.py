@@ -1,0 +1,155 @@
+"""The paper's image experiments at full size: training and metrics time, seed groups against one
+seed per process, and the GPU hours configs/paper.yaml needs.
+
+Usage: python benchmarks/image_tasks.py [--device cuda] [--groups 1 4 8] [--epochs 1]
+
+MNIST and CIFAR-100 cannot be downloaded here, so files of their exact sizes and formats (60,000
++ 10,000 28×28 and 50,000 + 10,000 32×32×3 images) are written with random pixels: the time of a
+step does not depend on the pixel values. Each task is configs/paper.yaml's, trained for
+`--epochs` epochs (with its checkpoints every 20 steps and their evaluations); the seconds per
+seed-epoch of each group size are printed with the ratio to a group of one (the paper's one run
+per process), then the metrics of one run's checkpoints (weight statistics and the Hessian), and
+the resulting estimate for the whole paper config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import pickle
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from latentstates import image_data  # noqa: E402
+from latentstates.config import load_config  # noqa: E402
+from latentstates.extract import run_metrics  # noqa: E402
+from latentstates.train import schedule, train_group  # noqa: E402
+
+
+def write_data(root: Path, scale: float = 1.0, seed: int = 0) -> None:
+    """MNIST IDX files and CIFAR-100 pickles of the real sizes (times `scale`), random pixels."""
+    rng = np.random.default_rng(seed)
+    d = image_data.mnist_dir(root)
+    d.mkdir(parents=True)
+    for split, n in (("train", int(60_000 * scale)), ("test", int(10_000 * scale))):
+        for name, arr in zip(
+            image_data.MNIST_FILES[split],
+            (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8)),
+        ):
+            header = bytes([0, 0, 8, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+            (d / name).write_bytes(header + arr.tobytes())
+    d = image_data.cifar100_dir(root)
+    d.mkdir(parents=True)
+    for split, n in (("train", int(50_000 * scale)), ("test", int(10_000 * scale))):
+        entry = {
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "fine_labels": rng.integers(0, 100, n).tolist(),
+        }
+        (d / split).write_bytes(pickle.dumps(entry))
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def seconds_per_seed_epoch(task: dict, group: int, device: str, tmp: Path) -> float:
+    seeds = list(range(group))
+    dirs = [tmp / f"{task['kind']}_{group}_{s}" for s in seeds]
+    sync(device)
+    start = time.perf_counter()
+    logs = train_group(task, seeds, dirs, device=device, progress=False)
+    sync(device)
+    return (time.perf_counter() - start) / (group * task["train"]["epochs"]), dirs, logs[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--groups", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--mnist-groups", type=int, nargs="+", default=[1, 40])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--hessian-checkpoints", type=int, default=5)
+    parser.add_argument("--scale", type=float, default=1.0, help="data size (a smoke test: 0.01)")
+    args = parser.parse_args()
+    paper = load_config(REPO / "configs" / "paper.yaml")
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    print(f"device: {args.device} ({name}), torch {torch.__version__}")
+    estimate = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        write_data(tmp / "data", args.scale)
+        for task_name, groups in (
+            ("mnist_mlp", args.mnist_groups),
+            ("cifar100_resnet18", args.groups),
+            ("cifar100_resnet18_plain", args.groups[:1]),
+        ):
+            task = copy.deepcopy(paper["tasks"][task_name])
+            task["data"]["dir"] = str(tmp / "data")
+            full_epochs = task["train"]["epochs"]
+            task["train"]["epochs"] = args.epochs
+            times = {}
+            seconds_per_seed_epoch(task, 1, args.device, tmp / "warm-up")  # kernels, allocator
+            for g in groups:
+                times[g], dirs, log = seconds_per_seed_epoch(task, g, args.device, tmp)
+                print(
+                    f"{task_name}: group of {g:2d}: {times[g]:7.2f} s per seed-epoch "
+                    f"({times[groups[0]] / times[g]:.2f}x a group of {groups[0]})",
+                    flush=True,
+                )
+            # Metrics of one run's checkpoints: weight statistics everywhere, the Hessian at the
+            # first few (stride 1 here), timed apart.
+            hessian = {**paper["metrics"]["hessian"], **task.get("hessian", {})}
+            n_ckpt = len(list(dirs[0].glob("*.pt")))
+            start = time.perf_counter()
+            run_metrics(
+                task, 0, dirs[0], log, {**hessian, "enabled": False}, device=args.device, progress=False
+            )
+            per_ckpt = (time.perf_counter() - start) / n_ckpt
+            few = tmp / "few"
+            few.mkdir(exist_ok=True)
+            for p in sorted(dirs[0].glob("*.pt"))[: args.hessian_checkpoints]:
+                (few / p.name).write_bytes(p.read_bytes())
+            start = time.perf_counter()
+            table = run_metrics(
+                task, 0, few, log, {**hessian, "stride": 1}, device=args.device, progress=False
+            )
+            per_hessian = (time.perf_counter() - start) / len(table) - per_ckpt
+            print(
+                f"{task_name}: metrics {per_ckpt * 1e3:.0f} ms per checkpoint, Hessian "
+                f"{per_hessian:.2f} s per checkpoint ({table['hessian_iters'].mean():.0f} products, "
+                f"batch {hessian['batch_size']})",
+                flush=True,
+            )
+            best = min(times.values())
+            _, steps_per_epoch, interval = schedule(
+                60_000 if "mnist" in task_name else 50_000, paper["tasks"][task_name]["train"]
+            )
+            n_checkpoints = full_epochs * steps_per_epoch // interval + 1
+            seeds = paper["tasks"][task_name]["seeds"]
+            hours = (
+                seeds
+                * (
+                    full_epochs * best
+                    + n_checkpoints * per_ckpt
+                    + n_checkpoints / hessian["stride"] * per_hessian
+                )
+                / 3600
+            )
+            estimate[task_name] = (hours, n_checkpoints)
+    print("\nconfigs/paper.yaml, image tasks, on this device:")
+    for task_name, (hours, n_checkpoints) in estimate.items():
+        print(f"  {task_name}: {hours:.1f} h ({n_checkpoints} checkpoints per seed)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""The paper's image experiments as tasks: MNIST MLP and CIFAR-100 ResNet18 on files written in
+each data set's own format, their input pipeline and augmentation, seed-batched training with
+BatchNorm, and a tiny workflow run of each that produces every output."""
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.nn import functional as F
+
+from conftest import snakemake
+from latentstates import image_data
+from latentstates.checkpoints import checkpoint_path
+from latentstates.config import validate_config
+from latentstates.models import ImageInput, ResNet18, random_crop_flip
+from latentstates.replicas import Replicas
+from latentstates.runtime import build_run
+from latentstates.train import train_group
+from test_image_data import write_cifar100, write_mnist
+
+TRAIN = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "checkpoint_unit": "step"}
+
+
+def _tasks(data_dir, seeds=3):
+    return {
+        "mnist": {
+            "kind": "mnist_mlp",
+            "seeds": seeds,
+            "convergence_threshold": 0.97,
+            "data": {},
+            "model": {"hidden": [16, 16]},
+            "train": {**TRAIN, "batch_size": 16, "epochs": 2, "checkpoint_every": 1},
+        },
+        "cifar": {
+            "kind": "cifar100_resnet18",
+            "seeds": seeds,
+            "convergence_threshold": 0.4,
+            "data": {"dir": str(data_dir)},
+            "model": {"batch_norm": True, "residual": True},
+            "train": {
+                **TRAIN,
+                "batch_size": 16,
+                "epochs": 2,
+                "checkpoint_every": 1,
+                "train_metrics": "running",
+            },
+        },
+    }
+
+
+def test_image_input_is_to_tensor_then_normalize():
+    x = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
+    mean, std = image_data.CIFAR100_STATS
+    out = ImageInput(mean, std)(x)
+    assert out.shape == (2, 3, 32, 32)
+    by_hand = (x[1, 5, 7, 2].item() / 255 - mean[2]) / std[2]
+    assert out[1, 2, 5, 7].item() == pytest.approx(by_hand, rel=1e-6)
+    grey = torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8)
+    flat = ImageInput(flatten=True)(grey)
+    assert flat.shape == (4, 784) and flat[3, 28 * 2 + 5].item() == pytest.approx(grey[3, 2, 5].item() / 255)
+
+
+def test_random_crop_flip_is_a_reflect_padded_crop_per_image():
+    x = torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8)
+    out = random_crop_flip(x, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)  # the same draws, in the same order
+    top, left = torch.randint(0, 9, (64,), generator=g), torch.randint(0, 9, (64,), generator=g)
+    flip = torch.rand(64, generator=g) < 0.5
+    padded = np.pad(x.numpy(), ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
+    for i in range(64):
+        crop = padded[i, top[i] : top[i] + 32, left[i] : left[i] + 32]
+        np.testing.assert_array_equal(out[i].numpy(), crop[:, ::-1] if flip[i] else crop)
+    assert 0 < flip.sum() < 64 and len(set(zip(top.tolist(), left.tolist()))) > 20
+
+
+def test_transforms_equal_torchvision_where_it_imports():
+    tv = pytest.importorskip("torchvision.transforms.functional", reason="torchvision does not import here")
+    x = torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8)
+    mean, std = image_data.CIFAR100_STATS
+    theirs = torch.stack([tv.normalize(tv.to_tensor(img.numpy()), mean, std) for img in x])
+    torch.testing.assert_close(ImageInput(mean, std)(x), theirs, rtol=1e-6, atol=1e-6)
+    out = random_crop_flip(x, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    top, left = torch.randint(0, 9, (8,), generator=g), torch.randint(0, 9, (8,), generator=g)
+    flip = torch.rand(8, generator=g) < 0.5
+    for i in range(8):
+        chw = tv.pad(x[i].permute(2, 0, 1), [4], padding_mode="reflect")
+        crop = tv.crop(chw, int(top[i]), int(left[i]), 32, 32)
+        crop = tv.hflip(crop) if flip[i] else crop
+        torch.testing.assert_close(out[i], crop.permute(1, 2, 0))
+
+
+def test_image_tasks_read_the_prepared_files_shared_by_every_seed(tmp_path):
+    written = write_mnist(tmp_path, n_train=20, n_test=8)
+    cfg = validate_config({"data_dir": str(tmp_path), "tasks": _tasks(tmp_path)})["tasks"]
+    assert cfg["mnist"]["data"]["dir"] == str(tmp_path)  # the global data_dir
+    _, split0, model = build_run(cfg["mnist"], 0)
+    _, split1, _ = build_run(cfg["mnist"], 1)
+    assert split0.x_train is split1.x_train  # read once, shared by the seeds of a job
+    np.testing.assert_array_equal(split0.x_train.numpy(), written["train"][0])
+    assert [tuple(w.shape) for w in (layer.weight for layer in model.layers)] == [
+        (16, 784),
+        (16, 16),
+        (10, 16),
+    ]
+
+
+@pytest.fixture
+def float64():
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+def test_stacked_resnets_with_batch_norm_compute_what_each_alone_does(float64):
+    # In float64, so that the comparison sees the computation, not float32 rounding: a stacked
+    # convolution is one grouped convolution, whose sums round differently (up to 3 % relative
+    # on gradients that cancel to near zero, in float32), as any other kernel choice would.
+    models = [ResNet18(100, input=ImageInput(*image_data.CIFAR100_STATS)) for _ in range(2)]
+    stacked = Replicas([copy.deepcopy(m) for m in models]).train()
+    x = torch.randint(0, 256, (2, 8, 32, 32, 3), dtype=torch.uint8)
+    y = torch.randint(0, 100, (2, 8))
+    losses = stacked.map(F.cross_entropy, stacked(x), y)
+    losses.sum().backward()
+    for i, model in enumerate(models):
+        model.train()
+        loss = F.cross_entropy(model(x[i]), y[i])
+        loss.backward()
+        assert losses[i].item() == pytest.approx(loss.item(), rel=1e-12)
+        for k, p in model.named_parameters():
+            torch.testing.assert_close(stacked.params[k].grad[i], p.grad, rtol=1e-10, atol=1e-12, msg=k)
+        for k, b in model.named_buffers():  # BatchNorm's running statistics, per replica
+            torch.testing.assert_close(stacked.buffers[k][i], b, rtol=1e-12, atol=1e-12, msg=k)
+
+
+@pytest.mark.slow
+def test_cifar_seeds_batched_equal_seeds_alone(tmp_path, float64):
+    # Each seed of a group keeps its initialisation, data order, augmentation draws, optimiser
+    # state and BatchNorm statistics. In float64, as above: in float32 the grouped convolution's
+    # rounding, amplified by Adam's ±lr first steps on near-zero gradients, moves weights by
+    # up to a few per cent of a step.
+    write_cifar100(tmp_path, n_train=16, n_test=4)
+    task = validate_config({"tasks": _tasks(tmp_path)})["tasks"]["cifar"]
+    task["train"].update(batch_size=8, epochs=2, checkpoint_every=2)  # 4 steps, a new data order at step 2
+    batched = train_group(task, [0, 1], [tmp_path / "b0", tmp_path / "b1"], device="cpu", progress=False)
+    for seed in (0, 1):
+        alone = train_group(task, [seed], [tmp_path / f"a{seed}"], device="cpu", progress=False)[0]
+        assert alone["checkpoint"].tolist() == batched[seed]["checkpoint"].tolist() == [0, 1, 2]
+        cols = ["train_loss", "train_acc", "eval_loss", "eval_acc"]
+        np.testing.assert_allclose(batched[seed][cols], alone[cols], rtol=1e-10)
+        a = torch.load(checkpoint_path(tmp_path / f"a{seed}", 2), weights_only=True)["model"]
+        b = torch.load(checkpoint_path(tmp_path / f"b{seed}", 2), weights_only=True)["model"]
+        assert a.keys() == b.keys() and any("running_mean" in k for k in a)
+        for k in a:  # parameters and BatchNorm statistics
+            torch.testing.assert_close(b[k], a[k], rtol=1e-9, atol=1e-11)
+    different = torch.load(checkpoint_path(tmp_path / "a0", 2), weights_only=True)["model"]
+    assert not torch.allclose(different["fc.weight"], b["fc.weight"])  # seeds 0 and 1 differ
+
+
+@pytest.mark.slow
+def test_image_tasks_run_through_the_workflow(make_workdir, tmp_path):
+    data = tmp_path / "data"
+    write_mnist(data, n_train=48, n_test=16)
+    write_cifar100(data, n_train=32, n_test=16)
+    config = {
+        "data_dir": str(data),
+        "seeds_per_job": 2,
+        "metrics": {"hessian": {"batch_size": 16, "stride": 2, "max_iter": 10}},
+        "hmm": {
+            "max_states": 2,
+            "restarts": 1,
+            "max_iter": 10,
+            "features": ["l1", "l2", "spectral", "mean_w"],
+            "criterion": "bic_train",
+        },
+        "plots": {"max_runs": 2},
+        "forecast": {"fractions": [0.5], "folds": 3, "restarts": 1, "samples": 100},
+        "tasks": _tasks(data),
+    }
+    wd = make_workdir(config)
+    snakemake(wd)
+    res = wd / "results"
+    for task, checkpoints in (("mnist", 7), ("cifar", 5)):  # 3 and 2 steps per epoch, 2 epochs
+        metrics = pd.read_parquet(res / task / "metrics.parquet")
+        assert len(metrics) == 3 * checkpoints, task
+        assert (
+            metrics[["l1", "l2", "spectral", "trace", "mean_b", "eval_acc", "train_acc"]].notna().all().all()
+        )
+        assert metrics.loc[metrics["checkpoint"] % 2 == 0, "hessian_top_eig"].notna().all()
+        for figure in ("training_curves", "transition_graph", "model_selection"):
+            assert (res / task / "figures" / f"{figure}.png").stat().st_size > 0
+        assert json.loads((res / task / "analysis" / "summary.json").read_text())
+    summary = pd.read_csv(res / "summary.csv")
+    assert {"mnist", "cifar"} <= set(summary["task"])
+    # CIFAR: the fc layer's statistics with the kernels' joined in; the train metrics are the
+    # training batches' (running), which differ from a full pass.
+    cifar = pd.read_parquet(res / "cifar" / "metrics.parquet")
+    assert (cifar["code_sparsity"] > 0).all()
+    # Nothing left to do, and the data were not "prepared" (they were there).
+    dry = snakemake(wd, "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    assert not (data / "prepare_mnist.log").exists()
+
+
+def test_missing_image_data_stops_naming_the_directory(make_workdir, tmp_path):
+    data = tmp_path / "empty"
+    config = {"data_dir": str(data), "tasks": {"mnist": _tasks(data)["mnist"]}}
+    wd = make_workdir(config)
+    proc = snakemake(wd, check=False)
+    assert proc.returncode != 0
+    log = (data / "prepare_mnist.log").read_text()
+    assert f"{data / 'MNIST' / 'raw'}: mnist is not prepared here" in log
+    assert "train-images-idx3-ubyte" in log and "prepare_mnist" in log
+    assert not (wd / "results" / "mnist" / "runs").exists()  # no seed ran, nothing downloaded per seed
