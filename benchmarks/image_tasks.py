@@ -79,6 +79,9 @@ def main() -> None:
     parser.add_argument("--mnist-groups", type=int, nargs="+", default=[1, 40])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--hessian-checkpoints", type=int, default=5)
+    parser.add_argument(
+        "--tasks", nargs="+", default=["mnist_mlp", "cifar100_resnet18", "cifar100_resnet18_plain"]
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="data size (a smoke test: 0.01)")
     args = parser.parse_args()
     paper = load_config(REPO / "configs" / "paper.yaml")
@@ -93,6 +96,8 @@ def main() -> None:
             ("cifar100_resnet18", args.groups),
             ("cifar100_resnet18_plain", args.groups[:1]),
         ):
+            if task_name not in args.tasks:
+                continue
             task = copy.deepcopy(paper["tasks"][task_name])
             task["data"]["dir"] = str(tmp / "data")
             full_epochs = task["train"]["epochs"]

@@ -57,6 +57,7 @@ def build_run(task_cfg: dict, seed: int) -> tuple[TaskKind, Split, nn.Module]:
 EVAL_CHUNK = 512
 
 
+@torch.no_grad()
 def evaluate(
     model: Replicas, kind: TaskKind, x: torch.Tensor, y: torch.Tensor
 ) -> tuple[list[float], list[float]]:

@@ -39,7 +39,6 @@ def make_optimizer(params: list[torch.Tensor], cfg: dict) -> torch.optim.Optimiz
     raise ValueError(f"train.optimizer: unknown optimizer {name!r} (sgd, adamw)")
 
 
-@torch.no_grad()
 def schedule(n_train: int, cfg: dict) -> tuple[int, int, int]:
     """(batch size, steps per epoch, steps between checkpoints) from the `train` config."""
     batch = cfg["batch_size"] or n_train
