@@ -29,11 +29,26 @@ class Replicas:
         self.params, self.buffers = stack_module_state(models)
         self.base = copy.deepcopy(models[0]).to("meta")
         self._forward = vmap(self._call)
+        # BatchNorm in training mode updates its running statistics in place, which vmap does
+        # not support on CUDA (cuDNN's kernel queries the memory format): such models run one
+        # replica after another, each on views of the stacked tensors (the updates land in them).
+        self.looped = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in models[0].modules())
 
     def _call(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.base, (params, buffers), (x,))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.looped:
+            return torch.stack(
+                [
+                    self._call(
+                        {k: v[i] for k, v in self.params.items()},
+                        {k: v[i] for k, v in self.buffers.items()},
+                        x[i],
+                    )
+                    for i in range(self.n)
+                ]
+            )
         return self._forward(self.params, self.buffers, x)
 
     def map(self, fn, *stacked: torch.Tensor) -> torch.Tensor:
