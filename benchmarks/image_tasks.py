@@ -1,12 +1,13 @@
-"""The paper's image experiments at full size: training and metrics time, seed groups against one
-seed per process, and the GPU hours configs/paper.yaml needs.
+"""The paper's experiments at full size: training and metrics time, seed groups against one seed
+per process, and the GPU hours configs/paper.yaml needs.
 
 Usage: python benchmarks/image_tasks.py [--device cuda] [--groups 1 4 8] [--epochs 1]
 
 MNIST and CIFAR-100 cannot be downloaded here, so files of their exact sizes and formats (60,000
 + 10,000 28×28 and 50,000 + 10,000 32×32×3 images) are written with random pixels: the time of a
 step does not depend on the pixel values. Each task is configs/paper.yaml's, trained for
-`--epochs` epochs (with its checkpoints every 20 steps and their evaluations); the seconds per
+`--epochs` epochs (modular addition: `--modular-epochs` of its 10,000), with its checkpoints and
+their evaluations; the seconds per
 seed-epoch of each group size are printed with the ratio to a group of one (the paper's one run
 per process), then the metrics of one run's checkpoints (weight statistics and the Hessian), and
 the resulting estimate for the whole paper config.
@@ -32,6 +33,7 @@ sys.path.insert(0, str(REPO / "src"))
 from latentstates import image_data  # noqa: E402
 from latentstates.config import load_config  # noqa: E402
 from latentstates.extract import run_metrics  # noqa: E402
+from latentstates.runtime import build_run  # noqa: E402
 from latentstates.train import schedule, train_group  # noqa: E402
 
 
@@ -80,8 +82,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--hessian-checkpoints", type=int, default=5)
     parser.add_argument(
-        "--tasks", nargs="+", default=["mnist_mlp", "cifar100_resnet18", "cifar100_resnet18_plain"]
+        "--tasks",
+        nargs="+",
+        default=[
+            "mnist_mlp",
+            "cifar100_resnet18",
+            "cifar100_resnet18_plain",
+            "modular_addition",
+            "modular_addition_ln",
+        ],
     )
+    parser.add_argument("--modular-groups", type=int, nargs="+", default=[1, 40])
+    parser.add_argument("--modular-epochs", type=int, default=20, help="of 10,000 (15 steps each)")
     parser.add_argument("--scale", type=float, default=1.0, help="data size (a smoke test: 0.01)")
     args = parser.parse_args()
     paper = load_config(REPO / "configs" / "paper.yaml")
@@ -91,23 +103,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         write_data(tmp / "data", args.scale)
-        for task_name, groups in (
-            ("mnist_mlp", args.mnist_groups),
-            ("cifar100_resnet18", args.groups),
-            ("cifar100_resnet18_plain", args.groups[:1]),
+        for task_name, groups, epochs in (
+            ("mnist_mlp", args.mnist_groups, args.epochs),
+            ("cifar100_resnet18", args.groups, args.epochs),
+            ("cifar100_resnet18_plain", args.groups[:1], args.epochs),
+            ("modular_addition", args.modular_groups, args.modular_epochs),
+            ("modular_addition_ln", args.modular_groups[-1:], args.modular_epochs),
         ):
             if task_name not in args.tasks:
                 continue
             task = copy.deepcopy(paper["tasks"][task_name])
-            task["data"]["dir"] = str(tmp / "data")
+            if "dir" in task["data"]:
+                task["data"]["dir"] = str(tmp / "data")
             full_epochs = task["train"]["epochs"]
-            task["train"]["epochs"] = args.epochs
+            task["train"]["epochs"] = epochs
+            n_train = len(build_run(task, 0)[1].x_train)
+            if "dir" in task["data"]:  # image files written at --scale
+                n_train = round(n_train / args.scale)
             times = {}
             seconds_per_seed_epoch(task, 1, args.device, tmp / "warm-up")  # kernels, allocator
             for g in groups:
                 times[g], dirs, log = seconds_per_seed_epoch(task, g, args.device, tmp)
                 print(
-                    f"{task_name}: group of {g:2d}: {times[g]:7.2f} s per seed-epoch "
+                    f"{task_name}: group of {g:2d}: {times[g]:8.4f} s per seed-epoch "
                     f"({times[groups[0]] / times[g]:.2f}x a group of {groups[0]})",
                     flush=True,
                 )
@@ -136,9 +154,7 @@ def main() -> None:
                 flush=True,
             )
             best = min(times.values())
-            _, steps_per_epoch, interval = schedule(
-                60_000 if "mnist" in task_name else 50_000, paper["tasks"][task_name]["train"]
-            )
+            _, steps_per_epoch, interval = schedule(n_train, paper["tasks"][task_name]["train"])
             n_checkpoints = full_epochs * steps_per_epoch // interval + 1
             seeds = paper["tasks"][task_name]["seeds"]
             hours = (
@@ -151,7 +167,7 @@ def main() -> None:
                 / 3600
             )
             estimate[task_name] = (hours, n_checkpoints)
-    print("\nconfigs/paper.yaml, image tasks, on this device:")
+    print("\nconfigs/paper.yaml on this device:")
     for task_name, (hours, n_checkpoints) in estimate.items():
         print(f"  {task_name}: {hours:.1f} h ({n_checkpoints} checkpoints per seed)")
 
