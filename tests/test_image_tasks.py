@@ -205,9 +205,9 @@ def test_missing_image_data_stops_naming_the_directory(make_workdir, tmp_path):
     wd = make_workdir(config)
     proc = snakemake(wd, check=False)
     assert proc.returncode != 0
-    log = (data / "prepare_mnist.log").read_text()
-    assert f"{data / 'MNIST' / 'raw'}: mnist is not prepared here" in log
-    assert "train-images-idx3-ubyte" in log and "prepare_mnist" in log
+    for text in ((data / "prepare_mnist.log").read_text(), proc.stderr + proc.stdout):  # log, console
+        assert f"{data / 'MNIST' / 'raw'}: mnist is not prepared here" in text
+        assert "train-images-idx3-ubyte" in text and "prepare_mnist" in text
     assert not (wd / "results" / "mnist" / "runs").exists()  # no seed ran, nothing downloaded per seed
 
 
