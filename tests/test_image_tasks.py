@@ -4,6 +4,7 @@ BatchNorm, and a tiny workflow run of each that produces every output."""
 
 import copy
 import json
+import math
 import re
 
 import numpy as np
@@ -16,6 +17,7 @@ from conftest import REPO, snakemake
 from latentstates import image_data
 from latentstates.checkpoints import checkpoint_path
 from latentstates.config import validate_config
+from latentstates.hessian import top_eigenvalue
 from latentstates.models import ImageInput, ResNet18, random_crop_flip
 from latentstates.replicas import Replicas
 from latentstates.runtime import build_run
@@ -241,3 +243,25 @@ def test_paper_config_plans_every_paper_experiment(tmp_path):
         assert seeds == 40, (task, trains)
     assert counts["prepare_mnist"] == counts["prepare_cifar100"] == "1"
     assert counts["hmm"] == counts["analysis"] == "6"
+
+
+def test_hessian_of_the_resnet_without_residuals_skips_its_unused_downsample_path():
+    # Without residuals the downsample path's parameters take no part in the loss: their
+    # Hessian rows are zero, instead of autograd's "not used in the graph" error that once
+    # stopped this variant's metrics job.
+    torch.manual_seed(0)
+    model = ResNet18(
+        100, batch_norm=False, residual=False, input=ImageInput(*image_data.CIFAR100_STATS)
+    ).eval()
+    x = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8)
+    y = torch.randint(0, 100, (4,))
+    names, params = zip(*model.named_parameters())
+    res = top_eigenvalue(
+        lambda: F.cross_entropy(model(x), y),
+        params,
+        max_iter=3,
+        min_iter=1,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert math.isfinite(res.eigenvalue) and res.iterations == 3
+    assert any("downsample" in n for n in names)  # the parameters that used to stop it
