@@ -72,6 +72,12 @@ def evaluate(
         xc, yc = x[:, start : start + EVAL_CHUNK], y[:, start : start + EVAL_CHUNK]
         out = model(xc)
         loss += model.map(kind.loss, out, yc).double() * xc.shape[1]
-        correct += model.map(lambda o, t: kind.correct(o, t).sum(), out, yc).double()
+        correct += correct_counts(model, kind, out, yc).double()
     model.train(was_training)
     return (loss / n).tolist(), (correct / n).tolist()
+
+
+@torch.no_grad()
+def correct_counts(model: Replicas, kind: TaskKind, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per replica: how many of its outputs `out` are correct against `y`."""
+    return model.map(lambda o, t: kind.correct(o, t).sum(), out, y)

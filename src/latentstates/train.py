@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .checkpoints import load_resume, publish, save_checkpoint, save_resume, staging_dir
 from .replicas import Replicas, split_optimizer_state, stack_optimizer_states
-from .runtime import build_run, configure_torch, evaluate, resolve_device, run_seeds
+from .runtime import build_run, configure_torch, correct_counts, evaluate, resolve_device, run_seeds
 
 logger = logging.getLogger("latentstates")
 
@@ -47,6 +47,28 @@ def schedule(n_train: int, cfg: dict) -> tuple[int, int, int]:
     every = cfg["checkpoint_every"]
     interval = every * steps_per_epoch if cfg["checkpoint_unit"] == "epoch" else every
     return batch, steps_per_epoch, interval
+
+
+class _BatchTotals:
+    """Per run: the training batches' losses and correct predictions since the last checkpoint."""
+
+    def __init__(self, n_runs: int, device: torch.device):
+        self.loss = torch.zeros(n_runs, dtype=torch.float64, device=device)
+        self.correct = torch.zeros(n_runs, dtype=torch.float64, device=device)
+        self.examples = self.batches = 0
+
+    def add(self, losses: torch.Tensor, correct: torch.Tensor, examples: int) -> None:
+        self.loss += losses.detach().double()
+        self.correct += correct.double()
+        self.examples += examples
+        self.batches += 1
+
+    def take(self) -> tuple[list[float], list[float]]:
+        """(mean batch loss, accuracy) per run, and start again."""
+        out = (self.loss / self.batches).tolist(), (self.correct / self.examples).tolist()
+        self.loss.zero_(), self.correct.zero_()
+        self.examples = self.batches = 0
+        return out
 
 
 def _stack(tensors: list[torch.Tensor], what: str, device: torch.device) -> torch.Tensor:
@@ -106,18 +128,14 @@ def train_group(
         return [not r[-1]["diverged"] for r in rows]
 
     # train_metrics "running": the training batches since the last checkpoint give the train
-    # loss (mean of their losses) and accuracy, as the released image scripts (no pass over the
-    # training set); "full" evaluates the whole training set at each checkpoint.
-    running = cfg["train_metrics"] == "running"
-    window = [torch.zeros(n_runs, dtype=torch.float64, device=dev) for _ in range(2)] + [0, 0]
+    # loss and accuracy, as the released image scripts (no pass over the training set); "full"
+    # evaluates the whole training set at each checkpoint.
+    running = _BatchTotals(n_runs, dev) if cfg["train_metrics"] == "running" else None
 
     def checkpoint(step: int) -> None:
         index = step // interval
-        if running and window[3]:
-            tr_loss = (window[0] / window[3]).tolist()
-            tr_acc = (window[1] / window[2]).tolist()
-            window[0].zero_(), window[1].zero_()
-            window[2] = window[3] = 0
+        if running is not None and running.batches:
+            tr_loss, tr_acc = running.take()
         else:  # full, and the checkpoint before the first step
             tr_loss, tr_acc = evaluate(model, kind, x_tr, y_tr)
         te_loss, te_acc = evaluate(model, kind, x_te, y_te)
@@ -200,12 +218,8 @@ def train_group(
             xb = torch.stack([kind.augment(xb[i], orders[i]) for i in range(n_runs)])
         out = model(xb)
         losses = model.map(kind.loss, out, yb)
-        if running:
-            with torch.no_grad():
-                window[0] += losses.detach().double()
-                window[1] += model.map(lambda o, t: kind.correct(o, t).sum(), out, yb).double()
-                window[2] += yb.shape[1]
-                window[3] += 1
+        if running is not None:
+            running.add(losses, correct_counts(model, kind, out, yb), yb.shape[1])
         optimizer.zero_grad(set_to_none=True)
         # Each run's gradient is that of its own loss: no term of the sum depends on another run.
         losses.sum().backward()
