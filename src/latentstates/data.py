@@ -35,9 +35,15 @@ def modular_addition(modulus: int, train_fraction: float, seed: int) -> Split:
     a, b = a.reshape(-1), b.reshape(-1)
     x = torch.stack([a, b, torch.full_like(a, modulus)], dim=1)
     y = (a + b) % modulus
+    return _seeded_split(x, y, train_fraction, seed)
+
+
+def _seeded_split(x: torch.Tensor, y: torch.Tensor, train_fraction: float, seed: int) -> Split:
+    """The first floor(fraction × n) examples of a seeded shuffle train, the rest test (as the
+    released split)."""
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(x), generator=g)
-    n_train = int(train_fraction * len(x))  # floor, as the released split
+    n_train = int(train_fraction * len(x))
     tr, te = perm[:n_train], perm[n_train:]
     return Split(x[tr], y[tr], x[te], y[te])
 
@@ -50,11 +56,7 @@ def digits(train_fraction: float, seed: int) -> Split:
     x, y = load_digits(return_X_y=True)
     x = torch.tensor(x / 16.0, dtype=torch.float32)
     y = torch.tensor(y, dtype=torch.long)
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(x), generator=g)
-    n_train = int(train_fraction * len(x))
-    tr, te = perm[:n_train], perm[n_train:]
-    return Split(x[tr], y[tr], x[te], y[te])
+    return _seeded_split(x, y, train_fraction, seed)
 
 
 @functools.cache
