@@ -63,7 +63,7 @@ def digits(train_fraction: float, seed: int) -> Split:
 def _images(dataset: str, data_dir: str) -> Split:
     from . import image_data
 
-    reader = {"mnist": image_data.mnist, "cifar100": image_data.cifar100}[dataset]
+    reader = image_data.READERS[dataset]
     (x_tr, y_tr), (x_te, y_te) = reader(data_dir, "train"), reader(data_dir, "test")
     return Split(*(torch.from_numpy(np.array(a)) for a in (x_tr, y_tr, x_te, y_te)))
 

@@ -42,13 +42,29 @@ def cifar100_dir(data_dir: str | Path) -> Path:
     return Path(data_dir) / "cifar-100-python"
 
 
+# Per data set: where its files are under a data directory, their names, and torchvision's class.
+_LAYOUT = {
+    "mnist": (mnist_dir, [f for pair in MNIST_FILES.values() for f in pair], "MNIST"),
+    "cifar100": (cifar100_dir, list(CIFAR100_FILES), "CIFAR100"),
+}
+
+
+def torchvision_class(dataset: str) -> str:
+    """The name of the torchvision data set class that downloads `dataset`."""
+    return _layout(dataset)[2]
+
+
+def _layout(dataset: str):
+    try:
+        return _LAYOUT[dataset]
+    except KeyError:
+        raise ValueError(f"unknown image data set {dataset!r} ({', '.join(_LAYOUT)})") from None
+
+
 def expected_files(dataset: str, data_dir: str | Path) -> list[Path]:
     """The files `dataset` ("mnist" or "cifar100") is read from under `data_dir`."""
-    if dataset == "mnist":
-        return [mnist_dir(data_dir) / f for pair in MNIST_FILES.values() for f in pair]
-    if dataset == "cifar100":
-        return [cifar100_dir(data_dir) / f for f in CIFAR100_FILES]
-    raise ValueError(f"unknown image data set {dataset!r} (mnist, cifar100)")
+    directory, names, _ = _layout(dataset)
+    return [directory(data_dir) / f for f in names]
 
 
 def missing_files(dataset: str, data_dir: str | Path) -> list[Path]:
@@ -66,7 +82,7 @@ def require(dataset: str, data_dir: str | Path, reason: str = "") -> None:
             f"{where}: {dataset} is not prepared here{because}; expected files "
             f"{[p.name for p in missing]}. Run the workflow's prepare_{dataset} rule on a machine "
             f"with internet access and torchvision (it downloads through torchvision's "
-            f"{'MNIST' if dataset == 'mnist' else 'CIFAR100'} class), or copy the files there."
+            f"{torchvision_class(dataset)} class), or copy the files there."
         )
 
 
@@ -104,3 +120,7 @@ def cifar100(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{path}: not a readable CIFAR-100 batch ({exc})") from exc
     data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return data, np.asarray(entry["fine_labels"], dtype=np.int64)
+
+
+# The reader of each data set: (images, labels) of its `train` or `test` split.
+READERS = {"mnist": mnist, "cifar100": cifar100}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .image_data import missing_files, require
+from .image_data import missing_files, require, torchvision_class
 
 
 def download(dataset: str, data_dir: str | Path) -> None:
@@ -19,7 +19,7 @@ def download(dataset: str, data_dir: str | Path) -> None:
     except Exception as exc:  # not installed, or a build that does not import beside this torch
         reason = f"torchvision does not import here ({type(exc).__name__}: {exc})"
     else:
-        cls = {"mnist": datasets.MNIST, "cifar100": datasets.CIFAR100}[dataset]
+        cls = getattr(datasets, torchvision_class(dataset))
         try:
             for train in (True, False):
                 cls(str(data_dir), train=train, download=True)
