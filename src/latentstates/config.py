@@ -73,10 +73,10 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     config = copy.deepcopy(config)
     _check(config, schema)
     hmm_schema = {**schema["$defs"]["hmm"], "$defs": schema["$defs"]}
+    hessian_schema = schema["properties"]["metrics"]["properties"]["hessian"]
     for name, task in config["tasks"].items():
         if task.get("kind") in KIND_DATASETS and task["source"] != "table":
             task["data"].setdefault("dir", config["data_dir"])
-        hessian_schema = schema["properties"]["metrics"]["properties"]["hessian"]
         _check(task_hessian(config, name), hessian_schema, prefix=f"tasks.{name}.hessian")
         merged = task_hmm(config, name)
         _check(merged, hmm_schema, prefix=f"tasks.{name}.hmm")
