@@ -2,17 +2,19 @@
 
 Usage:
   python benchmarks/train_seeds.py [--task sparse_parity] [--seeds 40] [--epochs N] [--jobs 2]
-                                   [--seeds-per-job K] [--device cpu] [--baseline-sample M]
+                                   [--seeds-per-job K] [--device cpu] [--baseline-sample M] [--alone]
 
 Both sides run as the workflow runs them: one Python process per job (start-up and imports
 included), `--jobs` processes at a time (the cores given to Snakemake; use 1 on a single GPU).
-The baseline trains each seed in its own process; ours trains groups of `--seeds-per-job` seeds
-(default: seeds split evenly over the jobs), stacked. `--baseline-sample M` times the baseline on
-the first M seeds only and scales its time to all seeds (every seed's process does the same work),
-to keep GPU checks short. Prints the seconds of each, the ratio, and the largest difference between
-the two sides' per-checkpoint logs for the seeds both trained (they must agree within 1e-5).
-With `--check-device cpu` it also trains the first 2 seeds there and reports the largest difference
-of the logs (e.g. GPU against CPU).
+The baseline trains each seed in its own process with autograd (`train.backward: autograd`), the
+paper's way; ours trains groups of `--seeds-per-job` seeds (default: seeds split evenly over the
+jobs), stacked, with the config's `train.backward` (auto: MLPs backpropagate by hand). `--alone`
+also times ours with one seed per process, to tell the two gains apart. `--baseline-sample M`
+times the baseline on the first M seeds only and scales its time to all seeds (every seed's
+process does the same work), to keep GPU checks short. Prints the seconds of each, the ratio,
+and the largest difference between the two sides' per-checkpoint logs for the seeds both
+trained. With `--check-device cpu` it also trains the first 2 seeds there and reports the
+largest difference of the logs (e.g. GPU against CPU).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ for log, out in zip(logs, spec["logs"]):
 
 def run_jobs(task: dict, groups: list[list[int]], out: Path, device: str, jobs: int) -> float:
     """Seconds to train `groups` (one process each), `jobs` processes at a time."""
+    out.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
 
     def one(group: list[int]) -> None:
@@ -95,6 +98,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--baseline-sample", type=int, default=None)
     parser.add_argument("--check-device", default=None)
+    parser.add_argument("--alone", action="store_true", help="also time ours with one seed per process")
     args = parser.parse_args()
 
     task = load_config(args.config)["tasks"][args.task]
@@ -107,8 +111,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ours = run_jobs(task, groups, tmp / "ours", args.device, args.jobs)
-        base = run_jobs(task, [[s] for s in sample], tmp / "base", args.device, args.jobs)
+        # The paper's way: one seed per process, autograd.
+        paper = {**task, "train": {**task["train"], "backward": "autograd"}}
+        base = run_jobs(paper, [[s] for s in sample], tmp / "base", args.device, args.jobs)
         base_all = base * len(seeds) / len(sample)
+        if args.alone:  # ours, one seed per process: the gain of the step alone
+            alone = run_jobs(task, [[s] for s in sample], tmp / "alone", args.device, args.jobs)
+            alone_all = alone * len(seeds) / len(sample)
         diff = log_difference(tmp / "ours", tmp / "base", sample)
         print(
             f"{args.task} on {args.device}: {len(seeds)} seeds x {task['train']['epochs']} epochs, "
@@ -116,6 +125,10 @@ def main() -> None:
         )
         scaled = f" (measured on {len(sample)} seeds, scaled)" if len(sample) < len(seeds) else ""
         print(f"  baseline, one seed per process: {base_all:8.1f} s{scaled}")
+        if args.alone:
+            print(
+                f"  ours, one seed per process:     {alone_all:8.1f} s{scaled} ({base_all / alone_all:.2f}x)"
+            )
         print(f"  ours, {len(groups)} job(s) of <= {per_job} seeds: {ours:8.1f} s")
         print(f"  speed-up: {base_all / ours:.2f}x; {describe(diff)}")
         if args.check_device:

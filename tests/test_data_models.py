@@ -1,5 +1,7 @@
+import copy
 import math
 
+import pytest
 import torch
 
 from latentstates import data
@@ -150,3 +152,56 @@ def test_resnet18_switches_batch_norm_and_residuals_as_released():
     block = ResNet18(batch_norm=False, residual=False).blocks[0]
     x = torch.randn(1, 64, 8, 8)
     assert torch.equal(block(x), torch.relu(block.conv2(torch.relu(block.conv1(x)))))
+
+
+@pytest.mark.parametrize("name", ["sparse_parity", "digits_mlp", "mnist_mlp"])
+def test_closed_form_loss_gradient_equals_autograd(name):
+    kind = get_task(name)
+    gen = torch.Generator().manual_seed(0)
+    n_out = 1 if name == "sparse_parity" else 10
+    out = torch.randn(3, 17, n_out, generator=gen, dtype=torch.float64)  # (replicas, batch, outputs)
+    if name == "sparse_parity":
+        y = torch.randint(0, 2, (3, 17), generator=gen).double() * 2 - 1
+        out[0, :4, 0] = y[0, :4]  # on the hinge's kink (1 - y·out = 0): autograd passes the gradient
+    else:
+        y = torch.randint(0, 10, (3, 17), generator=gen)
+    out.requires_grad_(True)
+    sum(kind.loss(out[i], y[i]) for i in range(3)).backward()
+    assert torch.allclose(kind.loss_grad(out.detach(), y), out.grad, rtol=0, atol=1e-15)
+
+
+def _mlps(name: str, n: int) -> tuple[list[torch.nn.Module], torch.Tensor, torch.Tensor]:
+    kind, gen = get_task(name), torch.Generator().manual_seed(1)
+    if name == "sparse_parity":
+        sizes, x = {"n_bits": 12}, torch.randint(0, 2, (n, 32, 12), generator=gen).float() * 2 - 1
+        y = torch.randint(0, 2, (n, 32), generator=gen).float() * 2 - 1
+        models = [kind.make_model({"hidden": [40]}, sizes) for _ in range(n)]
+    else:  # MNIST: stored uint8 images, ToTensor and flatten inside the model; two hidden layers
+        x = torch.randint(0, 256, (n, 32, 28, 28), generator=gen, dtype=torch.uint8)
+        y = torch.randint(0, 10, (n, 32), generator=gen)
+        models = [kind.make_model({"hidden": [30, 20]}, {}) for _ in range(n)]
+    return models, x, y
+
+
+@pytest.mark.parametrize("name", ["sparse_parity", "mnist_mlp"])
+def test_hand_written_backward_equals_autograd_per_replica(name):
+    from latentstates.replicas import Replicas
+
+    torch.manual_seed(0)
+    models, x, y = _mlps(name, 3)
+    kind = get_task(name)
+    stacked = Replicas([copy.deepcopy(m) for m in models])
+    out, losses = stacked.loss_and_grads(kind, x, y)
+    assert stacked.layers is not None and not out.requires_grad
+    for i, model in enumerate(models):
+        ref_out = model(x[i])
+        ref = kind.loss(ref_out, y[i])
+        ref.backward()
+        assert torch.allclose(out[i], ref_out, atol=1e-6) and abs(losses[i].item() - ref.item()) < 1e-6
+        for key, p in model.named_parameters():
+            assert torch.allclose(stacked.params[key].grad[i], p.grad, rtol=1e-5, atol=1e-7), key
+    # train.backward: autograd takes the same gradients through autograd.
+    auto = Replicas([copy.deepcopy(m) for m in models])
+    auto.loss_and_grads(kind, x, y, by_hand=False)
+    for key, p in auto.params.items():
+        assert torch.allclose(p.grad, stacked.params[key].grad, rtol=1e-5, atol=1e-7), key

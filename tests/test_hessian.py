@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch.func import functional_call
 
@@ -96,3 +97,64 @@ def test_overflowing_loss_gives_nan_not_an_error():
     w = torch.tensor([1e30, -1e30], requires_grad=True)
     res = top_eigenvalue(lambda: (w**4).sum() * 1e30, [w], generator=torch.Generator().manual_seed(0))
     assert res.eigenvalue != res.eigenvalue and not res.converged  # NaN
+
+
+def _exact_hessian(model, loss_of_output, x, y):
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    sizes = [p.numel() for p in model.parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def f(theta):
+        parts = torch.split(theta, sizes)
+        params = {n: p.reshape(s) for n, p, s in zip(names, parts, shapes)}
+        return loss_of_output(functional_call(model, params, (x,)), y)
+
+    return torch.autograd.functional.hessian(f, flat)
+
+
+@pytest.mark.parametrize("trained", [False, True], ids=["init", "perturbed"])
+def test_parity_closed_form_equals_exact_eigendecomposition(trained):
+    # One hidden ReLU layer under the hinge loss: the closed form against eigh of autograd's
+    # full Hessian, eigenvalue and eigenvector.
+    torch.manual_seed(1)
+    kind = get_task("sparse_parity")
+    model = kind.make_model({"hidden": [24]}, {"n_bits": 8}).double()
+    if trained:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.3)
+    x = torch.randint(0, 2, (64, 8)).double() * 2 - 1
+    y = x[:, :3].prod(1)
+    hessian = _exact_hessian(model, kind.loss, x, y)
+    exact = torch.linalg.eigvalsh(hessian)
+    res = kind.hessian_top(model, x, y)
+    assert res.converged and res.iterations == 0
+    assert abs(res.eigenvalue - exact[-1].item()) <= 1e-12 * max(1.0, exact[-1].item())
+    assert exact[-1].item() > 1e-3 and abs(exact[0].item() + exact[-1].item()) < 1e-12  # a ± pair
+    v = torch.cat([t.reshape(-1) for t in res.vector])
+    assert abs(v.norm().item() - 1) < 1e-12
+    assert (hessian @ v - res.eigenvalue * v).norm().item() < 1e-10
+
+
+def test_metrics_stage_uses_the_closed_form_only_where_it_holds():
+    from latentstates.extract import checkpoint_hessian
+
+    kind = get_task("sparse_parity")
+    cfg = {"tol": 1e-6, "max_iter": 2000, "krylov_dim": 20}
+    torch.manual_seed(2)
+    x = torch.randint(0, 2, (64, 8)).double() * 2 - 1
+    y = x[:, :3].prod(1)
+    one = kind.make_model({"hidden": [24]}, {"n_bits": 8}).double()
+    gen = torch.Generator().manual_seed(0)
+    auto = checkpoint_hessian(kind, one, x, y, {**cfg, "method": "auto"}, None, gen)
+    lanczos = checkpoint_hessian(kind, one, x, y, {**cfg, "method": "lanczos"}, None, gen)
+    assert auto.iterations == 0 and lanczos.iterations > 0
+    assert abs(auto.eigenvalue - lanczos.eigenvalue) < 1e-5 * auto.eigenvalue
+    # Two hidden layers: the second derivative through the second layer's ReLU input is not
+    # blockwise, so no closed form: Lanczos, checked against the exact Hessian.
+    two = kind.make_model({"hidden": [12, 10]}, {"n_bits": 8}).double()
+    assert kind.hessian_top(two, x, y) is None
+    res = checkpoint_hessian(kind, two, x, y, {**cfg, "method": "auto"}, None, gen)
+    exact = torch.linalg.eigvalsh(_exact_hessian(two, kind.loss, x, y))[-1].item()
+    assert res.iterations > 0 and abs(res.eigenvalue - exact) < 1e-4 * exact

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -65,6 +66,25 @@ def save_resume(directory: str | Path, index: int, payload: dict[str, Any]) -> N
         torch.save(payload, tmp)
     for old in sorted(p for p in directory.iterdir() if _RESUME.match(p.name))[:-RESUME_KEEP]:
         old.unlink()
+
+
+def encode_row(row: dict[str, Any]) -> str:
+    """One training-log row as JSON (floats round-trip exactly, NaN included), for `encode_log`."""
+    return json.dumps(row)
+
+
+def encode_log(encoded_rows: list[str]) -> str:
+    """A resume state's training log so far: its rows, each encoded once by `encode_row`.
+
+    One string instead of a list of dicts: pickling 300 dicts cost 1 ms more per resume state,
+    at each checkpoint of each run.
+    """
+    return "[" + ",".join(encoded_rows) + "]"
+
+
+def resume_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The training-log rows of a resume state (also of one written before `encode_log`)."""
+    return json.loads(state["log"]) if "log" in state else list(state["rows"])
 
 
 def staging_dir(checkpoint_dir: str | Path) -> Path:

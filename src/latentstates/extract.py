@@ -30,7 +30,12 @@ def checkpoint_hessian(
     kind, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, hessian_cfg: dict, init, generator
 ) -> EigenResult:
     """Top Hessian eigenpair of the task's loss on (x, y) at the model's weights, with the
-    `metrics.hessian` settings, warm-started from `init` (the previous checkpoint's vector)."""
+    `metrics.hessian` settings: the task's closed form where it has one (method auto), else
+    Lanczos warm-started from `init` (the previous checkpoint's vector)."""
+    if kind.hessian_top is not None and hessian_cfg.get("method", "auto") == "auto":
+        exact = kind.hessian_top(model, x, y)
+        if exact is not None:
+            return exact
     return top_eigenvalue(
         lambda: kind.loss(model(x), y),
         [p for p in model.parameters() if p.requires_grad],

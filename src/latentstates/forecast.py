@@ -365,7 +365,7 @@ def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.Da
     """
     import torch
 
-    from .checkpoints import list_checkpoints, load_checkpoint, read_resume, staging_dir
+    from .checkpoints import list_checkpoints, load_checkpoint, read_resume, resume_rows, staging_dir
     from .metrics import weight_metrics
     from .models import fit_state
     from .runtime import build_run
@@ -383,7 +383,7 @@ def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.Da
         rows.append({"seed": seed, "checkpoint": ckpt["index"], "step": ckpt["step"], **row})
     table = pd.DataFrame(rows)
     resume = read_resume(directory) if directory.name.endswith(".partial") else None
-    log = pd.DataFrame(resume["rows"]) if resume else None
+    log = pd.DataFrame(resume_rows(resume)) if resume else None
     if log is None:
         train_log = directory.parent / "train_log.parquet"
         log = pd.read_parquet(train_log) if train_log.exists() else None

@@ -55,6 +55,18 @@ def build_run(task_cfg: dict, seed: int) -> tuple[TaskKind, Split, nn.Module]:
 # Examples per forward pass in evaluation: bounds the activations held at once (all replicas of
 # a group are evaluated together, e.g. 40 seeds on a GPU).
 EVAL_CHUNK = 512
+# On the CPU an MLP's chunk is smaller still, so that a layer's activations of all replicas
+# (replicas × chunk × width floats) stay in cache: 20 parity seeds (width 1,000) evaluate 3×
+# faster in chunks of 104 than of 512.
+CPU_EVAL_ELEMENTS = 2**20
+
+
+def eval_chunk(model: Replicas, device: torch.device) -> int:
+    """Examples per forward pass when evaluating `model` on `device`."""
+    if device.type != "cpu" or model.layers is None:
+        return EVAL_CHUNK
+    widest = max(w.shape[1] for w, _ in model.layers)
+    return max(32, min(EVAL_CHUNK, CPU_EVAL_ELEMENTS // (model.n * widest)))
 
 
 @torch.no_grad()
@@ -68,8 +80,9 @@ def evaluate(
     n = x.shape[1]
     loss = torch.zeros(model.n, dtype=torch.float64, device=x.device)
     correct = torch.zeros(model.n, dtype=torch.float64, device=x.device)
-    for start in range(0, n, EVAL_CHUNK):
-        xc, yc = x[:, start : start + EVAL_CHUNK], y[:, start : start + EVAL_CHUNK]
+    chunk = eval_chunk(model, x.device)
+    for start in range(0, n, chunk):
+        xc, yc = x[:, start : start + chunk], y[:, start : start + chunk]
         out = model(xc)
         loss += model.map(kind.loss, out, yc).double() * xc.shape[1]
         correct += correct_counts(model, kind, out, yc).double()

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import data, image_data, models
+from .hessian import EigenResult, one_hidden_relu_piecewise_linear_top
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,13 @@ class TaskKind:
     # Training-time augmentation of one run's batch of stored inputs, drawing from the run's
     # own generator (its data-order stream); None = none.
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    # The loss's gradient with respect to the model's outputs in closed form, for outputs with any
+    # leading dimensions (..., batch, outputs): MLPs then train without autograd
+    # (Replicas.loss_and_grads).
+    loss_grad: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    # The exact top eigenpair of the loss Hessian on a batch (model, x, y), where the model's
+    # structure gives it in closed form (None from it, or no function: Lanczos iteration).
+    hessian_top: Callable[[nn.Module, torch.Tensor, torch.Tensor], EigenResult | None] | None = None
 
 
 TASKS: dict[str, TaskKind] = {}
@@ -53,6 +61,20 @@ def get_task(kind: str) -> TaskKind:
 
 def _hinge(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.clamp(1 - out.squeeze(-1) * y, min=0).mean()
+
+
+def _hinge_grad(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # d/d out of _hinge for outputs (..., batch, 1); the clamp passes the gradient where
+    # 1 - y·out >= 0, as autograd's does.
+    margin = 1 - out.squeeze(-1) * y
+    return torch.where(margin >= 0, -y / y.shape[-1], 0.0).unsqueeze(-1).to(out.dtype)
+
+
+def _cross_entropy_grad(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # d/d logits of the mean cross-entropy for logits (..., batch, classes): (softmax - one-hot) / batch.
+    grad = torch.softmax(out, dim=-1)
+    grad.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(grad[..., :1], -1.0))
+    return grad / y.shape[-1]
 
 
 def _sign_correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -88,6 +110,8 @@ register(
         make_data=lambda d, seed: data.sparse_parity(d["n_bits"], d["k"], d["n_train"], d["n_test"], seed),
         make_model=lambda m, d: models.MLP([d["n_bits"], *m["hidden"], 1]),
         loss=_hinge,
+        loss_grad=_hinge_grad,
+        hessian_top=lambda model, x, y: one_hidden_relu_piecewise_linear_top(model, x, y, _hinge_grad),
         correct=_sign_correct,
         matrices=_mlp_matrices,
         biases=_mlp_biases,
@@ -121,6 +145,7 @@ register(
         make_data=lambda d, seed: data.digits(d["train_fraction"], seed),
         make_model=lambda m, d: models.MLP([64, *m["hidden"], 10]),
         loss=F.cross_entropy,
+        loss_grad=_cross_entropy_grad,
         correct=_argmax_correct,
         matrices=_mlp_matrices,
         biases=_mlp_biases,
@@ -135,6 +160,7 @@ register(
         make_data=lambda d, seed: data.images("mnist", d["dir"]),
         make_model=lambda m, d: models.MLP([784, *m["hidden"], 10], input=models.ImageInput(flatten=True)),
         loss=F.cross_entropy,
+        loss_grad=_cross_entropy_grad,
         correct=_argmax_correct,
         matrices=_mlp_matrices,
         biases=_mlp_biases,

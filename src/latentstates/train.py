@@ -18,7 +18,16 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .checkpoints import load_resume, publish, save_checkpoint, save_resume, staging_dir
+from .checkpoints import (
+    encode_log,
+    encode_row,
+    load_resume,
+    publish,
+    resume_rows,
+    save_checkpoint,
+    save_resume,
+    staging_dir,
+)
 from .replicas import Replicas, split_optimizer_state, stack_optimizer_states
 from .runtime import build_run, configure_torch, correct_counts, evaluate, resolve_device, run_seeds
 
@@ -121,6 +130,7 @@ def train_group(
     orders = [torch.Generator().manual_seed(info["order_seed"]) for info in run_info]
     work = [staging_dir(d) for d in checkpoint_dirs]
     rows: list[list[dict]] = [[] for _ in seeds]
+    encoded: list[list[str]] = [[] for _ in seeds]  # the rows as JSON, for the resume states
     perm = torch.empty((n_runs, 0), dtype=torch.long)
     which = torch.arange(n_runs, device=dev)[:, None]
 
@@ -163,6 +173,7 @@ def train_group(
                         ),
                     }
                 )
+                encoded[i].append(encode_row(rows[i][-1]))
                 if rows[i][-1]["diverged"]:
                     # Non-finite weights or losses: nothing later can be recovered. The run is
                     # kept, flagged, with its checkpoints so far; the HMM stage leaves it out.
@@ -178,7 +189,7 @@ def train_group(
                     "optimizer": opt_states[i],
                     "order_rng": orders[i].get_state(),
                     "perm": perm[i].cpu(),
-                    "rows": list(rows[i]),
+                    "log": encode_log(encoded[i]),
                 },
             )
 
@@ -195,7 +206,8 @@ def train_group(
         for order, r in zip(orders, resumed):
             order.set_state(r["order_rng"])
         perm = torch.stack([r["perm"] for r in resumed]).to(dev)
-        rows = [r["rows"] for r in resumed]
+        rows = [resume_rows(r) for r in resumed]
+        encoded = [[encode_row(row) for row in r] for r in rows]
         step = resumed[0]["step"]
         model.train()
         logger.info("resuming from step %d (%s)", step, ", ".join(str(w) for w in work))
@@ -216,13 +228,9 @@ def train_group(
         xb, yb = x_tr[which, idx], y_tr[which, idx]
         if kind.augment is not None:
             xb = torch.stack([kind.augment(xb[i], orders[i]) for i in range(n_runs)])
-        out = model(xb)
-        losses = model.map(kind.loss, out, yb)
+        out, losses = model.loss_and_grads(kind, xb, yb, by_hand=cfg["backward"] == "auto")
         if running is not None:
             running.add(losses, correct_counts(model, kind, out, yb), yb.shape[1])
-        optimizer.zero_grad(set_to_none=True)
-        # Each run's gradient is that of its own loss: no term of the sum depends on another run.
-        losses.sum().backward()
         optimizer.step()
         step += 1
         bar.update()
