@@ -60,12 +60,16 @@ _RESUME = re.compile(r"^resume_(\d{6})\.pt$")
 
 
 def save_resume(directory: str | Path, index: int, payload: dict[str, Any]) -> None:
-    """Write the resume state of checkpoint `index` atomically; keep only the newest RESUME_KEEP."""
+    """Write the resume state of checkpoint `index` atomically; keep only the newest RESUME_KEEP.
+
+    Training writes a state at every checkpoint index in turn, so the one that falls out of the
+    window is `index - RESUME_KEEP` (listing a directory of hundreds of checkpoints instead
+    doubled the cost of a save); any other leftover goes when the run is published.
+    """
     directory = Path(directory)
     with atomic_path(directory / f"resume_{index:06d}.pt") as tmp:
         torch.save(payload, tmp)
-    for old in sorted(p for p in directory.iterdir() if _RESUME.match(p.name))[:-RESUME_KEEP]:
-        old.unlink()
+    (directory / f"resume_{index - RESUME_KEEP:06d}.pt").unlink(missing_ok=True)
 
 
 def encode_row(row: dict[str, Any]) -> str:
