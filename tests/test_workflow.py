@@ -178,7 +178,7 @@ def test_science_change_in_src_reruns_exactly_the_stages_that_use_it(tiny_run, t
     assert jobs["metrics"] == 4 and jobs["collate"] == 2 and jobs["hmm"] == 2 and jobs["forecast"] == 2
 
     # A training change retrains; the metrics jobs follow only because their input changed.
-    train.write_text(train.read_text().replace("zero_grad(set_to_none=True)", "zero_grad(set_to_none=False)"))
+    train.write_text(train.read_text().replace("batch = min(batch, n_train)", "batch = min(n_train, batch)"))
     assert _jobs(snakemake(wd, "--dry-run", repo=repo).stdout)["train"] == 4
 
 
