@@ -72,9 +72,9 @@ def _hinge_grad(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def _cross_entropy_grad(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     # d/d logits of the mean cross-entropy for logits (..., batch, classes): (softmax - one-hot) / batch.
-    grad = torch.softmax(out, dim=-1)
-    grad.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(grad[..., :1], -1.0))
-    return grad / y.shape[-1]
+    # The one-hot by comparison, not scatter_add_ (nondeterministic on CUDA).
+    one_hot = torch.arange(out.shape[-1], device=out.device) == y.unsqueeze(-1)
+    return (torch.softmax(out, dim=-1) - one_hot.to(out.dtype)) / y.shape[-1]
 
 
 def _sign_correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
