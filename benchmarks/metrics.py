@@ -26,7 +26,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from latentstates.checkpoints import list_checkpoints  # noqa: E402
+from latentstates.checkpoints import list_checkpoints, load_checkpoint  # noqa: E402
 from latentstates.config import load_config  # noqa: E402
 from latentstates.extract import load_into, run_metrics  # noqa: E402
 from latentstates.metrics import MATRIX_FEATURES, _summary, stacked_matrix_metrics, weight_metrics  # noqa: E402
@@ -79,7 +79,11 @@ def main() -> None:
     print(f"  baseline, one SVD per matrix: {n / t_base:7.1f} checkpoints/s")
     print(f"  ours, batched by shape:       {n / t_ours:7.1f} checkpoints/s")
     print(f"  speed-up: {t_base / t_ours:.2f}x; largest difference {diff:.1e}")
-    log = pd.DataFrame({"checkpoint": range(n)})
+    # The run's step and epoch of each checkpoint from the checkpoints themselves; the losses are
+    # not what is timed.
+    saved = [load_checkpoint(p) for p in paths]
+    log = pd.DataFrame({k: [c[k] for c in saved] for k in ["index", "step", "epoch"]})
+    log = log.rename(columns={"index": "checkpoint"})
     for col in ["train_loss", "train_acc", "eval_loss", "eval_acc"]:
         log[col] = 0.0
     start = time.perf_counter()
