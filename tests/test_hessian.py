@@ -7,7 +7,7 @@ from latentstates.models import MLP
 from latentstates.tasks import get_task
 
 
-def _exact_eigenvalues(model, loss_of_output, x, y):
+def _exact_hessian(model, loss_of_output, x, y):
     names = [n for n, _ in model.named_parameters()]
     shapes = [p.shape for _, p in model.named_parameters()]
     sizes = [p.numel() for p in model.parameters()]
@@ -18,7 +18,11 @@ def _exact_eigenvalues(model, loss_of_output, x, y):
         params = {n: p.reshape(s) for n, p, s in zip(names, parts, shapes)}
         return loss_of_output(functional_call(model, params, (x,)), y)
 
-    return torch.linalg.eigvalsh(torch.autograd.functional.hessian(f, flat))
+    return torch.autograd.functional.hessian(f, flat)
+
+
+def _exact_eigenvalues(model, loss_of_output, x, y):
+    return torch.linalg.eigvalsh(_exact_hessian(model, loss_of_output, x, y))
 
 
 def test_top_eigenvalue_matches_full_hessian_cross_entropy():
@@ -99,20 +103,6 @@ def test_overflowing_loss_gives_nan_not_an_error():
     assert res.eigenvalue != res.eigenvalue and not res.converged  # NaN
 
 
-def _exact_hessian(model, loss_of_output, x, y):
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    sizes = [p.numel() for p in model.parameters()]
-    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-    def f(theta):
-        parts = torch.split(theta, sizes)
-        params = {n: p.reshape(s) for n, p, s in zip(names, parts, shapes)}
-        return loss_of_output(functional_call(model, params, (x,)), y)
-
-    return torch.autograd.functional.hessian(f, flat)
-
-
 @pytest.mark.parametrize("trained", [False, True], ids=["init", "perturbed"])
 def test_parity_closed_form_equals_exact_eigendecomposition(trained):
     # One hidden ReLU layer under the hinge loss: the closed form against eigh of autograd's
@@ -156,5 +146,5 @@ def test_metrics_stage_uses_the_closed_form_only_where_it_holds():
     two = kind.make_model({"hidden": [12, 10]}, {"n_bits": 8}).double()
     assert kind.hessian_top(two, x, y) is None
     res = checkpoint_hessian(kind, two, x, y, {**cfg, "method": "auto"}, None, gen)
-    exact = torch.linalg.eigvalsh(_exact_hessian(two, kind.loss, x, y))[-1].item()
+    exact = _exact_eigenvalues(two, kind.loss, x, y)[-1].item()
     assert res.iterations > 0 and abs(res.eigenvalue - exact) < 1e-4 * exact

@@ -159,14 +159,12 @@ def one_hidden_relu_piecewise_linear_top(
         norms = (g_w.square().sum(1) + g_b.square()).sqrt()
         j = int(norms.argmax())
         top = norms[j].item()
-        vec = [torch.zeros_like(p, dtype=torch.float64) for p in model.parameters()]
-        names = [n for n, _ in model.named_parameters()]
-        v = dict(zip(names, vec))
+        v = {p: torch.zeros_like(p, dtype=torch.float64) for p in model.parameters()}
         if top > 0:
             scale = 1 / math.sqrt(2)
-            v["layers.1.weight"][0, j] = scale
-            v["layers.0.weight"][j] = g_w[j] / top * scale
-            v["layers.0.bias"][j] = g_b[j] / top * scale
+            v[out.weight][0, j] = scale
+            v[hidden.weight][j] = g_w[j] / top * scale
+            v[hidden.bias][j] = g_b[j] / top * scale
         else:  # H = 0: any unit vector
-            v["layers.1.bias"][0] = 1.0
-    return EigenResult(top, [t.to(p.dtype) for t, p in zip(vec, model.parameters())], 0, True)
+            v[out.bias][0] = 1.0
+    return EigenResult(top, [t.to(p.dtype) for p, t in v.items()], 0, True)
