@@ -168,6 +168,15 @@ def test_closed_form_loss_gradient_equals_autograd(name):
     out.requires_grad_(True)
     sum(kind.loss(out[i], y[i]) for i in range(3)).backward()
     assert torch.allclose(kind.loss_grad(out.detach(), y), out.grad, rtol=0, atol=1e-15)
+    # The stacked loss, each replica's in one call, and the counts of correct outputs (no vmap).
+    from latentstates.replicas import Replicas
+    from latentstates.runtime import correct_counts
+
+    alone = torch.stack([kind.loss(out[i], y[i]) for i in range(3)])
+    assert torch.allclose(kind.stacked_loss(out.detach(), y), alone.detach(), rtol=0, atol=1e-15)
+    replicas = Replicas([torch.nn.Linear(1, 1) for _ in range(3)])
+    counts = [kind.correct(out[i], y[i]).sum().item() for i in range(3)]
+    assert correct_counts(replicas, kind, out.detach(), y).tolist() == counts
 
 
 def _mlps(name: str, n: int) -> tuple[list[torch.nn.Module], torch.Tensor, torch.Tensor]:

@@ -224,3 +224,32 @@ def test_without_eval_accuracy_nothing_is_conditioned(known):
     assert not free.converged and free.predicted < len(x)  # it converged a while ago
     told = fc.forecast(x, np.zeros(len(x)), method="simulate")  # "not converged yet"
     assert told.predicted >= len(x)
+
+
+def test_partial_run_reads_eval_accuracy_from_checkpoints_and_skips_a_torn_newest(tmp_path):
+    # Training writes checkpoints in place (no temporary file), so the newest file of a run
+    # still training may be half-written: the forecast leaves it out; each checkpoint carries
+    # its log row, so eval accuracy needs no resume state.
+    from conftest import TINY
+    from latentstates.checkpoints import list_checkpoints
+    from latentstates.config import load_config
+    from latentstates.forecast import partial_run_table
+    from latentstates.train import train_run
+
+    cfg = load_config(TINY)["tasks"]["sparse_parity"]
+    cfg["train"]["epochs"] = 5
+    log = train_run(cfg, 2, tmp_path / "done" / "checkpoints", progress=False, resume_every=1e9)
+    staging = tmp_path / "running" / "checkpoints.partial"
+    staging.parent.mkdir()
+    os.rename(tmp_path / "done" / "checkpoints", staging)
+    newest = list_checkpoints(staging)[-1]
+    newest.write_bytes(newest.read_bytes()[:200])
+    table = partial_run_table(cfg, 2, tmp_path / "running" / "checkpoints")
+    assert table["checkpoint"].tolist() == log["checkpoint"].tolist()[:-1]
+    assert table["eval_acc"].tolist() == log["eval_acc"].tolist()[:-1]
+    # A torn file anywhere else, or in a finished run's directory, is an error naming it.
+    finished = tmp_path / "finished" / "checkpoints"
+    finished.parent.mkdir()
+    os.rename(staging, finished)
+    with pytest.raises(ValueError, match=newest.name):
+        partial_run_table(cfg, 2, finished)

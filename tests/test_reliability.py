@@ -65,7 +65,8 @@ def test_killed_training_resumes_bit_identical_even_past_a_corrupt_state(tmp_pat
     dirs = [tmp_path / f"killed{s}" for s in seeds]
     code = (
         "import sys, yaml; from latentstates.train import train_group; "
-        f"train_group(yaml.safe_load(sys.stdin), {seeds!r}, {[str(d) for d in dirs]!r}, progress=False)"
+        f"train_group(yaml.safe_load(sys.stdin), {seeds!r}, {[str(d) for d in dirs]!r}, "
+        "progress=False, resume_every=0)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, text=True)
     proc.stdin.write(yaml.safe_dump(cfg))
@@ -96,6 +97,7 @@ def test_snakemake_rerun_after_kill_matches_uninterrupted_run(make_workdir, tiny
     task["model"] = {"hidden": [512]}
     task["train"]["epochs"] = 120
     task["seeds"] = 2
+    cfg["resume_every"] = 0  # a resume state at every checkpoint: the kill lands after a few
     clean = make_workdir(cfg, "clean")
     snakemake(clean)
 

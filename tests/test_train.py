@@ -212,3 +212,58 @@ def test_resume_log_round_trips_exactly_and_reads_older_states():
     back = resume_rows({"log": encode_log([encode_row(r) for r in rows])})
     pd.testing.assert_frame_equal(pd.DataFrame(back), pd.DataFrame(rows))
     assert resume_rows({"rows": rows}) == rows  # a resume state written before the encoded log
+
+
+def test_running_train_metrics_are_the_epochs_batches_as_released(tmp_path):
+    # train_metrics running (the parities' setting, as the released sparse_parities.py): at each
+    # epoch's checkpoint, the mean of the epoch's batch losses and the accuracy of sign(output)
+    # over its examples, taken during training, written out independently here.
+    from latentstates.runtime import build_run, run_seeds
+    from latentstates.train import schedule
+
+    cfg = _tiny("sparse_parity")
+    cfg["train"].update(epochs=4, checkpoint_every=1, checkpoint_unit="epoch", train_metrics="running")
+    seeds = [3, 4]
+    logs = train_group(cfg, seeds, [tmp_path / f"s{s}" for s in seeds], progress=False)
+    for seed, log in zip(seeds, logs):
+        kind, split, model = build_run(cfg, seed)
+        train = cfg["train"]
+        opt = torch.optim.SGD(model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"])
+        batch, per_epoch, _ = schedule(len(split.x_train), train)
+        order = torch.Generator().manual_seed(run_seeds(seed, None)["order_seed"])
+        for epoch in range(train["epochs"]):
+            perm = torch.randperm(len(split.x_train), generator=order)
+            losses, correct = [], 0
+            for b in range(per_epoch):
+                idx = perm[b * batch : (b + 1) * batch]
+                out = model(split.x_train[idx])
+                loss = kind.loss(out, split.y_train[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+                correct += (torch.sign(out.detach().flatten()) == split.y_train[idx]).sum().item()
+            row = log.iloc[epoch + 1]
+            assert row["train_loss"] == pytest.approx(np.mean(losses), abs=1e-5)
+            assert row["train_acc"] == pytest.approx(correct / len(split.x_train), abs=1.5 / len(split.x_train))
+
+
+def test_checkpoints_carry_their_log_rows_and_resume_states_follow_resume_every(tmp_path, monkeypatch):
+    import latentstates.train as train_module
+
+    written = []
+    real = train_module.save_resume
+    monkeypatch.setattr(train_module, "save_resume", lambda d, i, p: (written.append(i), real(d, i, p)))
+    cfg = _tiny("sparse_parity")
+    cfg["train"]["epochs"] = 6
+    every = train_group(cfg, [0, 1], [tmp_path / "a0", tmp_path / "a1"], progress=False, resume_every=0)
+    assert sorted(written) == sorted(2 * every[0]["checkpoint"].tolist())  # both runs, each checkpoint
+    written.clear()
+    never = train_group(cfg, [0, 1], [tmp_path / "b0", tmp_path / "b1"], progress=False, resume_every=1e9)
+    assert written == []
+    for a, b in zip(every, never):  # resume states change no output
+        pd.testing.assert_frame_equal(a, b)
+    rows = every[1].to_dict("records")
+    for path, expected in zip(list_checkpoints(tmp_path / "a1"), rows, strict=True):
+        row = load_checkpoint(path)["row"]
+        assert row == {k: expected[k] for k in row}

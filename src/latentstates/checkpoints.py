@@ -23,9 +23,18 @@ def checkpoint_path(directory: str | Path, index: int) -> Path:
     return Path(directory) / f"ckpt_{index:06d}.pt"
 
 
-def save_checkpoint(directory: str | Path, index: int, payload: dict[str, Any]) -> Path:
-    """Write one checkpoint atomically."""
+def save_checkpoint(directory: str | Path, index: int, payload: dict[str, Any], atomic: bool = True) -> Path:
+    """Write one checkpoint, atomically unless `atomic` is False.
+
+    Training writes into a staging directory that is itself published atomically, and a rerun
+    after a kill deletes every checkpoint past its newest resume state (`load_resume`), so a torn
+    file cannot survive there: the temporary file and rename (half the cost of a small
+    checkpoint's write) are skipped.
+    """
     path = checkpoint_path(directory, index)
+    if not atomic:
+        torch.save(payload, path)
+        return path
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path
@@ -60,16 +69,12 @@ _RESUME = re.compile(r"^resume_(\d{6})\.pt$")
 
 
 def save_resume(directory: str | Path, index: int, payload: dict[str, Any]) -> None:
-    """Write the resume state of checkpoint `index` atomically; keep only the newest RESUME_KEEP.
-
-    Training writes a state at every checkpoint index in turn, so the one that falls out of the
-    window is `index - RESUME_KEEP` (listing a directory of hundreds of checkpoints instead
-    doubled the cost of a save); any other leftover goes when the run is published.
-    """
+    """Write the resume state of checkpoint `index` atomically; keep only the newest RESUME_KEEP."""
     directory = Path(directory)
     with atomic_path(directory / f"resume_{index:06d}.pt") as tmp:
         torch.save(payload, tmp)
-    (directory / f"resume_{index - RESUME_KEEP:06d}.pt").unlink(missing_ok=True)
+    for old in _resume_indices(directory)[:-RESUME_KEEP]:
+        (directory / f"resume_{old:06d}.pt").unlink(missing_ok=True)
 
 
 def encode_row(row: dict[str, Any]) -> str:

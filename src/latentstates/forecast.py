@@ -361,7 +361,8 @@ def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.Da
     """Weight statistics of the checkpoints a run has written so far, and its eval accuracy.
 
     `directory` is the run's checkpoint directory, or its `.partial` staging directory while it
-    trains; eval accuracy comes from the newest resume state when there is one.
+    trains; eval accuracy comes from each checkpoint's log row (checkpoints written before
+    they carried one: from the newest resume state, else the run's training log).
     """
     import torch
 
@@ -374,14 +375,26 @@ def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.Da
     if not directory.is_dir() and staging_dir(directory).is_dir():
         directory = staging_dir(directory)
     kind, _, model = build_run(task_cfg, seed)
-    rows = []
-    for path in list_checkpoints(directory):
-        ckpt = load_checkpoint(path)
+    rows, logged = [], []
+    paths = list_checkpoints(directory)
+    for path in paths:
+        try:
+            ckpt = load_checkpoint(path)
+        except ValueError:
+            # Training writes its checkpoints in place (save_checkpoint): the newest file of a
+            # run still training may be half-written.
+            if path == paths[-1] and directory.name.endswith(".partial"):
+                break
+            raise
         fit_state(model, ckpt["model"], path)
         with torch.no_grad():
             row = weight_metrics(kind.matrices(model), kind.biases(model), kind.kernels(model))
         rows.append({"seed": seed, "checkpoint": ckpt["index"], "step": ckpt["step"], **row})
+        if "row" in ckpt:
+            logged.append({"checkpoint": ckpt["index"], "eval_acc": ckpt["row"]["eval_acc"]})
     table = pd.DataFrame(rows)
+    if len(logged) == len(rows):
+        return table.merge(pd.DataFrame(logged), on="checkpoint", how="left")
     resume = read_resume(directory) if directory.name.endswith(".partial") else None
     log = pd.DataFrame(resume_rows(resume)) if resume else None
     if log is None:

@@ -82,6 +82,12 @@ class Replicas:
         """`fn` applied to each replica's slice of `stacked` (e.g. a per-run loss), stacked."""
         return vmap(fn)(*stacked)
 
+    def losses(self, kind, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each replica's `kind.loss` of its outputs: the task's stacked form where it has one."""
+        if kind.stacked_loss is not None:
+            return kind.stacked_loss(out, y)
+        return self.map(kind.loss, out, y)
+
     def loss_and_grads(
         self, kind, x: torch.Tensor, y: torch.Tensor, by_hand: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,15 +108,17 @@ class Replicas:
         with torch.no_grad():
             acts = self._mlp_activations(x)
             out = acts[-1]
-            losses = self.map(kind.loss, out, y)
+            losses = self.losses(kind, out, y)
             delta = kind.loss_grad(out, y)  # d loss / d out, (replicas, batch, outputs)
             for i in reversed(range(len(self.layers))):
                 w, b = self.layers[i]
                 w.grad = torch.bmm(delta.transpose(1, 2), acts[i])
                 b.grad = delta.sum(1)
                 if i:  # through the layer and the ReLU before it (autograd's ReLU backward:
-                    # one fused kernel, 5x faster than multiplying by the mask)
-                    delta = torch.ops.aten.threshold_backward(torch.bmm(delta, w), acts[i], 0)
+                    # one fused kernel, 5x faster than multiplying by the mask); through a layer
+                    # of one output, an outer product: a broadcast product, the same values.
+                    back = delta * w if w.shape[1] == 1 else torch.bmm(delta, w)
+                    delta = torch.ops.aten.threshold_backward(back, acts[i], 0)
         return out, losses
 
     def parameters(self) -> list[torch.Tensor]:

@@ -84,7 +84,7 @@ def evaluate(
     for start in range(0, n, chunk):
         xc, yc = x[:, start : start + chunk], y[:, start : start + chunk]
         out = model(xc)
-        loss += model.map(kind.loss, out, yc).double() * xc.shape[1]
+        loss += model.losses(kind, out, yc).double() * xc.shape[1]
         correct += correct_counts(model, kind, out, yc).double()
     model.train(was_training)
     return (loss / n).tolist(), (correct / n).tolist()
@@ -92,5 +92,6 @@ def evaluate(
 
 @torch.no_grad()
 def correct_counts(model: Replicas, kind: TaskKind, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per replica: how many of its outputs `out` are correct against `y`."""
-    return model.map(lambda o, t: kind.correct(o, t).sum(), out, y)
+    """Per replica: how many of its outputs `out` are correct against `y` (`kind.correct` is
+    elementwise over leading dimensions: no vmap needed)."""
+    return kind.correct(out, y).reshape(model.n, -1).sum(1)

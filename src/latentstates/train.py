@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -93,6 +94,10 @@ def _stack(tensors: list[torch.Tensor], what: str, device: torch.device) -> torc
     return torch.stack(tensors).to(device)
 
 
+# Seconds between resume states: a state per checkpoint cost a parity run more than its evaluation.
+RESUME_EVERY = 10.0
+
+
 def train_group(
     task_cfg: dict,
     seeds: list[int],
@@ -100,12 +105,14 @@ def train_group(
     device: str = "auto",
     threads: int = 1,
     progress: bool = True,
+    resume_every: float = RESUME_EVERY,
 ) -> list[pd.DataFrame]:
     """Train the runs `seeds` together; save each run's checkpoints; return their logs.
 
-    Each run's checkpoints are written to `<its checkpoint_dir>.partial` with a resume state
-    (weights, optimiser state, data order, log so far) at each one; the directories are renamed
-    into place when training ends. A rerun after a kill continues from the newest checkpoint that
+    Each run's checkpoints are written to `<its checkpoint_dir>.partial`, with a resume state
+    (weights, optimiser state, data order, log so far) at the first checkpoint at least
+    `resume_every` seconds after the previous state (0: at every checkpoint); the directories are
+    renamed into place when training ends. A rerun after a kill continues from the newest checkpoint that
     every run of the group has a readable resume state for, and ends bit-identical (on CPU) to an
     uninterrupted run. A run whose weights or losses become non-finite is flagged, keeps its
     checkpoints so far and stops; the others go on.
@@ -142,7 +149,10 @@ def train_group(
     # evaluates the whole training set at each checkpoint.
     running = _BatchTotals(n_runs, dev) if cfg["train_metrics"] == "running" else None
 
+    last_resume = time.perf_counter()
+
     def checkpoint(step: int) -> None:
+        nonlocal last_resume
         index = step // interval
         if running is not None and running.batches:
             tr_loss, tr_acc = running.take()
@@ -150,36 +160,43 @@ def train_group(
             tr_loss, tr_acc = evaluate(model, kind, x_tr, y_tr)
         te_loss, te_acc = evaluate(model, kind, x_te, y_te)
         finite = model.finite()
-        opt_states = split_optimizer_state(optimizer, n_runs)
+        resume = time.perf_counter() - last_resume >= resume_every
+        if resume:
+            opt_states = split_optimizer_state(optimizer, n_runs)
+            last_resume = time.perf_counter()
         for i in range(n_runs):
             state = model.state_dict(i)
             if not rows[i] or not rows[i][-1]["diverged"]:
+                row = {
+                    "checkpoint": index,
+                    "step": step,
+                    "epoch": step / steps_per_epoch,
+                    "train_loss": tr_loss[i],
+                    "train_acc": tr_acc[i],
+                    "eval_loss": te_loss[i],
+                    "eval_acc": te_acc[i],
+                    "diverged": not (
+                        finite[i] and math.isfinite(tr_loss[i]) and math.isfinite(te_loss[i])
+                    ),
+                }
+                # The checkpoint carries its log row: a reader of a run still training (the
+                # forecast) needs no resume state.
                 save_checkpoint(
                     work[i],
                     index,
-                    {"model": state, "index": index, "step": step, "epoch": step / steps_per_epoch},
+                    {"model": state, "index": index, "step": step, "epoch": row["epoch"], "row": row},
+                    atomic=False,
                 )
-                rows[i].append(
-                    {
-                        "checkpoint": index,
-                        "step": step,
-                        "epoch": step / steps_per_epoch,
-                        "train_loss": tr_loss[i],
-                        "train_acc": tr_acc[i],
-                        "eval_loss": te_loss[i],
-                        "eval_acc": te_acc[i],
-                        "diverged": not (
-                            finite[i] and math.isfinite(tr_loss[i]) and math.isfinite(te_loss[i])
-                        ),
-                    }
-                )
+                rows[i].append(row)
                 encoded[i].append(encode_row(rows[i][-1]))
                 if rows[i][-1]["diverged"]:
                     # Non-finite weights or losses: nothing later can be recovered. The run is
                     # kept, flagged, with its checkpoints so far; the HMM stage leaves it out.
                     logger.warning("seed %d diverged by step %d: its training stopped", seeds[i], step)
-            # Every run's resume state at every checkpoint (a stopped run's too), so that a
-            # group always has a common index to resume from.
+            if not resume:
+                continue
+            # Every run's resume state (a stopped run's too), so that a group always has a common
+            # index to resume from.
             save_resume(
                 work[i],
                 index,
@@ -255,6 +272,7 @@ def train_run(
     device: str = "auto",
     threads: int = 1,
     progress: bool = True,
+    resume_every: float = RESUME_EVERY,
 ) -> pd.DataFrame:
     """Train one run alone (a group of one); see `train_group`."""
-    return train_group(task_cfg, [seed], [checkpoint_dir], device, threads, progress)[0]
+    return train_group(task_cfg, [seed], [checkpoint_dir], device, threads, progress, resume_every)[0]

@@ -21,6 +21,8 @@ with job_log(snakemake.log[0]) as logger:
         list(snakemake.output.checkpoints),
         device=snakemake.params.device,
         threads=snakemake.threads,
+        # Read from the config, not a rule parameter: changing it changes no output (no rerun).
+        resume_every=snakemake.config["resume_every"],
     )
     outputs = zip(seeds, logs, snakemake.output.checkpoints, snakemake.output.logs, snakemake.output.runs)
     for seed, log, checkpoints, log_out, run_out in outputs:
