@@ -175,9 +175,7 @@ def train_group(
                     "train_acc": tr_acc[i],
                     "eval_loss": te_loss[i],
                     "eval_acc": te_acc[i],
-                    "diverged": not (
-                        finite[i] and math.isfinite(tr_loss[i]) and math.isfinite(te_loss[i])
-                    ),
+                    "diverged": not (finite[i] and math.isfinite(tr_loss[i]) and math.isfinite(te_loss[i])),
                 }
                 # The checkpoint carries its log row: a reader of a run still training (the
                 # forecast) needs no resume state.
