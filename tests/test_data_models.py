@@ -168,6 +168,7 @@ def test_closed_form_loss_gradient_equals_autograd(name):
     out.requires_grad_(True)
     sum(kind.loss(out[i], y[i]) for i in range(3)).backward()
     assert torch.allclose(kind.loss_grad(out.detach(), y), out.grad, rtol=0, atol=1e-15)
+    assert torch.isnan(kind.loss(torch.full_like(out[0], float("nan")), y[0]))  # divergence shows
     # The stacked loss, each replica's in one call, and the counts of correct outputs (no vmap).
     from latentstates.replicas import Replicas
     from latentstates.runtime import correct_counts

@@ -392,6 +392,8 @@ def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.Da
         rows.append({"seed": seed, "checkpoint": ckpt["index"], "step": ckpt["step"], **row})
         if "row" in ckpt:
             logged.append({"checkpoint": ckpt["index"], "eval_acc": ckpt["row"]["eval_acc"]})
+    if not rows:
+        raise ValueError(f"{directory}: no complete checkpoint yet")
     table = pd.DataFrame(rows)
     if len(logged) == len(rows):
         return table.merge(pd.DataFrame(logged), on="checkpoint", how="left")

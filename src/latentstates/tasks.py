@@ -63,19 +63,27 @@ def get_task(kind: str) -> TaskKind:
         raise KeyError(f"unknown task kind {kind!r}; known kinds: {sorted(TASKS)}") from None
 
 
+def _hinge_terms(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # Per example 1 - y·out, set to 0 where negative, as the released `hinge_loss[hinge_loss < 0]
+    # = 0`: the gradient passes where 1 - y·out >= 0, the kink included, and a NaN stays NaN. Not
+    # clamp(min=0), whose gradient at the kink is 1 up to torch 2.13 and 0 from torch 2.14.
+    margin = 1 - out.squeeze(-1) * y
+    return torch.where(margin < 0, 0.0, margin)
+
+
 def _hinge(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return torch.clamp(1 - out.squeeze(-1) * y, min=0).mean()
+    return _hinge_terms(out, y).mean()
 
 
 def _hinge_stacked(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return torch.clamp(1 - out.squeeze(-1) * y, min=0).mean(-1)
+    return _hinge_terms(out, y).mean(-1)
 
 
 def _hinge_grad(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    # d/d out of _hinge for outputs (..., batch, 1); the clamp passes the gradient where
-    # 1 - y·out >= 0, as autograd's does.
+    # d/d out of _hinge for outputs (..., batch, 1): -y / batch where 1 - y·out >= 0 (the kink
+    # included), as autograd's of _hinge.
     margin = 1 - out.squeeze(-1) * y
-    return torch.where(margin >= 0, -y / y.shape[-1], 0.0).unsqueeze(-1).to(out.dtype)
+    return torch.where(margin < 0, 0.0, -y / y.shape[-1]).unsqueeze(-1).to(out.dtype)
 
 
 def _cross_entropy_grad(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

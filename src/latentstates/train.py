@@ -112,10 +112,10 @@ def train_group(
     Each run's checkpoints are written to `<its checkpoint_dir>.partial`, with a resume state
     (weights, optimiser state, data order, log so far) at the first checkpoint at least
     `resume_every` seconds after the previous state (0: at every checkpoint); the directories are
-    renamed into place when training ends. A rerun after a kill continues from the newest checkpoint that
-    every run of the group has a readable resume state for, and ends bit-identical (on CPU) to an
-    uninterrupted run. A run whose weights or losses become non-finite is flagged, keeps its
-    checkpoints so far and stops; the others go on.
+    renamed into place when training ends. A rerun after a kill continues from the newest
+    checkpoint that every run of the group has a readable resume state for, and ends
+    bit-identical (on CPU) to an uninterrupted run. A run whose weights or losses become
+    non-finite is flagged, keeps its checkpoints so far and stops; the others go on.
     """
     if len(seeds) != len(checkpoint_dirs):
         raise ValueError(f"{len(seeds)} seeds for {len(checkpoint_dirs)} checkpoint directories")
@@ -137,7 +137,6 @@ def train_group(
     orders = [torch.Generator().manual_seed(info["order_seed"]) for info in run_info]
     work = [staging_dir(d) for d in checkpoint_dirs]
     rows: list[list[dict]] = [[] for _ in seeds]
-    encoded: list[list[str]] = [[] for _ in seeds]  # the rows as JSON, for the resume states
     perm = torch.empty((n_runs, 0), dtype=torch.long)
     which = torch.arange(n_runs, device=dev)[:, None]
 
@@ -186,7 +185,6 @@ def train_group(
                     atomic=False,
                 )
                 rows[i].append(row)
-                encoded[i].append(encode_row(rows[i][-1]))
                 if rows[i][-1]["diverged"]:
                     # Non-finite weights or losses: nothing later can be recovered. The run is
                     # kept, flagged, with its checkpoints so far; the HMM stage leaves it out.
@@ -204,7 +202,7 @@ def train_group(
                     "optimizer": opt_states[i],
                     "order_rng": orders[i].get_state(),
                     "perm": perm[i].cpu(),
-                    "log": encode_log(encoded[i]),
+                    "log": encode_log([encode_row(row) for row in rows[i]]),
                 },
             )
 
@@ -222,7 +220,6 @@ def train_group(
             order.set_state(r["order_rng"])
         perm = torch.stack([r["perm"] for r in resumed]).to(dev)
         rows = [resume_rows(r) for r in resumed]
-        encoded = [[encode_row(row) for row in r] for r in rows]
         step = resumed[0]["step"]
         model.train()
         logger.info("resuming from step %d (%s)", step, ", ".join(str(w) for w in work))
