@@ -203,13 +203,13 @@ def test_diverging_seeds_of_a_group_stop_where_they_would_alone(tmp_path):
 
 
 def test_resume_log_round_trips_exactly_and_reads_older_states():
-    from latentstates.checkpoints import encode_log, encode_row, resume_rows
+    from latentstates.checkpoints import encode_log, resume_rows
 
     rows = [
         {"checkpoint": 0, "step": 0, "epoch": 0.0, "train_loss": 0.1 + 0.2, "diverged": False},
         {"checkpoint": 1, "step": 7, "epoch": 1 / 3, "train_loss": float("nan"), "diverged": True},
     ]
-    back = resume_rows({"log": encode_log([encode_row(r) for r in rows])})
+    back = resume_rows({"log": encode_log(rows)})
     pd.testing.assert_frame_equal(pd.DataFrame(back), pd.DataFrame(rows))
     assert resume_rows({"rows": rows}) == rows  # a resume state written before the encoded log
 

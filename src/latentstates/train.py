@@ -21,7 +21,6 @@ from tqdm import tqdm
 
 from .checkpoints import (
     encode_log,
-    encode_row,
     load_resume,
     publish,
     resume_rows,
@@ -202,7 +201,7 @@ def train_group(
                     "optimizer": opt_states[i],
                     "order_rng": orders[i].get_state(),
                     "perm": perm[i].cpu(),
-                    "log": encode_log([encode_row(row) for row in rows[i]]),
+                    "log": encode_log(rows[i]),
                 },
             )
 
