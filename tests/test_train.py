@@ -125,9 +125,10 @@ def test_diverged_run_is_flagged_kept_and_left_out_of_the_hmm(tmp_path):
     assert "3" in fit.model["excluded_runs"]
 
 
-def _plain_training(cfg: dict, seed: int, steps: int) -> dict[str, torch.Tensor]:
+def _plain_training(cfg: dict, seed: int, steps: int, batches: list | None = None) -> dict[str, torch.Tensor]:
     """The paper's way, written out independently: one nn.Module, its own optimiser and data
-    order, `steps` steps; returns the final state dict."""
+    order, `steps` steps; returns the final state dict. Each step's (loss, outputs, labels) is
+    appended to `batches` if given."""
     from latentstates.runtime import build_run, run_seeds
     from latentstates.train import schedule
 
@@ -145,10 +146,13 @@ def _plain_training(cfg: dict, seed: int, steps: int) -> dict[str, torch.Tensor]
         if step % per_epoch == 0:
             perm = torch.randperm(len(split.x_train), generator=order)
         idx = perm[(step % per_epoch) * batch : (step % per_epoch + 1) * batch]
-        loss = kind.loss(model(split.x_train[idx]), split.y_train[idx])
+        out = model(split.x_train[idx])
+        loss = kind.loss(out, split.y_train[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if batches is not None:
+            batches.append((loss.item(), out.detach(), split.y_train[idx]))
     return model.state_dict()
 
 
@@ -218,33 +222,23 @@ def test_running_train_metrics_are_the_epochs_batches_as_released(tmp_path):
     # train_metrics running (the parities' setting, as the released sparse_parities.py): at each
     # epoch's checkpoint, the mean of the epoch's batch losses and the accuracy of sign(output)
     # over its examples, taken during training, written out independently here.
-    from latentstates.runtime import build_run, run_seeds
+    from latentstates.runtime import build_run
     from latentstates.train import schedule
 
     cfg = _tiny("sparse_parity")
     cfg["train"].update(epochs=4, checkpoint_every=1, checkpoint_unit="epoch", train_metrics="running")
     seeds = [3, 4]
     logs = train_group(cfg, seeds, [tmp_path / f"s{s}" for s in seeds], progress=False)
+    n = len(build_run(cfg, 0)[1].x_train)
+    _, per_epoch, _ = schedule(n, cfg["train"])
     for seed, log in zip(seeds, logs):
-        kind, split, model = build_run(cfg, seed)
-        train = cfg["train"]
-        opt = torch.optim.SGD(model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"])
-        batch, per_epoch, _ = schedule(len(split.x_train), train)
-        order = torch.Generator().manual_seed(run_seeds(seed, None)["order_seed"])
-        for epoch in range(train["epochs"]):
-            perm = torch.randperm(len(split.x_train), generator=order)
-            losses, correct = [], 0
-            for b in range(per_epoch):
-                idx = perm[b * batch : (b + 1) * batch]
-                out = model(split.x_train[idx])
-                loss = kind.loss(out, split.y_train[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
-                correct += (torch.sign(out.detach().flatten()) == split.y_train[idx]).sum().item()
-            row, n = log.iloc[epoch + 1], len(split.x_train)
-            assert row["train_loss"] == pytest.approx(np.mean(losses), abs=1e-5)
+        batches = []
+        _plain_training(cfg, seed, cfg["train"]["epochs"] * per_epoch, batches)
+        for epoch in range(cfg["train"]["epochs"]):
+            epoch_batches = batches[epoch * per_epoch : (epoch + 1) * per_epoch]
+            correct = sum((torch.sign(out.flatten()) == y).sum().item() for _, out, y in epoch_batches)
+            row = log.iloc[epoch + 1]
+            assert row["train_loss"] == pytest.approx(np.mean([b[0] for b in epoch_batches]), abs=1e-5)
             assert row["train_acc"] == pytest.approx(correct / n, abs=1.5 / n)  # a sign may round
 
 
