@@ -215,3 +215,59 @@ def test_hand_written_backward_equals_autograd_per_replica(name):
     auto.loss_and_grads(kind, x, y, by_hand=False)
     for key, p in auto.params.items():
         assert torch.allclose(p.grad, stacked.params[key].grad, rtol=1e-5, atol=1e-7), key
+
+
+def test_backward_over_the_rows_with_gradient_equals_the_full_batch(monkeypatch):
+    """Past the hinge's margin an example has zero gradient: on the CPU the hand-written backward
+    pass runs over the other rows alone, with the same weight gradients bit for bit."""
+    from latentstates import replicas
+    from latentstates.replicas import Replicas, rows_with_gradient
+
+    torch.manual_seed(0)
+    models, x, _ = _mlps("sparse_parity", 3)
+    kind = get_task("sparse_parity")
+    for m in models:  # large outputs: |out| > 1, so the label decides whether a row has gradient
+        m.layers[-1].weight.data *= 1000
+    out = Replicas([copy.deepcopy(m) for m in models])(x).detach()
+    assert (out.abs() > 1).all()
+    y = torch.sign(out.squeeze(-1))  # right beyond the margin: no gradient...
+    y[0, [1, 5, 6, 30]] *= -1  # ...but these rows (replica 0: 4, replica 1: 2, replica 2: none)
+    y[1, [0, 31]] *= -1
+    acts, delta = rows_with_gradient([x, x], kind.loss_grad(out, y))
+    assert delta.shape == (3, 4, 1) and acts[0].shape == (3, 4, 12)
+    assert delta[0].ne(0).all() and delta[1, :2].ne(0).all() and delta[1:, 2:].eq(0).all()
+    assert torch.equal(acts[0][0], x[0, [1, 5, 6, 30]]) and torch.equal(acts[0][1, :2], x[1, [0, 31]])
+
+    sparse = Replicas([copy.deepcopy(m) for m in models])
+    sparse.loss_and_grads(kind, x, y)
+    # No row with gradient in any replica: no products over rows, zero gradients.
+    none = Replicas([copy.deepcopy(m) for m in models])
+    none.loss_and_grads(kind, x, torch.sign(out.squeeze(-1)))
+    assert all(p.grad.eq(0).all() for p in none.params.values())
+    monkeypatch.setattr(replicas, "SPARSE_ROWS", 0.0)  # every row, as on a GPU
+    full = Replicas([copy.deepcopy(m) for m in models])
+    full.loss_and_grads(kind, x, y)
+    for key, p in sparse.params.items():
+        reference = full.params[key].grad
+        exact = torch.equal if key.endswith("weight") else lambda a, b: torch.allclose(a, b, atol=1e-7)
+        assert exact(p.grad, reference), key
+        assert p.grad[2].eq(0).all(), key  # a replica with no row of gradient: zero gradient
+    for i, model in enumerate(models):  # and autograd, replica by replica
+        kind.loss(model(x[i]), y[i]).backward()
+        for key, p in model.named_parameters():
+            assert torch.allclose(sparse.params[key].grad[i], p.grad, rtol=1e-5, atol=1e-7), key
+    # Cross-entropy has no zero gradients: the batch is kept whole.
+    full_batch = torch.randn(3, 32, 10)
+    assert rows_with_gradient([x], full_batch)[1] is full_batch
+
+
+def test_replicas_finite_flags_exactly_the_replicas_with_a_non_finite_entry():
+    from latentstates.replicas import Replicas
+
+    stacked = Replicas([torch.nn.Linear(3, 2) for _ in range(5)])
+    with torch.no_grad():
+        stacked.params["weight"][1, 0, 2] = float("nan")
+        stacked.params["bias"][2, 1] = float("inf")
+        stacked.params["weight"][3, 1, 1] = -float("inf")
+        stacked.params["weight"][4] = 3e38  # large but finite: 0·x sums to 0
+    assert stacked.finite() == [True, False, False, False, True]
