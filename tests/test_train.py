@@ -261,3 +261,28 @@ def test_checkpoints_carry_their_log_rows_and_resume_states_follow_resume_every(
     for path, expected in zip(list_checkpoints(tmp_path / "a1"), rows, strict=True):
         row = load_checkpoint(path)["row"]
         assert row == {k: expected[k] for k in row}
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_steps_bit_for_bit_as_torchs_default_sgd(momentum):
+    from latentstates.train import make_optimizer
+
+    cfg = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.01, "momentum": momentum}
+    gen = torch.Generator().manual_seed(0)
+    # Sizes that leave remainders past the vector width (5·30, 7).
+    start = [
+        torch.randn(5, 30, 4, generator=gen),
+        torch.randn(5, 30, generator=gen),
+        torch.randn(7, generator=gen),
+    ]
+    ours = [p.clone().requires_grad_() for p in start]
+    default = [p.clone().requires_grad_() for p in start]
+    opts = make_optimizer(ours, cfg), torch.optim.SGD(default, lr=0.1, weight_decay=0.01, momentum=momentum)
+    for _ in range(20):
+        grads = [torch.randn(p.shape, generator=gen) for p in start]
+        for params, opt in zip((ours, default), opts):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(ours, default))
+    assert bool(opts[0].param_groups[0]["fused"]) == (momentum == 0)  # without momentum: fused
