@@ -186,7 +186,7 @@ def rows_with_gradient(
     m = int(live.sum(dim=1).max())
     if m > most * batch:
         return acts, delta
-    # Live rows first, each group in batch order (a stable sort of 0 = live, 1 = not).
+    # Live rows first, both parts in batch order (a stable sort of 0 = live, 1 = not).
     rows = torch.argsort(live.logical_not().to(torch.uint8), dim=1, stable=True)[:, :m]
     flat = (rows + torch.arange(n, device=rows.device)[:, None] * batch).reshape(-1)
 
