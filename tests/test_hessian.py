@@ -97,6 +97,35 @@ def test_warm_start_on_a_stale_eigenvector_still_finds_the_top():
     assert abs(torch.dot(res.vector[0], q[:, -1]).abs().item() - 1.0) < 1e-4
 
 
+def test_default_min_iter_finds_a_top_that_overtook_the_warm_start_at_the_metrics_tolerance():
+    # The previous checkpoint's top eigenvector (0.95) has been overtaken by an orthogonal one
+    # (1.0) over a full-rank bulk; at tol 1e-3 the residual test passes on the stale pair, so
+    # only the minimum number of products lets the Krylov space find the new top.
+    from latentstates.hessian import MIN_ITER
+
+    def found(seed: int, min_iter: int) -> bool:
+        g = torch.Generator().manual_seed(seed)
+        q, _ = torch.linalg.qr(torch.randn(500, 500, generator=g, dtype=torch.float64))
+        evals = torch.randn(500, generator=g, dtype=torch.float64).abs() * 0.1
+        evals[-1], evals[-2] = 1.0, 0.95
+        a = (q * evals) @ q.T
+        theta = torch.zeros(500, dtype=torch.float64, requires_grad=True)
+        res = top_eigenvalue(
+            lambda: 0.5 * theta @ a @ theta,
+            [theta],
+            init=[q[:, -2].clone()],
+            tol=1e-3,
+            max_iter=100,
+            generator=torch.Generator().manual_seed(seed),
+            min_iter=min_iter,
+        )
+        return abs(res.eigenvalue - 1.0) <= 1e-3
+
+    seeds = range(12)
+    assert all(found(s, MIN_ITER) for s in seeds)
+    assert not all(found(s, 5) for s in seeds)  # fewer products miss it: the guard matters
+
+
 def test_overflowing_loss_gives_nan_not_an_error():
     w = torch.tensor([1e30, -1e30], requires_grad=True)
     res = top_eigenvalue(lambda: (w**4).sum() * 1e30, [w], generator=torch.Generator().manual_seed(0))

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from .architectures import get_architecture
-from .hessian import EigenResult, top_eigenvalue
+from .hessian import MIN_ITER, EigenResult, top_eigenvalue
 from .metrics import PERFORMANCE_COLUMNS, weight_metrics
 from .models import finite_weights, fit_state
 from .runs import checkpoint_files, epoch_or_nan, trained_run
@@ -44,6 +44,7 @@ def checkpoint_hessian(
         max_iter=hessian_cfg["max_iter"],
         generator=generator,
         krylov_dim=hessian_cfg["krylov_dim"],
+        min_iter=hessian_cfg.get("min_iter", MIN_ITER),
     )
 
 
