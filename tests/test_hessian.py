@@ -75,22 +75,22 @@ def test_warm_start_converges_faster():
     assert abs(warm.eigenvalue - cold.eigenvalue) < 1e-6 * abs(cold.eigenvalue) + 1e-9
 
 
+def _top_from_an_overtaken_start(q: torch.Tensor, evals: torch.Tensor, **settings):
+    """`top_eigenvalue` of the quadratic loss ½ θᵀAθ, whose Hessian is A = Q diag(evals) Qᵀ,
+    started exactly on the eigenvector of the second largest eigenvalue (the last two of `evals`
+    are the top two), as when another eigenvalue overtakes the previous checkpoint's top one."""
+    a = (q * evals) @ q.T
+    theta = torch.zeros(len(evals), dtype=torch.float64, requires_grad=True)
+    return top_eigenvalue(lambda: 0.5 * theta @ a @ theta, [theta], init=[q[:, -2].clone()], **settings)
+
+
 def test_warm_start_on_a_stale_eigenvector_still_finds_the_top():
-    # Quadratic loss ½ θᵀAθ: the Hessian is A. Start exactly on the eigenvector of the second
-    # largest eigenvalue, as when another eigenvalue overtakes the previous checkpoint's top one.
     g = torch.Generator().manual_seed(0)
     q, _ = torch.linalg.qr(torch.randn(30, 30, generator=g, dtype=torch.float64))
     evals = torch.linspace(-2.0, 1.0, 30, dtype=torch.float64)
     evals[-2] = 0.99
-    a = q @ torch.diag(evals) @ q.T
-    theta = torch.randn(30, dtype=torch.float64, requires_grad=True)
-    res = top_eigenvalue(
-        lambda: 0.5 * theta @ a @ theta,
-        [theta],
-        init=[q[:, -2].clone()],
-        tol=1e-8,
-        max_iter=500,
-        generator=torch.Generator().manual_seed(1),
+    res = _top_from_an_overtaken_start(
+        q, evals, tol=1e-8, max_iter=500, generator=torch.Generator().manual_seed(1)
     )
     assert res.converged
     assert abs(res.eigenvalue - 1.0) < 1e-6
@@ -108,16 +108,8 @@ def test_default_min_iter_finds_a_top_that_overtook_the_warm_start_at_the_metric
         q, _ = torch.linalg.qr(torch.randn(500, 500, generator=g, dtype=torch.float64))
         evals = torch.randn(500, generator=g, dtype=torch.float64).abs() * 0.1
         evals[-1], evals[-2] = 1.0, 0.95
-        a = (q * evals) @ q.T
-        theta = torch.zeros(500, dtype=torch.float64, requires_grad=True)
-        res = top_eigenvalue(
-            lambda: 0.5 * theta @ a @ theta,
-            [theta],
-            init=[q[:, -2].clone()],
-            tol=1e-3,
-            max_iter=100,
-            generator=torch.Generator().manual_seed(seed),
-            min_iter=min_iter,
+        res = _top_from_an_overtaken_start(
+            q, evals, tol=1e-3, max_iter=100, generator=torch.Generator().manual_seed(seed), min_iter=min_iter
         )
         return abs(res.eigenvalue - 1.0) <= 1e-3
 
