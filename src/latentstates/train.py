@@ -42,9 +42,10 @@ def make_optimizer(params: list[torch.Tensor], cfg: dict) -> torch.optim.Optimiz
         if not sgd["momentum"]:
             try:
                 # Weight decay and update in one kernel per tensor: the same numbers as torch's
-                # default (foreach) step, bit for bit on the CPU (tested), 2-3x faster (a tenth of
-                # a stacked parity step). Not with momentum, whose fused step rounds differently on the last
-                # elements of a tensor. Torch versions or devices without it take the default.
+                # default (foreach) step, bit for bit on the CPU (tested), 2-3x faster (a tenth
+                # of a stacked parity step). Not with momentum, whose fused step rounds
+                # differently on the last elements of a tensor. Torch versions or devices without
+                # it take the default.
                 return torch.optim.SGD(params, fused=True, **sgd)
             except (TypeError, RuntimeError, ValueError):
                 pass
@@ -171,8 +172,11 @@ def train_group(
             opt_states = split_optimizer_state(optimizer, n_runs)
             last_resume = time.perf_counter()
         for i in range(n_runs):
+            stopped = bool(rows[i]) and rows[i][-1]["diverged"]
+            if stopped and not resume:
+                continue  # a stopped run writes no checkpoint, only resume states
             state = model.state_dict(i)
-            if not rows[i] or not rows[i][-1]["diverged"]:
+            if not stopped:
                 row = {
                     "checkpoint": index,
                     "step": step,
@@ -192,7 +196,7 @@ def train_group(
                     atomic=False,
                 )
                 rows[i].append(row)
-                if rows[i][-1]["diverged"]:
+                if row["diverged"]:
                     # Non-finite weights or losses: nothing later can be recovered. The run is
                     # kept, flagged, with its checkpoints so far; the HMM stage leaves it out.
                     logger.warning("seed %d diverged by step %d: its training stopped", seeds[i], step)
