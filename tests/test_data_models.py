@@ -96,7 +96,15 @@ def test_last_position_transformer_equals_released_model():
             for p in (m.ln_attn.weight, m.ln_attn.bias, m.ln_mlp.weight, m.ln_mlp.bias):
                 p.data.normal_()
         tokens = data.modular_addition(11, 0.5, seed=0).x_train[:40]
-        torch.testing.assert_close(m(tokens), _released_reference(m, tokens, ln))
+        # 40 examples: keys and values from the (position, token) table; 8: per example.
+        for batch in (tokens, tokens[:8]):
+            ours, released = m(batch), _released_reference(m, batch, ln)
+            torch.testing.assert_close(ours, released)
+            weights = torch.randn_like(ours)
+            grads = torch.autograd.grad((ours * weights).sum(), list(m.parameters()))
+            expected = torch.autograd.grad((released * weights).sum(), list(m.parameters()))
+            for g, e in zip(grads, expected):
+                torch.testing.assert_close(g, e)
 
 
 def test_layer_norm_variant_structure_and_one_step():
