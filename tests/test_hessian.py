@@ -42,6 +42,30 @@ def test_top_eigenvalue_matches_full_hessian_cross_entropy():
     assert abs(res.eigenvalue - exact) / abs(exact) < 1e-3
 
 
+@pytest.mark.parametrize("krylov_dim", [3, 20, 60])
+def test_restarted_lanczos_matches_an_exact_eigendecomposition(krylov_dim):
+    """Restarts every 3 products, a basis grown past its first allocation (20), or one that is
+    never restarted (60): the same top eigenvalue as LAPACK's, to a tight tolerance."""
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randn(40, 40, generator=gen, dtype=torch.float64)
+    h = (a + a.T) / 2
+    w = torch.zeros(40, dtype=torch.float64, requires_grad=True)
+    exact = torch.linalg.eigvalsh(h)[-1].item()
+    res = top_eigenvalue(
+        lambda: w @ h @ w / 2,
+        [w],
+        tol=1e-9,
+        max_iter=3000,
+        generator=torch.Generator().manual_seed(0),
+        krylov_dim=krylov_dim,
+        min_iter=1,
+    )
+    assert res.converged
+    assert abs(res.eigenvalue - exact) < 1e-7 * abs(exact)
+    vec = res.vector[0]
+    assert torch.linalg.norm(h @ vec - exact * vec) < 1e-3 * abs(exact)
+
+
 def test_top_eigenvalue_is_the_largest_not_the_largest_magnitude():
     # Hinge loss on a ReLU MLP: the Hessian is indefinite with ± pairs; power iteration on H
     # alone would return a negative or mixed value.
