@@ -1,7 +1,7 @@
 """Hessian top eigenvalue over a run's checkpoints: ours against PyHessian's power iteration.
 
-Usage: python benchmarks/hessian.py [--task sparse_parity] [--checkpoints DIR] [--stride 5]
-                                    [--device cpu]
+Usage: python benchmarks/hessian.py [--task sparse_parity] [--runs 0 3 7] [--checkpoints DIR]
+                                    [--stride 5] [--device cpu]
 
 Baseline: PyHessian's `hessian.eigenvalues()` as released (cold start from a random vector at
 every checkpoint, double-backprop Hessian-vector products, stop when the estimate changes by less
@@ -13,8 +13,9 @@ Both are checked against a tightly converged outside reference (ARPACK's implici
 Lanczos, scipy's eigsh with 64 Lanczos vectors, to a relative accuracy of 1e-10). Prints time,
 products and how many checkpoints each gets wrong by more than 1e-3 (relative to the reference),
 and the time ratio.
-The checkpoints are those of results/<task>/runs/seed0 when present, else of a run trained here
-with the default config.
+The checkpoints are those of results/<task>/runs/seed<r> for each run seed r of `--runs` when
+present, else of a run trained here with the default config; with several runs it also prints
+their totals (the ratio moves from run to run with how many products each side needs).
 """
 
 from __future__ import annotations
@@ -89,8 +90,8 @@ def arpack_top(loss, params):
     return float(eig[0]), calls[0]
 
 
-def sweep(method, task_cfg, paths, hessian_cfg, device):
-    kind, split, model = build_run(task_cfg, 0)
+def sweep(method, task_cfg, paths, hessian_cfg, device, run_seed=0):
+    kind, split, model = build_run(task_cfg, run_seed)
     model.to(device).eval()
     batch = hessian_cfg["batch_size"] or len(split.x_train)
     x, y = split.x_train[:batch].to(device), split.y_train[:batch].to(device)
@@ -121,7 +122,8 @@ def sweep(method, task_cfg, paths, hessian_cfg, device):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", default="sparse_parity")
-    parser.add_argument("--checkpoints", default=None)
+    parser.add_argument("--runs", type=int, nargs="+", default=[0], help="run seeds (default: 0)")
+    parser.add_argument("--checkpoints", default=None, help="one run's checkpoint directory")
     parser.add_argument("--stride", type=int, default=None, help="default: the config's metrics stride")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -129,32 +131,46 @@ def main() -> None:
     task_cfg, hessian_cfg = cfg["tasks"][args.task], cfg["metrics"]["hessian"]
     device = resolve_device(args.device)
     configure_torch(1, device)
-    ckpt = Path(args.checkpoints or REPO / "results" / args.task / "runs" / "seed0" / "checkpoints")
-    if not ckpt.is_dir():
-        ckpt = Path(tempfile.mkdtemp()) / "checkpoints"
-        train_run(task_cfg, 0, ckpt, device=args.device, progress=False)
-    paths = list_checkpoints(ckpt)[:: args.stride or hessian_cfg["stride"]]
-    _, ref_n, ref = sweep("reference", task_cfg, paths, hessian_cfg, device)
-    print(f"{args.task} on {device}: {len(paths)} checkpoints; reference took {ref_n} products")
-    times = {}
+    if args.checkpoints and len(args.runs) != 1:
+        parser.error("--checkpoints names one run's checkpoints: give one --runs seed")
     closed = get_task(task_cfg["kind"]).hessian_top is not None
     names = {
         "baseline": "baseline (PyHessian power iteration)",
         "ours": "ours (closed form)" if closed else "ours (warm Lanczos)",
         "lanczos": "ours, method lanczos (warm Lanczos)",
     }
-    for method in ["baseline", "ours", "lanczos"] if closed else ["baseline", "ours"]:
-        settings = {**hessian_cfg, "method": "lanczos"} if method == "lanczos" else hessian_cfg
-        seconds, used, eigs = sweep(method, task_cfg, paths, settings, device)
-        wrong = sum(abs(e - r) > 1e-3 * max(abs(r), 1e-6) for e, r in zip(eigs, ref))
-        worst = max(abs(e - r) / max(abs(r), 1e-6) for e, r in zip(eigs, ref))
-        times[method] = seconds
-        print(
-            f"  {names[method]:38s} {seconds:7.3f} s  {used:6d} products  wrong at "
-            f"{wrong}/{len(paths)}  (largest relative error {worst:.1e})"
-        )
-    for method in times.keys() - {"baseline"}:
-        print(f"  speed-up, {names[method]}: {times['baseline'] / times[method]:.2f}x")
+    methods = ["baseline", "ours", "lanczos"] if closed else ["baseline", "ours"]
+    totals = {m: [0.0, 0, 0, 0] for m in methods}  # seconds, products, wrong, checkpoints
+    for run_seed in args.runs:
+        default = REPO / "results" / args.task / "runs" / f"seed{run_seed}" / "checkpoints"
+        ckpt = Path(args.checkpoints or default)
+        if not ckpt.is_dir():
+            ckpt = Path(tempfile.mkdtemp()) / "checkpoints"
+            train_run(task_cfg, run_seed, ckpt, device=args.device, progress=False)
+        paths = list_checkpoints(ckpt)[:: args.stride or hessian_cfg["stride"]]
+        _, ref_n, ref = sweep("reference", task_cfg, paths, hessian_cfg, device, run_seed)
+        print(f"{args.task} seed {run_seed} on {device}: {len(paths)} checkpoints; ARPACK {ref_n} products")
+        times = {}
+        for method in methods:
+            settings = {**hessian_cfg, "method": "lanczos"} if method == "lanczos" else hessian_cfg
+            seconds, used, eigs = sweep(method, task_cfg, paths, settings, device, run_seed)
+            wrong = sum(abs(e - r) > 1e-3 * max(abs(r), 1e-6) for e, r in zip(eigs, ref))
+            worst = max(abs(e - r) / max(abs(r), 1e-6) for e, r in zip(eigs, ref))
+            times[method] = seconds
+            for i, x in enumerate((seconds, used, wrong, len(paths))):
+                totals[method][i] += x
+            print(
+                f"  {names[method]:38s} {seconds:7.3f} s  {used:6d} products  wrong at "
+                f"{wrong}/{len(paths)}  (largest relative error {worst:.1e})"
+            )
+        for method in times.keys() - {"baseline"}:
+            print(f"  speed-up, {names[method]}: {times['baseline'] / times[method]:.2f}x")
+    if len(args.runs) > 1:
+        print(f"{args.task}, runs {', '.join(map(str, args.runs))} together:")
+        for method, (seconds, used, wrong, n) in totals.items():
+            print(f"  {names[method]:38s} {seconds:7.3f} s  {used:6d} products  wrong at {wrong}/{n}")
+        for method in methods[1:]:
+            print(f"  speed-up, {names[method]}: {totals['baseline'][0] / totals[method][0]:.2f}x")
 
 
 if __name__ == "__main__":
