@@ -139,9 +139,10 @@ class OneLayerTransformer(nn.Module):
 
     Only the last position ("=") is read out, so the query, the MLP and the unembedding are
     computed for that position alone: identical outputs to the full causal model, less compute.
-    Keys and values depend on a position and its token alone: for batches larger than the
-    vocabulary they are computed once per (position, token) and gathered (modular addition's
-    full batch: 144 rows instead of 3,642; 1.3× faster training, and Hessian-vector products).
+    Keys and values depend on a position and its token alone, the query on the last token: for
+    batches larger than the vocabulary they, and the attention scores, are computed once per
+    token and gathered per example (modular addition's full batch: 1.67× faster training, 1.3×
+    faster Hessian-vector products).
     """
 
     def __init__(
@@ -182,20 +183,30 @@ class OneLayerTransformer(nn.Module):
         h, e = self.n_heads, self.d_head
         # Keys and values of every position in one matrix product; the query of the last one.
         w_kv = torch.cat([self.W_K, self.W_V]).reshape(2 * h * e, -1)
+        w_q = self.W_Q.reshape(h * e, -1)
         vocab = self.W_E.shape[0]
         if b > vocab:
-            # A position's keys and values depend on its token alone: once per (position, token)
-            # of the vocabulary, then gathered (n·vocab rows instead of n·batch).
-            table = (self.W_E + self.W_pos[:n, None]) @ w_kv.T  # (pos, vocab, 2·head·d_head)
-            kv = table[torch.arange(n, device=tokens.device), tokens]
-            last = self.W_E[tokens[:, -1]] + self.W_pos[n - 1]
+            # A position's key and value depend on its token alone, the query on the last token
+            # alone: keys, values and queries once per (position, token) of the vocabulary, then
+            # gathered per example (for modular addition's full batch 144 rows instead of 3,642).
+            emb = self.W_E + self.W_pos[:n, None]  # (pos, vocab, d)
+            k_t, v_t = (emb @ w_kv.T).view(n, vocab, 2, h, e).unbind(2)  # (pos, vocab, head, d_head)
+            q_t = (emb[-1] @ w_q.T).view(vocab, h, e)
+            pos, last_token = torch.arange(n, device=tokens.device), tokens[:, -1]
+            if vocab * vocab <= b * n:  # every attention score once per (query, pos, key token)
+                scores = torch.einsum("qhe,pkhe->qpkh", q_t, k_t)[last_token[:, None], pos, tokens]
+            else:
+                scores = (q_t[last_token][:, None] * k_t[pos, tokens]).sum(-1)  # (batch, pos, head)
+            v = v_t[pos, tokens]  # (batch, pos, head, d_head)
+            last = emb[-1][last_token]
         else:
             resid = self.W_E[tokens] + self.W_pos[:n]  # (batch, pos, d)
-            kv, last = resid @ w_kv.T, resid[:, -1]
-        k, v = kv.view(b, n, 2, h, e).unbind(2)  # (batch, pos, head, d_head)
-        q = (last @ self.W_Q.reshape(h * e, -1).T).view(b, 1, h, e)
-        # Three positions: products and sums over them beat many tiny batched matrix products.
-        attn = torch.softmax((q * k).sum(-1) / math.sqrt(e), dim=1)  # (batch, pos, head)
+            k, v = (resid @ w_kv.T).view(b, n, 2, h, e).unbind(2)  # (batch, pos, head, d_head)
+            last = resid[:, -1]
+            q = (last @ w_q.T).view(b, 1, h, e)
+            # Three positions: products and sums over them beat many tiny batched matrix products.
+            scores = (q * k).sum(-1)
+        attn = torch.softmax(scores / math.sqrt(e), dim=1)  # (batch, pos, head)
         z = (attn.unsqueeze(-1) * v).sum(1).reshape(b, -1)
         x = self.ln_attn(last + z @ self.W_O.T)
         mlp = torch.relu(x @ self.W_in.T + self.b_in) @ self.W_out.T + self.b_out
