@@ -163,7 +163,7 @@ def main() -> None:
                 f"  {names[method]:38s} {seconds:7.3f} s  {used:6d} products  wrong at "
                 f"{wrong}/{len(paths)}  (largest relative error {worst:.1e})"
             )
-        for method in times.keys() - {"baseline"}:
+        for method in methods[1:]:
             print(f"  speed-up, {names[method]}: {times['baseline'] / times[method]:.2f}x")
     if len(args.runs) > 1:
         print(f"{args.task}, runs {', '.join(map(str, args.runs))} together:")
