@@ -142,6 +142,72 @@ def test_default_min_iter_finds_a_top_that_overtook_the_warm_start_at_the_metric
     assert not all(found(s, 5) for s in seeds)  # fewer products miss it: the guard matters
 
 
+def test_replicas_iterated_together_each_get_what_they_get_alone():
+    """`top_eigenvalues` over stacked replicas (one batched product for all) gives each replica
+    the eigenpair, products and stopping `top_eigenvalue` gives it alone, whatever its start
+    (cold, warm) and its stopping point; an overflowing replica gets NaN, as alone, an inactive one
+    nothing, and neither disturbs the others. The replicas' top eigenvalues differ by more than 2 %, so
+    a mix-up of replicas cannot pass, and each is checked against an exact eigendecomposition."""
+    from latentstates.hessian import top_eigenvalues
+    from latentstates.replicas import Replicas
+
+    loss = torch.nn.functional.cross_entropy
+    models, xs, ys = [], [], []
+    for r in range(5):
+        torch.manual_seed(r)
+        models.append(MLP([3, 6, 3]).double())
+        with torch.no_grad():
+            models[-1].layers[0].weight.mul_(1 + r)  # spread the replicas' curvature
+        xs.append(torch.randn(25, 3, dtype=torch.float64))
+        ys.append(torch.randint(0, 3, (25,)))
+    with torch.no_grad():
+        models[3].layers[1].weight.fill_(1e300)  # overflows: NaN loss
+    settings = dict(tol=1e-6, max_iter=300, krylov_dim=8, min_iter=3)
+    warm = top_eigenvalue(
+        lambda: loss(models[1](xs[1]), ys[1]),
+        list(models[1].parameters()),
+        generator=torch.Generator().manual_seed(9),
+    ).vector
+    inits = [None, warm, None, None, None]
+    active = [True, True, True, True, False]
+
+    alone = [
+        top_eigenvalue(
+            lambda m=m, x=x, y=y: loss(m(x), y),
+            list(m.parameters()),
+            init=init,
+            generator=torch.Generator().manual_seed(100 + r),
+            **settings,
+        )
+        for r, (m, x, y, init) in enumerate(zip(models, xs, ys, inits))
+    ]
+    replicas = Replicas(models)
+    x, y = torch.stack(xs), torch.stack(ys)
+    together = top_eigenvalues(
+        lambda: replicas.map(loss, replicas(x), y),
+        replicas.parameters(),
+        inits,
+        [torch.Generator().manual_seed(100 + r) for r in range(5)],
+        active=active,
+        **settings,
+    )
+    assert together[4] is None
+    nan = together[3].eigenvalue
+    assert nan != nan and alone[3].eigenvalue != alone[3].eigenvalue  # overflowing curvature: NaN
+    assert together[3].iterations == alone[3].iterations and not together[3].converged
+    assert len({res.iterations for res in together[:3]}) > 1  # they stop at different products
+    for r in range(3):
+        exact = _exact_eigenvalues(models[r], loss, xs[r], ys[r])[-1].item()
+        assert together[r].converged and alone[r].converged
+        assert together[r].iterations == alone[r].iterations
+        assert abs(together[r].eigenvalue - alone[r].eigenvalue) < 1e-9 * abs(exact)
+        assert abs(together[r].eigenvalue - exact) < 1e-5 * abs(exact)
+        for a, b, p in zip(together[r].vector, alone[r].vector, models[r].parameters()):
+            assert a.shape == p.shape and torch.allclose(a, b, atol=1e-6)
+    tops = sorted(res.eigenvalue for res in together[:3])
+    assert all(b > 1.02 * a for a, b in zip(tops, tops[1:]))
+
+
 def test_overflowing_loss_gives_nan_not_an_error():
     w = torch.tensor([1e30, -1e30], requires_grad=True)
     res = top_eigenvalue(lambda: (w**4).sum() * 1e30, [w], generator=torch.Generator().manual_seed(0))

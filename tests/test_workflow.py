@@ -132,6 +132,38 @@ def test_metric_change_reruns_metrics_not_training(tiny_run, tmp_path):
     assert "train" not in jobs and jobs["metrics"] == 4 and jobs["hmm"] == 2
 
 
+def test_batched_hessians_give_each_run_its_own_metrics(tiny_run, tmp_path):
+    """`metrics.hessian.batch_runs: true` iterates a seed group's Hessians together (one batched
+    product for all, as on a GPU): every run gets the table it gets alone, the Hessian columns up
+    to rounding. Groups of one run and closed forms (parities) are not batched."""
+    wd = tmp_path / "copy"
+    shutil.copytree(tiny_run, wd, symlinks=True)
+    import yaml
+
+    cfg = yaml.safe_load((wd / "config.yaml").read_text())
+    cfg["metrics"]["hessian"]["batch_runs"] = True
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake(wd, "--until", "collate")
+    logs = wd / "results" / "logs" / "metrics"
+    assert "seeds 0, 1 together" in (logs / "modular_addition" / "seeds0-1.log").read_text()
+    assert "together" not in (logs / "modular_addition" / "seeds2-2.log").read_text()
+    assert "together" not in (logs / "sparse_parity" / "seeds0-1.log").read_text()
+    for task in TASKS:
+        tops = []
+        for seed in range(3):
+            name = f"results/{task}/runs/seed{seed}/metrics.parquet"
+            alone, together = pd.read_parquet(tiny_run / name), pd.read_parquet(wd / name)
+            hessian = ["hessian_top_eig", "hessian_iters", "hessian_converged"]
+            pd.testing.assert_frame_equal(together.drop(columns=hessian), alone.drop(columns=hessian))
+            computed = alone["hessian_top_eig"].notna()  # every stride-th checkpoint
+            assert computed.sum() > 5 and together["hessian_top_eig"].notna().equals(computed)
+            assert together["hessian_converged"].equals(alone["hessian_converged"])
+            pd.testing.assert_series_equal(together["hessian_top_eig"], alone["hessian_top_eig"], rtol=1e-4)
+            tops.append(alone.loc[computed, "hessian_top_eig"].to_numpy())
+        # the runs' curvatures differ far beyond the tolerance: a mix-up of runs cannot pass
+        assert abs(tops[0] - tops[1]).max() > 1e-2 * abs(tops[0]).max()
+
+
 def test_more_seeds_train_only_the_new_seed_groups(tiny_run, tmp_path):
     wd = tmp_path / "copy"
     shutil.copytree(tiny_run, wd, symlinks=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import sys
 from pathlib import Path
@@ -12,12 +14,16 @@ import torch
 from tqdm import tqdm
 
 from .architectures import get_architecture
-from .hessian import MIN_ITER, EigenResult, top_eigenvalue
+from .hessian import MIN_ITER, EigenResult, top_eigenvalue, top_eigenvalues
 from .metrics import PERFORMANCE_COLUMNS, weight_metrics
 from .models import finite_weights, fit_state
+from .replicas import Replicas
 from .runs import checkpoint_files, epoch_or_nan, trained_run
 from .runtime import build_run, configure_torch, resolve_device
+from .tasks import get_task
 from .weights import load_weights
+
+logger = logging.getLogger("latentstates")
 
 
 def load_into(model: torch.nn.Module, path: str | Path, fmt: str = "workflow") -> None:
@@ -40,12 +46,113 @@ def checkpoint_hessian(
         lambda: kind.loss(model(x), y),
         [p for p in model.parameters() if p.requires_grad],
         init=init,
+        generator=generator,
+        **hessian_settings(hessian_cfg),
+    )
+
+
+def hessian_settings(hessian_cfg: dict) -> dict:
+    """The Lanczos settings of `metrics.hessian`, as `top_eigenvalue`'s keyword arguments."""
+    return dict(
         tol=hessian_cfg["tol"],
         max_iter=hessian_cfg["max_iter"],
-        generator=generator,
         krylov_dim=hessian_cfg["krylov_dim"],
         min_iter=hessian_cfg.get("min_iter", MIN_ITER),
     )
+
+
+def batches_hessians(runs: list[dict], hessian_cfg: dict, device: torch.device) -> bool:
+    """Whether a metrics job's runs get their Hessians together (`group_hessians`): runs of one
+    registered model with the same Hessian schedule, iterated by Lanczos (not a closed form),
+    with `metrics.hessian.batch_runs` true, or auto on a GPU."""
+    batch = hessian_cfg.get("batch_runs", "auto")
+    if (
+        not hessian_cfg["enabled"]
+        or len(runs) < 2
+        or batch is False
+        or (batch == "auto" and device.type != "cuda")
+    ):
+        return False
+    specs = {json.dumps(run["spec"], sort_keys=True, default=str) for run in runs}
+    if len(specs) > 1 or not runs[0]["spec"].get("kind"):
+        return False
+    if (
+        get_task(runs[0]["spec"]["kind"]).hessian_top is not None
+        and hessian_cfg.get("method", "auto") == "auto"
+    ):
+        return False
+    return len({tuple(_hessian_schedule(run, hessian_cfg)) for run in runs}) == 1
+
+
+def _hessian_schedule(run: dict, hessian_cfg: dict) -> list[int]:
+    """Positions in the run's checkpoint list where the Hessian is computed."""
+    return [i for i, c in enumerate(run["checkpoints"]) if c["index"] % hessian_cfg["stride"] == 0]
+
+
+def group_hessians(
+    runs: list[dict],
+    run_files: list[str | Path],
+    hessian_cfg: dict,
+    device: str = "auto",
+    threads: int = 1,
+    progress: bool = True,
+) -> list[dict[int, EigenResult]]:
+    """The Hessians of several runs of one model (`batches_hessians`), iterated together with one
+    batched Hessian-vector product for all (`hessian.top_eigenvalues`): per run, checkpoint index
+    → result. Each run keeps what `metrics_of_run` gives it alone (its Hessian batch, its random
+    start and warm starts, its stopping), up to the rounding of batched matrix products."""
+    dev = resolve_device(device)
+    configure_torch(threads, dev)
+    built = [build_run(run["spec"], run["seed"]) for run in runs]
+    kind = built[0][0]
+    models = [model.to(dev).eval() for _, _, model in built]
+    hb = hessian_cfg["batch_size"] or len(built[0][1].x_train)
+    x = torch.stack([split.x_train[:hb] for _, split, _ in built]).to(dev)
+    y = torch.stack([split.y_train[:hb] for _, split, _ in built]).to(dev)
+    gens = [torch.Generator().manual_seed(run["seed"] + hessian_cfg["seed"]) for run in runs]
+    replicas = Replicas(models).eval()
+    files = [checkpoint_files(run, f) for run, f in zip(runs, run_files)]
+    found: list[dict[int, EigenResult]] = [{} for _ in runs]
+    vectors = [None] * len(runs)
+    seeds = ", ".join(str(run["seed"]) for run in runs)
+    bar = dict(desc=f"Hessians of seeds {seeds}", file=sys.stderr, mininterval=5.0, disable=not progress)
+    for pos in tqdm(_hessian_schedule(runs[0], hessian_cfg), **bar):
+        for run, model, paths in zip(runs, models, files):
+            load_into(model, paths[pos], run["format"])
+        replicas.load_state_dicts([model.state_dict() for model in models])
+        results = top_eigenvalues(
+            lambda: replicas.losses(kind, replicas(x), y),
+            replicas.parameters(),
+            vectors,
+            gens,
+            active=[finite_weights(model) for model in models],
+            **hessian_settings(hessian_cfg),
+        )
+        for r, res in enumerate(results):
+            if res is not None:
+                found[r][runs[r]["checkpoints"][pos]["index"]] = res
+                vectors[r] = res.vector if math.isfinite(res.eigenvalue) else None
+    return found
+
+
+def metrics_of_runs(
+    runs: list[dict],
+    run_files: list[str | Path],
+    train_logs: list[pd.DataFrame],
+    hessian_cfg: dict,
+    device: str = "auto",
+    threads: int = 1,
+    progress: bool = True,
+):
+    """`metrics_of_run` of each of a metrics job's runs, in order (a generator: each table as
+    soon as it is done); their Hessians together where `batches_hessians` says so."""
+    hessians = [None] * len(runs)
+    if batches_hessians(runs, hessian_cfg, resolve_device(device)):
+        seeds = ", ".join(str(run["seed"]) for run in runs)
+        logger.info("Hessians of seeds %s together (batched Hessian-vector products)", seeds)
+        hessians = group_hessians(runs, run_files, hessian_cfg, device, threads, progress)
+    for run, run_file, log, found in zip(runs, run_files, train_logs, hessians):
+        yield metrics_of_run(run, run_file, log, hessian_cfg, device, threads, progress, hessians=found)
 
 
 def run_metrics(
@@ -71,9 +178,11 @@ def metrics_of_run(
     device: str = "auto",
     threads: int = 1,
     progress: bool = True,
+    hessians: dict[int, EigenResult] | None = None,
 ) -> pd.DataFrame:
     """Weight statistics of every checkpoint of a run (latentstates.runs), and the Hessian's top
-    eigenvalue at every `stride`-th one where the run's model is a registered task kind.
+    eigenvalue at every `stride`-th one where the run's model is a registered task kind (given in
+    `hessians`, checkpoint index → result, where `group_hessians` computed them).
 
     The Hessian is that of the training loss on a fixed batch (the first `batch_size` training
     examples) in eval mode; each computation is warm-started from the previous eigenvector. An
@@ -98,9 +207,14 @@ def metrics_of_run(
             load_into(model, path, run["format"])
             row = _row(ckpt, weight_metrics(kind.matrices(model), kind.biases(model), kind.kernels(model)))
             finite = finite_weights(model)
-            if finite and hessian_cfg["enabled"] and ckpt["index"] % hessian_cfg["stride"] == 0:
+            if hessians is not None:
+                res = hessians.get(ckpt["index"])
+            elif finite and hessian_cfg["enabled"] and ckpt["index"] % hessian_cfg["stride"] == 0:
                 res = checkpoint_hessian(kind, model, xh, yh, hessian_cfg, vec, gen)
                 vec = res.vector if math.isfinite(res.eigenvalue) else None  # NaN: cold-start next time
+            else:
+                res = None
+            if res is not None:
                 row["hessian_top_eig"] = res.eigenvalue
                 row["hessian_iters"] = res.iterations
                 row["hessian_converged"] = res.converged

@@ -28,6 +28,17 @@ class EigenResult:
 
 
 def _lanczos(hvp, v0: torch.Tensor, tol: float, max_iter: int, krylov_dim: int, min_iter: int):
+    """`_lanczos_steps` with its products from `hvp`: (θ, Ritz vector, products, converged)."""
+    steps = _lanczos_steps(v0, tol, max_iter, krylov_dim, min_iter)
+    try:
+        v = next(steps)
+        while True:
+            v = steps.send(hvp(v))
+    except StopIteration as done:
+        return done.value
+
+
+def _lanczos_steps(v0: torch.Tensor, tol: float, max_iter: int, krylov_dim: int, min_iter: int):
     """Restarted Lanczos on the power-iteration sequence v, Hv, H²v, … (full reorthogonalisation).
 
     Power iteration keeps only the last vector of that sequence; Rayleigh–Ritz over the whole
@@ -37,6 +48,10 @@ def _lanczos(hvp, v0: torch.Tensor, tol: float, max_iter: int, krylov_dim: int, 
     restarts from the top Ritz vector every `krylov_dim` products (memory: krylov_dim vectors).
     Any eigenpair satisfies the residual test, so at least `min_iter` products are taken first:
     the Krylov space must grow beyond a warm start before its top Ritz value can be trusted.
+
+    A generator: it yields each vector v whose product Hv it needs and is sent that product, so
+    that one caller can drive the iterations of several Hessians with batched products
+    (`top_eigenvalues`); it returns (θ, Ritz vector, products, converged).
     """
     v = v0 / v0.norm()
     used, theta, y = 0, 0.0, v
@@ -48,7 +63,7 @@ def _lanczos(hvp, v0: torch.Tensor, tol: float, max_iter: int, krylov_dim: int, 
         q[0] = v
         m, alphas, betas = 1, [], []
         for _ in range(min(krylov_dim, max_iter - used)):
-            w = hvp(q[m - 1])
+            w = yield q[m - 1]
             used += 1
             alphas.append(torch.dot(w, q[m - 1]).item())
             basis = q[:m]
@@ -107,12 +122,84 @@ def top_eigenvalue(
     loss = loss_fn()
     if not torch.isfinite(loss):
         return EigenResult(float("nan"), [torch.zeros_like(p) for p in params], 0, False)
+    hvp, split, dtype = _products(loss, params, ())
+    v0 = _start(sum(p.numel() for p in params), init, generator, params[0].device, dtype)
+    theta, y, used, ok = _lanczos(hvp, v0, tol, max_iter, krylov_dim, min(min_iter, max_iter))
+    return EigenResult(float(theta), [x.detach() for x in split(y / y.norm())], used, ok)
+
+
+def top_eigenvalues(
+    losses_fn: Callable[[], torch.Tensor],
+    params: Sequence[torch.Tensor],
+    inits: Sequence[Sequence[torch.Tensor] | None],
+    generators: Sequence[torch.Generator | None],
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    krylov_dim: int = 20,
+    min_iter: int = MIN_ITER,
+    active: Sequence[bool] | None = None,
+) -> list[EigenResult | None]:
+    """`top_eigenvalue` of each of R replicas at once, with one batched product for all.
+
+    `params` are stacked, of shape (R, ...) (`replicas.Replicas`), and `losses_fn()` gives the
+    replicas' losses, shape (R,), replica r's a function of its slices `p[r]` alone: the Hessian
+    of their sum is block-diagonal, so one product of it with the stacked vectors is every
+    replica's own product. Replica r runs the iteration `top_eigenvalue` would run with
+    `inits[r]` and `generators[r]` (same start, same steps, same stopping rule) and stops on its
+    own; until the last one stops the others are sent zero vectors. The products differ from a
+    replica's alone only by rounding (batched instead of single matrix products). Pays where a
+    product is bound by kernel launches rather than arithmetic (small models on a GPU).
+    Replicas with `active[r]` False are left out (no product, no random draw): None.
+    """
+    params = list(params)
+    losses = losses_fn()
+    finite = torch.isfinite(losses)
+    if active is not None:
+        finite &= torch.tensor(list(active), dtype=torch.bool, device=losses.device)
+    summed = torch.where(finite, losses, torch.zeros_like(losses)).sum()
+    hvp, _, dtype = _products(summed, params, (len(losses),))
+    n, device = sum(p[0].numel() for p in params), params[0].device
+    results: list[EigenResult | None] = [None] * len(losses)
+    steps, wanted = {}, {}
+    for r, ok in enumerate(finite.tolist()):
+        if active is not None and not active[r]:
+            continue
+        if not ok:  # overflowing loss: as `top_eigenvalue`
+            results[r] = EigenResult(float("nan"), [torch.zeros_like(p[r]) for p in params], 0, False)
+            continue
+        v0 = _start(n, inits[r], generators[r], device, dtype)
+        steps[r] = _lanczos_steps(v0, tol, max_iter, krylov_dim, min(min_iter, max_iter))
+        wanted[r] = next(steps[r])
+    while wanted:
+        stacked = torch.zeros(len(losses), n, dtype=dtype, device=device)
+        for r, v in wanted.items():
+            stacked[r] = v
+        products = hvp(stacked)
+        for r in list(wanted):
+            try:
+                wanted[r] = steps[r].send(products[r])
+            except StopIteration as done:
+                theta, y, used, ok = done.value
+                del wanted[r]
+                parts = torch.split(y / y.norm(), [p[r].numel() for p in params])
+                vector = [x.reshape(p.shape[1:]).to(p.dtype) for x, p in zip(parts, params)]
+                results[r] = EigenResult(float(theta), vector, used, ok)
+    return results
+
+
+def _products(loss: torch.Tensor, params: list[torch.Tensor], lead: tuple[int, ...]):
+    """Hessian-vector products of `loss` in `params` from one gradient graph (double backprop).
+
+    Vectors are flat over the parameters, with the leading dimensions `lead` of stacked
+    replicas (() for one model). Returns (hvp, split: flat → per-parameter tensors, the vectors'
+    dtype).
+    """
     # A parameter the loss does not use (e.g. a ResNet's downsample path without residuals)
     # gets a zero gradient; a gradient that is constant in the parameters (e.g. an output bias
     # under a hinge loss) has no graph: the Hessian rows of both are zero.
     grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True, materialize_grads=True)
     live = [i for i, g in enumerate(grads) if g.requires_grad]
-    sizes = [p.numel() for p in params]
+    sizes = [p.shape[len(lead) :].numel() for p in params]
 
     # The Krylov basis in the parameters' dtype (float32 for a float32 model: half the memory
     # traffic of float64 and no conversion per product; the tridiagonal problem is float64).
@@ -120,7 +207,7 @@ def top_eigenvalue(
     dtype = params[0].dtype if len(dtypes) == 1 else torch.float64
 
     def split(flat: torch.Tensor) -> list[torch.Tensor]:
-        return [x.view_as(p).to(p.dtype) for x, p in zip(torch.split(flat, sizes), params)]
+        return [x.reshape(p.shape).to(p.dtype) for x, p in zip(torch.split(flat, sizes, dim=-1), params)]
 
     def hvp(flat: torch.Tensor) -> torch.Tensor:
         if not live:
@@ -134,16 +221,20 @@ def top_eigenvalue(
             allow_unused=True,
             materialize_grads=True,
         )
-        return torch.cat([h.reshape(-1) for h in hv]).to(dtype)
+        return torch.cat([h.reshape(*lead, -1) for h in hv], dim=-1).to(dtype)
 
-    device = params[0].device
-    v0 = torch.randn(sum(sizes), generator=generator).to(device, dtype)
+    return hvp, split, dtype
+
+
+def _start(n: int, init, generator, device, dtype) -> torch.Tensor:
+    """The iteration's start: a random unit vector (float32 draws from `generator`), plus the
+    unit warm-start vector `init` where there is one (the random part then weighs 1/2)."""
+    v0 = torch.randn(n, generator=generator).to(device, dtype)
     v0 = v0 / v0.norm()
     if init is not None:
         warm = torch.cat([x.detach().reshape(-1) for x in init]).to(device, dtype)
         v0 = warm / warm.norm() + 0.5 * v0
-    theta, y, used, ok = _lanczos(hvp, v0, tol, max_iter, krylov_dim, min(min_iter, max_iter))
-    return EigenResult(float(theta), [x.detach() for x in split(y / y.norm())], used, ok)
+    return v0
 
 
 def one_hidden_relu_piecewise_linear_top(

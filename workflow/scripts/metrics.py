@@ -5,7 +5,7 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 import json
 
-from latentstates.extract import metrics_of_run
+from latentstates.extract import metrics_of_runs
 from latentstates.io import read_parquet, write_parquet
 from latentstates.logs import job_log
 from latentstates.metrics import PERFORMANCE_COLUMNS
@@ -15,12 +15,15 @@ SEED_COLUMNS = ["seed", "init_seed", "data_seed", "order_seed"]
 
 with job_log(snakemake.log[0]) as logger:
     hessian = json.loads(snakemake.params.hessian)
-    for run_file, train_log, out in zip(snakemake.input.runs, snakemake.input.logs, snakemake.output):
-        run = read_run(run_file)
-        log = read_parquet(train_log, columns=["checkpoint", "diverged", *PERFORMANCE_COLUMNS, "seed"])
-        df = metrics_of_run(
-            run, run_file, log, hessian, device=snakemake.params.device, threads=snakemake.threads
-        )
+    runs = [read_run(f) for f in snakemake.input.runs]
+    logs = [
+        read_parquet(f, columns=["checkpoint", "diverged", *PERFORMANCE_COLUMNS, "seed"])
+        for f in snakemake.input.logs
+    ]
+    tables = metrics_of_runs(
+        runs, snakemake.input.runs, logs, hessian, device=snakemake.params.device, threads=snakemake.threads
+    )
+    for run, log, df, out in zip(runs, logs, tables, snakemake.output):
         seeds = log[["checkpoint", *[c for c in SEED_COLUMNS if c in log]]]
         df = df.merge(seeds, on="checkpoint", how="left")
         write_parquet(df, out)
