@@ -259,3 +259,34 @@ def test_metrics_stage_uses_the_closed_form_only_where_it_holds():
     res = checkpoint_hessian(kind, two, x, y, {**cfg, "method": "auto"}, None, gen)
     exact = _exact_eigenvalues(two, kind.loss, x, y)[-1].item()
     assert res.iterations > 0 and abs(res.eigenvalue - exact) < 1e-4 * exact
+
+
+def test_a_metrics_job_batches_its_runs_hessians_only_where_that_can_pay():
+    """`batch_runs`: auto batches on a GPU only; never a single run, runs of different models or
+    Hessian schedules, a closed form (parities under `method: auto`), or BatchNorm models (their
+    replicas run one after another)."""
+    import yaml
+
+    from conftest import REPO
+    from latentstates.extract import batches_hessians
+
+    paper = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())["tasks"]
+    cfg = {"enabled": True, "stride": 2, "batch_runs": True}
+
+    def runs(task: str, n: int = 2, every: int = 1) -> list[dict]:
+        checkpoints = [{"index": i} for i in range(0, 10, every)]
+        return [{"spec": paper[task], "seed": s, "checkpoints": checkpoints} for s in range(n)]
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert batches_hessians(runs("modular_addition"), cfg, cpu)
+    assert batches_hessians(runs("mnist_mlp"), cfg, cpu)
+    assert batches_hessians(runs("modular_addition"), {**cfg, "batch_runs": "auto"}, cuda)
+    assert not batches_hessians(runs("modular_addition"), {**cfg, "batch_runs": "auto"}, cpu)
+    assert not batches_hessians(runs("modular_addition"), {**cfg, "batch_runs": False}, cuda)
+    assert not batches_hessians(runs("modular_addition"), {**cfg, "enabled": False}, cpu)
+    assert not batches_hessians(runs("modular_addition", n=1), cfg, cpu)
+    assert not batches_hessians(runs("modular_addition") + runs("modular_addition_ln", n=1), cfg, cpu)
+    assert not batches_hessians(runs("modular_addition", n=1) + runs("modular_addition", every=3), cfg, cpu)
+    assert not batches_hessians(runs("sparse_parity"), cfg, cpu)
+    assert batches_hessians(runs("sparse_parity"), {**cfg, "method": "lanczos"}, cpu)
+    assert not batches_hessians(runs("cifar100_resnet18"), cfg, cpu)

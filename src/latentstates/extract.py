@@ -17,7 +17,7 @@ from .architectures import get_architecture
 from .hessian import MIN_ITER, EigenResult, top_eigenvalue, top_eigenvalues
 from .metrics import PERFORMANCE_COLUMNS, weight_metrics
 from .models import finite_weights, fit_state
-from .replicas import Replicas
+from .replicas import Replicas, loops_replicas
 from .runs import checkpoint_files, epoch_or_nan, trained_run
 from .runtime import build_run, configure_torch, resolve_device
 from .tasks import get_task
@@ -63,8 +63,8 @@ def hessian_settings(hessian_cfg: dict) -> dict:
 
 def batches_hessians(runs: list[dict], hessian_cfg: dict, device: torch.device) -> bool:
     """Whether a metrics job's runs get their Hessians together (`group_hessians`): runs of one
-    registered model with the same Hessian schedule, iterated by Lanczos (not a closed form),
-    with `metrics.hessian.batch_runs` true, or auto on a GPU."""
+    registered model with the same Hessian schedule, iterated by Lanczos (not a closed form), whose
+    replicas run as one (no BatchNorm), with `metrics.hessian.batch_runs` true, or auto on a GPU."""
     batch = hessian_cfg.get("batch_runs", "auto")
     if (
         not hessian_cfg["enabled"]
@@ -76,11 +76,12 @@ def batches_hessians(runs: list[dict], hessian_cfg: dict, device: torch.device) 
     specs = {json.dumps(run["spec"], sort_keys=True, default=str) for run in runs}
     if len(specs) > 1 or not runs[0]["spec"].get("kind"):
         return False
-    if (
-        get_task(runs[0]["spec"]["kind"]).hessian_top is not None
-        and hessian_cfg.get("method", "auto") == "auto"
-    ):
+    spec = runs[0]["spec"]
+    kind = get_task(spec["kind"])
+    if kind.hessian_top is not None and hessian_cfg.get("method", "auto") == "auto":
         return False
+    if loops_replicas(kind.make_model(spec["model"], spec["data"])):
+        return False  # BatchNorm: the replicas would run one after another, nothing to batch
     return len({tuple(_hessian_schedule(run, hessian_cfg)) for run in runs}) == 1
 
 

@@ -22,6 +22,11 @@ from torch.func import functional_call, stack_module_state, vmap
 from .models import MLP
 
 
+def loops_replicas(model: nn.Module) -> bool:
+    """Whether `Replicas` of `model` run one replica after another (models with BatchNorm)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 class Replicas:
     """`len(models)` models of one architecture as stacked tensors, called on stacked inputs.
 
@@ -40,7 +45,7 @@ class Replicas:
         # BatchNorm in training mode updates its running statistics in place, which vmap does
         # not support on CUDA (cuDNN's kernel queries the memory format): such models run one
         # replica after another, each on views of the stacked tensors (the updates land in them).
-        self.looped = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in models[0].modules())
+        self.looped = loops_replicas(models[0])
         # An MLP whose input transform holds no state: (weight, bias) of each layer, stacked.
         first = models[0]
         self.layers = None
