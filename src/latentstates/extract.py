@@ -131,8 +131,11 @@ def group_hessians(
         )
         for r, res in enumerate(results):
             if res is not None:
-                found[r][runs[r]["checkpoints"][pos]["index"]] = res
                 vectors[r] = res.vector if math.isfinite(res.eigenvalue) else None
+                # kept without the eigenvector: one per run and checkpoint would fill a GPU
+                found[r][runs[r]["checkpoints"][pos]["index"]] = EigenResult(
+                    res.eigenvalue, [], res.iterations, res.converged
+                )
     return found
 
 
