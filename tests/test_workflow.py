@@ -164,6 +164,40 @@ def test_batched_hessians_give_each_run_its_own_metrics(tiny_run, tmp_path):
         assert abs(tops[0] - tops[1]).max() > 1e-2 * abs(tops[0]).max()
 
 
+def test_a_failed_batched_hessian_falls_back_to_one_run_at_a_time(tiny_run, monkeypatch, caplog):
+    """Batching a group's Hessians is a speed-up, not a result: where it fails (e.g. a group too
+    large for the GPU's memory) the job says so and computes each run's Hessians alone."""
+    import latentstates.extract as extract
+    from latentstates.config import load_config
+    from latentstates.io import read_parquet
+    from latentstates.metrics import PERFORMANCE_COLUMNS
+    from latentstates.runs import read_run
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (injected)")
+
+    monkeypatch.setattr(extract, "group_hessians", out_of_memory)
+    runs_dir = tiny_run / "results" / "modular_addition" / "runs"
+    files = [runs_dir / f"seed{s}" / "run.json" for s in (0, 1)]
+    logs = [
+        read_parquet(
+            runs_dir / f"seed{s}" / "train_log.parquet",
+            columns=["checkpoint", "diverged", *PERFORMANCE_COLUMNS],
+        )
+        for s in (0, 1)
+    ]
+    hessian = {**load_config(tiny_run / "config.yaml")["metrics"]["hessian"], "batch_runs": True}
+    tables = list(
+        extract.metrics_of_runs(
+            [read_run(f) for f in files], files, logs, hessian, device="cpu", progress=False
+        )
+    )
+    assert "together failed (CUDA out of memory (injected)): one run at a time instead" in caplog.text
+    for seed, table in zip((0, 1), tables):
+        alone = pd.read_parquet(runs_dir / f"seed{seed}" / "metrics.parquet")
+        pd.testing.assert_frame_equal(table, alone[table.columns])
+
+
 def test_more_seeds_train_only_the_new_seed_groups(tiny_run, tmp_path):
     wd = tmp_path / "copy"
     shutil.copytree(tiny_run, wd, symlinks=True)

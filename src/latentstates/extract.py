@@ -151,10 +151,17 @@ def metrics_of_runs(
     """`metrics_of_run` of each of a metrics job's runs, in order (a generator: each table as
     soon as it is done); their Hessians together where `batches_hessians` says so."""
     hessians = [None] * len(runs)
-    if batches_hessians(runs, hessian_cfg, resolve_device(device)):
+    dev = resolve_device(device)
+    if batches_hessians(runs, hessian_cfg, dev):
         seeds = ", ".join(str(run["seed"]) for run in runs)
         logger.info("Hessians of seeds %s together (batched Hessian-vector products)", seeds)
-        hessians = group_hessians(runs, run_files, hessian_cfg, device, threads, progress)
+        try:
+            hessians = group_hessians(runs, run_files, hessian_cfg, device, threads, progress)
+        except RuntimeError as exc:  # e.g. a group too large for the GPU's memory: a speed-up lost,
+            # not a result (an unreadable checkpoint is a ValueError, and stops the job)
+            logger.warning("Hessians of seeds %s together failed (%s): one run at a time instead", seeds, exc)
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
     for run, run_file, log, found in zip(runs, run_files, train_logs, hessians):
         yield metrics_of_run(run, run_file, log, hessian_cfg, device, threads, progress, hessians=found)
 
