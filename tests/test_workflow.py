@@ -272,6 +272,7 @@ def test_same_config_twice_gives_identical_tables(tiny_run, make_workdir, tiny_c
         (lambda c: c["tasks"]["modular_addition"].update(seeds=-3), "tasks.modular_addition.seeds"),
         (lambda c: c["hmm"].update(max_states="eight"), "hmm.max_states"),
         (lambda c: c["tasks"]["sparse_parity"]["train"].update(lr="fast"), "tasks.sparse_parity.train.lr"),
+        (lambda c: c["metrics"]["hessian"].update(batch_runs="gpu"), "metrics.hessian.batch_runs"),
     ],
 )
 def test_bad_config_stops_with_the_key(tiny_config, make_workdir, mutate, key):
