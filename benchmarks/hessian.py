@@ -35,9 +35,8 @@ sys.path.insert(0, str(REPO / "src"))
 
 from latentstates.checkpoints import list_checkpoints, load_checkpoint  # noqa: E402
 from latentstates.config import load_config  # noqa: E402
-from latentstates.extract import checkpoint_hessian, hessian_settings  # noqa: E402
+from latentstates.extract import checkpoint_hessian, hessian_settings, stacked_hessian_losses  # noqa: E402
 from latentstates.hessian import top_eigenvalues  # noqa: E402
-from latentstates.replicas import Replicas  # noqa: E402
 from latentstates.runtime import build_run, configure_torch, resolve_device  # noqa: E402
 from latentstates.tasks import get_task  # noqa: E402
 from latentstates.train import train_run  # noqa: E402
@@ -127,14 +126,8 @@ def sweep_together(task_cfg, runs, hessian_cfg, device):
     """Ours with the runs' Hessians iterated together (`extract.group_hessians`): one batched
     product for all runs at each checkpoint position. Returns seconds, products (per run, summed),
     batched products, and each run's eigenvalues."""
-    built = [build_run(task_cfg, seed) for seed, _ in runs]
-    kind = built[0][0]
-    models = [model.to(device).eval() for _, _, model in built]
-    batch = hessian_cfg["batch_size"] or len(built[0][1].x_train)
-    x = torch.stack([split.x_train[:batch] for _, split, _ in built]).to(device)
-    y = torch.stack([split.y_train[:batch] for _, split, _ in built]).to(device)
+    _, replicas, losses = stacked_hessian_losses(task_cfg, [seed for seed, _ in runs], hessian_cfg, device)
     gens = [torch.Generator().manual_seed(hessian_cfg["seed"]) for _ in runs]
-    replicas = Replicas(models).eval()
     vectors, used, batched, elapsed = [None] * len(runs), 0, 0, 0.0
     eigs = [[] for _ in runs]
     for pos in range(len(runs[0][1])):
@@ -143,7 +136,7 @@ def sweep_together(task_cfg, runs, hessian_cfg, device):
             torch.cuda.synchronize()
         start = time.perf_counter()
         results = top_eigenvalues(
-            lambda: replicas.losses(kind, replicas(x), y),
+            losses,
             replicas.parameters(),
             vectors,
             gens,

@@ -90,6 +90,20 @@ def _hessian_schedule(run: dict, hessian_cfg: dict) -> list[int]:
     return [i for i, c in enumerate(run["checkpoints"]) if c["index"] % hessian_cfg["stride"] == 0]
 
 
+def stacked_hessian_losses(task_cfg: dict, seeds: list[int], hessian_cfg: dict, device: torch.device):
+    """The runs `seeds` of one task for their Hessians together: (their models, on `device` in
+    eval mode, to load checkpoints into; the models stacked as `Replicas`; a function giving each
+    replica's loss on its own run's Hessian batch, the first `batch_size` training examples)."""
+    built = [build_run(task_cfg, seed) for seed in seeds]
+    kind = built[0][0]
+    models = [model.to(device).eval() for _, _, model in built]
+    hb = hessian_cfg["batch_size"] or len(built[0][1].x_train)
+    x = torch.stack([split.x_train[:hb] for _, split, _ in built]).to(device)
+    y = torch.stack([split.y_train[:hb] for _, split, _ in built]).to(device)
+    replicas = Replicas(models).eval()
+    return models, replicas, lambda: replicas.losses(kind, replicas(x), y)
+
+
 def group_hessians(
     runs: list[dict],
     run_files: list[str | Path],
@@ -104,14 +118,10 @@ def group_hessians(
     start and warm starts, its stopping), up to the rounding of batched matrix products."""
     dev = resolve_device(device)
     configure_torch(threads, dev)
-    built = [build_run(run["spec"], run["seed"]) for run in runs]
-    kind = built[0][0]
-    models = [model.to(dev).eval() for _, _, model in built]
-    hb = hessian_cfg["batch_size"] or len(built[0][1].x_train)
-    x = torch.stack([split.x_train[:hb] for _, split, _ in built]).to(dev)
-    y = torch.stack([split.y_train[:hb] for _, split, _ in built]).to(dev)
+    models, replicas, losses = stacked_hessian_losses(
+        runs[0]["spec"], [run["seed"] for run in runs], hessian_cfg, dev
+    )
     gens = [torch.Generator().manual_seed(run["seed"] + hessian_cfg["seed"]) for run in runs]
-    replicas = Replicas(models).eval()
     files = [checkpoint_files(run, f) for run, f in zip(runs, run_files)]
     found: list[dict[int, EigenResult]] = [{} for _ in runs]
     vectors = [None] * len(runs)
@@ -122,11 +132,11 @@ def group_hessians(
             load_into(model, paths[pos], run["format"])
         replicas.load_state_dicts([model.state_dict() for model in models])
         results = top_eigenvalues(
-            lambda: replicas.losses(kind, replicas(x), y),
+            losses,
             replicas.parameters(),
             vectors,
             gens,
-            active=[finite_weights(model) for model in models],
+            active=replicas.finite(),
             **hessian_settings(hessian_cfg),
         )
         for r, res in enumerate(results):

@@ -153,18 +153,15 @@ def top_eigenvalues(
     """
     params = list(params)
     losses = losses_fn()
-    finite = torch.isfinite(losses)
-    if active is not None:
-        finite &= torch.tensor(list(active), dtype=torch.bool, device=losses.device)
-    summed = torch.where(finite, losses, torch.zeros_like(losses)).sum()
-    hvp, _, dtype = _products(summed, params, (len(losses),))
+    active = torch.ones(len(losses), dtype=torch.bool) if active is None else torch.tensor(list(active))
+    finite = torch.isfinite(losses).cpu()
+    summed = torch.where((finite & active).to(losses.device), losses, torch.zeros_like(losses)).sum()
+    hvp, split, dtype = _products(summed, params, (len(losses),))
     n, device = sum(p[0].numel() for p in params), params[0].device
     results: list[EigenResult | None] = [None] * len(losses)
     steps, wanted = {}, {}
-    for r, ok in enumerate(finite.tolist()):
-        if active is not None and not active[r]:
-            continue
-        if not ok:  # overflowing loss: as `top_eigenvalue`
+    for r in active.nonzero()[:, 0].tolist():
+        if not finite[r]:  # overflowing loss: as `top_eigenvalue`
             results[r] = EigenResult(float("nan"), [torch.zeros_like(p[r]) for p in params], 0, False)
             continue
         v0 = _start(n, inits[r], generators[r], device, dtype)
@@ -181,9 +178,7 @@ def top_eigenvalues(
             except StopIteration as done:
                 theta, y, used, ok = done.value
                 del wanted[r]
-                parts = torch.split(y / y.norm(), [p[r].numel() for p in params])
-                vector = [x.reshape(p.shape[1:]).to(p.dtype) for x, p in zip(parts, params)]
-                results[r] = EigenResult(float(theta), vector, used, ok)
+                results[r] = EigenResult(float(theta), [x.detach() for x in split(y / y.norm())], used, ok)
     return results
 
 
@@ -192,7 +187,7 @@ def _products(loss: torch.Tensor, params: list[torch.Tensor], lead: tuple[int, .
 
     Vectors are flat over the parameters, with the leading dimensions `lead` of stacked
     replicas (() for one model). Returns (hvp, split: flat → per-parameter tensors, the vectors'
-    dtype).
+    dtype); `split` takes any leading dimensions (all replicas' vectors, or one replica's).
     """
     # A parameter the loss does not use (e.g. a ResNet's downsample path without residuals)
     # gets a zero gradient; a gradient that is constant in the parameters (e.g. an output bias
@@ -207,7 +202,8 @@ def _products(loss: torch.Tensor, params: list[torch.Tensor], lead: tuple[int, .
     dtype = params[0].dtype if len(dtypes) == 1 else torch.float64
 
     def split(flat: torch.Tensor) -> list[torch.Tensor]:
-        return [x.reshape(p.shape).to(p.dtype) for x, p in zip(torch.split(flat, sizes, dim=-1), params)]
+        parts = torch.split(flat, sizes, dim=-1)
+        return [x.reshape(*flat.shape[:-1], *p.shape[len(lead) :]).to(p.dtype) for x, p in zip(parts, params)]
 
     def hvp(flat: torch.Tensor) -> torch.Tensor:
         if not live:
