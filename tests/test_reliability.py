@@ -1,5 +1,7 @@
 """Resume after a kill, atomic outputs, bad inputs, degenerate features."""
 
+import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -15,7 +17,15 @@ import torch
 import yaml
 
 from conftest import TINY, snakemake
-from latentstates.checkpoints import list_checkpoints, load_checkpoint, staging_dir
+from latentstates.checkpoints import (
+    RESUME_KEEP,
+    list_checkpoints,
+    load_checkpoint,
+    load_resume,
+    prune_resume,
+    save_resume,
+    staging_dir,
+)
 from latentstates.config import load_config
 from latentstates.extract import run_metrics
 from latentstates.hmm import fit_task
@@ -46,19 +56,95 @@ def _resume_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("resume_*.pt")) if directory.is_dir() else []
 
 
-def _wait_for_resume_index(directory: Path, index: int, proc, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def _index(path: Path) -> int:
+    return int(path.stem.split("_")[1])
+
+
+def _wait_for_resume_index(directory: Path, index: int, proc, timeout: float = 900) -> None:
+    """Wait until `directory` holds resume state `index` (generous: CI machines may be loaded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         files = _resume_files(directory)
-        if files and int(files[-1].stem.split("_")[1]) >= index:
+        if files and _index(files[-1]) >= index:
             return
         assert proc.poll() is None, "training ended before it could be killed"
         time.sleep(0.05)
     raise AssertionError(f"no resume state {index} in {directory} after {timeout}s")
 
 
+class _Killed(BaseException):
+    """Raised in place of a SIGKILL at a chosen file operation."""
+
+
+def _group_writes(dirs: list[Path], indices: range, kill_at: int, monkeypatch) -> int:
+    """Write a group's resume states as training does, killed before file operation `kill_at`
+    (a rename publishing a state, or an unlink pruning one); return the operations done."""
+    done = 0
+
+    def counted(real):
+        def op(*args, **kwargs):
+            nonlocal done
+            if done == kill_at:
+                raise _Killed
+            done += 1
+            return real(*args, **kwargs)
+
+        return op
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", counted(os.replace))
+        m.setattr(Path, "unlink", counted(Path.unlink))
+        try:
+            for index in indices:
+                for d in dirs:
+                    save_resume(d, index, {"index": torch.tensor(index)})
+                prune_resume(dirs)
+        except _Killed:
+            pass
+    return done
+
+
+def test_a_kill_at_any_file_operation_leaves_a_common_readable_resume_state(tmp_path, monkeypatch):
+    """Whenever a kill lands, every run keeps its two newest states, and the group resumes from
+    the newest index every run can read, even if one run's newest state is unreadable."""
+    n_runs, indices = 3, range(5)
+    total = _group_writes([tmp_path / "full" / str(i) for i in range(n_runs)], indices, -1, monkeypatch)
+    assert total == n_runs * len(indices) + n_runs * (len(indices) - RESUME_KEEP)
+    for kill_at in range(total + 1):
+        base = tmp_path / f"kill{kill_at}"
+        dirs = [base / str(i) for i in range(n_runs)]
+        for d in dirs:
+            d.mkdir(parents=True)
+        _group_writes(dirs, indices, kill_at, monkeypatch)
+        present = [{_index(p) for p in _resume_files(d)} for d in dirs]
+        complete = max(set.intersection(*present), default=None)  # newest index of every run
+        if complete is None:
+            assert kill_at < n_runs  # only before the first state is complete
+            continue
+        for have in present:
+            assert min(RESUME_KEEP, complete + 1) <= len(have) <= RESUME_KEEP + 1, have
+            assert sorted(have) == list(range(min(have), max(have) + 1)), have
+        copy = tmp_path / f"intact{kill_at}"
+        shutil.copytree(base, copy)
+        states = load_resume([copy / str(i) for i in range(n_runs)])
+        assert [int(s["index"]) for s in states] == [complete] * n_runs
+        for victim in range(n_runs):  # the newest state of one run is torn
+            copy = tmp_path / f"torn{kill_at}_{victim}"
+            shutil.copytree(base, copy)
+            newest = _resume_files(copy / str(victim))[-1]
+            newest.write_bytes(newest.read_bytes()[:100])
+            readable = [have - {_index(newest)} if i == victim else have for i, have in enumerate(present)]
+            expected = max(set.intersection(*readable), default=None)
+            states = load_resume([copy / str(i) for i in range(n_runs)])
+            if expected is None:
+                assert states is None and complete == 0
+            else:
+                assert expected >= complete - 1  # at most one more checkpoint to redo
+                assert [int(s["index"]) for s in states] == [expected] * n_runs
+
+
 @pytest.mark.parametrize("seeds", [[0], [0, 1, 2]], ids=["alone", "group"])
-def test_killed_training_resumes_bit_identical_even_past_a_corrupt_state(tmp_path, seeds):
+def test_killed_training_resumes_bit_identical_even_past_a_corrupt_state(tmp_path, seeds, caplog):
     cfg = _slow_parity()
     reference = train_group(cfg, seeds, [tmp_path / f"reference{s}" for s in seeds], progress=False)
 
@@ -75,11 +161,24 @@ def test_killed_training_resumes_bit_identical_even_past_a_corrupt_state(tmp_pat
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not any(d.exists() for d in dirs), "an unfinished run must not publish its checkpoints"
-    states = _resume_files(staging_dir(dirs[-1]))
-    assert len(states) == 2
-    states[-1].write_bytes(states[-1].read_bytes()[:100])  # a truncated newest state (last seed)
+    # Wherever the kill landed (between two runs' writes, or between publishing a state and
+    # pruning the oldest), every run keeps its RESUME_KEEP newest states, consecutive.
+    present = []
+    for d in dirs:
+        have = [_index(p) for p in _resume_files(staging_dir(d))]
+        assert RESUME_KEEP <= len(have) <= RESUME_KEEP + 1, have
+        assert have == list(range(have[0], have[0] + len(have))), have
+        present.append(set(have))
+    newest = _resume_files(staging_dir(dirs[-1]))[-1]
+    newest.write_bytes(newest.read_bytes()[:100])  # a truncated newest state (last seed)
+    present[-1].discard(_index(newest))
+    expected = max(set.intersection(*present))
+    step = torch.load(staging_dir(dirs[0]) / f"resume_{expected:06d}.pt", weights_only=True)["step"]
 
-    resumed = train_group(cfg, seeds, dirs, progress=False)
+    with caplog.at_level(logging.INFO, logger="latentstates"):
+        resumed = train_group(cfg, seeds, dirs, progress=False)
+    assert f"{newest}: unreadable resume state" in caplog.text
+    assert f"resuming from step {step} " in caplog.text  # the newest state every run can read
     for seed, d, log, ref in zip(seeds, dirs, resumed, reference):
         pd.testing.assert_frame_equal(log, ref)
         assert not staging_dir(d).exists() and not list(d.glob("resume_*"))
@@ -88,6 +187,18 @@ def test_killed_training_resumes_bit_identical_even_past_a_corrupt_state(tmp_pat
         for pa, pb in zip(a, b):
             ma, mb = load_checkpoint(pa)["model"], load_checkpoint(pb)["model"]
             assert all(torch.equal(ma[k], mb[k]) for k in ma)
+
+
+def _training_processes(pid: int) -> list[psutil.Process]:
+    """Training jobs under process `pid` (children that end while listed are skipped)."""
+    out = []
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            if any("train.py" in part for part in p.cmdline()):
+                out.append(p)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            pass
+    return out
 
 
 @pytest.mark.slow
@@ -118,15 +229,11 @@ def test_snakemake_rerun_after_kill_matches_uninterrupted_run(make_workdir, tiny
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=wd)
     staging = wd / "results" / "sparse_parity" / "runs" / "seed0" / "checkpoints.partial"
     _wait_for_resume_index(staging, 30, proc)
-    trainers = [
-        p
-        for p in psutil.Process(proc.pid).children(recursive=True)
-        if any("train.py" in part for part in p.cmdline())
-    ]
+    trainers = _training_processes(proc.pid)
     assert trainers, "no training process found under snakemake"
     for p in trainers:
         p.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=300) != 0
+    assert proc.wait(timeout=900) != 0
     assert _resume_files(staging), "the killed job's resume states must survive Snakemake's cleanup"
 
     snakemake(wd)

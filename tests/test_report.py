@@ -41,13 +41,19 @@ def browser():
         b.close()
 
 
-def _open(browser, path):
-    """Open a local file; return the page and the console errors / page errors it raised."""
+def _open(browser, path, ready: str | None = None):
+    """Open a local file; return the page and the console errors / page errors it raised.
+
+    `ready` is a JavaScript condition to wait for (up to 5 minutes: a loaded CI machine renders
+    slowly); scripts get a further 1.5 s to raise errors.
+    """
     page = browser.new_page()
     errors = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(path.as_uri(), wait_until="load")
+    page.goto(path.as_uri(), wait_until="load", timeout=300_000)
+    if ready is not None:
+        page.wait_for_function(ready, timeout=300_000)
     page.wait_for_timeout(1500)
     return page, errors
 
@@ -93,7 +99,8 @@ def test_report_opens_without_script_errors(browser, report):
 @pytest.mark.parametrize("view", ["training_curves", "transition_graph"])
 def test_interactive_views_render_offline(browser, tiny_run, task, view):
     path = tiny_run / "results" / task / "figures" / f"{view}.html"
-    page, errors = _open(browser, path)
+    plot = "document.querySelector('.js-plotly-plot')"
+    page, errors = _open(browser, path, ready=f"{plot} !== null && {plot}.data !== undefined")
     assert errors == []
     assert page.locator(".js-plotly-plot").count() == 1
     n_traces = page.evaluate("document.querySelector('.js-plotly-plot').data.length")

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .io import atomic_path
+from .io import DiskFullError, atomic_path, free_space, human_bytes, reporting_full_disk
 
 _NAME = re.compile(r"^ckpt_(\d{6})\.pt$")
 logger = logging.getLogger("latentstates")
@@ -33,11 +33,23 @@ def save_checkpoint(directory: str | Path, index: int, payload: dict[str, Any], 
     """
     path = checkpoint_path(directory, index)
     if not atomic:
-        torch.save(payload, path)
+        with reporting_full_disk(path, payload_bytes(payload)):
+            torch.save(payload, path)
         return path
-    with atomic_path(path) as tmp:
+    with atomic_path(path, payload_bytes(payload)) as tmp:
         torch.save(payload, tmp)
     return path
+
+
+def payload_bytes(payload: Any) -> int:
+    """Bytes of the tensors in a (nested) payload: about what `torch.save` writes of it."""
+    if isinstance(payload, torch.Tensor):
+        return payload.numel() * payload.element_size()
+    if isinstance(payload, dict):
+        return sum(payload_bytes(v) for v in payload.values())
+    if isinstance(payload, (list, tuple)):
+        return sum(payload_bytes(v) for v in payload)
+    return len(payload) if isinstance(payload, (str, bytes)) else 8
 
 
 def list_checkpoints(directory: str | Path) -> list[Path]:
@@ -69,12 +81,22 @@ _RESUME = re.compile(r"^resume_(\d{6})\.pt$")
 
 
 def save_resume(directory: str | Path, index: int, payload: dict[str, Any]) -> None:
-    """Write the resume state of checkpoint `index` atomically; keep only the newest RESUME_KEEP."""
-    directory = Path(directory)
-    with atomic_path(directory / f"resume_{index:06d}.pt") as tmp:
+    """Write the resume state of checkpoint `index` atomically (older states stay: `prune_resume`)."""
+    path = Path(directory) / f"resume_{index:06d}.pt"
+    with atomic_path(path, payload_bytes(payload)) as tmp:
         torch.save(payload, tmp)
-    for old in _resume_indices(directory)[:-RESUME_KEEP]:
-        (directory / f"resume_{old:06d}.pt").unlink(missing_ok=True)
+
+
+def prune_resume(directories: list[str | Path]) -> None:
+    """Keep only the newest RESUME_KEEP resume states of each run of a group.
+
+    Called once every run of the group has written its newest state, so that whenever a kill
+    lands the runs share at least RESUME_KEEP indices: if one run's newest state is unreadable,
+    the group still has a common older one.
+    """
+    for directory in map(Path, directories):
+        for old in _resume_indices(directory)[:-RESUME_KEEP]:
+            (directory / f"resume_{old:06d}.pt").unlink(missing_ok=True)
 
 
 def encode_log(rows: list[dict[str, Any]]) -> str:
@@ -168,3 +190,31 @@ def publish(staging: str | Path, final: str | Path) -> None:
     if final.exists():
         shutil.rmtree(final)
     os.replace(staging, final)
+
+
+def check_room(directories: list[str | Path], checkpoints_left: int) -> None:
+    """Stop before training if the runs' file system cannot hold what they will still write.
+
+    Each run will write `checkpoints_left` more checkpoints the size of its newest one, and keep
+    up to RESUME_KEEP + 1 resume states of at most about three times that (weights and an
+    optimiser's two moments). Checked once at the start, so that a run that cannot finish says
+    so at once rather than hours later.
+    """
+    sizes = []
+    for d in map(Path, directories):
+        written = sorted(p for p in d.iterdir() if _NAME.match(p.name)) if d.is_dir() else []
+        if written:
+            sizes.append(written[-1].stat().st_size)
+    if not sizes:
+        return
+    per_run = max(sizes)
+    needed = len(sizes) * per_run * (max(checkpoints_left, 0) + 3 * (RESUME_KEEP + 1))
+    free, total = free_space(directories[0])
+    if free < needed:
+        raise DiskFullError(
+            f"{Path(directories[0]).parent}: not enough space to train: {len(sizes)} run(s) will write "
+            f"{checkpoints_left} more checkpoints of {human_bytes(per_run)} each and their resume "
+            f"states, about {human_bytes(needed)}, and the file system has {human_bytes(free)} free "
+            f"of {human_bytes(total)}. Free space (or point `results` elsewhere, or checkpoint less "
+            "often) and rerun: finished work is kept",
+        )

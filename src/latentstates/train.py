@@ -20,8 +20,10 @@ import torch
 from tqdm import tqdm
 
 from .checkpoints import (
+    check_room,
     encode_log,
     load_resume,
+    prune_resume,
     publish,
     resume_rows,
     save_checkpoint,
@@ -203,7 +205,7 @@ def train_group(
             if not resume:
                 continue
             # Every run's resume state (a stopped run's too), so that a group always has a common
-            # index to resume from.
+            # index to resume from; older states are pruned once every run has its new one.
             save_resume(
                 work[i],
                 index,
@@ -216,6 +218,8 @@ def train_group(
                     "log": encode_log(rows[i]),
                 },
             )
+        if resume:
+            prune_resume(work)
 
     resumed = load_resume(work)
     if resumed is None:
@@ -234,6 +238,7 @@ def train_group(
         step = resumed[0]["step"]
         model.train()
         logger.info("resuming from step %d (%s)", step, ", ".join(str(w) for w in work))
+    check_room(work, total // interval - step // interval)
     label = f"seed {seeds[0]}" if n_runs == 1 else f"seeds {seeds[0]}..{seeds[-1]}"
     bar = tqdm(
         total=total,

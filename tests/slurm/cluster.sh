@@ -80,13 +80,13 @@ EOF
     echo slurmctld >>"$dir/started"
     slurmd -f "$dir/slurm.conf"
     echo slurmd >>"$dir/started"
-    for _ in $(seq 60); do
+    for _ in $(seq 300); do  # generous: a loaded machine starts the daemons slowly
         if sinfo -h -o %T 2>/dev/null | grep -qx idle; then
             return 0
         fi
         sleep 1
     done
-    echo "SLURM node did not become idle in 60 s; slurmctld log:" >&2
+    echo "SLURM node did not become idle in 300 s; slurmctld log:" >&2
     tail -n 20 "$dir/log/slurmctld.log" >&2 || true
     return 1
 }
@@ -101,7 +101,7 @@ stop() {
             kill "${pids[-1]}" 2>/dev/null || true
         fi
     done
-    for _ in $(seq 30); do  # until they have exited (their ports free for the next start)
+    for _ in $(seq 120); do  # until they have exited (their ports free for the next start)
         local alive=0
         for pid in "${pids[@]}"; do
             if [ -e "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; then
