@@ -65,9 +65,10 @@ def compare(
     restarts: int = 5,
     reference_restarts: int = 5,
     tol: float = 0.1,
-    var_floor: float = 1e-5,
+    var_floor: float = 1e-9,
     seed: int = 0,
     progress: bool = False,
+    covariance_prior: float = 1e-2,
 ) -> pd.DataFrame:
     """Per K: best-of-restarts held-out LL per step and summed fit time, ours and hmmlearn's."""
     val_x, val_len = np.concatenate(val), [len(a) for a in val]
@@ -80,7 +81,17 @@ def compare(
             s = restart_seed(seed, k, r)
             start = time.perf_counter()
             try:
-                fit = fit_hmm(train, k, covariance, max_iter, tol, var_floor, s, restart_init(r))
+                fit = fit_hmm(
+                    train,
+                    k,
+                    covariance,
+                    max_iter,
+                    tol,
+                    var_floor,
+                    s,
+                    restart_init(r),
+                    covariance_prior=covariance_prior,
+                )
                 ll = fit.log_likelihood(val)
             except FIT_ERRORS:
                 ll = -np.inf
@@ -133,6 +144,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(REPO / "config.yaml"))
     parser.add_argument("--tasks", default=None, help="comma-separated; default: every task")
     parser.add_argument("--var-floor", type=float, default=None, help="override hmm.var_floor")
+    parser.add_argument("--covariance-prior", type=float, default=None, help="override hmm.covariance_prior")
     parser.add_argument("--restarts", type=int, default=None, help="override hmm.restarts (ours)")
     parser.add_argument(
         "--reference-restarts", type=int, default=5, help="hmmlearn restarts (released code: 5)"
@@ -146,6 +158,7 @@ def main() -> None:
     for task in tasks:
         cfg = task_hmm(config, task)
         floor = cfg["var_floor"] if args.var_floor is None else args.var_floor
+        prior = cfg["covariance_prior"] if args.covariance_prior is None else args.covariance_prior
         train, val = task_data(Path(args.results), task, cfg, args.ragged)
         compare(train[:4], val[:2], [2], cfg["covariance"], 2, 1, 1)  # import and warm up both
         table = compare(
@@ -160,6 +173,7 @@ def main() -> None:
             floor,
             cfg["seed"],
             progress=True,
+            covariance_prior=prior,
         )
         lengths = sorted({len(a) for a in [*train, *val]})
         shape = (
@@ -171,7 +185,7 @@ def main() -> None:
             f"\n{task} ({shape}): {len(train)} train / {len(val)} held-out runs, "
             f"{cfg['covariance']} covariance, "
             f"{cfg['max_iter']} iterations, best of {args.restarts or cfg['restarts']} restarts (hmmlearn: "
-            f"{args.reference_restarts}), var_floor {floor:g}"
+            f"{args.reference_restarts}), covariance_prior {prior:g}, var_floor {floor:g}"
         )
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         below = table[(table["relative_gap"] < -0.01) & (table["gap_per_step"] < -0.01)]

@@ -125,7 +125,13 @@ def test_detour_flag_and_current_state_on_a_known_path(known):
 def test_forecast_at_t_ignores_later_checkpoints():
     metrics = _simulate_runs(12, seed=3)
     model = _identity_zscore(_known_model(), list(range(12)))
-    model["settings"] = {"covariance": "full", "max_iter": 10, "tol": 0.1, "var_floor": 1e-5}
+    model["settings"] = {
+        "covariance": "full",
+        "max_iter": 10,
+        "tol": 0.1,
+        "var_floor": 1e-5,
+        "covariance_prior": 1e-2,
+    }
     kwargs = dict(fractions=(0.25, 0.5), folds=3, restarts=1, samples=200, seed=0)
     before = evaluate(metrics, model, 0.5, **kwargs)
     t_max = int(0.5 * LENGTH)

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.stats import multivariate_normal
 from sklearn.metrics import adjusted_rand_score
 
 from latentstates import hmm
@@ -50,6 +51,7 @@ def test_recovers_planted_states_and_bic_picks_three():
         tol=0.01,
         var_floor=1e-5,
         seed=0,
+        covariance_prior=1e-2,
     )
     summary = hmm.summarise_selection(table)
     assert hmm.choose_k(summary, "bic") == 3  # held-out BIC
@@ -171,6 +173,61 @@ def collinear_runs(n_runs: int = 30, length: int = 120, seed: int = 0) -> list[n
     return runs
 
 
+def near_singular_runs(n_runs: int = 24, length: int = 150, seed: int = 0) -> list[np.ndarray]:
+    """Z-scored runs of 8 features with the digits task's spectrum: one direction of the pooled
+    covariance has an eigenvalue of ~4e-7 (a feature that is a linear combination of the others,
+    up to tiny noise), a few more ~1e-5, as weight statistics that move together."""
+    rng = np.random.default_rng(seed)
+    means = np.array([[0.0, 0.0, 0.0], [3.0, 1.0, -1.0], [4.0, -2.0, 1.0]])
+    mix = rng.normal(size=(3, 7))
+    runs = []
+    for _ in range(n_runs):
+        s, states = 0, []
+        for _ in range(length):
+            states.append(s)
+            if s < 2 and rng.random() < 0.03:
+                s += 1
+        x = (means[states] + rng.normal(size=(length, 3)) * 0.5) @ mix
+        x += rng.normal(size=(length, 7)) * np.array([3e-3, 3e-3, 5e-3, 0.02, 0.02, 0.05, 0.05])
+        x = (x - x.mean(0)) / x.std(0)
+        last = x[:, :3].sum(axis=1, keepdims=True) / 3 + rng.normal(size=(length, 1)) * 1e-3
+        runs.append(np.hstack([x, last]))
+    return runs
+
+
+def test_single_state_is_the_closed_form_gaussian_on_near_singular_data():
+    """K = 1 is the maximum-likelihood Gaussian plus the prior's ridge (prior × mean variance /
+    steps), to 1e-9, even where the pooled covariance has eigenvalues as small as the digits
+    task's; the floor (a numerical guard) does not touch them."""
+    runs = near_singular_runs()
+    x = np.concatenate(runs)
+    pooled = np.cov(x.T, bias=True)
+    assert np.linalg.eigvalsh(pooled).min() < 1e-6
+    for prior in (0.0, 1e-2):
+        fit = hmm.fit_hmm(runs, 1, "full", var_floor=1e-9, covariance_prior=prior)
+        ridge = prior * pooled.trace() / len(pooled) / len(x)
+        np.testing.assert_allclose(fit.means[0], x.mean(axis=0), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(fit.covs[0], pooled + ridge * np.eye(len(pooled)), rtol=0, atol=1e-9)
+        density = multivariate_normal(x.mean(axis=0), pooled + ridge * np.eye(len(pooled)))
+        assert fit.log_likelihood(runs) == pytest.approx(density.logpdf(x).sum(), rel=1e-9)
+
+
+@pytest.mark.parametrize("cov", ["full", "diag"])
+def test_m_step_adds_the_prior_over_the_state_weight(cov):
+    """A state's covariance after an M-step is numpy's weighted covariance of its points plus
+    prior / (summed weight) on the diagonal, then floored."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, 3)) * np.array([1.0, 0.1, 1e-4])
+    w = rng.uniform(0.0, 1.0, size=50)
+    normal = hmm._normal_class()(1e-12, 0.5, covariance_type=cov).double()
+    normal.summarize(torch.tensor(x), sample_weight=torch.tensor(w)[:, None])
+    normal.from_summaries()
+    expected = np.cov(x.T, aweights=w, bias=True) + 0.5 / w.sum() * np.eye(3)
+    got = normal.covs.detach().numpy()
+    np.testing.assert_allclose(got, expected if cov == "full" else np.diag(expected), rtol=1e-9)
+    np.testing.assert_allclose(normal.means.detach().numpy(), np.average(x, axis=0, weights=w), rtol=1e-12)
+
+
 def test_log_likelihood_is_hmmlearns_score_of_the_same_parameters():
     hmmlearn = pytest.importorskip("hmmlearn.hmm")
     runs = collinear_runs(12)
@@ -194,10 +251,10 @@ def test_held_out_fit_within_one_percent_of_hmmlearn_on_collinear_features():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from hmm_vs_hmmlearn import compare
 
-    runs = collinear_runs()
-    assert np.linalg.eigvalsh(np.cov(np.concatenate(runs).T)).min() < 1e-3  # nearly collinear
-    table = compare(runs[:24], runs[24:], [1, 2, 3, 4], "full", max_iter=32, restarts=10, seed=0)
-    assert (table["relative_gap"] >= -0.01).all(), table.to_string()
+    for runs in (collinear_runs(), near_singular_runs(30)):
+        assert np.linalg.eigvalsh(np.cov(np.concatenate(runs).T)).min() < 1e-3  # nearly collinear
+        table = compare(runs[:24], runs[24:], [1, 2, 3, 4], "full", max_iter=32, restarts=10, seed=0)
+        assert (table["relative_gap"] >= -0.01).all(), table.to_string()
 
 
 def test_boundary_optimum_is_reported():

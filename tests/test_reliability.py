@@ -330,6 +330,7 @@ def test_feature_constant_across_all_runs_gives_finite_fit():
         "max_iter": 20,
         "tol": 0.1,
         "var_floor": 1e-3,
+        "covariance_prior": 1e-2,
         "criterion": "bic",
         "n_states": None,
     }

@@ -115,6 +115,7 @@ def test_diverged_run_is_flagged_kept_and_left_out_of_the_hmm(tmp_path):
         "max_iter": 5,
         "tol": 0.1,
         "var_floor": 1e-3,
+        "covariance_prior": 1e-2,
         "criterion": "bic",
         "n_states": None,
     }

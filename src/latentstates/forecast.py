@@ -282,6 +282,7 @@ def evaluate(
                     settings["var_floor"],
                     restart_seed(seed, k, 1000 * (f_i + 1) + r),
                     restart_init(r),
+                    covariance_prior=settings["covariance_prior"],
                 )
                 ll = fit.log_likelihood(arrays)
             except FIT_ERRORS:  # a failed restart is skipped, as in model selection

@@ -66,13 +66,34 @@ def _normal_class():
     from pomegranate.distributions import Normal
 
     class FlooredNormal(Normal):
-        """Normal whose covariance is kept positive definite (pomegranate ignores min_cov)."""
+        """Normal with a covariance prior and floor (pomegranate ignores min_cov).
 
-        def __init__(self, floor: float, **kwargs):
+        The M-step adds `prior / n` to the covariance's diagonal, n being the state's summed
+        posterior weight (the isotropic form of hmmlearn's `covars_prior`): negligible for a
+        state that explains many steps, strong for one that would collapse onto a few. The
+        floor then clamps the eigenvalues (variances) from below, a numerical guard only.
+        """
+
+        def __init__(self, floor: float, prior: float = 0.0, **kwargs):
             self.floor = floor
+            self.prior = prior
+            self._ridge = None
             super().__init__(**kwargs)
 
+        def from_summaries(self):
+            if not self.frozen and self.prior:
+                weight = float(self._w_sum.reshape(-1)[0])
+                self._ridge = self.prior / weight if weight > 0 else None
+            super().from_summaries()
+
         def _reset_cache(self):
+            if self._initialized and getattr(self, "_ridge", None) is not None:
+                with torch.no_grad():
+                    if self.covariance_type == "full":
+                        self.covs.diagonal().add_(self._ridge)
+                    else:
+                        self.covs.add_(self._ridge)
+                self._ridge = None
             if self._initialized and getattr(self, "floor", None):
                 with torch.no_grad():
                     if self.covariance_type == "full":
@@ -310,16 +331,15 @@ def _padded(arrays: Sequence[np.ndarray]) -> torch.Tensor:
     return out
 
 
-def covariance_floor(arrays: Sequence[np.ndarray], rel_floor: float) -> float:
-    """Smallest variance a state may have: `rel_floor` times the mean variance of the pooled data.
+def data_scale(arrays: Sequence[np.ndarray]) -> float:
+    """Mean variance of the pooled data (near 1 for z-scored runs), the unit of prior and floor."""
+    scale = float(np.mean(np.var(np.concatenate(arrays), axis=0)))
+    return scale if scale > 0 else 1.0
 
-    Relative to the data (z-scored data has a mean variance near 1), and far below the pooled
-    covariance's smallest eigenvalues, which for nearly collinear weight statistics are ~1e-4:
-    the floor only stops a state's covariance from collapsing onto a few points.
-    """
-    x = np.concatenate(arrays)
-    scale = float(np.mean(np.var(x, axis=0)))
-    return rel_floor * (scale if scale > 0 else 1.0)
+
+def covariance_floor(arrays: Sequence[np.ndarray], rel_floor: float) -> float:
+    """Smallest variance a state may have: `rel_floor` times the mean variance of the pooled data."""
+    return rel_floor * data_scale(arrays)
 
 
 INIT_COVARIANCE_RIDGE = 1e-3
@@ -391,32 +411,40 @@ def fit_hmm(
     covariance: str = "full",
     max_iter: int = 32,
     tol: float = 0.1,
-    var_floor: float = 1e-5,
+    var_floor: float = 1e-9,
     seed: int = 0,
     init: str = "kmeans",
     reference: bool = False,
+    covariance_prior: float = 1e-2,
 ) -> FittedHMM:
     """Fit a k-state Gaussian HMM by Baum-Welch (seeded initialisation, float64 emissions).
 
     The emissions start from k-means' centres (`init="kmeans"`, as hmmlearn) or from random
     time segments (`init="segments"`) and the pooled covariance (as hmmlearn), the start
     probabilities and transition rows are drawn from a Dirichlet(1/k) (as hmmlearn), the end
-    probability at its data value (sequences / steps). Every covariance is floored at
-    `var_floor` times the data's mean variance. k = 1 is fitted in closed form (one Gaussian;
-    end probability = sequences / steps), since pomegranate's initialisation needs k ≥ 2.
+    probability at its data value (sequences / steps). Each M-step adds `covariance_prior`
+    times the data's mean variance, divided by the state's weight (its expected number of
+    steps), to the state's covariance diagonal, then floors it at `var_floor` times the data's
+    mean variance (`FlooredNormal`). k = 1 is fitted in closed form (one Gaussian with the same
+    prior; end probability = sequences / steps), since pomegranate's initialisation needs k ≥ 2.
     Sequences of different lengths are fitted as one NaN-padded batch with a scaled E-step
     (`PaddedDenseHMM`); `reference=True` fits with pomegranate's own `DenseHMM` instead (groups
     of equal length, log-space E-step): the same fit, slower.
     """
     Normal = _normal_class()
     torch.manual_seed(seed)
-    floor = covariance_floor(arrays, var_floor)
+    scale = data_scale(arrays)
+    floor, prior = var_floor * scale, covariance_prior * scale
     x = np.concatenate(arrays)
     end = len(arrays) / len(x)
     if k == 1:
         mean = x.mean(axis=0)
-        cov = floored(np.cov(x.T, bias=True).reshape(x.shape[1], x.shape[1]), covariance, floor)
-        dist = Normal(floor, means=torch.tensor(mean), covs=torch.tensor(cov), covariance_type=covariance)
+        d = x.shape[1]
+        cov = np.cov(x.T, bias=True).reshape(d, d) + prior / len(x) * np.eye(d)
+        cov = floored(cov, covariance, floor)
+        dist = Normal(
+            floor, prior, means=torch.tensor(mean), covs=torch.tensor(cov), covariance_type=covariance
+        )
         model = _dense_hmm(
             [dist],
             starts=torch.tensor([1.0]),
@@ -439,7 +467,7 @@ def fit_hmm(
     starts = rng.dirichlet(conc)
     edges = rng.dirichlet(conc, size=k) * (1.0 - end)
     dists = [
-        Normal(floor, means=torch.tensor(m), covs=torch.tensor(c), covariance_type=covariance)
+        Normal(floor, prior, means=torch.tensor(m), covs=torch.tensor(c), covariance_type=covariance)
         for m, c in zip(means, covs)
     ]
     model = _dense_hmm(
@@ -489,6 +517,7 @@ def select_model(
     tol: float,
     var_floor: float,
     seed: int,
+    covariance_prior: float,
 ) -> tuple[pd.DataFrame, dict[int, FittedHMM]]:
     """Fit K = 1..max_states with restarts; keep per K the restart with the best held-out LL.
 
@@ -508,7 +537,17 @@ def select_model(
         for r in range(restarts if k > 1 else 1):
             s = restart_seed(seed, k, r)
             try:
-                fit = fit_hmm(train, k, covariance, max_iter, tol, var_floor, s, restart_init(r))
+                fit = fit_hmm(
+                    train,
+                    k,
+                    covariance,
+                    max_iter,
+                    tol,
+                    var_floor,
+                    s,
+                    restart_init(r),
+                    covariance_prior=covariance_prior,
+                )
                 train_ll = fit.log_likelihood(train)
                 val_ll = fit.log_likelihood(val) if val else float("nan")
                 error = "" if math.isfinite(train_ll) else "non-finite log-likelihood"
@@ -721,6 +760,7 @@ def fit_task(metrics: pd.DataFrame, cfg: dict) -> TaskFit:
         tol=cfg["tol"],
         var_floor=cfg["var_floor"],
         seed=cfg["seed"],
+        covariance_prior=cfg["covariance_prior"],
     )
     summary = summarise_selection(restarts)
     k = choose_k(summary, cfg["criterion"], cfg["n_states"])
