@@ -25,8 +25,9 @@ from latentstates.checkpoints import (
     save_checkpoint,
     save_resume,
 )
+from latentstates.disk import DiskFullError
 from latentstates.interactive import save_html
-from latentstates.io import DiskFullError, read_parquet, write_json, write_parquet
+from latentstates.io import read_parquet, write_json, write_parquet
 from latentstates.plots import save
 
 FREE_OF = r"no space left on its file system \([\d.]+ k?B free of [\d.]+ [kM]B"

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from .io import disk_full_error
+from .disk import disk_full_error
 
 
 class _LogFile:
