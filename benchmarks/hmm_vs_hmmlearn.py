@@ -68,7 +68,7 @@ def compare(
     var_floor: float = 1e-9,
     seed: int = 0,
     progress: bool = False,
-    covariance_prior: float = 1e-2,
+    covariance_prior: float = 1e-3,
 ) -> pd.DataFrame:
     """Per K: best-of-restarts held-out LL per step and summed fit time, ours and hmmlearn's."""
     val_x, val_len = np.concatenate(val), [len(a) for a in val]

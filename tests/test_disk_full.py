@@ -28,6 +28,7 @@ from latentstates.checkpoints import (
 from latentstates.disk import DiskFullError
 from latentstates.interactive import save_html
 from latentstates.io import read_parquet, write_json, write_parquet
+from latentstates.logs import job_log
 from latentstates.plots import save
 
 FREE_OF = r"no space left on its file system \([\d.]+ k?B free of [\d.]+ [kM]B"
@@ -111,6 +112,30 @@ def test_every_writer_names_the_file_and_the_free_space_on_a_full_disk(small_fs,
     filler.unlink()
     save_checkpoint(fs, 0, payload, atomic=False)
     assert torch.equal(load_checkpoint(fs / "ckpt_000000.pt")["model"]["w"], payload["model"]["w"])
+
+
+@pytest.mark.parametrize("first", ["logger", "print"])
+def test_a_job_log_on_a_full_disk_fails_the_job_naming_the_log(first):
+    """Also where `logging` swallows the write error, and where the job's outputs fit."""
+    full = Path("/dev/full")
+    if not full.exists():
+        pytest.skip("no /dev/full on this machine")
+    with pytest.raises(DiskFullError, match=r"/dev/full: no space left on its file system"):
+        with job_log(full) as logger:
+            if first == "logger":
+                logger.info("a line of the job's log")
+            print("a line the job prints")
+            print("another")
+
+
+def test_a_job_that_fails_on_a_full_disk_keeps_its_own_error(tmp_path):
+    with pytest.raises(ValueError, match="the job's own error"):
+        with job_log(Path("/dev/full")) as logger:
+            logger.info("a line the full log loses")
+            raise ValueError("the job's own error")
+    with pytest.raises(ValueError, match="the job's own error"):
+        with job_log(tmp_path / "ok.log"):
+            raise ValueError("the job's own error")
 
 
 def _snakemake_fails(wd: Path, *targets: str) -> str:

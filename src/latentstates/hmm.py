@@ -415,7 +415,7 @@ def fit_hmm(
     seed: int = 0,
     init: str = "kmeans",
     reference: bool = False,
-    covariance_prior: float = 1e-2,
+    covariance_prior: float = 1e-3,
 ) -> FittedHMM:
     """Fit a k-state Gaussian HMM by Baum-Welch (seeded initialisation, float64 emissions).
 

@@ -14,7 +14,8 @@ from .disk import disk_full_error
 class _LogFile:
     """A job's log file opened for writing; a write that finds the disk full raises
     `DiskFullError` naming the log (once: later writes are dropped, so that the error and its
-    traceback reach the job's standard error instead of failing again)."""
+    traceback reach the job's standard error instead of failing again). `full` remembers it,
+    since `logging` swallows errors raised while a handler writes."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -30,7 +31,7 @@ class _LogFile:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
             self.full = True
-            raise disk_full_error(self.path, needed=sum(len(a) for a in args) or None) from exc
+            raise disk_full_error(self.path, written=self.path.stat().st_size) from exc
 
     def write(self, text: str) -> int:
         self._guard(self._fh.write, text)
@@ -43,16 +44,25 @@ class _LogFile:
         return False
 
     def close(self) -> None:
-        with contextlib.suppress(OSError) if self.full else contextlib.nullcontext():
+        try:
             self._fh.close()
+        except OSError as exc:  # the last buffered lines found the disk full
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            self.full = True
 
 
 @contextlib.contextmanager
 def job_log(path: str | Path) -> Iterator[logging.Logger]:
-    """Send stdout, stderr and the `latentstates` logger to `path` for the duration."""
+    """Send stdout, stderr and the `latentstates` logger to `path` for the duration.
+
+    A log that finds its disk full fails the job with `DiskFullError` naming the log, also
+    where the job's own outputs still fit: a job does not finish with a truncated log.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fh = _LogFile(path)
+    failed = False
     try:
         with contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
             logger = logging.getLogger("latentstates")
@@ -63,14 +73,12 @@ def job_log(path: str | Path) -> Iterator[logging.Logger]:
             try:
                 yield logger
             except BaseException:
+                failed = True
                 logger.exception("job failed")
                 raise
             finally:
                 logger.removeHandler(handler)
     finally:
-        try:
-            fh.close()
-        except OSError as exc:  # the log's last lines found the disk full
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            raise disk_full_error(path) from exc
+        fh.close()
+    if fh.full and not failed:
+        raise disk_full_error(path, written=path.stat().st_size)

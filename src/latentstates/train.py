@@ -238,7 +238,8 @@ def train_group(
         step = resumed[0]["step"]
         model.train()
         logger.info("resuming from step %d (%s)", step, ", ".join(str(w) for w in work))
-    check_room(work, total // interval - step // interval)
+    if step < total and any(active()):  # else only the publishing rename is left
+        check_room(work, total // interval - step // interval)
     label = f"seed {seeds[0]}" if n_runs == 1 else f"seeds {seeds[0]}..{seeds[-1]}"
     bar = tqdm(
         total=total,
