@@ -6,6 +6,7 @@ root, no slurm-wlm); `.ci/run` installs SLURM and sets REQUIRE_SLURM=1, which tu
 failure.
 """
 
+import fcntl
 import importlib.util
 import os
 import re
@@ -24,6 +25,7 @@ from conftest import REPO, TINY
 
 pytestmark = pytest.mark.slow
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
+LOCK = "/tmp/latentstates-test-slurm.lock"
 TASKS = ["modular_addition", "sparse_parity"]
 
 
@@ -45,18 +47,24 @@ def slurm(tmp_path_factory):
         if os.environ.get("REQUIRE_SLURM"):
             pytest.fail(f"REQUIRE_SLURM is set but {why}")
         pytest.skip(why)
-    cluster = tmp_path_factory.mktemp("cluster")
-    proc = subprocess.run([str(CLUSTER), "start", str(cluster)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        subprocess.run([str(CLUSTER), "stop", str(cluster)])
-        msg = f"SLURM daemons did not start:\n{proc.stdout}\n{proc.stderr}"
-        if os.environ.get("REQUIRE_SLURM"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    # SLURM's default config path, which cluster.sh installs (as on a real cluster).
-    env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"} | {"PYTHONHASHSEED": "0"}
-    yield cluster, env
-    subprocess.run([str(CLUSTER), "stop", str(cluster)])
+    # One test cluster per machine (SLURM's default config path and ports): a second test run on
+    # the same machine waits here until the first has stopped its daemons.
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cluster = tmp_path_factory.mktemp("cluster")
+        proc = subprocess.run([str(CLUSTER), "start", str(cluster)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            subprocess.run([str(CLUSTER), "stop", str(cluster)])
+            msg = f"SLURM daemons did not start:\n{proc.stdout}\n{proc.stderr}"
+            if os.environ.get("REQUIRE_SLURM"):
+                pytest.fail(msg)
+            pytest.skip(msg)
+        # SLURM's default config path, which cluster.sh installs (as on a real cluster).
+        env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"} | {"PYTHONHASHSEED": "0"}
+        try:
+            yield cluster, env
+        finally:
+            subprocess.run([str(CLUSTER), "stop", str(cluster)])
 
 
 def _command(wd):
