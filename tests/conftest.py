@@ -25,9 +25,9 @@ def snakemake(
         str(workdir),
         "--cores",
         "2",
-        *args,  # before --configfile, which would take targets as more config files
         "--configfile",
         str(workdir / "config.yaml"),
+        *args,
     ]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)

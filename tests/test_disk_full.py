@@ -138,8 +138,14 @@ def test_a_job_that_fails_on_a_full_disk_keeps_its_own_error(tmp_path):
             raise ValueError("the job's own error")
 
 
+def _targets(*targets: str) -> tuple[str, ...]:
+    """Targets for `snakemake()`, whose arguments follow --configfile: after a flag, so that
+    they are not read as more config files."""
+    return ("--printshellcmds", *targets)
+
+
 def _snakemake_fails(wd: Path, *targets: str) -> str:
-    proc = snakemake(wd, *targets, check=False)
+    proc = snakemake(wd, *_targets(*targets), check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
     return out
@@ -163,7 +169,7 @@ def test_a_full_disk_in_training_metrics_and_hmm_is_named_and_a_rerun_finishes_b
 
     # Metrics, then the HMM: the file system filled to the last byte before each stage.
     small_fs(res, "64m")
-    snakemake(wd, *runs)
+    snakemake(wd, *_targets(*runs))
     for stage, target, written in [
         ("metrics", "results/sparse_parity/metrics.parquet", r"runs/seed\d/metrics\.parquet"),
         ("hmm", "results/sparse_parity/hmm/model.json", r"hmm/[\w.]+"),
@@ -174,7 +180,7 @@ def test_a_full_disk_in_training_metrics_and_hmm_is_named_and_a_rerun_finishes_b
         named = rf"results/(logs/{stage}/sparse_parity/\S+\.log|sparse_parity/{written}): {FREE_OF}"
         assert re.search(named, out), (stage, out[-3000:])
         filler.unlink()
-        snakemake(wd, target)
+        snakemake(wd, *_targets(target))
 
     snakemake(wd)
     ref = tiny_run / "results" / "sparse_parity"
