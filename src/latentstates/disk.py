@@ -15,6 +15,8 @@ from pathlib import Path
 # Below this much free space, a write that failed without an errno (torch's serializer reports a
 # full disk as "basic_ios::clear: iostream error") is taken to have failed for lack of space.
 LOW_SPACE = 1 << 20
+# The errors of a write that found no space (a full file system, or a full quota).
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 class DiskFullError(OSError):
@@ -47,7 +49,7 @@ def no_space(exc: BaseException, path: Path) -> bool:
     """Whether `exc`, raised while writing `path`, means its file system is full."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+        if isinstance(seen, OSError) and seen.errno in NO_SPACE:
             return True
         seen = seen.__cause__ or seen.__context__
     if not isinstance(exc, (OSError, RuntimeError)):
@@ -73,8 +75,15 @@ def disk_full_error(path: str | os.PathLike, needed: int | None = None, written:
 
 
 @contextlib.contextmanager
-def reporting_full_disk(path: str | os.PathLike, needed: int | None = None) -> Iterator[None]:
-    """Turn a write error of `path` caused by a full file system into a `DiskFullError`."""
+def reporting_full_disk(
+    path: str | os.PathLike, needed: int | None = None, partial: str | os.PathLike | None = None
+) -> Iterator[None]:
+    """Turn a write error of `path` caused by a full file system into a `DiskFullError`.
+
+    The torn file (`partial`, default `path` itself: a temporary file where the write goes
+    through one) is removed; the caller rewrites it on the rerun.
+    """
+    torn = Path(partial if partial is not None else path)
     try:
         yield
     except DiskFullError:
@@ -82,7 +91,7 @@ def reporting_full_disk(path: str | os.PathLike, needed: int | None = None) -> I
     except Exception as exc:
         if not no_space(exc, Path(path)):
             raise
-        written = Path(path).stat().st_size if Path(path).exists() else 0
+        written = torn.stat().st_size if torn.exists() else 0
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # a torn file: the caller rewrites it on the rerun
+            os.unlink(torn)
         raise disk_full_error(path, needed, written) from exc

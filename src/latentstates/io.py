@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from .disk import DiskFullError, disk_full_error, no_space
+from .disk import reporting_full_disk
 
 
 @contextlib.contextmanager
@@ -28,15 +28,12 @@ def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        full = isinstance(exc, Exception) and not isinstance(exc, DiskFullError) and no_space(exc, path)
-        written = Path(tmp).stat().st_size if full and os.path.exists(tmp) else 0
+        with reporting_full_disk(path, needed, partial=tmp):
+            yield Path(tmp)
+            os.replace(tmp, path)
+    except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if full:
-            raise disk_full_error(path, needed, written) from exc
         raise
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from .disk import disk_full_error
+from .disk import NO_SPACE, disk_full_error
 
 
 class _LogFile:
@@ -28,7 +27,7 @@ class _LogFile:
         try:
             return call(*args)
         except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            if exc.errno not in NO_SPACE:
                 raise
             self.full = True
             raise disk_full_error(self.path, written=self.path.stat().st_size) from exc
@@ -47,7 +46,7 @@ class _LogFile:
         try:
             self._fh.close()
         except OSError as exc:  # the last buffered lines found the disk full
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            if exc.errno not in NO_SPACE:
                 raise
             self.full = True
 
