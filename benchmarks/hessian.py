@@ -33,13 +33,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from latentstates.checkpoints import list_checkpoints, load_checkpoint  # noqa: E402
 from latentstates.config import load_config  # noqa: E402
-from latentstates.extract import checkpoint_hessian, hessian_settings, stacked_hessian_losses  # noqa: E402
-from latentstates.hessian import top_eigenvalues  # noqa: E402
-from latentstates.runtime import build_run, configure_torch, resolve_device  # noqa: E402
-from latentstates.tasks import get_task  # noqa: E402
-from latentstates.train import train_run  # noqa: E402
+from latentstates.measure.extract import checkpoint_hessian, hessian_settings, stacked_hessian_losses  # noqa: E402
+from latentstates.measure.hessian import top_eigenvalues  # noqa: E402
+from latentstates.runs.checkpoints import list_checkpoints, load_checkpoint  # noqa: E402
+from latentstates.runs.runtime import build_run, configure_torch, resolve_device  # noqa: E402
+from latentstates.runs.train import train_run  # noqa: E402
+from latentstates.tasks.registry import get_task  # noqa: E402
 
 
 def pyhessian_top(loss, params, max_iter=100, tol=1e-3, generator=None):

@@ -40,9 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from latentstates.config import load_config, task_hmm  # noqa: E402
-from latentstates.hmm import FIT_ERRORS, fit_hmm, restart_init, restart_seed  # noqa: E402
-from latentstates.runtime import configure_torch, resolve_device  # noqa: E402
-from latentstates.sequences import split_runs, zscore_runs  # noqa: E402
+from latentstates.runs.runtime import configure_torch, resolve_device  # noqa: E402
+from latentstates.states.hmm import FIT_ERRORS, fit_hmm, restart_init, restart_seed  # noqa: E402
+from latentstates.states.sequences import split_runs, zscore_runs  # noqa: E402
 
 
 def hmmlearn_fit(train: Sequence[np.ndarray], k: int, covariance: str, max_iter: int, seed: int):

@@ -30,11 +30,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from latentstates import image_data  # noqa: E402
 from latentstates.config import load_config  # noqa: E402
-from latentstates.extract import run_metrics  # noqa: E402
-from latentstates.runtime import build_run  # noqa: E402
-from latentstates.train import schedule, train_group  # noqa: E402
+from latentstates.measure.extract import run_metrics  # noqa: E402
+from latentstates.runs.runtime import build_run  # noqa: E402
+from latentstates.runs.train import schedule, train_group  # noqa: E402
+from latentstates.tasks import image_data  # noqa: E402
 
 
 def write_data(root: Path, scale: float = 1.0, seed: int = 0) -> None:

@@ -40,7 +40,7 @@ from latentstates.config import load_config  # noqa: E402
 JOB = """
 import json, sys
 from latentstates.io import write_parquet
-from latentstates.train import train_group
+from latentstates.runs.train import train_group
 spec = json.loads(sys.argv[1])
 logs = train_group(spec["task"], spec["seeds"], spec["dirs"], device=spec["device"], progress=False)
 for log, out in zip(logs, spec["logs"]):

@@ -6,12 +6,12 @@ from pathlib import Path
 
 from latentstates.columns import CHECKPOINT_SUFFIXES
 from latentstates.config import task_hessian, task_hmm
-from latentstates.image_data import KIND_DATASETS, expected_files
+from latentstates.tasks.image_data import KIND_DATASETS, expected_files
 from latentstates.provenance import code_digest
 
 RESULTS = config["results"]
 TASKS = sorted(config["tasks"])
-# By source (latentstates.runs): trained here, imported as runs, or a metrics table.
+# By source (latentstates.runs.contract): trained here, imported as runs, or a metrics table.
 SOURCE = {t: config["tasks"][t]["source"] for t in TASKS}
 RUN_TASKS = [t for t in TASKS if SOURCE[t] != "table"]
 TABLE_TASKS = [t for t in TASKS if SOURCE[t] == "table"]
@@ -152,7 +152,7 @@ def hmm_settings(task):
 def _table_features(task):
     """A table task's numeric feature columns, read once per Snakemake process (several rules'
     params ask for them)."""
-    from latentstates.external_tables import read_table, table_features
+    from latentstates.runs.external_tables import read_table, table_features
 
     t = config["tasks"][task]
     return tuple(

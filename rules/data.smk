@@ -1,6 +1,6 @@
 # Image data sets, prepared once per data directory (not per seed) by torchvision's data set
 # classes, which download and check them; offline, the job stops with one message naming the
-# directory and the files expected there (latentstates.image_data). Local rules: cluster nodes
+# directory and the files expected there (latentstates.tasks.image_data). Local rules: cluster nodes
 # are often offline.
 localrules:
     prepare_mnist,

@@ -1,7 +1,7 @@
-# Runs, under the run contract (latentstates.runs): per seed, run.json and the performance log,
+# Runs, under the run contract (latentstates.runs.contract): per seed, run.json and the performance log,
 # written by one job per seed group. Trained here: the group's seeds are trained together,
-# stacked (src/latentstates/train.py). Imported: checkpoint directories or Hugging Face model
-# directories are read where they are (src/latentstates/sources.py).
+# stacked (src/latentstates/runs/train.py). Imported: checkpoint directories or Hugging Face model
+# directories are read where they are (src/latentstates/runs/sources.py).
 for _task in RUN_TASKS:
     for _group in seed_groups(_task):
         if SOURCE[_task] == "train":

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latentstates import analysis
+from latentstates.states import analysis
 
 
 def _states(paths: dict[int, list[int]]) -> pd.DataFrame:

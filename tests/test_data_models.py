@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from latentstates import data
-from latentstates.models import OneLayerTransformer
-from latentstates.tasks import get_task
+from latentstates.tasks import data
+from latentstates.tasks.models import OneLayerTransformer
+from latentstates.tasks.registry import get_task
 
 
 def test_sparse_parity_labels_are_parity_of_first_k_bits():
@@ -132,7 +132,7 @@ def test_layer_norm_variant_structure_and_one_step():
 def test_resnet18_switches_batch_norm_and_residuals_as_released():
     from torch import nn
 
-    from latentstates.models import ResNet18
+    from latentstates.tasks.models import ResNet18
 
     for batch_norm in (True, False):
         for residual in (True, False):
@@ -178,8 +178,8 @@ def test_closed_form_loss_gradient_equals_autograd(name):
     assert torch.allclose(kind.loss_grad(out.detach(), y), out.grad, rtol=0, atol=1e-15)
     assert torch.isnan(kind.loss(torch.full_like(out[0], float("nan")), y[0]))  # divergence shows
     # The stacked loss, each replica's in one call, and the counts of correct outputs (no vmap).
-    from latentstates.replicas import Replicas
-    from latentstates.runtime import correct_counts
+    from latentstates.runs.runtime import correct_counts
+    from latentstates.tasks.replicas import Replicas
 
     alone = torch.stack([kind.loss(out[i], y[i]) for i in range(3)])
     assert torch.allclose(kind.stacked_loss(out.detach(), y), alone.detach(), rtol=0, atol=1e-15)
@@ -203,7 +203,7 @@ def _mlps(name: str, n: int) -> tuple[list[torch.nn.Module], torch.Tensor, torch
 
 @pytest.mark.parametrize("name", ["sparse_parity", "mnist_mlp"])
 def test_hand_written_backward_equals_autograd_per_replica(name):
-    from latentstates.replicas import Replicas
+    from latentstates.tasks.replicas import Replicas
 
     torch.manual_seed(0)
     models, x, y = _mlps(name, 3)
@@ -228,8 +228,8 @@ def test_hand_written_backward_equals_autograd_per_replica(name):
 def test_backward_over_the_rows_with_gradient_equals_the_full_batch(monkeypatch):
     """Past the hinge's margin an example has zero gradient: on the CPU the hand-written backward
     pass runs over the other rows alone, with the same weight gradients bit for bit."""
-    from latentstates import replicas
-    from latentstates.replicas import Replicas, rows_with_gradient
+    from latentstates.tasks import replicas
+    from latentstates.tasks.replicas import Replicas, rows_with_gradient
 
     torch.manual_seed(0)
     models, x, _ = _mlps("sparse_parity", 3)
@@ -270,7 +270,7 @@ def test_backward_over_the_rows_with_gradient_equals_the_full_batch(monkeypatch)
 
 
 def test_replicas_finite_flags_exactly_the_replicas_with_a_non_finite_entry():
-    from latentstates.replicas import Replicas
+    from latentstates.tasks.replicas import Replicas
 
     stacked = Replicas([torch.nn.Linear(3, 2) for _ in range(5)])
     with torch.no_grad():

@@ -19,17 +19,17 @@ import torch
 import yaml
 
 from conftest import TINY, snakemake
-from latentstates.checkpoints import (
+from latentstates.disk import DiskFullError
+from latentstates.io import read_parquet, write_json, write_parquet
+from latentstates.logs import job_log
+from latentstates.report.interactive import save_html
+from latentstates.report.plots import save
+from latentstates.runs.checkpoints import (
     list_checkpoints,
     load_checkpoint,
     save_checkpoint,
     save_resume,
 )
-from latentstates.disk import DiskFullError
-from latentstates.interactive import save_html
-from latentstates.io import read_parquet, write_json, write_parquet
-from latentstates.logs import job_log
-from latentstates.plots import save
 
 FREE_OF = r"no space left on its file system \([\d.]+ k?B free of [\d.]+ [kM]B"
 

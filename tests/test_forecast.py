@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from latentstates.forecast import Forecaster, evaluate, summarise
+from latentstates.states.forecast import Forecaster, evaluate, summarise
 
 FEATURES = ["f0", "f1", "f2"]
 # A left-to-right chain 0 → 1 → 2 with a detour 0 → 3 → 1 that some runs take; a run has
@@ -160,7 +160,7 @@ def test_command_line_on_a_run_still_training(tiny_run, tmp_path):
     script = (
         "import json, sys; sys.path.insert(0, sys.argv[1]);"
         "from latentstates.config import validate_config;"
-        "from latentstates.train import train_run;"
+        "from latentstates.runs.train import train_run;"
         "cfg = validate_config({'tasks': {'t': json.loads(sys.argv[2])}})['tasks']['t'];"
         "train_run(cfg, 7, sys.argv[3], device='cpu', progress=False)"
     )
@@ -178,7 +178,7 @@ def test_command_line_on_a_run_still_training(tiny_run, tmp_path):
         cmd = [
             sys.executable,
             "-m",
-            "latentstates.forecast",
+            "latentstates.states.forecast",
             str(tiny_run / "results" / "sparse_parity"),
             str(ckpt),
             "--config",
@@ -204,7 +204,7 @@ def test_command_line_on_a_metrics_table_and_bad_input(tiny_run, tmp_path):
     part = tmp_path / "partial.csv"
     table[table["checkpoint"] < 10].to_csv(part, index=False)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    base = [sys.executable, "-m", "latentstates.forecast", str(res)]
+    base = [sys.executable, "-m", "latentstates.states.forecast", str(res)]
     cfg = ["--config", str(tiny_run / "config.yaml")]
     out = subprocess.run(
         [*base, str(part), *cfg, "--json"], capture_output=True, text=True, env=env, check=True
@@ -240,10 +240,10 @@ def test_partial_run_reads_eval_accuracy_from_checkpoints_and_skips_a_torn_newes
     # still training may be half-written: the forecast leaves it out; each checkpoint carries
     # its log row, so eval accuracy needs no resume state.
     from conftest import TINY
-    from latentstates.checkpoints import list_checkpoints
     from latentstates.config import load_config
-    from latentstates.forecast import partial_run_table
-    from latentstates.train import train_run
+    from latentstates.runs.checkpoints import list_checkpoints
+    from latentstates.runs.train import train_run
+    from latentstates.states.forecast import partial_run_table
 
     cfg = load_config(TINY)["tasks"]["sparse_parity"]
     cfg["train"]["epochs"] = 5

@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from latentstates.hessian import top_eigenvalue
-from latentstates.models import MLP
-from latentstates.tasks import get_task
+from latentstates.measure.hessian import top_eigenvalue
+from latentstates.tasks.models import MLP
+from latentstates.tasks.registry import get_task
 
 
 def _exact_hessian(model, loss_of_output, x, y):
@@ -125,7 +125,7 @@ def test_default_min_iter_finds_a_top_that_overtook_the_warm_start_at_the_metric
     # The previous checkpoint's top eigenvector (0.95) has been overtaken by an orthogonal one
     # (1.0) over a full-rank bulk; at tol 1e-3 the residual test passes on the stale pair, so
     # only the minimum number of products lets the Krylov space find the new top.
-    from latentstates.hessian import MIN_ITER
+    from latentstates.measure.hessian import MIN_ITER
 
     def found(seed: int, min_iter: int) -> bool:
         g = torch.Generator().manual_seed(seed)
@@ -148,8 +148,8 @@ def test_replicas_iterated_together_each_get_what_they_get_alone():
     (cold, warm) and its stopping point; an overflowing replica gets NaN, as alone, an inactive one
     nothing, and neither disturbs the others. The replicas' top eigenvalues differ by more than 2 %, so
     a mix-up of replicas cannot pass, and each is checked against an exact eigendecomposition."""
-    from latentstates.hessian import top_eigenvalues
-    from latentstates.replicas import Replicas
+    from latentstates.measure.hessian import top_eigenvalues
+    from latentstates.tasks.replicas import Replicas
 
     loss = torch.nn.functional.cross_entropy
     models, xs, ys = [], [], []
@@ -239,7 +239,7 @@ def test_parity_closed_form_equals_exact_eigendecomposition(trained):
 
 
 def test_metrics_stage_uses_the_closed_form_only_where_it_holds():
-    from latentstates.extract import checkpoint_hessian
+    from latentstates.measure.extract import checkpoint_hessian
 
     kind = get_task("sparse_parity")
     cfg = {"tol": 1e-6, "max_iter": 2000, "krylov_dim": 20}
@@ -268,7 +268,7 @@ def test_a_metrics_job_batches_its_runs_hessians_only_where_that_can_pay():
     import yaml
 
     from conftest import REPO
-    from latentstates.extract import batches_hessians
+    from latentstates.measure.extract import batches_hessians
 
     paper = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())["tasks"]
     cfg = {"enabled": True, "stride": 2, "batch_runs": True}

@@ -7,7 +7,7 @@ import torch
 from scipy.stats import multivariate_normal
 from sklearn.metrics import adjusted_rand_score
 
-from latentstates import hmm
+from latentstates.states import hmm
 
 MEANS = np.array([[0.0, 0.0, 0.0], [3.0, 3.0, 0.0], [0.0, -3.0, 3.0]])
 TRANS = np.array([[0.95, 0.05, 0.0], [0.0, 0.95, 0.05], [0.0, 0.0, 1.0]])
@@ -323,7 +323,7 @@ def test_scaled_and_log_space_expectations_agree_on_a_padded_batch():
 
 
 def test_first_checkpoints_window():
-    from latentstates.sequences import first_checkpoints
+    from latentstates.states.sequences import first_checkpoints
 
     df = pd.DataFrame({"seed": [0, 0, 0, 1, 1], "checkpoint": [0, 1, 2, 0, 1], "x": range(5)})
     assert first_checkpoints(df, 2)["x"].tolist() == [0, 1, 3, 4]

@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from latentstates import image_data
+from latentstates.tasks import image_data
 
 
 def _write_idx(path, array):

@@ -14,14 +14,14 @@ import torch
 from torch.nn import functional as F
 
 from conftest import REPO, snakemake
-from latentstates import image_data
-from latentstates.checkpoints import checkpoint_path
 from latentstates.config import validate_config
-from latentstates.hessian import top_eigenvalue
-from latentstates.models import ImageInput, ResNet18, random_crop_flip
-from latentstates.replicas import Replicas
-from latentstates.runtime import build_run
-from latentstates.train import train_group
+from latentstates.measure.hessian import top_eigenvalue
+from latentstates.runs.checkpoints import checkpoint_path
+from latentstates.runs.runtime import build_run
+from latentstates.runs.train import train_group
+from latentstates.tasks import image_data
+from latentstates.tasks.models import ImageInput, ResNet18, random_crop_flip
+from latentstates.tasks.replicas import Replicas
 from test_image_data import write_cifar100, write_mnist
 
 TRAIN = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "checkpoint_unit": "step"}

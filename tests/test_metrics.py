@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from latentstates.metrics import PAPER_FEATURES, matrix_metrics, weight_metrics
+from latentstates.measure.metrics import PAPER_FEATURES, matrix_metrics, weight_metrics
 
 
 def test_matrix_metrics_by_hand():
@@ -97,7 +97,7 @@ def test_batched_matrix_statistics_match_numpy_per_matrix():
 
 
 def test_kernel_metrics_by_hand_on_a_2x2x3x3_kernel():
-    from latentstates.metrics import kernel_metrics
+    from latentstates.measure.metrics import kernel_metrics
 
     k = torch.zeros(2, 2, 3, 3, dtype=torch.float64)
     k[0, 0] = 1.0  # nine ones: L1 9, L2 3, L1/L2 3
@@ -114,7 +114,7 @@ def test_kernel_metrics_by_hand_on_a_2x2x3x3_kernel():
 
 
 def test_kernels_join_the_per_layer_averages_of_l1_l2_and_code_sparsity_only():
-    from latentstates.metrics import kernel_metrics, matrix_metrics, weight_metrics
+    from latentstates.measure.metrics import kernel_metrics, matrix_metrics, weight_metrics
 
     g = torch.Generator().manual_seed(0)
     fc = torch.randn(5, 4, generator=g)

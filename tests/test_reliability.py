@@ -17,7 +17,11 @@ import torch
 import yaml
 
 from conftest import TINY, snakemake
-from latentstates.checkpoints import (
+from latentstates.config import load_config
+from latentstates.io import read_parquet, write_parquet
+from latentstates.measure.extract import run_metrics
+from latentstates.measure.metrics import PAPER_FEATURES
+from latentstates.runs.checkpoints import (
     RESUME_KEEP,
     list_checkpoints,
     load_checkpoint,
@@ -26,12 +30,8 @@ from latentstates.checkpoints import (
     save_resume,
     staging_dir,
 )
-from latentstates.config import load_config
-from latentstates.extract import run_metrics
-from latentstates.hmm import fit_task
-from latentstates.io import read_parquet, write_parquet
-from latentstates.metrics import PAPER_FEATURES
-from latentstates.train import train_group, train_run
+from latentstates.runs.train import train_group, train_run
+from latentstates.states.hmm import fit_task
 
 HESSIAN = {
     "enabled": True,
@@ -150,7 +150,7 @@ def test_killed_training_resumes_bit_identical_even_past_a_corrupt_state(tmp_pat
 
     dirs = [tmp_path / f"killed{s}" for s in seeds]
     code = (
-        "import sys, yaml; from latentstates.train import train_group; "
+        "import sys, yaml; from latentstates.runs.train import train_group; "
         f"train_group(yaml.safe_load(sys.stdin), {seeds!r}, {[str(d) for d in dirs]!r}, "
         "progress=False, resume_every=0)"
     )

@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from conftest import TINY, snakemake
-from latentstates.architectures import bert_weights
-from latentstates.checkpoints import load_checkpoint
 from latentstates.config import load_config
-from latentstates.external_tables import metrics_table, performance_log, read_table
-from latentstates.metrics import PAPER_FEATURES, matrix_metrics, weight_metrics
-from latentstates.runs import read_run
-from latentstates.sources import checkpoint_files, huggingface_checkpoints
-from latentstates.train import train_run
-from latentstates.weights import load_weights
+from latentstates.measure.metrics import PAPER_FEATURES, matrix_metrics, weight_metrics
+from latentstates.runs.architectures import bert_weights
+from latentstates.runs.checkpoints import load_checkpoint
+from latentstates.runs.contract import read_run
+from latentstates.runs.external_tables import metrics_table, performance_log, read_table
+from latentstates.runs.sources import checkpoint_files, huggingface_checkpoints
+from latentstates.runs.train import train_run
+from latentstates.runs.weights import load_weights
 
 
 class Payload:  # pickled code in a checkpoint: refused by weights_only

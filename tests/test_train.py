@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from conftest import REPO, TINY
-from latentstates.checkpoints import list_checkpoints, load_checkpoint
 from latentstates.config import load_config
-from latentstates.extract import run_metrics
-from latentstates.metrics import PAPER_FEATURES
-from latentstates.train import train_group, train_run
+from latentstates.measure.extract import run_metrics
+from latentstates.measure.metrics import PAPER_FEATURES
+from latentstates.runs.checkpoints import list_checkpoints, load_checkpoint
+from latentstates.runs.train import train_group, train_run
 
 
 def _tiny(task):
@@ -80,7 +80,7 @@ def test_hessian_batch_size_zero_is_the_whole_training_set(tmp_path):
 
 
 def test_diverged_run_is_flagged_kept_and_left_out_of_the_hmm(tmp_path):
-    from latentstates.hmm import fit_task
+    from latentstates.states.hmm import fit_task
 
     cfg = _tiny("sparse_parity")
     hess = {
@@ -130,8 +130,8 @@ def _plain_training(cfg: dict, seed: int, steps: int, batches: list | None = Non
     """The paper's way, written out independently: one nn.Module, its own optimiser and data
     order, `steps` steps; returns the final state dict. Each step's (loss, outputs, labels) is
     appended to `batches` if given."""
-    from latentstates.runtime import build_run, run_seeds
-    from latentstates.train import schedule
+    from latentstates.runs.runtime import build_run, run_seeds
+    from latentstates.runs.train import schedule
 
     kind, split, model = build_run(cfg, seed)
     train = cfg["train"]
@@ -169,8 +169,8 @@ def test_seeds_trained_together_equal_seeds_trained_alone(task, tmp_path):
     # Parities and digits backpropagate by hand (train.backward auto); the plain training below
     # uses autograd, so it also checks the hand-written backward pass over a few hundred steps.
     cfg = _small_digits() if task == "digits_mlp" else _tiny(task)
-    from latentstates.runtime import build_run
-    from latentstates.train import schedule
+    from latentstates.runs.runtime import build_run
+    from latentstates.runs.train import schedule
 
     _, steps_per_epoch, _ = schedule(len(build_run(cfg, 0)[1].x_train), cfg["train"])
     cfg["train"]["epochs"] = -(-300 // steps_per_epoch)  # a few hundred steps
@@ -208,7 +208,7 @@ def test_diverging_seeds_of_a_group_stop_where_they_would_alone(tmp_path):
 
 
 def test_resume_log_round_trips_exactly_and_reads_older_states():
-    from latentstates.checkpoints import encode_log, resume_rows
+    from latentstates.runs.checkpoints import encode_log, resume_rows
 
     rows = [
         {"checkpoint": 0, "step": 0, "epoch": 0.0, "train_loss": 0.1 + 0.2, "diverged": False},
@@ -223,8 +223,8 @@ def test_running_train_metrics_are_the_epochs_batches_as_released(tmp_path):
     # train_metrics running (the parities' setting, as the released sparse_parities.py): at each
     # epoch's checkpoint, the mean of the epoch's batch losses and the accuracy of sign(output)
     # over its examples, taken during training, written out independently here.
-    from latentstates.runtime import build_run
-    from latentstates.train import schedule
+    from latentstates.runs.runtime import build_run
+    from latentstates.runs.train import schedule
 
     cfg = _tiny("sparse_parity")
     cfg["train"].update(epochs=4, checkpoint_every=1, checkpoint_unit="epoch", train_metrics="running")
@@ -244,7 +244,7 @@ def test_running_train_metrics_are_the_epochs_batches_as_released(tmp_path):
 
 
 def test_checkpoints_carry_their_log_rows_and_resume_states_follow_resume_every(tmp_path, monkeypatch):
-    import latentstates.train as train_module
+    import latentstates.runs.train as train_module
 
     written = []
     real = train_module.save_resume
@@ -266,7 +266,7 @@ def test_checkpoints_carry_their_log_rows_and_resume_states_follow_resume_every(
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_sgd_steps_bit_for_bit_as_torchs_default_sgd(momentum):
-    from latentstates.train import make_optimizer
+    from latentstates.runs.train import make_optimizer
 
     cfg = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.01, "momentum": momentum}
     gen = torch.Generator().manual_seed(0)

@@ -167,11 +167,11 @@ def test_batched_hessians_give_each_run_its_own_metrics(tiny_run, tmp_path):
 def test_a_failed_batched_hessian_falls_back_to_one_run_at_a_time(tiny_run, monkeypatch, caplog):
     """Batching a group's Hessians is a speed-up, not a result: where it fails (e.g. a group too
     large for the GPU's memory) the job says so and computes each run's Hessians alone."""
-    import latentstates.extract as extract
+    import latentstates.measure.extract as extract
     from latentstates.config import load_config
     from latentstates.io import read_parquet
-    from latentstates.metrics import PERFORMANCE_COLUMNS
-    from latentstates.runs import read_run
+    from latentstates.measure.metrics import PERFORMANCE_COLUMNS
+    from latentstates.runs.contract import read_run
 
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("CUDA out of memory (injected)")

@@ -12,8 +12,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .columns import KNOWN_FEATURES
-from .image_data import KIND_DATASETS
+from latentstates.columns import KNOWN_FEATURES
+from latentstates.tasks.image_data import KIND_DATASETS
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 

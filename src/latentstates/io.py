@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from .disk import reporting_full_disk
+from latentstates.disk import reporting_full_disk
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from .disk import NO_SPACE, disk_full_error
+from latentstates.disk import NO_SPACE, disk_full_error
 
 
 class _LogFile:

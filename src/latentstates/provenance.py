@@ -30,18 +30,28 @@ def _module_file(name: str) -> Path | None:
     return path.with_suffix(".py") if path.with_suffix(".py").exists() else None
 
 
-def _imported_names(tree: ast.AST) -> list[str]:
+def _package_of(path: Path) -> str:
+    """The dotted package a file's relative imports start from ('' outside the package)."""
+    if not path.is_relative_to(PACKAGE):
+        return ""
+    parts = ["latentstates", *path.relative_to(PACKAGE).parent.parts]
+    return ".".join(parts)
+
+
+def _imported_names(tree: ast.AST, package: str = "") -> list[str]:
     names = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: within the package
-                base = "latentstates" + (f".{node.module}" if node.module else "")
+            if node.level:  # relative: from the importing file's package, `level - 1` packages up
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
                 names += [base] + [f"{base}.{alias.name}" for alias in node.names]
             elif node.module:
                 names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-    return names
+    # Importing a submodule runs every package above it: latentstates.a.b reaches a/__init__.py.
+    return names + [".".join(n.split(".")[:i]) for n in names for i in range(2, n.count(".") + 1)]
 
 
 def reached(script: str | Path) -> tuple[dict[Path, ast.AST], dict[str, set[str]]]:
@@ -56,7 +66,7 @@ def reached(script: str | Path) -> tuple[dict[Path, ast.AST], dict[str, set[str]
             continue
         tree = ast.parse(path.read_text(), filename=str(path))
         files[path] = tree
-        for name in _imported_names(tree):
+        for name in _imported_names(tree, _package_of(path)):
             top = name.split(".")[0]
             if top == "latentstates":
                 file = _module_file(name)

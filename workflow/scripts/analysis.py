@@ -4,11 +4,11 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 import json
 
-from latentstates.analysis import analyse_task
+from latentstates.states.analysis import analyse_task
 from latentstates.io import read_json, read_parquet, write_csv, write_json
 from latentstates.logs import job_log
-from latentstates.sequences import first_checkpoints
-from latentstates.tables import write_table
+from latentstates.states.sequences import first_checkpoints
+from latentstates.report.tables import write_table
 
 with job_log(snakemake.log[0]) as logger:
     cfg = json.loads(snakemake.params.analysis)

@@ -6,12 +6,12 @@ import json
 
 import pandas as pd
 
-from latentstates.forecast import EVALUATION_COLUMNS, evaluate, summarise
+from latentstates.states.forecast import EVALUATION_COLUMNS, evaluate, summarise
 from latentstates.io import read_json, read_parquet, write_csv
 from latentstates.logs import job_log
-from latentstates.sequences import first_checkpoints
-from latentstates.tables import write_table
-from latentstates.runtime import configure_torch, resolve_device
+from latentstates.states.sequences import first_checkpoints
+from latentstates.report.tables import write_table
+from latentstates.runs.runtime import configure_torch, resolve_device
 
 with job_log(snakemake.log[0]) as logger:
     configure_torch(snakemake.threads, resolve_device("cpu"))

@@ -4,11 +4,11 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 import json
 
-from latentstates.hmm import fit_task
+from latentstates.states.hmm import fit_task
 from latentstates.io import read_parquet, write_csv, write_json, write_parquet
 from latentstates.logs import job_log
-from latentstates.runtime import configure_torch, resolve_device
-from latentstates.sequences import first_checkpoints
+from latentstates.runs.runtime import configure_torch, resolve_device
+from latentstates.states.sequences import first_checkpoints
 
 with job_log(snakemake.log[0]) as logger:
     configure_torch(snakemake.threads, resolve_device("cpu"))

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from latentstates.io import write_parquet
 from latentstates.logs import job_log
-from latentstates.runs import write_run
-from latentstates.external_tables import read_table
-from latentstates.sources import import_checkpoint_run, import_huggingface_run
+from latentstates.runs.contract import write_run
+from latentstates.runs.external_tables import read_table
+from latentstates.runs.sources import import_checkpoint_run, import_huggingface_run
 
 with job_log(snakemake.log[0]) as logger:
     task = json.loads(snakemake.params.task)

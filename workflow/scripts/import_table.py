@@ -6,7 +6,7 @@ import json
 
 from latentstates.io import write_parquet
 from latentstates.logs import job_log
-from latentstates.external_tables import metrics_table, read_table
+from latentstates.runs.external_tables import metrics_table, read_table
 
 with job_log(snakemake.log[0]) as logger:
     task = json.loads(snakemake.params.task)

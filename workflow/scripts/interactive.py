@@ -4,7 +4,7 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 import pandas as pd
 
-from latentstates import interactive
+from latentstates.report import interactive
 from latentstates.io import read_json, read_parquet
 from latentstates.logs import job_log
 

@@ -5,11 +5,11 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 import json
 
-from latentstates.extract import metrics_of_runs
+from latentstates.measure.extract import metrics_of_runs
 from latentstates.io import read_parquet, write_parquet
 from latentstates.logs import job_log
-from latentstates.metrics import PERFORMANCE_COLUMNS
-from latentstates.runs import read_run
+from latentstates.measure.metrics import PERFORMANCE_COLUMNS
+from latentstates.runs.contract import read_run
 
 SEED_COLUMNS = ["seed", "init_seed", "data_seed", "order_seed"]
 

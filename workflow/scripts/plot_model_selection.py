@@ -4,7 +4,7 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 import pandas as pd
 
-from latentstates import plots
+from latentstates.report import plots
 from latentstates.logs import job_log
 
 with job_log(snakemake.log[0]):

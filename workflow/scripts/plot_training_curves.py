@@ -2,7 +2,7 @@
 
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
-from latentstates import plots
+from latentstates.report import plots
 from latentstates.io import read_json, read_parquet
 from latentstates.logs import job_log
 

@@ -4,9 +4,9 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 import sys
 
-from latentstates.image_data import MissingDataError
+from latentstates.tasks.image_data import MissingDataError
 from latentstates.logs import job_log
-from latentstates.prepare import download
+from latentstates.tasks.prepare import download
 
 with job_log(snakemake.log[0]) as logger:
     data_dir = snakemake.wildcards.data_dir

@@ -7,7 +7,7 @@ import pandas as pd
 
 from latentstates.io import read_json
 from latentstates.logs import job_log
-from latentstates.tables import write_table
+from latentstates.report.tables import write_table
 
 
 def forecast_cell(path: str, method: str) -> str:

@@ -1,5 +1,5 @@
 """Train one seed group of a task together: per seed, checkpoints, the per-checkpoint loss/accuracy
-log and run.json (the run contract, latentstates.runs)."""
+log and run.json (the run contract, latentstates.runs.contract)."""
 
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 from latentstates.io import write_parquet
 from latentstates.logs import job_log
-from latentstates.runs import trained_run, write_run
-from latentstates.train import train_group
+from latentstates.runs.contract import trained_run, write_run
+from latentstates.runs.train import train_group
 
 with job_log(snakemake.log[0]) as logger:
     task = json.loads(snakemake.params.task)

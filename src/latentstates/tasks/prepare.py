@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .image_data import missing_files, require, torchvision_class
+from latentstates.tasks.image_data import missing_files, require, torchvision_class
 
 
 def download(dataset: str, data_dir: str | Path) -> None:

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import data, image_data, models
-from .hessian import EigenResult, one_hidden_relu_piecewise_linear_top
+from latentstates.tasks import data, image_data, models
+from latentstates.tasks.exact_hessian import EigenResult, one_hidden_relu_piecewise_linear_top
 
 
 @dataclass(frozen=True)

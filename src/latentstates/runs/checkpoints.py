@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from .disk import DiskFullError, free_space, human_bytes, reporting_full_disk
-from .io import atomic_path
+from latentstates.disk import DiskFullError, free_space, human_bytes, reporting_full_disk
+from latentstates.io import atomic_path
 
 _NAME = re.compile(r"^ckpt_(\d{6})\.pt$")
 logger = logging.getLogger("latentstates")

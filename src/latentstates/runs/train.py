@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .checkpoints import (
+from latentstates.runs.checkpoints import (
     check_room,
     encode_log,
     load_resume,
@@ -30,8 +30,15 @@ from .checkpoints import (
     save_resume,
     staging_dir,
 )
-from .replicas import Replicas, split_optimizer_state, stack_optimizer_states
-from .runtime import build_run, configure_torch, correct_counts, evaluate, resolve_device, run_seeds
+from latentstates.runs.runtime import (
+    build_run,
+    configure_torch,
+    correct_counts,
+    evaluate,
+    resolve_device,
+    run_seeds,
+)
+from latentstates.tasks.replicas import Replicas, split_optimizer_state, stack_optimizer_states
 
 logger = logging.getLogger("latentstates")
 

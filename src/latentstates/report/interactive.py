@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .io import atomic_path
-from .plots import curve_columns, graph_positions, state_palette
+from latentstates.io import atomic_path
+from latentstates.report.plots import curve_columns, graph_positions, state_palette
 
 HOVER_METRICS = ["l2", "spectral", "code_sparsity", "hessian_top_eig"]
 

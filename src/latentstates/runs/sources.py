@@ -1,4 +1,4 @@
-"""Runs trained elsewhere, brought under the run contract (latentstates.runs).
+"""Runs trained elsewhere, brought under the run contract (latentstates.runs.contract).
 
 - `checkpoints`: a directory of checkpoint files per run (plain state dicts, checkpoint dicts
   with a model entry, or .safetensors), ordered by the step in the file name or stored inside;
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .columns import CHECKPOINT_SUFFIXES
-from .external_tables import performance_log
-from .runs import make_run, model_spec
+from latentstates.columns import CHECKPOINT_SUFFIXES
+from latentstates.runs.contract import make_run, model_spec
+from latentstates.runs.external_tables import performance_log
 
 _INT = re.compile(r"\d+")
 
@@ -87,10 +87,10 @@ def import_checkpoint_run(
     run's training and test data as training evaluates; non-finite weights or losses flag it."""
     import torch
 
-    from .models import fit_state
-    from .replicas import Replicas
-    from .runtime import build_run, configure_torch, evaluate, resolve_device, run_seeds
-    from .weights import load_weights
+    from latentstates.runs.runtime import build_run, configure_torch, evaluate, resolve_device, run_seeds
+    from latentstates.runs.weights import load_weights
+    from latentstates.tasks.models import fit_state
+    from latentstates.tasks.replicas import Replicas
 
     dev = resolve_device(device)
     configure_torch(threads, dev)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .analysis import convergence_times, filtered_posteriors
+from latentstates.states.analysis import convergence_times, filtered_posteriors
 
 METHODS = ("simulate", "regression")
 EVALUATION_COLUMNS = [
@@ -256,8 +256,8 @@ def evaluate(
     time (`naive`) and, as ours, the known time once converged and otherwise the mean of the
     fitted runs' times that are ≥ t (`naive_conditional`).
     """
-    from .hmm import FIT_ERRORS, fit_hmm, order_states, restart_init, restart_seed, to_dict
-    from .sequences import zscore_runs
+    from latentstates.states.hmm import FIT_ERRORS, fit_hmm, order_states, restart_init, restart_seed, to_dict
+    from latentstates.states.sequences import zscore_runs
 
     settings = {**model.get("settings", {}), **(hmm_settings or {})}
     features = model["features"]
@@ -367,10 +367,16 @@ def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.Da
     """
     import torch
 
-    from .checkpoints import list_checkpoints, load_checkpoint, read_resume, resume_rows, staging_dir
-    from .metrics import weight_metrics
-    from .models import fit_state
-    from .runtime import build_run
+    from latentstates.measure.metrics import weight_metrics
+    from latentstates.runs.checkpoints import (
+        list_checkpoints,
+        load_checkpoint,
+        read_resume,
+        resume_rows,
+        staging_dir,
+    )
+    from latentstates.runs.runtime import build_run
+    from latentstates.tasks.models import fit_state
 
     directory = Path(directory)
     if not directory.is_dir() and staging_dir(directory).is_dir():
@@ -420,7 +426,7 @@ def _contiguous(table: pd.DataFrame, source: str) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m latentstates.forecast",
+        prog="python -m latentstates.states.forecast",
         description="Current latent state, detour flag and convergence forecast of a run in progress.",
     )
     parser.add_argument("task_dir", help="a task's results directory, e.g. results/modular_addition")
@@ -435,8 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the forecast as JSON")
     args = parser.parse_args(argv)
 
-    from .config import load_config
-    from .sequences import first_checkpoints
+    from latentstates.config import load_config
+    from latentstates.states.sequences import first_checkpoints
 
     task_dir = Path(args.task_dir)
     task = task_dir.name

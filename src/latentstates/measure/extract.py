@@ -13,21 +13,21 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .architectures import get_architecture
-from .hessian import MIN_ITER, EigenResult, top_eigenvalue, top_eigenvalues
-from .metrics import PERFORMANCE_COLUMNS, weight_metrics
-from .models import finite_weights, fit_state
-from .replicas import Replicas, loops_replicas
-from .runs import checkpoint_files, epoch_or_nan, trained_run
-from .runtime import build_run, configure_torch, resolve_device
-from .tasks import get_task
-from .weights import load_weights
+from latentstates.measure.hessian import MIN_ITER, EigenResult, top_eigenvalue, top_eigenvalues
+from latentstates.measure.metrics import PERFORMANCE_COLUMNS, weight_metrics
+from latentstates.runs.architectures import get_architecture
+from latentstates.runs.contract import checkpoint_files, epoch_or_nan, trained_run
+from latentstates.runs.runtime import build_run, configure_torch, resolve_device
+from latentstates.runs.weights import load_weights
+from latentstates.tasks.models import finite_weights, fit_state
+from latentstates.tasks.registry import get_task
+from latentstates.tasks.replicas import Replicas, loops_replicas
 
 logger = logging.getLogger("latentstates")
 
 
 def load_into(model: torch.nn.Module, path: str | Path, fmt: str = "workflow") -> None:
-    """Load checkpoint `path` (of format `fmt`, latentstates.runs) into `model`, safely; name the
+    """Load checkpoint `path` (of format `fmt`, latentstates.runs.contract) into `model`, safely; name the
     file when it is unreadable or its weights do not fit the configured model."""
     fit_state(model, load_weights(path, fmt), path)
 
@@ -201,7 +201,7 @@ def metrics_of_run(
     progress: bool = True,
     hessians: dict[int, EigenResult] | None = None,
 ) -> pd.DataFrame:
-    """Weight statistics of every checkpoint of a run (latentstates.runs), and the Hessian's top
+    """Weight statistics of every checkpoint of a run (latentstates.runs.contract), and the Hessian's top
     eigenvalue at every `stride`-th one where the run's model is a registered task kind (given in
     `hessians`, checkpoint index → result, where `group_hessians` computed them).
 

@@ -24,14 +24,14 @@ from typing import Any
 
 import pandas as pd
 
-from .checkpoints import list_checkpoints
-from .io import atomic_path
-from .runtime import run_seeds
+from latentstates.io import atomic_path
+from latentstates.runs.checkpoints import list_checkpoints
+from latentstates.runs.runtime import run_seeds
 
 RUN_FILE = "run.json"
 VERSION = 1
 SOURCES = ("train", "checkpoints", "huggingface")
-# How a checkpoint's weights are stored (latentstates.checkpoints.load_weights reads each).
+# How a checkpoint's weights are stored (latentstates.runs.checkpoints.load_weights reads each).
 FORMATS = ("workflow", "state_dict", "transformers")
 
 

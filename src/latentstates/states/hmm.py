@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .sequences import CRITERIA, Sequences, split_runs, zscore_runs
+from latentstates.states.sequences import CRITERIA, Sequences, split_runs, zscore_runs
 
 logger = logging.getLogger("latentstates")
 

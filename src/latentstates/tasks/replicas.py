@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from .models import MLP
+from latentstates.tasks.models import MLP
 
 
 def loops_replicas(model: nn.Module) -> bool:

@@ -61,7 +61,7 @@ def digits(train_fraction: float, seed: int) -> Split:
 
 @functools.cache
 def _images(dataset: str, data_dir: str) -> Split:
-    from . import image_data
+    from latentstates.tasks import image_data
 
     reader = image_data.READERS[dataset]
     (x_tr, y_tr), (x_te, y_te) = reader(data_dir, "train"), reader(data_dir, "test")

@@ -319,7 +319,7 @@ def analyse_task(
     detour_alpha: float = 0.05,
 ) -> dict:
     """All per-task analyses: edge table with feature changes, per-run table, regression, detours."""
-    from .sequences import zscore_runs
+    from latentstates.states.sequences import zscore_runs
 
     paths = paths_by_run(states)
     k = model["k"]

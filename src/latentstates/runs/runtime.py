@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .data import Split
-from .replicas import Replicas
-from .tasks import TaskKind, get_task
+from latentstates.tasks.data import Split
+from latentstates.tasks.registry import TaskKind, get_task
+from latentstates.tasks.replicas import Replicas
 
 # Offsets that derive independent streams from one run seed.
 DATA_ORDER_OFFSET = 1_000_003

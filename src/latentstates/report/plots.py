@@ -12,8 +12,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .io import atomic_path  # noqa: E402
-from .sequences import CRITERIA  # noqa: E402
+from latentstates.io import atomic_path  # noqa: E402
+from latentstates.states.sequences import CRITERIA  # noqa: E402
 
 LABELS = {
     "k": "number of states K",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import atomic_path, write_csv
+from latentstates.io import atomic_path, write_csv
 
 
 def _fmt(v) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .checkpoints import load_checkpoint
+from latentstates.runs.checkpoints import load_checkpoint
 
 # Keys under which checkpoint dicts written elsewhere keep the model's state dict.
 STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .columns import PERFORMANCE_COLUMNS
+from latentstates.columns import PERFORMANCE_COLUMNS
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

@@ -1,0 +1,1 @@
+"""Measure: weight metrics, the Hessian's top eigenvalue, per-checkpoint extraction."""

@@ -1,0 +1,1 @@
+"""Report: figures, interactive views and tables."""

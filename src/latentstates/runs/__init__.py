@@ -1,0 +1,1 @@
+"""Runs: the run contract, checkpoints, training, and runs from elsewhere."""

@@ -1,0 +1,1 @@
+"""States: metric sequences, the HMM, its analyses and the forecast."""

@@ -1,0 +1,1 @@
+"""Tasks: data sets, models, seed-batched replicas and the task registry."""
