@@ -67,6 +67,26 @@ def task_hessian(config: dict, task: str) -> dict:
     return {**config["metrics"]["hessian"], **config["tasks"][task].get("hessian", {})}
 
 
+def section_schema(section: str, schema: dict | None = None) -> dict:
+    """The schema of one config section: 'hmm' and 'train' (the shared definitions), or a dotted
+    path of top-level properties ('forecast', 'metrics.hessian')."""
+    schema = schema or load_schema()
+    if section in schema["$defs"]:
+        sub = schema["$defs"][section]
+    else:
+        sub = schema
+        for part in section.split("."):
+            sub = sub["properties"][part]
+    return {**sub, "$defs": schema["$defs"]}
+
+
+def section_defaults(section: str, overrides: dict | None = None) -> dict:
+    """One section filled in with the schema's defaults, `overrides` applied and validated."""
+    values = copy.deepcopy(dict(overrides or {}))
+    _check(values, section_schema(section), prefix=section)
+    return values
+
+
 def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     """Validated copy of `config` with defaults filled in; raises ConfigError naming the key."""
     schema = load_schema(schema_path)
