@@ -4,28 +4,25 @@ rule analysis:
         states=path("states"),
         model=path("model"),
     output:
-        edges=report(
+        edges=reported(
             path("table", table="edges", ext="csv"),
-            caption="../workflow/report/edges.rst",
-            category="{task}",
+            caption="edges",
             subcategory="Transitions",
-            labels={"task": "{task}", "result": "edge table with feature changes"},
+            result="edge table with feature changes",
         ),
         edges_md=path("table", table="edges", ext="md"),
         edges_tex=path("table", table="edges", ext="tex"),
-        runs=report(
+        runs=reported(
             path("table", table="runs", ext="csv"),
-            caption="../workflow/report/runs_table.rst",
-            category="{task}",
+            caption="runs_table",
             subcategory="Convergence",
-            labels={"task": "{task}", "result": "convergence and occupancy per run"},
+            result="convergence and occupancy per run",
         ),
-        coefficients=report(
+        coefficients=reported(
             path("table", table="regression", ext="csv"),
-            caption="../workflow/report/regression_table.rst",
-            category="{task}",
+            caption="regression_table",
             subcategory="Convergence",
-            labels={"task": "{task}", "result": "regression coefficients"},
+            result="regression coefficients",
         ),
         summary=path("analysis_summary"),
     log:
@@ -51,11 +48,11 @@ rule summary_table:
         summaries=expand(path("analysis_summary"), task=TASKS),
         forecasts=expand(path("table", table="forecast_summary", ext="csv"), task=TASKS),
     output:
-        csv=report(
+        csv=reported(
             path("summary", ext="csv"),
-            caption="../workflow/report/summary.rst",
+            caption="summary",
             category="Summary",
-            labels={"result": "paper summary (CSV)"},
+            result="paper summary (CSV)",
         ),
         md=path("summary", ext="md"),
         tex=path("summary", ext="tex"),
@@ -80,12 +77,11 @@ rule forecast:
         model=path("model"),
     output:
         evaluation=path("table", table="forecast", ext="csv"),
-        summary=report(
+        summary=reported(
             path("table", table="forecast_summary", ext="csv"),
-            caption="../workflow/report/forecast_table.rst",
-            category="{task}",
+            caption="forecast_table",
             subcategory="Forecast",
-            labels={"task": "{task}", "result": "forecast evaluation"},
+            result="forecast evaluation",
         ),
         summary_md=path("table", table="forecast_summary", ext="md"),
         summary_tex=path("table", table="forecast_summary", ext="tex"),
@@ -113,12 +109,11 @@ rule plot_forecast:
         summary=path("table", table="forecast_summary", ext="csv"),
         analysis=path("analysis_summary"),
     output:
-        png=report(
+        png=reported(
             path("figure", figure="forecast", ext="png"),
-            caption="../workflow/report/forecast.rst",
-            category="{task}",
+            caption="forecast",
             subcategory="Forecast",
-            labels={"task": "{task}", "result": "forecast error and coverage"},
+            result="forecast error and coverage",
         ),
         svg=path("figure", figure="forecast", ext="svg"),
     log:

@@ -208,3 +208,17 @@ def final_outputs():
     ]
     summary = [path("summary", ext=e) for e in ("csv", "md", "tex")]
     return [*figures, *interactive, *tables, *summary]
+
+
+def reported(file, *, caption, result, subcategory=None, category=None):
+    """`file` as a result in the Snakemake report, captioned by workflow/report/<caption>.rst
+    and labelled `result`: per task (category, label) unless a category is given."""
+    labels = {"result": result} if category else {"task": "{task}", "result": result}
+    return report(
+        file,
+        # Relative to the rule files in rules/, where the rules calling this are defined.
+        caption=f"../workflow/report/{caption}.rst",
+        category=category or "{task}",
+        subcategory=subcategory,
+        labels=labels,
+    )

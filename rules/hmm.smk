@@ -2,22 +2,20 @@ rule hmm:
     input:
         path("metrics"),
     output:
-        selection=report(
+        selection=reported(
             path("selection"),
-            caption="../workflow/report/selection_table.rst",
-            category="{task}",
+            caption="selection_table",
             subcategory="HMM",
-            labels={"task": "{task}", "result": "model selection table"},
+            result="model selection table",
         ),
         restarts=path("restarts"),
         model=path("model"),
         states=path("states"),
-        excluded=report(
+        excluded=reported(
             path("excluded"),
-            caption="../workflow/report/excluded_runs.rst",
-            category="{task}",
+            caption="excluded_runs",
             subcategory="HMM",
-            labels={"task": "{task}", "result": "runs left out of the HMM"},
+            result="runs left out of the HMM",
         ),
     log:
         log("hmm"),

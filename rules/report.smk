@@ -2,12 +2,11 @@ rule plot_model_selection:
     input:
         selection=path("selection"),
     output:
-        png=report(
+        png=reported(
             path("figure", figure="model_selection", ext="png"),
-            caption="../workflow/report/model_selection.rst",
-            category="{task}",
+            caption="model_selection",
             subcategory="HMM",
-            labels={"task": "{task}", "result": "model selection"},
+            result="model selection",
         ),
         svg=path("figure", figure="model_selection", ext="svg"),
     log:
@@ -31,12 +30,11 @@ rule plot_training_curves:
         states=path("states"),
         model=path("model"),
     output:
-        png=report(
+        png=reported(
             path("figure", figure="training_curves", ext="png"),
-            caption="../workflow/report/training_curves.rst",
-            category="{task}",
+            caption="training_curves",
             subcategory="Training",
-            labels={"task": "{task}", "result": "training curves by state"},
+            result="training curves by state",
         ),
         svg=path("figure", figure="training_curves", ext="svg"),
     log:
@@ -60,20 +58,18 @@ rule plot_analysis:
         runs=path("table", table="runs", ext="csv"),
         summary=path("analysis_summary"),
     output:
-        graph_png=report(
+        graph_png=reported(
             path("figure", figure="transition_graph", ext="png"),
-            caption="../workflow/report/transition_graph.rst",
-            category="{task}",
+            caption="transition_graph",
             subcategory="Transitions",
-            labels={"task": "{task}", "result": "transition graph"},
+            result="transition graph",
         ),
         graph_svg=path("figure", figure="transition_graph", ext="svg"),
-        regression_png=report(
+        regression_png=reported(
             path("figure", figure="convergence_regression", ext="png"),
-            caption="../workflow/report/convergence_regression.rst",
-            category="{task}",
+            caption="convergence_regression",
             subcategory="Convergence",
-            labels={"task": "{task}", "result": "convergence regression"},
+            result="convergence regression",
         ),
         regression_svg=path("figure", figure="convergence_regression", ext="svg"),
     log:
@@ -98,19 +94,17 @@ rule interactive:
         edges=path("table", table="edges", ext="csv"),
         summary=path("analysis_summary"),
     output:
-        curves=report(
+        curves=reported(
             path("figure", figure="training_curves", ext="html"),
-            caption="../workflow/report/interactive_curves.rst",
-            category="{task}",
+            caption="interactive_curves",
             subcategory="Interactive",
-            labels={"task": "{task}", "result": "training curves (interactive)"},
+            result="training curves (interactive)",
         ),
-        graph=report(
+        graph=reported(
             path("figure", figure="transition_graph", ext="html"),
-            caption="../workflow/report/interactive_graph.rst",
-            category="{task}",
+            caption="interactive_graph",
             subcategory="Interactive",
-            labels={"task": "{task}", "result": "transition graph (interactive)"},
+            result="transition graph (interactive)",
         ),
     log:
         log("interactive"),
