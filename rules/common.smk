@@ -1,11 +1,14 @@
 # Paths and wildcard helpers: every output path of the workflow is defined here.
 import functools
-import glob
 import json
 from pathlib import Path
 
-from latentstates.columns import CHECKPOINT_SUFFIXES
 from latentstates.config import task_hessian, task_hmm
+from latentstates.runs.discovery import (
+    checkpoint_files_in,
+    huggingface_checkpoints,
+    run_directory,
+)
 from latentstates.tasks.image_data import KIND_DATASETS, expected_files
 from latentstates.provenance import code_digest
 
@@ -108,22 +111,16 @@ def import_inputs(task, group_seeds):
     files = []
     for s in group_seeds:
         if t["source"] == "checkpoints":
-            d = Path(t["path"].replace("{seed}", str(s)))
-            found = (
-                [p for p in sorted(d.iterdir()) if p.suffix in CHECKPOINT_SUFFIXES]
-                if d.is_dir()
-                else []
-            )
+            d = run_directory(t["path"], s)
+            found = checkpoint_files_in(d) if d.is_dir() else []
             files += [str(p) for p in found] or [str(d)]
         else:
-            pattern = t["path"].replace("{seed}", str(s))
-            found = sorted(glob.glob(glob.escape(pattern).replace("{step}", "*")))
-            if not found:
-                raise ValueError(
-                    f"config key 'tasks.{task}.path': no model directory matches {pattern!r}"
-                )
-            files += found
-    return files + ([t["performance"]] if t.get("performance") else [])
+            try:
+                found = huggingface_checkpoints(t["path"], s)
+            except (FileNotFoundError, ValueError) as exc:
+                raise ValueError(f"config key 'tasks.{task}.path': {exc}") from None
+            files += [str(p) for _, p in found]
+    return files + ([t["performance"]] if t["performance"] else [])
 
 
 def image_files(dataset, data_dir):

@@ -14,8 +14,9 @@ from latentstates.measure.metrics import PAPER_FEATURES, matrix_metrics, weight_
 from latentstates.runs.architectures import bert_weights
 from latentstates.runs.checkpoints import load_checkpoint
 from latentstates.runs.contract import read_run
+from latentstates.runs.discovery import huggingface_checkpoints
 from latentstates.runs.external_tables import metrics_table, performance_log, read_table
-from latentstates.runs.sources import checkpoint_files, huggingface_checkpoints
+from latentstates.runs.sources import checkpoint_steps
 from latentstates.runs.train import train_run
 from latentstates.runs.weights import load_weights
 
@@ -34,22 +35,22 @@ def test_checkpoint_files_order_by_number_and_refuse_ambiguity(tmp_path):
     for step in (100, 5, 20):
         torch.save({"w": torch.zeros(1)}, tmp_path / f"model_step{step}.pt")
     (tmp_path / "notes.txt").write_text("not a checkpoint")
-    assert [s for s, _ in checkpoint_files(tmp_path)] == [5, 20, 100]  # numeric, not by name
+    assert [s for s, _ in checkpoint_steps(tmp_path)] == [5, 20, 100]  # numeric, not by name
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(1)}, str(tmp_path / "model_step20.safetensors"))
-    assert checkpoint_files(tmp_path)[1][1].name == "model_step20.safetensors"  # preferred
+    assert checkpoint_steps(tmp_path)[1][1].name == "model_step20.safetensors"  # preferred
     torch.save({"w": torch.zeros(1)}, tmp_path / "model_step020.pt")
     with pytest.raises(ValueError, match="both step 20"):
-        checkpoint_files(tmp_path)
+        checkpoint_steps(tmp_path)
 
     stored = tmp_path / "stored"
     stored.mkdir()
     for name, step in (("first", 7), ("second", 3)):
         torch.save({"model": {"w": torch.zeros(1)}, "step": step}, stored / f"{name}.pt")
-    assert [(s, p.name) for s, p in checkpoint_files(stored)] == [(3, "second.pt"), (7, "first.pt")]
+    assert [(s, p.name) for s, p in checkpoint_steps(stored)] == [(3, "second.pt"), (7, "first.pt")]
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        checkpoint_files(tmp_path / "nowhere")
+        checkpoint_steps(tmp_path / "nowhere")
 
 
 def test_load_weights_reads_every_layout_safely(tmp_path):

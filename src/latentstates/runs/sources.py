@@ -11,60 +11,20 @@
 
 from __future__ import annotations
 
-import glob
 import math
-import re
 from pathlib import Path
 
 import pandas as pd
 
-from latentstates.columns import CHECKPOINT_SUFFIXES
 from latentstates.runs.contract import make_run, model_spec
+from latentstates.runs.discovery import checkpoints_by_step, huggingface_checkpoints, run_directory
 from latentstates.runs.external_tables import performance_log
 
-_INT = re.compile(r"\d+")
 
-
-def run_path(pattern: str, seed: int) -> Path:
-    """A run's directory from a path pattern with {seed}."""
-    return Path(pattern.replace("{seed}", str(seed)))
-
-
-def checkpoint_files(directory: str | Path) -> list[tuple[int, Path]]:
-    """(step, file) of the checkpoint files in a run's directory, in step order.
-
-    The step is the last number in the file name (ckpt_000120.pt, step=120.safetensors); where
-    no file name has one, the `step` stored in each checkpoint dict. Errors name the directory.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory}: checkpoint directory does not exist")
-    files = sorted(
-        p
-        for p in directory.iterdir()
-        if p.suffix in CHECKPOINT_SUFFIXES and p.is_file() and not p.name.startswith(".")
-    )
-    if not files:
-        raise ValueError(f"{directory}: no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)})")
-    numbered = [_INT.findall(p.stem) for p in files]
-    if all(numbered):
-        steps = [int(n[-1]) for n in numbered]
-    elif not any(numbered):
-        steps = [_stored_step(p) for p in files]
-    else:
-        odd = [p.name for p, n in zip(files, numbered) if not n]
-        raise ValueError(f"{directory}: some checkpoint file names have no step number: {odd[:5]}")
-    seen: dict[int, Path] = {}
-    for step, p in zip(steps, files):
-        if step in seen:
-            # The same weights saved twice: safetensors where present (nothing to unpickle).
-            pair = {seen[step].suffix, p.suffix}
-            if ".safetensors" in pair and len(pair) == 2:
-                seen[step] = seen[step] if seen[step].suffix == ".safetensors" else p
-                continue
-            raise ValueError(f"{directory}: {seen[step].name} and {p.name} are both step {step}")
-        seen[step] = p
-    return sorted(seen.items())
+def checkpoint_steps(directory: str | Path) -> list[tuple[int, Path]]:
+    """(step, file) of the checkpoint files in a run's directory, in step order: the step in the
+    file names, else the `step` stored in each checkpoint dict (`discovery.checkpoints_by_step`)."""
+    return checkpoints_by_step(directory, _stored_step)
 
 
 def _stored_step(path: Path) -> int:
@@ -94,12 +54,12 @@ def import_checkpoint_run(
 
     dev = resolve_device(device)
     configure_torch(threads, dev)
-    files = checkpoint_files(run_path(task_cfg["path"], seed))
+    files = checkpoint_steps(run_directory(task_cfg["path"], seed))
     kind, split, model = build_run(task_cfg, seed)
     model.to(dev)
     replicas = Replicas([model])
     data = [t[None].to(dev) for t in (split.x_train, split.y_train, split.x_test, split.y_test)]
-    seeds = run_seeds(seed, task_cfg.get("data_seed"))
+    seeds = run_seeds(seed, task_cfg["data_seed"])
     rows = []
     with torch.no_grad():
         for index, (step, path) in enumerate(files):
@@ -131,24 +91,6 @@ def import_checkpoint_run(
         seeds=seeds,
     )
     return run, log
-
-
-def huggingface_checkpoints(pattern: str, seed: int) -> list[tuple[int, Path]]:
-    """(step, model directory) of one run: the directories matching `pattern` (with {seed} and
-    {step}) for this seed, in step order; errors name the pattern."""
-    if "{step}" not in pattern:
-        raise ValueError(f"huggingface path {pattern!r} has no {{step}}")
-    head = pattern.replace("{seed}", str(seed))
-    before, after = head.split("{step}", 1)
-    regex = re.compile(re.escape(before) + r"(\d+)" + re.escape(after.rstrip("/")) + "$")
-    found = []
-    for name in glob.glob(glob.escape(before) + "*" + glob.escape(after)):
-        m = regex.match(name.rstrip("/"))
-        if m and Path(name).is_dir():
-            found.append((int(m[1]), Path(name)))
-    if not found:
-        raise FileNotFoundError(f"no model directories match {head!r} (huggingface path, seed {seed})")
-    return sorted(found)
 
 
 def import_huggingface_run(
