@@ -34,7 +34,6 @@ rule analysis:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=10,
     params:
         code=code("analysis.py"),
         threshold=lambda wc: config["tasks"][wc.task]["convergence_threshold"],
@@ -62,7 +61,6 @@ rule summary_table:
         "../envs/analysis.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
         runtime=5,
     params:
         code=code("summary_table.py"),
@@ -121,9 +119,6 @@ rule plot_forecast:
     conda:
         "../envs/analysis.yaml"
     threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
     params:
         code=code("plot_forecast.py"),
         method=config["forecast"]["method"],

@@ -53,7 +53,6 @@ rule collate:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=10,
     params:
         code=code("collate.py"),
         seeds=lambda wc: seeds(wc.task),
@@ -78,7 +77,6 @@ rule import_table:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=10,
     params:
         code=code("import_table.py"),
         task=lambda wc: canonical(config["tasks"][wc.task]),

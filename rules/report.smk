@@ -14,9 +14,6 @@ rule plot_model_selection:
     conda:
         "../envs/analysis.yaml"
     threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
     params:
         code=code("plot_model_selection.py"),
         criterion=lambda wc: hmm_settings(wc.task)["criterion"],
@@ -42,9 +39,6 @@ rule plot_training_curves:
     conda:
         "../envs/analysis.yaml"
     threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
     params:
         code=code("plot_training_curves.py"),
         max_runs=config["plots"]["max_runs"],
@@ -77,9 +71,6 @@ rule plot_analysis:
     conda:
         "../envs/analysis.yaml"
     threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
     params:
         code=code("plot_analysis.py"),
     script:
@@ -111,9 +102,6 @@ rule interactive:
     conda:
         "../envs/analysis.yaml"
     threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
     params:
         code=code("interactive.py"),
     script:
