@@ -6,6 +6,7 @@ Light on purpose (yaml + jsonschema only): the Snakefile imports it in every job
 from __future__ import annotations
 
 import copy
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import yaml
 from latentstates.columns import KNOWN_FEATURES
 from latentstates.tasks.image_data import KIND_DATASETS
 
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+# Package data (pyproject.toml), so that an installed copy validates configs too.
+SCHEMA = resources.files("latentstates") / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -52,9 +54,10 @@ def _check(instance: Any, schema: dict, prefix: str = "") -> None:
         raise ConfigError(f"invalid config key '{key}': {err.message}")
 
 
-def load_schema(path: str | Path = SCHEMA) -> dict:
-    """The config schema as a dict."""
-    return yaml.safe_load(Path(path).read_text())
+def load_schema(path: str | Path | None = None) -> dict:
+    """The config schema as a dict: the package's own, or the one at `path`."""
+    source = SCHEMA if path is None else Path(path)
+    return yaml.safe_load(source.read_text(encoding="utf-8"))
 
 
 def task_hmm(config: dict, task: str) -> dict:
@@ -87,7 +90,7 @@ def section_defaults(section: str, overrides: dict | None = None) -> dict:
     return values
 
 
-def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
+def validate_config(config: dict, schema_path: str | Path | None = None) -> dict:
     """Validated copy of `config` with defaults filled in; raises ConfigError naming the key."""
     schema = load_schema(schema_path)
     config = copy.deepcopy(config)

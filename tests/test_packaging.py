@@ -1,0 +1,75 @@
+"""The package stands on its own: its wheel carries the config schema, and an installed
+(non-editable) copy validates a config without the repository around it. Offline: pip builds and
+installs from the source tree with the environment's setuptools, and never reads an index."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+SCHEMA_IN_WHEEL = "latentstates/schemas/config.schema.yaml"
+
+
+def _pip(*args: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", *args, "--no-deps", "--no-index", "--quiet"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """A wheel built from a copy of the source tree (the build leaves build/ and egg-info behind)."""
+    tmp = tmp_path_factory.mktemp("packaging")
+    tree = tmp / "tree"
+    tree.mkdir()
+    shutil.copy(REPO / "pyproject.toml", tree)
+    shutil.copytree(REPO / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    _pip("wheel", "--no-build-isolation", "-w", str(tmp / "dist"), str(tree))
+    (built,) = (tmp / "dist").glob("latentstates-*.whl")
+    return built
+
+
+def test_wheel_carries_the_config_schema(wheel):
+    with zipfile.ZipFile(wheel) as zf:
+        shipped = yaml.safe_load(zf.read(SCHEMA_IN_WHEEL))
+    repo_schema = REPO / "src" / SCHEMA_IN_WHEEL
+    assert shipped == yaml.safe_load(repo_schema.read_text())
+
+
+def test_installed_copy_validates_a_config_with_its_own_schema(wheel, tmp_path):
+    site = tmp_path / "site"
+    _pip("install", "--target", str(site), str(wheel))
+    script = (
+        "import json, sys, latentstates\n"
+        "from latentstates.config import SCHEMA, load_config, load_schema\n"
+        "cfg = load_config(sys.argv[1])\n"
+        "print(json.dumps({'module': latentstates.__file__, 'schema': str(SCHEMA),\n"
+        "                  'keys': sorted(load_schema()['properties']), 'tasks': sorted(cfg['tasks'])}))\n"
+    )
+    # The installed copy comes first on the path (before the editable install of the repository),
+    # and runs away from the repository, so that no path of the source tree can be reached.
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(REPO / "config.yaml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)
+    assert Path(out["module"]).is_relative_to(site)
+    assert Path(out["schema"]) == site / SCHEMA_IN_WHEEL
+    assert "tasks" in out["keys"]
+    assert out["tasks"] == sorted(yaml.safe_load((REPO / "config.yaml").read_text())["tasks"])
