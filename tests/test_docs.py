@@ -1,0 +1,46 @@
+"""The docs stay current: the configuration reference is the schema's, links resolve, README is short."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from latentstates.config_reference import render
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def test_configuration_reference_is_generated_from_the_schema():
+    generated = render()
+    assert (ROOT / "docs" / "configuration.md").read_text() == generated, (
+        "docs/configuration.md differs from the schema; regenerate it with "
+        "`python -m latentstates.config_reference > docs/configuration.md`"
+    )
+
+
+def test_configuration_reference_lists_every_key_of_the_schema():
+    text = render()
+    for key in ("device", "metrics.hessian.batch_runs", "hmm.covariance_prior", "forecast.method"):
+        assert f"| `{key}` |" in text
+    assert "| `tasks.<name>.train.backward` |" in text
+    assert "| `tasks.<name>.model.d_model` |" in text
+
+
+def test_readme_is_short():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 220, f"README.md has {len(lines)} lines; move detail into docs/"
+
+
+def _relative_links(path: Path) -> list[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    targets = [m.group(1) for m in LINK.finditer(text)]
+    return [t for t in targets if not re.match(r"^[a-z][a-z0-9+.-]*:", t) and not t.startswith("#")]
+
+
+@pytest.mark.parametrize("path", [ROOT / "README.md", *DOCS], ids=lambda p: p.name)
+def test_relative_links_point_to_existing_files(path):
+    assert path.exists()
+    missing = [t for t in _relative_links(path) if not (path.parent / t.split("#", 1)[0]).resolve().exists()]
+    assert not missing, f"{path.relative_to(ROOT)} links to missing files: {missing}"
