@@ -36,11 +36,25 @@ def test_readme_is_short():
 def _relative_links(path: Path) -> list[str]:
     text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
     targets = [m.group(1) for m in LINK.finditer(text)]
-    return [t for t in targets if not re.match(r"^[a-z][a-z0-9+.-]*:", t) and not t.startswith("#")]
+    return [t for t in targets if not re.match(r"^[a-z][a-z0-9+.-]*:", t)]
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors of a Markdown file: lower case, punctuation dropped, spaces as -."""
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    headings = re.findall(r"^#+\s+(.*?)\s*$", text, flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
 
 
 @pytest.mark.parametrize("path", [ROOT / "README.md", *DOCS], ids=lambda p: p.name)
-def test_relative_links_point_to_existing_files(path):
+def test_relative_links_point_to_existing_files_and_headings(path):
     assert path.exists()
-    missing = [t for t in _relative_links(path) if not (path.parent / t.split("#", 1)[0]).resolve().exists()]
-    assert not missing, f"{path.relative_to(ROOT)} links to missing files: {missing}"
+    missing = []
+    for target in _relative_links(path):
+        file, _, anchor = target.partition("#")
+        linked = (path.parent / file).resolve() if file else path
+        if not linked.exists():
+            missing.append(target)
+        elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+            missing.append(target)
+    assert not missing, f"{path.relative_to(ROOT)} links to missing files or headings: {missing}"
