@@ -58,3 +58,13 @@ def test_relative_links_point_to_existing_files_and_headings(path):
         elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
             missing.append(target)
     assert not missing, f"{path.relative_to(ROOT)} links to missing files or headings: {missing}"
+
+
+def test_every_key_of_the_schema_is_described_in_the_schema():
+    """The descriptions live in the schema, like the defaults: the reference adds none of its own."""
+    undescribed = [
+        line.split("|")[1].strip()
+        for line in render().splitlines()
+        if line.startswith("| `") and not line.rstrip(" |").rsplit("|", 1)[-1].strip()
+    ]
+    assert not undescribed, f"schema keys without a description: {undescribed}"

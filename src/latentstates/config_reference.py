@@ -30,45 +30,6 @@ type; **default** what is filled in when the key is missing ("required" where it
 
 TASK = "tasks.<name>"
 
-# Descriptions of keys the schema leaves undocumented; the schema's own text wins where it has one.
-# Better moved into the schema itself (then this table can shrink).
-FALLBACK = {
-    "metrics.hessian.enabled": "Compute the Hessian's top eigenvalue at all (false: the column is NaN).",
-    "metrics.hessian.seed": "Offset added to a run's seed for the Lanczos start vector.",
-    "hmm.max_states": "Largest K of the model selection (K = 1 ... max_states).",
-    "hmm.covariance": "Each state's Gaussian: full covariance or diagonal.",
-    "hmm.max_iter": "Baum-Welch (EM) iterations per restart (the released code: 32).",
-    "hmm.tol": "EM stops early when the log-likelihood improves by less than this.",
-    "hmm.val_fraction": "Fraction of the runs held out (seeded split) for the likelihood and BIC/AIC.",
-    "hmm.seed": "Seed of the train/held-out split and of every restart.",
-    "analysis.top_features": "Features listed per edge of the transition graph.",
-    "forecast.level": "Coverage of the forecast interval.",
-    "forecast.samples": "Samples drawn per forecast (simulated futures or resampled residuals).",
-    "forecast.seed": "Seed of the forecast's sampling and of its folds.",
-    f"{TASK}.kind": "The experiment, from the task registry (latentstates.tasks.registry).",
-    f"{TASK}.first_seed": "Seed of the first run; runs are first_seed ... first_seed + seeds - 1.",
-    f"{TASK}.train.optimizer": "SGD or AdamW, over the stacked parameters of a seed group.",
-    f"{TASK}.train.lr": "Learning rate.",
-    f"{TASK}.train.weight_decay": "Weight decay (decoupled for AdamW).",
-    f"{TASK}.train.momentum": "SGD momentum (0: torch's fused SGD step).",
-    f"{TASK}.train.betas": "AdamW's betas.",
-    f"{TASK}.train.epochs": "Epochs of training.",
-    f"{TASK}.train.checkpoint_every": "Checkpoint interval, in checkpoint_unit.",
-    f"{TASK}.train.checkpoint_unit": "Unit of checkpoint_every: epochs or optimiser steps.",
-    f"{TASK}.data.n_bits": "Random ±1 input bits per example.",
-    f"{TASK}.data.k": "The label is the parity of the first k bits.",
-    f"{TASK}.data.n_train": "Training examples.",
-    f"{TASK}.data.n_test": "Test examples.",
-    f"{TASK}.data.modulus": "p: inputs are pairs (a, b) with a, b < p, the label (a + b) mod p.",
-    f"{TASK}.data.train_fraction": "Fraction of the examples used for training (the rest: test).",
-    f"{TASK}.model.hidden": "Hidden layer widths of the MLP.",
-    f"{TASK}.model.d_model": "Width of the residual stream.",
-    f"{TASK}.model.n_heads": "Attention heads (must divide d_model).",
-    f"{TASK}.model.d_mlp": "Width of the MLP's hidden layer.",
-    f"{TASK}.model.layer_norm": "LayerNorm after each residual addition (post-LN), as released.",
-}
-
-
 def _ref(schema: dict, defs: dict) -> dict:
     """`schema` with a `$ref` into `$defs` resolved (its own keys take precedence)."""
     if "$ref" not in schema:
@@ -131,7 +92,7 @@ def _row(key: str, schema: dict, required: bool) -> str:
         default = _code(schema["default"])
     else:
         default = "required" if required else "—"
-    description = _cell(schema.get("description", FALLBACK.get(key, "")))
+    description = _cell(schema.get("description", ""))
     return f"| `{key}` | {_type(schema)} | {default} | {_cell(_allowed(schema))} | {description} |"
 
 
