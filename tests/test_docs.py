@@ -65,6 +65,6 @@ def test_every_key_of_the_schema_is_described_in_the_schema():
     undescribed = [
         line.split("|")[1].strip()
         for line in render().splitlines()
-        if line.startswith("| `") and not line.rstrip(" |").rsplit("|", 1)[-1].strip()
+        if line.startswith("| `") and not line.rstrip()[:-1].rsplit("|", 1)[-1].strip()
     ]
     assert not undescribed, f"schema keys without a description: {undescribed}"
