@@ -9,7 +9,7 @@ same covariance type and EM iterations; ours with the workflow's restarts, hmmle
 released code's 5 (`--reference-restarts`); each keeps its restart with the best
 held-out log-likelihood (as the workflow and the released model_selection.py). Printed per K:
 held-out log-likelihood per held-out time step of each (both by hmmlearn's definition: our
-`FittedHMM.log_likelihood` is hmmlearn's `score` of the same parameters), their gap in nats per
+`GaussianHMM.log_likelihood` is hmmlearn's `score` of the same parameters), their gap in nats per
 held-out step and relative, (ours − hmmlearn) / |hmmlearn|, and the summed fit time of each (both
 libraries imported and warmed up first). A K passes the goal (no worse by more than 1 %) when the
 relative gap is ≥ −1 % or the gap is ≥ −0.01 nats per step: where hmmlearn's held-out
@@ -39,9 +39,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from latentstates.config import load_config, task_hmm  # noqa: E402
+from latentstates.config import load_config  # noqa: E402
 from latentstates.runs.runtime import configure_torch, resolve_device  # noqa: E402
-from latentstates.states.hmm import FIT_ERRORS, fit_hmm, restart_init, restart_seed  # noqa: E402
+from latentstates.settings import HMMSettings  # noqa: E402
+from latentstates.states.fit import fit_restarts, restart_seed  # noqa: E402
 from latentstates.states.sequences import split_runs, zscore_runs  # noqa: E402
 
 
@@ -60,48 +61,32 @@ def compare(
     train: Sequence[np.ndarray],
     val: Sequence[np.ndarray],
     ks: Sequence[int],
-    covariance: str = "full",
-    max_iter: int = 32,
-    restarts: int = 5,
+    settings: HMMSettings,
     reference_restarts: int = 5,
-    tol: float = 0.1,
-    var_floor: float = 1e-9,
-    seed: int = 0,
     progress: bool = False,
-    covariance_prior: float = 1e-3,
 ) -> pd.DataFrame:
-    """Per K: best-of-restarts held-out LL per step and summed fit time, ours and hmmlearn's."""
+    """Per K: best-of-restarts held-out LL per step and summed fit time, ours and hmmlearn's.
+
+    Ours: the workflow's restarts (`settings.restarts`, seeds and selection as model selection).
+    """
     val_x, val_len = np.concatenate(val), [len(a) for a in val]
     n_val = len(val_x)
     rows = []
     for k in ks:
-        ours, ref = -np.inf, -np.inf
-        t_ours = t_ref = 0.0
-        for r in range(restarts if k > 1 else 1):
-            s = restart_seed(seed, k, r)
-            start = time.perf_counter()
-            try:
-                fit = fit_hmm(
-                    train,
-                    k,
-                    covariance,
-                    max_iter,
-                    tol,
-                    var_floor,
-                    s,
-                    restart_init(r),
-                    covariance_prior=covariance_prior,
-                )
-                ll = fit.log_likelihood(val)
-            except FIT_ERRORS:
-                ll = -np.inf
-            t_ours += time.perf_counter() - start
-            ours = max(ours, ll if np.isfinite(ll) else -np.inf)
+        ref = -np.inf
+        t_ref = 0.0
+        seeds = [restart_seed(settings.seed, k, r) for r in range(settings.restarts if k > 1 else 1)]
+        start = time.perf_counter()
+        _, best = fit_restarts(train, val, k, settings, seeds)
+        t_ours = time.perf_counter() - start
+        ours = best.val_ll if best is not None else -np.inf
         for r in range(reference_restarts if k > 1 else 1):
-            s = restart_seed(seed, k, r)
+            s = restart_seed(settings.seed, k, r)
             start = time.perf_counter()
             try:
-                ll = hmmlearn_fit(train, k, covariance, max_iter, s).score(val_x, lengths=val_len)
+                ll = hmmlearn_fit(train, k, settings.covariance, settings.max_iter, s).score(
+                    val_x, lengths=val_len
+                )
             except (ValueError, np.linalg.LinAlgError):
                 ll = -np.inf
             t_ref += time.perf_counter() - start
@@ -123,14 +108,14 @@ def compare(
 
 
 def task_data(
-    results: Path, task: str, cfg: dict, ragged: bool = False
+    results: Path, task: str, settings: HMMSettings, ragged: bool = False
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The workflow's z-scored train and validation runs of one task."""
     table = pd.read_parquet(results / task / "metrics.parquet")
     if "diverged" in table:
         table = table[~table.groupby("seed")["diverged"].transform("any")]
-    seqs = zscore_runs(table, cfg["features"])
-    train_runs, val_runs = split_runs(seqs.runs, cfg["val_fraction"], cfg["seed"])
+    seqs = zscore_runs(table, settings.features)
+    train_runs, val_runs = split_runs(seqs.runs, settings.val_fraction, settings.seed)
     pos = {r: i for i, r in enumerate(seqs.runs)}
     arrays = list(seqs.arrays)
     if ragged:
@@ -156,24 +141,23 @@ def main() -> None:
     tasks = args.tasks.split(",") if args.tasks else sorted(config["tasks"])
     pd.set_option("display.width", 140)
     for task in tasks:
-        cfg = task_hmm(config, task)
-        floor = cfg["var_floor"] if args.var_floor is None else args.var_floor
-        prior = cfg["covariance_prior"] if args.covariance_prior is None else args.covariance_prior
+        cfg = HMMSettings.of_task(config, task)
+        overrides = {
+            "var_floor": args.var_floor,
+            "covariance_prior": args.covariance_prior,
+            "restarts": args.restarts,
+        }
+        cfg = cfg.replace(**{key: value for key, value in overrides.items() if value is not None})
         train, val = task_data(Path(args.results), task, cfg, args.ragged)
-        compare(train[:4], val[:2], [2], cfg["covariance"], 2, 1, 1)  # import and warm up both
+        warm_up = cfg.replace(max_iter=2, restarts=1)
+        compare(train[:4], val[:2], [2], warm_up, reference_restarts=1)  # import and warm up both
         table = compare(
             train,
             val,
-            range(1, cfg["max_states"] + 1),
-            cfg["covariance"],
-            cfg["max_iter"],
-            args.restarts or cfg["restarts"],
-            args.reference_restarts,
-            cfg["tol"],
-            floor,
-            cfg["seed"],
+            range(1, cfg.max_states + 1),
+            cfg,
+            reference_restarts=args.reference_restarts,
             progress=True,
-            covariance_prior=prior,
         )
         lengths = sorted({len(a) for a in [*train, *val]})
         shape = (
@@ -183,9 +167,10 @@ def main() -> None:
         )
         print(
             f"\n{task} ({shape}): {len(train)} train / {len(val)} held-out runs, "
-            f"{cfg['covariance']} covariance, "
-            f"{cfg['max_iter']} iterations, best of {args.restarts or cfg['restarts']} restarts (hmmlearn: "
-            f"{args.reference_restarts}), covariance_prior {prior:g}, var_floor {floor:g}"
+            f"{cfg.covariance} covariance, "
+            f"{cfg.max_iter} iterations, best of {cfg.restarts} restarts (hmmlearn: "
+            f"{args.reference_restarts}), covariance_prior {cfg.covariance_prior:g}, "
+            f"var_floor {cfg.var_floor:g}"
         )
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         below = table[(table["relative_gap"] < -0.01) & (table["gap_per_step"] < -0.01)]

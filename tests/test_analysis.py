@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from latentstates.states import analysis
+from latentstates.states.model import GaussianHMM
 
 
 def _states(paths: dict[int, list[int]]) -> pd.DataFrame:
@@ -188,12 +189,14 @@ def test_posterior_gradient_matches_finite_differences():
     x = rng.normal(size=(6, 3))
     t, j = 3, 1
 
+    hmm = GaussianHMM.from_json(model)
+
     def logpost(xx):
-        post, _ = analysis.filtered_posteriors(xx, model)
+        post = hmm.filter(xx)
         return np.log(post[t, j])
 
-    post, _ = analysis.filtered_posteriors(x, model)
-    g = analysis.posterior_gradient(x, t, j, post, model)
+    post = hmm.filter(x)
+    g = hmm.posterior_gradient(x, t, j, post)
     num = np.zeros(3)
     for f in range(3):
         e = np.zeros_like(x)
@@ -210,8 +213,10 @@ def test_edge_gradient_is_taken_at_the_last_step_in_the_source_state():
     path = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     t, j = 3, 1  # last step in state 0
 
+    hmm = GaussianHMM.from_json(model)
+
     def logpost(xx):
-        return np.log(analysis.filtered_posteriors(xx, model)[0][t, j])
+        return np.log(hmm.filter(xx)[t, j])
 
     num = np.zeros(3)
     for f in range(3):
@@ -219,7 +224,9 @@ def test_edge_gradient_is_taken_at_the_last_step_in_the_source_state():
         e[t, f] = 1e-6
         num[f] = (logpost(x + e) - logpost(x - e)) / 2e-6
     edges = analysis.transition_edges({0: path}, np.asarray(model["transitions"]))
-    out = analysis.feature_changes({0: x}, {0: path}, edges, model, method="gradient", top=3).iloc[0]
+    out = analysis.feature_changes(
+        {0: x}, {0: path}, edges, hmm, model["features"], method="gradient", top=3
+    ).iloc[0]
     scores = {out[f"feature_{r}"]: out[f"score_{r}"] for r in (1, 2, 3)}
     np.testing.assert_allclose([scores[f] for f in "abc"], np.abs(num), rtol=1e-4, atol=1e-6)
 
@@ -235,7 +242,9 @@ def test_feature_ranking_on_known_means(method):
         seqs[s] = means[p] + rng.normal(size=(len(p), 3)) * 0.3
         paths[s] = p
     edges = analysis.transition_edges(paths, np.asarray(MODEL["transitions"]))
-    out = analysis.feature_changes(seqs, paths, edges, MODEL, method=method)
+    out = analysis.feature_changes(
+        seqs, paths, edges, GaussianHMM.from_json(MODEL), MODEL["features"], method=method, top=3
+    )
     row = out.iloc[0]
     assert [row.feature_1, row.feature_2, row.feature_3] == ["b", "c", "a"]
     assert row.change_1 == pytest.approx(-3.0) and row.summary.startswith("b ↓ 3.00, c ↑ 1.00")

@@ -13,7 +13,9 @@ import pytest
 import yaml
 
 from conftest import REPO
-from latentstates.states.forecast import Forecaster, evaluate, summarise
+from latentstates.settings import ForecastSettings, HMMSettings
+from latentstates.states.evaluation import evaluate, summarise
+from latentstates.states.forecast import Forecaster
 
 FEATURES = ["f0", "f1", "f2"]
 # A left-to-right chain 0 → 1 → 2 with a detour 0 → 3 → 1 that some runs take; a run has
@@ -28,6 +30,8 @@ TRANSITIONS = [
 MEANS = [[0.0, 0.0, 0.0], [3.0, 0.0, 0.0], [3.0, 3.0, 0.0], [0.0, 0.0, 3.0]]
 COVS = [np.eye(3).tolist()] * 4
 LENGTH = 80
+# Simulated futures, 2,000 draws, 80 % intervals.
+SIMULATE = ForecastSettings.defaults(method="simulate", level=0.8, samples=2000)
 
 
 def _known_model() -> dict:
@@ -81,7 +85,8 @@ def _forecast_all(fc, test, method, fraction):
     for _, g in test.groupby("seed"):
         acc = g["eval_acc"].to_numpy()
         truth = int(np.flatnonzero(acc > 0.5)[0]) if (acc > 0.5).any() else LENGTH
-        out = fc.forecast(g[FEATURES].to_numpy()[:t], acc[:t], method=method, level=0.8, samples=500)
+        settings = ForecastSettings.defaults(method=method, level=0.8, samples=500)
+        out = fc.forecast(g[FEATURES].to_numpy()[:t], acc[:t], settings)
         if out.converged:
             assert out.predicted == truth == out.low == out.high  # known once converged
             continue
@@ -115,30 +120,24 @@ def test_detour_flag_and_current_state_on_a_known_path(known):
     rng = np.random.default_rng(0)
     path = [0] * 5 + [3] * 10 + [1] * 5
     x = np.array([rng.multivariate_normal(MEANS[s], np.eye(3) * 0.05) for s in path])
-    out = fc.forecast(x, np.zeros(len(x)))
+    out = fc.forecast(x, np.zeros(len(x)), SIMULATE)
     assert out.state == 1 and out.in_detour and not out.converged
     assert out.low <= out.predicted <= out.high and out.predicted >= len(x)
-    direct = fc.forecast(x[:5], np.zeros(5))
+    direct = fc.forecast(x[:5], np.zeros(5), SIMULATE)
     assert direct.state == 0 and not direct.in_detour
 
 
 def test_forecast_at_t_ignores_later_checkpoints():
     metrics = _simulate_runs(12, seed=3)
     model = _identity_zscore(_known_model(), list(range(12)))
-    model["settings"] = {
-        "covariance": "full",
-        "max_iter": 10,
-        "tol": 0.1,
-        "var_floor": 1e-5,
-        "covariance_prior": 1e-2,
-    }
-    kwargs = dict(fractions=(0.25, 0.5), folds=3, restarts=1, samples=200, seed=0)
-    before = evaluate(metrics, model, 0.5, **kwargs)
+    hmm = HMMSettings.defaults(covariance="full", max_iter=10, tol=0.1, var_floor=1e-5, covariance_prior=1e-2)
+    settings = ForecastSettings.defaults(fractions=[0.25, 0.5], folds=3, restarts=1, samples=200, seed=0)
+    before = evaluate(metrics, model, 0.5, settings, hmm)
     t_max = int(0.5 * LENGTH)
     altered = metrics.copy()
     late = (altered["seed"] == 4) & (altered["checkpoint"] >= t_max)
     altered.loc[late, FEATURES] = np.random.default_rng(9).normal(0, 50, (late.sum(), 3))
-    after = evaluate(altered, model, 0.5, **kwargs)
+    after = evaluate(altered, model, 0.5, settings, hmm)
     cols = ["predicted", "low", "high", "state", "converged_by_t"]
     a = before[before["seed"] == 4].reset_index(drop=True)
     b = after[after["seed"] == 4].reset_index(drop=True)
@@ -178,7 +177,7 @@ def test_command_line_on_a_run_still_training(tiny_run, tmp_path):
         cmd = [
             sys.executable,
             "-m",
-            "latentstates.states.forecast",
+            "latentstates.forecast",
             str(tiny_run / "results" / "sparse_parity"),
             str(ckpt),
             "--config",
@@ -204,7 +203,7 @@ def test_command_line_on_a_metrics_table_and_bad_input(tiny_run, tmp_path):
     part = tmp_path / "partial.csv"
     table[table["checkpoint"] < 10].to_csv(part, index=False)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    base = [sys.executable, "-m", "latentstates.states.forecast", str(res)]
+    base = [sys.executable, "-m", "latentstates.forecast", str(res)]
     cfg = ["--config", str(tiny_run / "config.yaml")]
     out = subprocess.run(
         [*base, str(part), *cfg, "--json"], capture_output=True, text=True, env=env, check=True
@@ -229,9 +228,9 @@ def test_without_eval_accuracy_nothing_is_conditioned(known):
     rng = np.random.default_rng(1)
     path = [0] * 3 + [1] * 5 + [2] * 12  # in the converged state for the last 12 checkpoints
     x = np.array([rng.multivariate_normal(MEANS[s], np.eye(3) * 0.05) for s in path])
-    free = fc.forecast(x, None, method="simulate")
+    free = fc.forecast(x, None, SIMULATE)
     assert not free.converged and free.predicted < len(x)  # it converged a while ago
-    told = fc.forecast(x, np.zeros(len(x)), method="simulate")  # "not converged yet"
+    told = fc.forecast(x, np.zeros(len(x)), SIMULATE)  # "not converged yet"
     assert told.predicted >= len(x)
 
 
@@ -241,9 +240,9 @@ def test_partial_run_reads_eval_accuracy_from_checkpoints_and_skips_a_torn_newes
     # its log row, so eval accuracy needs no resume state.
     from conftest import TINY
     from latentstates.config import load_config
+    from latentstates.forecast import partial_run_table
     from latentstates.runs.checkpoints import list_checkpoints
     from latentstates.runs.train import train_run
-    from latentstates.states.forecast import partial_run_table
 
     cfg = load_config(TINY)["tasks"]["sparse_parity"]
     cfg["train"]["epochs"] = 5

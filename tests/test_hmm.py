@@ -7,10 +7,18 @@ import torch
 from scipy.stats import multivariate_normal
 from sklearn.metrics import adjusted_rand_score
 
-from latentstates.states import hmm
+from latentstates.settings import HMMSettings
+from latentstates.states import em, hmm
+from latentstates.states.fit import covariance_floor, fit_hmm
+from latentstates.states.sequences import Sequences, split_runs, zscore_runs
 
 MEANS = np.array([[0.0, 0.0, 0.0], [3.0, 3.0, 0.0], [0.0, -3.0, 3.0]])
 TRANS = np.array([[0.95, 0.05, 0.0], [0.0, 0.95, 0.05], [0.0, 0.0, 1.0]])
+
+
+def settings(**overrides) -> HMMSettings:
+    """The schema's HMM settings with `overrides`."""
+    return HMMSettings.defaults(**overrides)
 
 
 def planted(n_runs=20, seed=0):
@@ -32,26 +40,28 @@ def planted(n_runs=20, seed=0):
 def test_recovers_planted_states_and_bic_picks_three():
     arrays, truth = planted()
     assert len({len(a) for a in arrays}) == 3  # ragged lengths
-    seqs = hmm.Sequences(
+    seqs = Sequences(
         list(range(len(arrays))),
         arrays,
         ["a", "b", "c"],
         np.zeros((len(arrays), 3)),
         np.ones((len(arrays), 3)),
     )
-    train, val = hmm.split_runs(seqs.runs, 0.2, seed=0)
+    train, val = split_runs(seqs.runs, 0.2, seed=0)
     table, kept = hmm.select_model(
         seqs,
         train,
         val,
-        max_states=5,
-        restarts=3,
-        covariance="full",
-        max_iter=50,
-        tol=0.01,
-        var_floor=1e-5,
-        seed=0,
-        covariance_prior=1e-2,
+        settings(
+            max_states=5,
+            restarts=3,
+            covariance="full",
+            max_iter=50,
+            tol=0.01,
+            var_floor=1e-5,
+            seed=0,
+            covariance_prior=1e-2,
+        ),
     )
     summary = hmm.summarise_selection(table)
     assert hmm.choose_k(summary, "bic") == 3  # held-out BIC
@@ -63,15 +73,15 @@ def test_recovers_planted_states_and_bic_picks_three():
 
 def test_fit_is_deterministic_given_seed():
     arrays, _ = planted(6, seed=1)
-    a = hmm.fit_hmm(arrays, 3, "diag", 20, 0.01, 1e-3, seed=5)
-    b = hmm.fit_hmm(arrays, 3, "diag", 20, 0.01, 1e-3, seed=5)
+    a = fit_hmm(arrays, 3, settings(covariance="diag", max_iter=20, tol=0.01, var_floor=1e-3), seed=5)
+    b = fit_hmm(arrays, 3, settings(covariance="diag", max_iter=20, tol=0.01, var_floor=1e-3), seed=5)
     np.testing.assert_array_equal(a.means, b.means)
     np.testing.assert_array_equal(a.transitions, b.transitions)
 
 
 def test_single_state_is_a_gaussian():
     arrays, _ = planted(4, seed=2)
-    fit = hmm.fit_hmm(arrays, 1, "diag", 10, 0.1, 1e-3, seed=0)
+    fit = fit_hmm(arrays, 1, settings(covariance="diag", max_iter=10, tol=0.1, var_floor=1e-3), seed=0)
     pooled = np.concatenate(arrays)
     np.testing.assert_allclose(fit.means[0], pooled.mean(axis=0), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(fit.covs[0], pooled.var(axis=0), rtol=1e-3)
@@ -97,11 +107,11 @@ def test_constant_feature_in_a_state_gives_finite_likelihood():
         x = rng.normal(size=(80, 2))
         x[40:, 1] = 1.5
         arrays.append(x)
-    floor = hmm.covariance_floor(arrays, 1e-5)  # relative to the pooled data's mean variance
+    floor = covariance_floor(arrays, 1e-5)  # relative to the pooled data's mean variance
     pooled = np.concatenate(arrays)
     assert floor == pytest.approx(1e-5 * pooled.var(axis=0).mean())
     for cov in ("full", "diag"):
-        fit = hmm.fit_hmm(arrays, 2, cov, 30, 0.01, 1e-5, seed=0)
+        fit = fit_hmm(arrays, 2, settings(covariance=cov, max_iter=30, tol=0.01, var_floor=1e-5), seed=0)
         assert np.isfinite(fit.log_likelihood(arrays))
         smallest = np.linalg.eigvalsh(fit.covs).min() if cov == "full" else fit.covs.min()
         assert smallest >= floor * 0.999
@@ -115,7 +125,7 @@ def test_zscore_reports_runs_with_nan_and_handles_constant_features():
             rows.append({"seed": seed, "checkpoint": t, "a": float(t * (seed + 1)), "b": 2.0})
     df = pd.DataFrame(rows)
     df.loc[(df.seed == 1) & (df.checkpoint == 3), "a"] = np.nan
-    seqs = hmm.zscore_runs(df, ["a", "b"])
+    seqs = zscore_runs(df, ["a", "b"])
     assert seqs.runs == [0, 2]
     assert "a" in seqs.dropped[1]
     z = seqs.arrays[0]
@@ -125,7 +135,7 @@ def test_zscore_reports_runs_with_nan_and_handles_constant_features():
 
 
 def test_split_is_seeded_and_disjoint():
-    tr, va = hmm.split_runs(range(10), 0.2, seed=3)
+    tr, va = split_runs(range(10), 0.2, seed=3)
     assert len(va) == 2 and not set(tr) & set(va) and sorted(tr + va) == list(range(10))
     assert hmm.split_runs(range(10), 0.2, seed=3) == (tr, va)
 
@@ -140,7 +150,7 @@ def test_order_states_numbers_by_time():
 def test_viterbi_matches_hmmlearn(cov):
     hmmlearn = pytest.importorskip("hmmlearn.hmm")
     arrays, _ = planted(8, seed=4)
-    fit = hmm.fit_hmm(arrays, 3, cov, 30, 0.01, 1e-5, seed=0)
+    fit = fit_hmm(arrays, 3, settings(covariance=cov, max_iter=30, tol=0.01, var_floor=1e-5), seed=0)
     ref = hmmlearn.GaussianHMM(3, covariance_type=cov, init_params="", params="")
     ref.startprob_ = fit.starts / fit.starts.sum()
     trans = fit.transitions
@@ -204,7 +214,7 @@ def test_single_state_is_the_closed_form_gaussian_on_near_singular_data():
     pooled = np.cov(x.T, bias=True)
     assert np.linalg.eigvalsh(pooled).min() < 1e-6
     for prior in (0.0, 1e-2):
-        fit = hmm.fit_hmm(runs, 1, "full", var_floor=1e-9, covariance_prior=prior)
+        fit = fit_hmm(runs, 1, settings(covariance="full", var_floor=1e-9, covariance_prior=prior), seed=0)
         ridge = prior * pooled.trace() / len(pooled) / len(x)
         np.testing.assert_allclose(fit.means[0], x.mean(axis=0), rtol=0, atol=1e-12)
         np.testing.assert_allclose(fit.covs[0], pooled + ridge * np.eye(len(pooled)), rtol=0, atol=1e-9)
@@ -219,7 +229,7 @@ def test_m_step_adds_the_prior_over_the_state_weight(cov):
     rng = np.random.default_rng(3)
     x = rng.normal(size=(50, 3)) * np.array([1.0, 0.1, 1e-4])
     w = rng.uniform(0.0, 1.0, size=50)
-    normal = hmm._normal_class()(1e-12, 0.5, covariance_type=cov).double()
+    normal = em.floored_normal_class()(1e-12, 0.5, covariance_type=cov).double()
     normal.summarize(torch.tensor(x), sample_weight=torch.tensor(w)[:, None])
     normal.from_summaries()
     expected = np.cov(x.T, aweights=w, bias=True) + 0.5 / w.sum() * np.eye(3)
@@ -232,7 +242,7 @@ def test_log_likelihood_is_hmmlearns_score_of_the_same_parameters():
     hmmlearn = pytest.importorskip("hmmlearn.hmm")
     runs = collinear_runs(12)
     for cov in ("full", "diag"):
-        fit = hmm.fit_hmm(runs[:8], 3, cov, 10, 0.1, 1e-5, seed=1)
+        fit = fit_hmm(runs[:8], 3, settings(covariance=cov, max_iter=10, tol=0.1, var_floor=1e-5), seed=1)
         ref = hmmlearn.GaussianHMM(3, covariance_type=cov, init_params="", params="")
         ref.startprob_ = fit.starts / fit.starts.sum()
         ref.transmat_ = fit.transitions / fit.transitions.sum(axis=1, keepdims=True)
@@ -260,11 +270,7 @@ def test_held_out_fit_within_one_percent_of_hmmlearn_on_collinear_features():
             runs[:24],
             runs[24:],
             [1, 2, 3, 4],
-            "full",
-            max_iter=32,
-            restarts=10,
-            seed=0,
-            covariance_prior=prior,
+            settings(covariance="full", max_iter=32, restarts=10, seed=0, covariance_prior=prior),
         )
         assert (table["relative_gap"] >= -0.01).all(), table.to_string()
 
@@ -280,7 +286,7 @@ def test_held_out_criteria_follow_hmmlearn():
     """AIC/BIC of the held-out runs: hmmlearn's aic()/bic() of the same parameters and data."""
     hmmlearn = pytest.importorskip("hmmlearn.hmm")
     runs = collinear_runs(12)
-    fit = hmm.fit_hmm(runs[:8], 2, "full", 10, 0.1, 1e-5, seed=0)
+    fit = fit_hmm(runs[:8], 2, settings(covariance="full", max_iter=10, tol=0.1, var_floor=1e-5), seed=0)
     ref = hmmlearn.GaussianHMM(2, covariance_type="full", init_params="", params="")
     ref.startprob_ = fit.starts / fit.starts.sum()
     ref.transmat_ = fit.transitions / fit.transitions.sum(axis=1, keepdims=True)
@@ -300,8 +306,8 @@ def test_fast_e_step_fits_as_pomegranates_own(cov, ragged):
     # 12 different lengths (one padded batch), or 12 runs of one length.
     runs = [r[: 30 + 2 * i] if ragged else r[:50] for i, r in enumerate(runs)]
     assert len({len(r) for r in runs}) == (12 if ragged else 1)
-    ours = hmm.fit_hmm(runs, 3, cov, max_iter=10, seed=1)
-    reference = hmm.fit_hmm(runs, 3, cov, max_iter=10, seed=1, reference=True)
+    ours = fit_hmm(runs, 3, settings(covariance=cov, max_iter=10), seed=1)
+    reference = fit_hmm(runs, 3, settings(covariance=cov, max_iter=10), seed=1, reference=True)
     assert type(reference.model).__name__ == "DenseHMM"
     for name in ["starts", "transitions", "ends", "means", "covs"]:
         np.testing.assert_allclose(getattr(ours, name), getattr(reference, name), rtol=1e-9, atol=1e-11)
@@ -311,8 +317,8 @@ def test_fast_e_step_fits_as_pomegranates_own(cov, ragged):
 def test_scaled_and_log_space_expectations_agree_on_a_padded_batch():
     runs, _ = planted(n_runs=6)
     runs = [r[: 20 + 5 * i] for i, r in enumerate(runs)]
-    model = hmm.fit_hmm(runs, 3, "full", max_iter=3, seed=2).model
-    x = hmm._padded(runs)
+    model = fit_hmm(runs, 3, settings(covariance="full", max_iter=3), seed=2).model
+    x = em.padded_batch(runs)
     pad = torch.isnan(x).any(dim=-1)
     e = model._emission_matrix(torch.nan_to_num(x)).masked_fill(pad[..., None], 0.0)
     last = (~pad).sum(dim=1) - 1

@@ -4,14 +4,15 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 import json
 
-from latentstates.states.analysis import analyse_task
 from latentstates.io import read_json, read_parquet, write_csv, write_json
 from latentstates.logs import job_log
-from latentstates.states.sequences import first_checkpoints
 from latentstates.report.tables import write_table
+from latentstates.settings import AnalysisSettings
+from latentstates.states.analysis import analyse_task
+from latentstates.states.sequences import first_checkpoints
 
 with job_log(snakemake.log[0]) as logger:
-    cfg = json.loads(snakemake.params.analysis)
+    settings = AnalysisSettings.from_dict(json.loads(snakemake.params.analysis))
     model = read_json(snakemake.input.model)
     metrics = read_parquet(
         snakemake.input.metrics, columns=["seed", "checkpoint", "step", "eval_acc", *model["features"]]
@@ -20,11 +21,8 @@ with job_log(snakemake.log[0]) as logger:
         first_checkpoints(metrics, model.get("first_n")),
         read_parquet(snakemake.input.states, columns=["seed", "checkpoint", "state"]),
         model,
-        threshold=snakemake.params.threshold,
-        ranking=cfg["feature_ranking"],
-        occupancy_kind=cfg["occupancy"],
-        top=cfg["top_features"],
-        detour_alpha=cfg["detour_alpha"],
+        snakemake.params.threshold,
+        settings,
     )
     task = snakemake.wildcards.task
     edges = out["edges"]

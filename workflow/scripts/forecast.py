@@ -6,16 +6,17 @@ import json
 
 import pandas as pd
 
-from latentstates.states.forecast import EVALUATION_COLUMNS, evaluate, summarise
 from latentstates.io import read_json, read_parquet, write_csv
 from latentstates.logs import job_log
-from latentstates.states.sequences import first_checkpoints
 from latentstates.report.tables import write_table
 from latentstates.runs.runtime import configure_torch, resolve_device
+from latentstates.settings import ForecastSettings, HMMSettings
+from latentstates.states.evaluation import EVALUATION_COLUMNS, evaluate, summarise
+from latentstates.states.sequences import first_checkpoints
 
 with job_log(snakemake.log[0]) as logger:
     configure_torch(snakemake.threads, resolve_device("cpu"))
-    cfg = json.loads(snakemake.params.forecast)
+    settings = ForecastSettings.from_dict(json.loads(snakemake.params.forecast))
     model = read_json(snakemake.input.model)
     task = snakemake.wildcards.task
     metrics = read_parquet(
@@ -28,18 +29,8 @@ with job_log(snakemake.log[0]) as logger:
         logger.warning("%s: no fitted HMM or no eval accuracy: nothing to forecast", task)
         evaluation = pd.DataFrame(columns=EVALUATION_COLUMNS)
     else:
-        evaluation = evaluate(
-            metrics,
-            model,
-            snakemake.params.threshold,
-            fractions=cfg["fractions"],
-            folds=cfg["folds"],
-            restarts=cfg["restarts"],
-            level=cfg["level"],
-            samples=cfg["samples"],
-            seed=cfg["seed"],
-            hmm_settings=json.loads(snakemake.params.hmm),
-        )
+        hmm = HMMSettings.from_dict(json.loads(snakemake.params.hmm))
+        evaluation = evaluate(metrics, model, snakemake.params.threshold, settings, hmm)
     summary = summarise(evaluation)
     evaluation.insert(0, "task", task)
     summary.insert(0, "task", task)
@@ -50,7 +41,7 @@ with job_log(snakemake.log[0]) as logger:
         snakemake.output.summary_md,
         snakemake.output.summary_tex,
         caption=f"{task}: forecast of convergence (checkpoints) from the first checkpoints, "
-        f"mean absolute error against baselines, {cfg['level']:.0%} interval coverage",
+        f"mean absolute error against baselines, {settings.level:.0%} interval coverage",
     )
     for r in summary.itertuples():
         logger.info(

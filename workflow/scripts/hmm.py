@@ -4,21 +4,22 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 import json
 
-from latentstates.states.hmm import fit_task
 from latentstates.io import read_parquet, write_csv, write_json, write_parquet
 from latentstates.logs import job_log
 from latentstates.runs.runtime import configure_torch, resolve_device
+from latentstates.settings import HMMSettings
+from latentstates.states.hmm import fit_task
 from latentstates.states.sequences import first_checkpoints
 
 with job_log(snakemake.log[0]) as logger:
     configure_torch(snakemake.threads, resolve_device("cpu"))
-    cfg = json.loads(snakemake.params.hmm)
+    settings = HMMSettings.from_dict(json.loads(snakemake.params.hmm))
     metrics = read_parquet(
-        snakemake.input[0], columns=["seed", "checkpoint", "step", "diverged", *cfg["features"]]
+        snakemake.input[0], columns=["seed", "checkpoint", "step", "diverged", *settings.features]
     )
-    metrics = first_checkpoints(metrics, cfg["first_n"])
-    fit = fit_task(metrics, cfg)
-    fit.model["first_n"] = cfg["first_n"]
+    metrics = first_checkpoints(metrics, settings.first_n)
+    fit = fit_task(metrics, settings)
+    fit.model["first_n"] = settings.first_n
     for seed, why in fit.model["excluded_runs"].items():
         logger.warning("run seed %s left out of the HMM: %s", seed, why)
     fit.states.insert(0, "task", snakemake.wildcards.task)

@@ -7,6 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from latentstates.settings import AnalysisSettings
+from latentstates.states.model import GaussianHMM
+from latentstates.states.sequences import zscore_runs
+
 
 def paths_by_run(states: pd.DataFrame) -> dict[int, np.ndarray]:
     """Each run's state path in checkpoint order."""
@@ -176,7 +180,7 @@ def visit_test(times: pd.Series, occ: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def detour_states(visits: pd.DataFrame, alpha: float = 0.05) -> list[int]:
+def detour_states(visits: pd.DataFrame, alpha: float) -> list[int]:
     """Detours: states some runs never visit whose visit delays convergence, with evidence.
 
     A state is a detour when it is visited by some runs but not all, the correlation of visiting
@@ -187,53 +191,14 @@ def detour_states(visits: pd.DataFrame, alpha: float = 0.05) -> list[int]:
     return [int(t.split("_")[1]) for t in visits.loc[hit, "term"]]
 
 
-def filtered_posteriors(x: np.ndarray, model: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Filtered state posteriors p(s_t | x_1..t) and emission log-densities, (T, k) each."""
-    prec = _precisions(model)
-    _, logdet_prec = np.linalg.slogdet(prec)
-    d = x[:, None, :] - np.asarray(model["means"])[None]  # (T, k, features)
-    maha = np.einsum("tki,kij,tkj->tk", d, prec, d)
-    loge = -0.5 * (maha - logdet_prec + x.shape[1] * np.log(2 * np.pi))
-    log_a = np.log(np.asarray(model["transitions"]) + 1e-300)
-    log_alpha = np.log(np.asarray(model["starts"]) + 1e-300) + loge[0]
-    post = np.empty_like(loge)
-    for t in range(len(x)):
-        if t:
-            log_alpha = np.logaddexp.reduce(log_alpha[:, None] + log_a, axis=0) + loge[t]
-        log_alpha = log_alpha - np.logaddexp.reduce(log_alpha)  # normalised: the filtered posterior
-        post[t] = np.exp(log_alpha)
-    return post, loge
-
-
-def _precisions(model: dict) -> np.ndarray:
-    """Inverse covariance of each state, (k, d, d); diagonal ones as diagonal matrices."""
-    covs = np.asarray(model["covs"], dtype=float)
-    if model["covariance"] == "diag":
-        return np.stack([np.diag(1.0 / c) for c in covs])
-    return np.linalg.inv(covs)
-
-
-def posterior_gradient(
-    x: np.ndarray, t: int, j: int, post: np.ndarray, model: dict, precisions: np.ndarray | None = None
-) -> np.ndarray:
-    """∂ log p(s_t = j | x_1..t) / ∂ x_t for a Gaussian HMM, in closed form.
-
-    log p(s_t=j | x_1..t) = log b_j(x_t) + log Σ_i α̂_{t-1}(i) A_ij − log Σ_k (…) b_k(x_t), so the
-    gradient is ∇log b_j(x_t) − Σ_k p(s_t=k | x_1..t) ∇log b_k(x_t), with ∇log b_k(x) = −Σ_k⁻¹(x − μ_k):
-    a vector over all features.
-    """
-    prec = _precisions(model) if precisions is None else precisions
-    scores = -np.einsum("kde,ke->kd", prec, x[t] - np.asarray(model["means"]))
-    return scores[j] - post[t] @ scores
-
-
 def feature_changes(
     sequences: dict[int, np.ndarray],
     paths: dict[int, np.ndarray],
     edges: pd.DataFrame,
-    model: dict,
-    method: str = "gradient",
-    top: int = 3,
+    hmm: GaussianHMM,
+    features: Sequence[str],
+    method: str,
+    top: int,
 ) -> pd.DataFrame:
     """Top features per edge with the change in state means μ_j − μ_i (z units).
 
@@ -242,12 +207,11 @@ def feature_changes(
     at t, the last step in the source state (as the released code: at t + 1 the posterior of the
     target is ≈ 1 and its gradient has vanished); `method="means"` ranks by |μ_j − μ_i|.
     """
-    features = model["features"]
-    means = np.asarray(model["means"])
+    means = hmm.means
     rows = []
     if method == "gradient":
-        post = {s: filtered_posteriors(sequences[s], model)[0] for s in paths}
-        prec = _precisions(model)
+        post = {s: hmm.filter(sequences[s]) for s in paths}
+        prec = hmm.precisions()
     for e in edges.itertuples():
         i, j = e.source, e.target
         delta = means[j] - means[i]
@@ -255,7 +219,7 @@ def feature_changes(
             score = np.abs(delta)
         elif method == "gradient":
             grads = [
-                posterior_gradient(sequences[s], t, j, post[s], model, prec)
+                hmm.posterior_gradient(sequences[s], t, j, post[s], prec)
                 for s, p in paths.items()
                 for t in np.flatnonzero((p[:-1] == i) & (p[1:] == j))
             ]
@@ -313,22 +277,21 @@ def analyse_task(
     states: pd.DataFrame,
     model: dict,
     threshold: float,
-    ranking: str = "gradient",
-    occupancy_kind: str = "fraction",
-    top: int = 3,
-    detour_alpha: float = 0.05,
+    settings: AnalysisSettings,
 ) -> dict:
-    """All per-task analyses: edge table with feature changes, per-run table, regression, detours."""
-    from latentstates.states.sequences import zscore_runs
-
+    """All per-task analyses of model.json's `model`: edge table with feature changes, per-run
+    table, regression, detours."""
+    ranking, occupancy_kind = settings.feature_ranking, settings.occupancy
+    detour_alpha = settings.detour_alpha
     paths = paths_by_run(states)
     k = model["k"]
     if k == 0 or not paths:
         return _nothing_decoded(metrics, threshold, ranking, occupancy_kind)
-    edges = transition_edges(paths, np.asarray(model["transitions"]))
+    hmm = GaussianHMM.from_json(model)
+    edges = transition_edges(paths, hmm.transitions)
     seqs = zscore_runs(metrics, model["features"])
     sequences = dict(zip(seqs.runs, seqs.arrays))
-    changes = feature_changes(sequences, paths, edges, model, method=ranking, top=top)
+    changes = feature_changes(sequences, paths, edges, hmm, model["features"], ranking, settings.top_features)
     occ = occupancy(paths, k, fraction=occupancy_kind == "fraction")
     # Runs without eval accuracy (an imported series without a performance table): everything
     # but convergence, the regression and the detour test.

@@ -24,35 +24,16 @@ Everything here is causal: a forecast at checkpoint t reads the run's first t ch
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from latentstates.states.analysis import convergence_times, filtered_posteriors
+from latentstates.settings import ForecastSettings
+from latentstates.states.analysis import convergence_times
+from latentstates.states.model import GaussianHMM
 
 METHODS = ("simulate", "regression")
-EVALUATION_COLUMNS = [
-    "seed",
-    "fold",
-    "fraction",
-    "t",
-    "method",
-    "truth",
-    "converged_by_t",
-    "state",
-    "predicted",
-    "low",
-    "high",
-    "covered",
-    "naive",
-    "naive_conditional",
-]
 
 
 @dataclass
@@ -95,7 +76,7 @@ def _quantiles(samples: np.ndarray, level: float) -> tuple[float, float, float]:
 class Forecaster:
     """A fitted HMM plus what the forecast needs from the runs it was fitted on."""
 
-    model: dict
+    hmm: GaussianHMM
     threshold: float
     length: int  # checkpoints per run
     norm_mean: np.ndarray
@@ -121,7 +102,8 @@ class Forecaster:
         std = np.asarray(z["std"], dtype=float)[idx].mean(axis=0)
         sub = metrics[metrics["seed"].isin(runs)].sort_values(["seed", "checkpoint"])
         length = int(sub.groupby("seed").size().max())
-        self = cls(model, threshold, length, mean, std, [], np.empty(0), sorted(detour_states))
+        hmm = GaussianHMM.from_json(model)
+        self = cls(hmm, threshold, length, mean, std, [], np.empty(0), sorted(detour_states))
         posts, times = [], []
         conv = convergence_times(sub, threshold)["convergence_checkpoint"]
         for seed, g in sub.groupby("seed", sort=True):
@@ -139,18 +121,20 @@ class Forecaster:
 
     def filter(self, raw: np.ndarray) -> np.ndarray:
         """Filtered posteriors p(s_s | x_1..s), s = 1..t, of a raw (t, d) feature array."""
-        return filtered_posteriors(self.normalise(np.asarray(raw, dtype=float)), self.model)[0]
+        return self.hmm.filter(self.normalise(np.asarray(raw, dtype=float)))
 
     def forecast(
         self,
         raw: np.ndarray,
-        eval_acc: np.ndarray | None = None,
-        method: str = "simulate",
-        level: float = 0.8,
-        samples: int = 2000,
-        seed: int = 0,
+        eval_acc: np.ndarray | None,
+        settings: ForecastSettings,
+        seed: int | None = None,
     ) -> Forecast:
-        """Forecast from the first t checkpoints: `raw` (t, d) features, `eval_acc` (t,) if known."""
+        """Forecast from the first t checkpoints: `raw` (t, d) features, `eval_acc` (t,) if known
+        (None: nothing known of convergence); method, level and samples from `settings`, the
+        random seed `seed` (default: the settings')."""
+        method, level, samples = settings.method, settings.level, settings.samples
+        seed = settings.seed if seed is None else seed
         if method not in METHODS:
             raise ValueError(f"unknown forecast method {method!r} ({', '.join(METHODS)})")
         raw = np.asarray(raw, dtype=float)
@@ -188,8 +172,8 @@ class Forecaster:
         return Forecast(**common, converged=False, predicted=mid, low=lo, high=hi)
 
     def _simulate(self, post: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
-        k = self.model["k"]
-        a = np.asarray(self.model["transitions"], dtype=float)
+        k = self.hmm.k
+        a = self.hmm.transitions
         a = a / a.sum(axis=1, keepdims=True)
         cum = np.cumsum(a, axis=1)
         counts = np.tile(post.sum(axis=0), (n, 1))
@@ -222,297 +206,3 @@ class Forecaster:
     def baseline(self) -> float:
         """The naive forecast: the fitted runs' mean convergence time."""
         return float(self.times.mean())
-
-
-# --- evaluation on runs the HMM was not fitted on ---------------------------------------------
-
-
-def fold_runs(runs: list[int], folds: int, seed: int) -> list[list[int]]:
-    """Runs split into `folds` seeded groups (at most one run per group if there are few runs)."""
-    rng = np.random.default_rng(seed)
-    perm = [runs[i] for i in rng.permutation(len(runs))]
-    folds = max(2, min(folds, len(runs)))
-    return [sorted(perm[i::folds]) for i in range(folds)]
-
-
-def evaluate(
-    metrics: pd.DataFrame,
-    model: dict,
-    threshold: float,
-    fractions=(0.1, 0.25, 0.5),
-    folds: int = 5,
-    restarts: int = 5,
-    level: float = 0.8,
-    samples: int = 1000,
-    seed: int = 0,
-    hmm_settings: dict | None = None,
-) -> pd.DataFrame:
-    """Forecasts at each fraction of training for every run, from HMMs fitted without it.
-
-    Runs are split into folds; per fold an HMM with the task's K (`model["k"]`) and HMM settings
-    is fitted on the other runs (best training likelihood of `restarts` seeded restarts) and
-    each held-out run is forecast from its first round(fraction × T) checkpoints by every method.
-    One row per (run, fraction, method), with the two baselines: the fitted runs' mean convergence
-    time (`naive`) and, as ours, the known time once converged and otherwise the mean of the
-    fitted runs' times that are ≥ t (`naive_conditional`).
-    """
-    from latentstates.states.hmm import FIT_ERRORS, fit_hmm, order_states, restart_init, restart_seed, to_dict
-    from latentstates.states.sequences import zscore_runs
-
-    settings = {**model.get("settings", {}), **(hmm_settings or {})}
-    features = model["features"]
-    k = int(model["k"])
-    seqs = zscore_runs(metrics, features)
-    usable = seqs.runs
-    by_seed = {s: g for s, g in metrics.sort_values(["seed", "checkpoint"]).groupby("seed")}
-    truth = convergence_times(metrics[metrics["seed"].isin(usable)], threshold)
-    rows = []
-    for f_i, held in enumerate(fold_runs(usable, folds, seed)):
-        train = [r for r in usable if r not in held]
-        arrays = [seqs.arrays[usable.index(r)] for r in train]
-        best = None
-        for r in range(restarts):
-            try:
-                fit = fit_hmm(
-                    arrays,
-                    k,
-                    settings["covariance"],
-                    settings["max_iter"],
-                    settings["tol"],
-                    settings["var_floor"],
-                    restart_seed(seed, k, 1000 * (f_i + 1) + r),
-                    restart_init(r),
-                    covariance_prior=settings["covariance_prior"],
-                )
-                ll = fit.log_likelihood(arrays)
-            except FIT_ERRORS:  # a failed restart is skipped, as in model selection
-                continue
-            if math.isfinite(ll) and (best is None or ll > best[0]):
-                best = (ll, fit)
-        if best is None:
-            raise RuntimeError(f"forecast evaluation: every HMM fit of fold {f_i} failed")
-        perm = order_states(best[1].viterbi(arrays), k)
-        fold_model = {
-            **to_dict(best[1], perm),
-            "features": features,
-            "train_runs": train,
-            "zscore": {"runs": seqs.runs, "mean": seqs.mean.tolist(), "std": seqs.std.tolist()},
-        }
-        fc = Forecaster.fit(fold_model, metrics, threshold)
-        for run in held:
-            g = by_seed[run]
-            raw = g[features].to_numpy(dtype=float)
-            acc = g["eval_acc"].to_numpy(dtype=float)
-            true = float(truth.loc[run, "convergence_checkpoint"])
-            for frac in fractions:
-                t = max(1, int(round(frac * len(raw))))
-                seen = acc[:t]
-                hit = np.flatnonzero(seen > threshold)
-                later = fc.times[fc.times >= t]
-                cond = float(hit[0]) if len(hit) else float(later.mean() if later.size else t)
-                for method in METHODS:
-                    out = fc.forecast(raw[:t], seen, method, level, samples, seed=seed + run)
-                    rows.append(
-                        {
-                            "seed": run,
-                            "fold": f_i,
-                            "fraction": frac,
-                            "t": t,
-                            "method": method,
-                            "truth": true,
-                            "converged_by_t": out.converged,
-                            "state": out.state,
-                            "predicted": out.predicted,
-                            "low": out.low,
-                            "high": out.high,
-                            "covered": out.low <= true <= out.high,
-                            "naive": fc.baseline(),
-                            "naive_conditional": cond,
-                        }
-                    )
-    return pd.DataFrame(rows, columns=EVALUATION_COLUMNS)
-
-
-def summarise(evaluation: pd.DataFrame) -> pd.DataFrame:
-    """Per fraction and method: MAE of ours and both baselines, interval coverage and width."""
-    e = evaluation.assign(
-        err=(evaluation["predicted"] - evaluation["truth"]).abs(),
-        err_naive=(evaluation["naive"] - evaluation["truth"]).abs(),
-        err_cond=(evaluation["naive_conditional"] - evaluation["truth"]).abs(),
-        width=evaluation["high"] - evaluation["low"],
-    )
-    out = e.groupby(["fraction", "method"], sort=True).agg(
-        runs=("seed", "size"),
-        converged_by_t=("converged_by_t", "sum"),
-        mae=("err", "mean"),
-        mae_naive=("err_naive", "mean"),
-        mae_naive_conditional=("err_cond", "mean"),
-        coverage=("covered", "mean"),
-        interval_width=("width", "mean"),
-    )
-    out["beats_naive"] = out["mae"] < out["mae_naive"]
-    out["beats_naive_conditional"] = out["mae"] < out["mae_naive_conditional"]
-    return out.reset_index()
-
-
-# --- command line: a run in progress ----------------------------------------------------------
-
-
-def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.DataFrame:
-    """Weight statistics of the checkpoints a run has written so far, and its eval accuracy.
-
-    `directory` is the run's checkpoint directory, or its `.partial` staging directory while it
-    trains; eval accuracy comes from each checkpoint's log row (checkpoints written before
-    they carried one: from the newest resume state, else the run's training log).
-    """
-    import torch
-
-    from latentstates.measure.metrics import weight_metrics
-    from latentstates.runs.checkpoints import (
-        list_checkpoints,
-        load_checkpoint,
-        read_resume,
-        resume_rows,
-        staging_dir,
-    )
-    from latentstates.runs.runtime import build_run
-    from latentstates.tasks.models import fit_state
-
-    directory = Path(directory)
-    if not directory.is_dir() and staging_dir(directory).is_dir():
-        directory = staging_dir(directory)
-    kind, _, model = build_run(task_cfg, seed)
-    rows, logged = [], []
-    paths = list_checkpoints(directory)
-    for path in paths:
-        try:
-            ckpt = load_checkpoint(path)
-        except ValueError:
-            # Training writes its checkpoints in place (save_checkpoint): the newest file of a
-            # run still training may be half-written.
-            if path == paths[-1] and directory.name.endswith(".partial"):
-                break
-            raise
-        fit_state(model, ckpt["model"], path)
-        with torch.no_grad():
-            row = weight_metrics(kind.matrices(model), kind.biases(model), kind.kernels(model))
-        rows.append({"seed": seed, "checkpoint": ckpt["index"], "step": ckpt["step"], **row})
-        if "row" in ckpt:
-            logged.append({"checkpoint": ckpt["index"], "eval_acc": ckpt["row"]["eval_acc"]})
-    if not rows:
-        raise ValueError(f"{directory}: no complete checkpoint yet")
-    table = pd.DataFrame(rows)
-    if len(logged) == len(rows):
-        return table.merge(pd.DataFrame(logged), on="checkpoint", how="left")
-    resume = read_resume(directory) if directory.name.endswith(".partial") else None
-    log = pd.DataFrame(resume_rows(resume)) if resume else None
-    if log is None:
-        train_log = directory.parent / "train_log.parquet"
-        log = pd.read_parquet(train_log) if train_log.exists() else None
-    if log is not None and "eval_acc" in log:
-        table = table.merge(log[["checkpoint", "eval_acc"]], on="checkpoint", how="left")
-    return table
-
-
-def _contiguous(table: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Checkpoints 0..t-1 of one run (a forecast needs them from the start, without gaps)."""
-    table = table.sort_values("checkpoint")
-    idx = table["checkpoint"].to_numpy()
-    gaps = np.flatnonzero(idx != np.arange(len(idx)))
-    if len(idx) == 0 or idx[0] != 0:
-        raise ValueError(f"{source}: the run's checkpoints must start at index 0")
-    return table.iloc[: gaps[0]] if len(gaps) else table
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m latentstates.states.forecast",
-        description="Current latent state, detour flag and convergence forecast of a run in progress.",
-    )
-    parser.add_argument("task_dir", help="a task's results directory, e.g. results/modular_addition")
-    parser.add_argument(
-        "run", help="the run: a metrics table (.parquet/.csv) or a checkpoint directory (also .partial)"
-    )
-    parser.add_argument("--config", default="config.yaml", help="for checkpoint directories and threshold")
-    parser.add_argument("--seed", type=int, default=None, help="run seed (checkpoint directories)")
-    parser.add_argument("--seed-in-table", type=int, default=None, help="which seed of a multi-run table")
-    parser.add_argument("--method", choices=METHODS, default=None, help="default: config forecast.method")
-    parser.add_argument("--level", type=float, default=None, help="interval level; default: config")
-    parser.add_argument("--json", action="store_true", help="print the forecast as JSON")
-    args = parser.parse_args(argv)
-
-    from latentstates.config import load_config
-    from latentstates.states.sequences import first_checkpoints
-
-    task_dir = Path(args.task_dir)
-    task = task_dir.name
-    config = load_config(args.config)
-    if task not in config["tasks"]:
-        parser.error(f"task {task!r} (from {task_dir}) is not in {args.config}")
-    task_cfg = config["tasks"][task]
-    fcfg = config["forecast"]
-    model_path = task_dir / "hmm" / "model.json"
-    model = json.loads(model_path.read_text())
-    if model.get("k", 0) == 0:
-        parser.error(f"{model_path}: no fitted HMM")
-    summary_path = task_dir / "analysis" / "summary.json"
-    detours = json.loads(summary_path.read_text())["detour_states"] if summary_path.exists() else []
-    fitted = pd.read_parquet(
-        task_dir / "metrics.parquet", columns=["seed", "checkpoint", "step", "eval_acc", *model["features"]]
-    )
-    fitted = first_checkpoints(fitted, model.get("first_n"))
-    fc = Forecaster.fit(model, fitted, task_cfg["convergence_threshold"], detours)
-
-    run = Path(args.run)
-    if run.suffix in (".parquet", ".csv"):
-        table = pd.read_parquet(run) if run.suffix == ".parquet" else pd.read_csv(run)
-        if "seed" in table and table["seed"].nunique() > 1:
-            if args.seed_in_table is None:
-                parser.error(f"{run} holds several runs: choose one with --seed-in-table")
-            table = table[table["seed"] == args.seed_in_table]
-    else:
-        seed = args.seed
-        if seed is None:
-            name = run.name[: -len(".partial")] if run.name.endswith(".partial") else run.name
-            parent = run.parent.name if name == "checkpoints" else name
-            if not parent.startswith("seed") or not parent[4:].isdigit():
-                parser.error(f"cannot tell the run's seed from {run}: pass --seed")
-            seed = int(parent[4:])
-        table = partial_run_table(task_cfg, seed, run)
-    missing = [f for f in model["features"] if f not in table]
-    if missing:
-        parser.error(f"{run}: lacks the HMM's features {missing}")
-    table = _contiguous(table, str(run))
-    acc = table["eval_acc"].to_numpy(dtype=float) if "eval_acc" in table else None
-    out = fc.forecast(
-        table[model["features"]].to_numpy(dtype=float),
-        acc,
-        args.method or fcfg["method"],
-        args.level or fcfg["level"],
-        fcfg["samples"],
-        fcfg["seed"],
-    )
-    if args.json:
-        print(json.dumps({"task": task, "run": str(run), "length": fc.length, **out.as_dict()}, indent=2))
-        return 0
-    print(f"{task}: {run}")
-    print(f"  checkpoints seen: {out.t} of {fc.length}")
-    print(f"  current state: {out.state} (filtered probability {out.state_probability:.2f})")
-    if fc.detour_states:
-        flag = "yes" if out.in_detour else "no"
-        print(f"  entered a detour state {fc.detour_states}: {flag}")
-    else:
-        print("  detour states: none in this task's model")
-    if out.converged:
-        print(f"  converged at checkpoint {out.predicted:.0f} (eval accuracy > {fc.threshold})")
-    else:
-        print(
-            f"  forecast convergence: checkpoint {out.predicted:.0f} "
-            f"({out.level:.0%} interval {out.low:.0f}–{out.high:.0f}; {out.method}); "
-            f"naive: {fc.baseline():.0f}"
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

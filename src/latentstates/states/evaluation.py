@@ -1,0 +1,132 @@
+"""Cross-validated evaluation of the forecast: runs forecast by HMMs fitted without them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from latentstates.settings import ForecastSettings, HMMSettings
+from latentstates.states.analysis import convergence_times
+from latentstates.states.fit import fit_restarts, restart_seed
+from latentstates.states.forecast import METHODS, Forecaster
+from latentstates.states.hmm import model_record, number_states
+from latentstates.states.sequences import Sequences, zscore_runs
+
+EVALUATION_COLUMNS = [
+    "seed",
+    "fold",
+    "fraction",
+    "t",
+    "method",
+    "truth",
+    "converged_by_t",
+    "state",
+    "predicted",
+    "low",
+    "high",
+    "covered",
+    "naive",
+    "naive_conditional",
+]
+
+
+def fold_runs(runs: list[int], folds: int, seed: int) -> list[list[int]]:
+    """Runs split into `folds` seeded groups (at most one run per group if there are few runs)."""
+    rng = np.random.default_rng(seed)
+    perm = [runs[i] for i in rng.permutation(len(runs))]
+    folds = max(2, min(folds, len(runs)))
+    return [sorted(perm[i::folds]) for i in range(folds)]
+
+
+def fold_model(
+    seqs: Sequences, train: list[int], k: int, fold: int, settings: ForecastSettings, hmm: HMMSettings
+) -> dict:
+    """model.json's content of the HMM fitted on one fold's training runs: the task's K, the best
+    training likelihood of `settings.restarts` seeded restarts, states numbered as the workflow's."""
+    arrays = [seqs.arrays[seqs.runs.index(r)] for r in train]
+    seeds = [restart_seed(settings.seed, k, 1000 * (fold + 1) + r) for r in range(settings.restarts)]
+    _, best = fit_restarts(arrays, [], k, hmm, seeds)  # a failed restart is skipped, as in selection
+    if best is None:
+        raise RuntimeError(f"forecast evaluation: every HMM fit of fold {fold} failed")
+    numbered, _, _ = number_states(best.fit, arrays)
+    return model_record(numbered, seqs, train)
+
+
+def evaluate(
+    metrics: pd.DataFrame, model: dict, threshold: float, settings: ForecastSettings, hmm: HMMSettings
+) -> pd.DataFrame:
+    """Forecasts at each fraction of training for every run, from HMMs fitted without it.
+
+    Runs are split into folds; per fold an HMM with the task's K (`model["k"]`) and the HMM
+    settings `hmm` is fitted on the other runs (`fold_model`) and each held-out run is forecast
+    from its first round(fraction × T) checkpoints by every method. One row per (run, fraction,
+    method), with the two baselines: the fitted runs' mean convergence time (`naive`) and, as
+    ours, the known time once converged and otherwise the mean of the fitted runs' times that
+    are ≥ t (`naive_conditional`).
+    """
+    features = model["features"]
+    k = int(model["k"])
+    seqs = zscore_runs(metrics, features)
+    usable = seqs.runs
+    by_seed = {s: g for s, g in metrics.sort_values(["seed", "checkpoint"]).groupby("seed")}
+    truth = convergence_times(metrics[metrics["seed"].isin(usable)], threshold)
+    rows = []
+    for f_i, held in enumerate(fold_runs(usable, settings.folds, settings.seed)):
+        train = [r for r in usable if r not in held]
+        fc = Forecaster.fit(fold_model(seqs, train, k, f_i, settings, hmm), metrics, threshold)
+        for run in held:
+            g = by_seed[run]
+            true = float(truth.loc[run, "convergence_checkpoint"])
+            for row in _forecasts(fc, g, features, true, run, settings):
+                rows.append({"seed": run, "fold": f_i, **row})
+    return pd.DataFrame(rows, columns=EVALUATION_COLUMNS)
+
+
+def _forecasts(fc: Forecaster, run_metrics: pd.DataFrame, features, truth: float, run: int, settings):
+    """Rows of one held-out run: a forecast per fraction seen and method, with the baselines."""
+    raw = run_metrics[features].to_numpy(dtype=float)
+    acc = run_metrics["eval_acc"].to_numpy(dtype=float)
+    for frac in settings.fractions:
+        t = max(1, int(round(frac * len(raw))))
+        seen = acc[:t]
+        hit = np.flatnonzero(seen > fc.threshold)
+        later = fc.times[fc.times >= t]
+        cond = float(hit[0]) if len(hit) else float(later.mean() if later.size else t)
+        for method in METHODS:
+            out = fc.forecast(raw[:t], seen, settings.replace(method=method), seed=settings.seed + run)
+            yield {
+                "fraction": frac,
+                "t": t,
+                "method": method,
+                "truth": truth,
+                "converged_by_t": out.converged,
+                "state": out.state,
+                "predicted": out.predicted,
+                "low": out.low,
+                "high": out.high,
+                "covered": out.low <= truth <= out.high,
+                "naive": fc.baseline(),
+                "naive_conditional": cond,
+            }
+
+
+def summarise(evaluation: pd.DataFrame) -> pd.DataFrame:
+    """Per fraction and method: MAE of ours and both baselines, interval coverage and width."""
+    e = evaluation.assign(
+        err=(evaluation["predicted"] - evaluation["truth"]).abs(),
+        err_naive=(evaluation["naive"] - evaluation["truth"]).abs(),
+        err_cond=(evaluation["naive_conditional"] - evaluation["truth"]).abs(),
+        width=evaluation["high"] - evaluation["low"],
+    )
+    out = e.groupby(["fraction", "method"], sort=True).agg(
+        runs=("seed", "size"),
+        converged_by_t=("converged_by_t", "sum"),
+        mae=("err", "mean"),
+        mae_naive=("err_naive", "mean"),
+        mae_naive_conditional=("err_cond", "mean"),
+        coverage=("covered", "mean"),
+        interval_width=("width", "mean"),
+    )
+    out["beats_naive"] = out["mae"] < out["mae_naive"]
+    out["beats_naive_conditional"] = out["mae"] < out["mae_naive_conditional"]
+    return out.reset_index()

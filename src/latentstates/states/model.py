@@ -1,0 +1,186 @@
+"""The Gaussian HMM as parameters: emission densities, likelihood, decoding, filtering, model.json.
+
+One float64 implementation of the model's mathematics, whatever fitted it: model selection
+scores and decodes with it, the analyses and the forecast filter with it. No torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+PARAMETERS = ("starts", "transitions", "ends", "means", "covs")
+
+
+@dataclass(frozen=True, eq=False)
+class GaussianHMM:
+    """A Gaussian HMM with pomegranate's end probabilities (transition rows sum to 1 − end).
+
+    `covs` is (k, d, d) for full covariances or (k, d) variances for diagonal ones; `ends` may be
+    None (a model written without them; nothing here but `to_json` reads them).
+    """
+
+    starts: np.ndarray
+    transitions: np.ndarray
+    ends: np.ndarray | None
+    means: np.ndarray
+    covs: np.ndarray
+    covariance: str
+
+    @property
+    def k(self) -> int:
+        return len(self.starts)
+
+    @classmethod
+    def from_json(cls, model: dict) -> GaussianHMM:
+        """From model.json's dict (or any dict with its parameter keys)."""
+        ends = model.get("ends")
+        return cls(
+            np.asarray(model["starts"], dtype=float),
+            np.asarray(model["transitions"], dtype=float),
+            None if ends is None else np.asarray(ends, dtype=float),
+            np.asarray(model["means"], dtype=float),
+            np.asarray(model["covs"], dtype=float),
+            model["covariance"],
+        )
+
+    def to_json(self) -> dict:
+        """Parameters as plain lists: model.json's `k`, `covariance` and parameter keys."""
+        out = {"k": self.k, "covariance": self.covariance}
+        for name in PARAMETERS:
+            value = getattr(self, name)
+            out[name] = None if value is None else value.tolist()
+        return out
+
+    def permuted(self, perm: np.ndarray) -> GaussianHMM:
+        """The same model with its states renumbered by `perm` (old → new)."""
+        inv = np.argsort(perm)  # inv[new] = old
+        return GaussianHMM(
+            self.starts[inv],
+            self.transitions[np.ix_(inv, inv)],
+            None if self.ends is None else self.ends[inv],
+            self.means[inv],
+            self.covs[inv],
+            self.covariance,
+        )
+
+    def log_densities(self, x: np.ndarray) -> np.ndarray:
+        """log N(x_t | μ_k, Σ_k) for (..., T, d) observations: (..., T, k), float64."""
+        x = np.asarray(x, dtype=np.float64)
+        d = x.shape[-1]
+        out = []
+        for mu, cov in zip(self.means, self.covs):
+            diff = x - mu
+            if cov.ndim == 1:
+                maha = (diff**2 / cov).sum(axis=-1)
+                logdet = np.log(cov).sum()
+            else:
+                chol = np.linalg.cholesky(cov)
+                z = np.linalg.solve(chol, diff.reshape(-1, d).T).T.reshape(diff.shape)
+                maha = (z**2).sum(axis=-1)
+                logdet = 2 * np.log(np.diag(chol)).sum()
+            out.append(-0.5 * (maha + logdet + d * math.log(2 * math.pi)))
+        return np.stack(out, axis=-1)
+
+    def _scoring(self) -> tuple[np.ndarray, np.ndarray]:
+        """Start and transition probabilities renormalised without the end probability."""
+        return self.starts / self.starts.sum(), self.transitions / self.transitions.sum(axis=1, keepdims=True)
+
+    def log_likelihood(self, arrays: Sequence[np.ndarray]) -> float:
+        """Summed log-likelihood of the sequences given their lengths, in float64.
+
+        The transition rows are renormalised without the end probability, which makes this
+        hmmlearn's `score` of the same parameters: the end term would add log(1 − end) per step
+        and log(end) per sequence, a likelihood of the run lengths, not of the metrics.
+        """
+        starts, trans = self._scoring()
+        return sum(
+            float(forward_log_likelihood(self.log_densities(x), starts, trans).sum())
+            for _, x in group_by_length(arrays)
+        )
+
+    def viterbi(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Most likely state path of each sequence (the model of `log_likelihood`)."""
+        starts, trans = self._scoring()
+        out: list[np.ndarray | None] = [None] * len(arrays)
+        for idx, x in group_by_length(arrays):
+            for i, path in zip(idx, viterbi_paths(self.log_densities(x), starts, trans)):
+                out[i] = path
+        return out
+
+    def filter(self, x: np.ndarray) -> np.ndarray:
+        """Filtered state posteriors p(s_t | x_1..t) of one (T, d) sequence: (T, k).
+
+        With the stored transitions (end probability included), as the analyses always have.
+        """
+        loge = self.log_densities(x)
+        log_a = np.log(self.transitions + 1e-300)
+        log_alpha = np.log(self.starts + 1e-300) + loge[0]
+        post = np.empty_like(loge)
+        for t in range(len(loge)):
+            if t:
+                log_alpha = np.logaddexp.reduce(log_alpha[:, None] + log_a, axis=0) + loge[t]
+            log_alpha = log_alpha - np.logaddexp.reduce(log_alpha)  # normalised: the filtered posterior
+            post[t] = np.exp(log_alpha)
+        return post
+
+    def precisions(self) -> np.ndarray:
+        """Inverse covariance of each state, (k, d, d); diagonal ones as diagonal matrices."""
+        if self.covariance == "diag":
+            return np.stack([np.diag(1.0 / c) for c in self.covs])
+        return np.linalg.inv(self.covs)
+
+    def posterior_gradient(
+        self, x: np.ndarray, t: int, j: int, post: np.ndarray, precisions: np.ndarray | None = None
+    ) -> np.ndarray:
+        """∂ log p(s_t = j | x_1..t) / ∂ x_t, in closed form (`post`: `filter(x)`).
+
+        log p(s_t=j | x_1..t) = log b_j(x_t) + log Σ_i α̂_{t-1}(i) A_ij − log Σ_k (…) b_k(x_t), so
+        the gradient is ∇log b_j(x_t) − Σ_k p(s_t=k | x_1..t) ∇log b_k(x_t), with
+        ∇log b_k(x) = −Σ_k⁻¹(x − μ_k): a vector over all features.
+        """
+        prec = self.precisions() if precisions is None else precisions
+        scores = -np.einsum("kde,ke->kd", prec, x[t] - self.means)
+        return scores[j] - post[t] @ scores
+
+
+def group_by_length(arrays: Sequence[np.ndarray]) -> list[tuple[list[int], np.ndarray]]:
+    """Sequences grouped by length into (n, T, d) float64 arrays, with their indices."""
+    by_len: dict[int, list[int]] = {}
+    for i, a in enumerate(arrays):
+        by_len.setdefault(len(a), []).append(i)
+    return [
+        (idx, np.stack([np.asarray(arrays[i], dtype=np.float64) for i in idx]))
+        for _, idx in sorted(by_len.items())
+    ]
+
+
+def forward_log_likelihood(log_b: np.ndarray, starts: np.ndarray, transitions: np.ndarray) -> np.ndarray:
+    """log p(x_1..T) of each sequence by the forward algorithm: log_b is (n, T, k); returns (n,)."""
+    with np.errstate(divide="ignore"):
+        log_a = np.log(transitions)
+        alpha = np.log(starts) + log_b[:, 0]
+    for t in range(1, log_b.shape[1]):
+        alpha = np.logaddexp.reduce(alpha[:, :, None] + log_a[None], axis=1) + log_b[:, t]
+    return np.logaddexp.reduce(alpha, axis=1)
+
+
+def viterbi_paths(log_b: np.ndarray, starts: np.ndarray, transitions: np.ndarray) -> np.ndarray:
+    """Viterbi decoding of (n, T, k) emission log-densities: (n, T) state paths."""
+    n, length, k = log_b.shape
+    with np.errstate(divide="ignore"):
+        log_a = np.log(transitions)
+        delta = np.log(starts) + log_b[:, 0]
+    back = np.empty((n, length, k), dtype=np.int64)
+    for t in range(1, length):
+        scores = delta[:, :, None] + log_a[None]  # (n, from, to)
+        back[:, t] = scores.argmax(axis=1)
+        delta = scores.max(axis=1) + log_b[:, t]
+    paths = np.empty((n, length), dtype=np.int64)
+    paths[:, -1] = delta.argmax(axis=1)
+    for t in range(length - 1, 0, -1):
+        paths[:, t - 1] = back[np.arange(n), t, paths[:, t]]
+    return paths
