@@ -32,6 +32,7 @@ from latentstates.measure.metrics import PAPER_FEATURES, PERFORMANCE_COLUMNS  # 
 from latentstates.runs.contract import trained_run  # noqa: E402
 from latentstates.runs.runtime import resolve_device  # noqa: E402
 from latentstates.runs.train import train_group  # noqa: E402
+from latentstates.settings import HessianSettings  # noqa: E402
 
 
 def relative(a: pd.Series, b: pd.Series) -> float:
@@ -67,13 +68,13 @@ def main() -> None:
         dirs = [tmp / f"cpu{s}" for s in seeds]
         runs = [trained_run(task, s, d, log) for s, d, log in zip(seeds, dirs, cpu_logs)]
         batch = {"auto": "auto", "true": True, "false": False}[args.batch_runs]
-        hessian = cfg["metrics"]["hessian"]
+        hessian = HessianSettings.of_task(cfg, args.task)
         reference = list(
             metrics_of_runs(
-                runs, dirs, cpu_logs, {**hessian, "batch_runs": False}, device="cpu", progress=False
+                runs, dirs, cpu_logs, hessian.replace(batch_runs=False), device="cpu", progress=False
             )
         )
-        compared_cfg = {**hessian, "batch_runs": batch}
+        compared_cfg = hessian.replace(batch_runs=batch)
         compared = list(metrics_of_runs(runs, dirs, cpu_logs, compared_cfg, device=gpu, progress=False))
         for cpu_table, gpu_table in zip(reference, compared):
             for col in [*PAPER_FEATURES, "hessian_top_eig"]:

@@ -34,11 +34,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from latentstates.config import load_config  # noqa: E402
-from latentstates.measure.extract import checkpoint_hessian, hessian_settings, stacked_hessian_losses  # noqa: E402
+from latentstates.measure.extract import checkpoint_hessian, lanczos_arguments, stacked_hessian_losses  # noqa: E402
 from latentstates.measure.hessian import top_eigenvalues  # noqa: E402
 from latentstates.runs.checkpoints import list_checkpoints, load_checkpoint  # noqa: E402
 from latentstates.runs.runtime import build_run, configure_torch, resolve_device  # noqa: E402
 from latentstates.runs.train import train_run  # noqa: E402
+from latentstates.settings import HessianSettings  # noqa: E402
 from latentstates.tasks.registry import get_task  # noqa: E402
 
 
@@ -96,9 +97,9 @@ def arpack_top(loss, params):
 def sweep(method, task_cfg, paths, hessian_cfg, device, run_seed=0):
     kind, split, model = build_run(task_cfg, run_seed)
     model.to(device).eval()
-    batch = hessian_cfg["batch_size"] or len(split.x_train)
+    batch = hessian_cfg.batch_size or len(split.x_train)
     x, y = split.x_train[:batch].to(device), split.y_train[:batch].to(device)
-    gen = torch.Generator().manual_seed(hessian_cfg["seed"])
+    gen = torch.Generator().manual_seed(hessian_cfg.seed)
     vec, used, eigs = None, 0, []
     elapsed = 0.0
     for p in paths:
@@ -126,8 +127,9 @@ def sweep_together(task_cfg, runs, hessian_cfg, device):
     """Ours with the runs' Hessians iterated together (`extract.group_hessians`): one batched
     product for all runs at each checkpoint position. Returns seconds, products (per run, summed),
     batched products, and each run's eigenvalues."""
-    _, replicas, losses = stacked_hessian_losses(task_cfg, [seed for seed, _ in runs], hessian_cfg, device)
-    gens = [torch.Generator().manual_seed(hessian_cfg["seed"]) for _ in runs]
+    seeds = [seed for seed, _ in runs]
+    _, replicas, losses = stacked_hessian_losses(task_cfg, seeds, hessian_cfg.batch_size, device)
+    gens = [torch.Generator().manual_seed(hessian_cfg.seed) for _ in runs]
     vectors, used, batched, elapsed = [None] * len(runs), 0, 0, 0.0
     eigs = [[] for _ in runs]
     for pos in range(len(runs[0][1])):
@@ -140,7 +142,7 @@ def sweep_together(task_cfg, runs, hessian_cfg, device):
             replicas.parameters(),
             vectors,
             gens,
-            **hessian_settings(hessian_cfg),
+            **lanczos_arguments(hessian_cfg),
         )
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -162,7 +164,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     cfg = load_config(REPO / "config.yaml")
-    task_cfg, hessian_cfg = cfg["tasks"][args.task], cfg["metrics"]["hessian"]
+    task_cfg, hessian_cfg = cfg["tasks"][args.task], HessianSettings.of_task(cfg, args.task)
     device = resolve_device(args.device)
     configure_torch(1, device)
     if args.checkpoints and len(args.runs) != 1:
@@ -182,14 +184,14 @@ def main() -> None:
         if not ckpt.is_dir():
             ckpt = Path(tempfile.mkdtemp()) / "checkpoints"
             train_run(task_cfg, run_seed, ckpt, device=args.device, progress=False)
-        paths = list_checkpoints(ckpt)[:: args.stride or hessian_cfg["stride"]]
+        paths = list_checkpoints(ckpt)[:: args.stride or hessian_cfg.stride]
         _, ref_n, ref = sweep("reference", task_cfg, paths, hessian_cfg, device, run_seed)
         runs.append((run_seed, paths))
         refs.append(ref)
         print(f"{args.task} seed {run_seed} on {device}: {len(paths)} checkpoints; ARPACK {ref_n} products")
         times = {}
         for method in methods:
-            settings = {**hessian_cfg, "method": "lanczos"} if method == "lanczos" else hessian_cfg
+            settings = hessian_cfg.replace(method="lanczos") if method == "lanczos" else hessian_cfg
             seconds, used, eigs = sweep(method, task_cfg, paths, settings, device, run_seed)
             wrong = sum(abs(e - r) > 1e-3 * max(abs(r), 1e-6) for e, r in zip(eigs, ref))
             worst = max(abs(e - r) / max(abs(r), 1e-6) for e, r in zip(eigs, ref))

@@ -34,6 +34,7 @@ from latentstates.config import load_config  # noqa: E402
 from latentstates.measure.extract import run_metrics  # noqa: E402
 from latentstates.runs.runtime import build_run  # noqa: E402
 from latentstates.runs.train import schedule, train_group  # noqa: E402
+from latentstates.settings import HessianSettings, TrainSettings  # noqa: E402
 from latentstates.tasks import image_data  # noqa: E402
 
 
@@ -64,12 +65,12 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def seconds_per_seed_epoch(task: dict, group: int, device: str, tmp: Path) -> float:
+def seconds_per_seed_epoch(task: dict, group: int, device: str, tmp: Path, resume_every: float) -> float:
     seeds = list(range(group))
     dirs = [tmp / f"{task['kind']}_{group}_{s}" for s in seeds]
     sync(device)
     start = time.perf_counter()
-    logs = train_group(task, seeds, dirs, device=device, progress=False)
+    logs = train_group(task, seeds, dirs, device=device, progress=False, resume_every=resume_every)
     sync(device)
     return (time.perf_counter() - start) / (group * task["train"]["epochs"]), dirs, logs[0]
 
@@ -121,9 +122,10 @@ def main() -> None:
             if "dir" in task["data"]:  # image files written at --scale
                 n_train = round(n_train / args.scale)
             times = {}
-            seconds_per_seed_epoch(task, 1, args.device, tmp / "warm-up")  # kernels, allocator
+            resume_every = paper["resume_every"]
+            seconds_per_seed_epoch(task, 1, args.device, tmp / "warm-up", resume_every)  # kernels, allocator
             for g in groups:
-                times[g], dirs, log = seconds_per_seed_epoch(task, g, args.device, tmp)
+                times[g], dirs, log = seconds_per_seed_epoch(task, g, args.device, tmp, resume_every)
                 print(
                     f"{task_name}: group of {g:2d}: {times[g]:8.4f} s per seed-epoch "
                     f"({times[groups[0]] / times[g]:.2f}x a group of {groups[0]})",
@@ -131,11 +133,11 @@ def main() -> None:
                 )
             # Metrics of one run's checkpoints: weight statistics everywhere, the Hessian at the
             # first few (stride 1 here), timed apart.
-            hessian = {**paper["metrics"]["hessian"], **task.get("hessian", {})}
+            hessian = HessianSettings.of_task(paper, task_name)
             n_ckpt = len(list(dirs[0].glob("*.pt")))
             start = time.perf_counter()
             run_metrics(
-                task, 0, dirs[0], log, {**hessian, "enabled": False}, device=args.device, progress=False
+                task, 0, dirs[0], log, hessian.replace(enabled=False), device=args.device, progress=False
             )
             per_ckpt = (time.perf_counter() - start) / n_ckpt
             few = tmp / "few"
@@ -144,17 +146,17 @@ def main() -> None:
                 (few / p.name).write_bytes(p.read_bytes())
             start = time.perf_counter()
             table = run_metrics(
-                task, 0, few, log, {**hessian, "stride": 1}, device=args.device, progress=False
+                task, 0, few, log, hessian.replace(stride=1), device=args.device, progress=False
             )
             per_hessian = (time.perf_counter() - start) / len(table) - per_ckpt
             print(
                 f"{task_name}: metrics {per_ckpt * 1e3:.0f} ms per checkpoint, Hessian "
                 f"{per_hessian:.2f} s per checkpoint ({table['hessian_iters'].mean():.0f} products, "
-                f"batch {hessian['batch_size']})",
+                f"batch {hessian.batch_size})",
                 flush=True,
             )
             best = min(times.values())
-            _, steps_per_epoch, interval = schedule(n_train, paper["tasks"][task_name]["train"])
+            _, steps_per_epoch, interval = schedule(n_train, TrainSettings.of_task(paper, task_name))
             n_checkpoints = full_epochs * steps_per_epoch // interval + 1
             seeds = paper["tasks"][task_name]["seeds"]
             hours = (
@@ -162,7 +164,7 @@ def main() -> None:
                 * (
                     full_epochs * best
                     + n_checkpoints * per_ckpt
-                    + n_checkpoints / hessian["stride"] * per_hessian
+                    + n_checkpoints / hessian.stride * per_hessian
                 )
                 / 3600
             )

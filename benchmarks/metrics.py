@@ -32,6 +32,7 @@ from latentstates.measure.metrics import MATRIX_FEATURES, _summary, stacked_matr
 from latentstates.runs.checkpoints import list_checkpoints, load_checkpoint  # noqa: E402
 from latentstates.runs.runtime import build_run, configure_torch, resolve_device  # noqa: E402
 from latentstates.runs.train import train_run  # noqa: E402
+from latentstates.settings import HessianSettings  # noqa: E402
 
 
 def per_matrix_metrics(matrices, biases) -> dict[str, float]:
@@ -87,9 +88,10 @@ def main() -> None:
     for col in ["train_loss", "train_acc", "eval_loss", "eval_acc"]:
         log[col] = 0.0
     start = time.perf_counter()
-    run_metrics(task_cfg, 0, ckpt, log, cfg["metrics"]["hessian"], device="cpu", progress=False)
+    hessian = HessianSettings.of_task(cfg, args.task)
+    run_metrics(task_cfg, 0, ckpt, log, hessian, device="cpu", progress=False)
     whole = time.perf_counter() - start
-    stride = cfg["metrics"]["hessian"]["stride"]
+    stride = hessian.stride
     print(f"  whole run_metrics, the Hessian every {stride}: {n / whole:.1f} checkpoints/s")
 
 

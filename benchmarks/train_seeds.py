@@ -42,14 +42,20 @@ import json, sys
 from latentstates.io import write_parquet
 from latentstates.runs.train import train_group
 spec = json.loads(sys.argv[1])
-logs = train_group(spec["task"], spec["seeds"], spec["dirs"], device=spec["device"], progress=False)
+logs = train_group(
+    spec["task"], spec["seeds"], spec["dirs"], device=spec["device"], progress=False,
+    resume_every=spec["resume_every"],
+)
 for log, out in zip(logs, spec["logs"]):
     write_parquet(log, out)
 """
 
 
-def run_jobs(task: dict, groups: list[list[int]], out: Path, device: str, jobs: int) -> float:
-    """Seconds to train `groups` (one process each), `jobs` processes at a time."""
+def run_jobs(
+    task: dict, groups: list[list[int]], out: Path, device: str, jobs: int, resume_every: float
+) -> float:
+    """Seconds to train `groups` (one process each), `jobs` processes at a time, with a resume
+    state every `resume_every` seconds as the workflow writes them."""
     out.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
 
@@ -60,6 +66,7 @@ def run_jobs(task: dict, groups: list[list[int]], out: Path, device: str, jobs: 
             "dirs": [str(out / f"seed{s}" / "checkpoints") for s in group],
             "logs": [str(out / f"seed{s}.parquet") for s in group],
             "device": device,
+            "resume_every": resume_every,
         }
         subprocess.run([sys.executable, "-c", JOB, json.dumps(spec)], check=True, env=env)
 
@@ -101,7 +108,8 @@ def main() -> None:
     parser.add_argument("--alone", action="store_true", help="also time ours with one seed per process")
     args = parser.parse_args()
 
-    task = load_config(args.config)["tasks"][args.task]
+    config = load_config(args.config)
+    task, resume_every = config["tasks"][args.task], config["resume_every"]
     if args.epochs:
         task["train"]["epochs"] = args.epochs
     seeds = list(range(args.seeds))
@@ -110,13 +118,13 @@ def main() -> None:
     sample = seeds[: args.baseline_sample or len(seeds)]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        ours = run_jobs(task, groups, tmp / "ours", args.device, args.jobs)
+        ours = run_jobs(task, groups, tmp / "ours", args.device, args.jobs, resume_every)
         # The paper's way: one seed per process, autograd.
         paper = {**task, "train": {**task["train"], "backward": "autograd"}}
-        base = run_jobs(paper, [[s] for s in sample], tmp / "base", args.device, args.jobs)
+        base = run_jobs(paper, [[s] for s in sample], tmp / "base", args.device, args.jobs, resume_every)
         base_all = base * len(seeds) / len(sample)
         if args.alone:  # ours, one seed per process: the gain of the step alone
-            alone = run_jobs(task, [[s] for s in sample], tmp / "alone", args.device, args.jobs)
+            alone = run_jobs(task, [[s] for s in sample], tmp / "alone", args.device, args.jobs, resume_every)
             alone_all = alone * len(seeds) / len(sample)
         diff = log_difference(tmp / "ours", tmp / "base", sample)
         print(
@@ -133,7 +141,7 @@ def main() -> None:
         print(f"  speed-up: {base_all / ours:.2f}x; {describe(diff)}")
         if args.check_device:
             check = seeds[:2]
-            run_jobs(task, [check], tmp / "check", args.check_device, 1)
+            run_jobs(task, [check], tmp / "check", args.check_device, 1, resume_every)
             other = log_difference(tmp / "ours", tmp / "check", check)
             print(f"  {args.device} against {args.check_device}, seeds {check}: {describe(other)}")
 

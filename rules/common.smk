@@ -4,11 +4,7 @@ import json
 from pathlib import Path
 
 from latentstates.config import task_hessian, task_hmm
-from latentstates.runs.discovery import (
-    checkpoint_files_in,
-    huggingface_checkpoints,
-    run_directory,
-)
+from latentstates.runs import discovery
 from latentstates.tasks.image_data import KIND_DATASETS, expected_files
 from latentstates.provenance import code_digest
 
@@ -111,12 +107,12 @@ def import_inputs(task, group_seeds):
     files = []
     for s in group_seeds:
         if t["source"] == "checkpoints":
-            d = run_directory(t["path"], s)
-            found = checkpoint_files_in(d) if d.is_dir() else []
+            d = discovery.run_directory(t["path"], s)
+            found = discovery.checkpoint_files_in(d) if d.is_dir() else []
             files += [str(p) for p in found] or [str(d)]
         else:
             try:
-                found = huggingface_checkpoints(t["path"], s)
+                found = discovery.huggingface_checkpoints(t["path"], s)
             except (FileNotFoundError, ValueError) as exc:
                 raise ValueError(f"config key 'tasks.{task}.path': {exc}") from None
             files += [str(p) for _, p in found]

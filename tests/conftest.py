@@ -42,6 +42,18 @@ def tiny_config() -> dict:
 
 
 @pytest.fixture
+def config():
+    """A factory of validated configs, defaults filled in: the tiny one, or the YAML file `path`,
+    with `changes` to its top level. Each call gives a fresh copy to change."""
+    from latentstates.config import validate_config
+
+    def make(path: Path = TINY, **changes) -> dict:
+        return validate_config({**yaml.safe_load(Path(path).read_text()), **changes})
+
+    return make
+
+
+@pytest.fixture
 def make_workdir(tmp_path):
     """A fresh working directory holding a config (the tiny one, or one given)."""
 

@@ -3,6 +3,7 @@ import torch
 from torch.func import functional_call
 
 from latentstates.measure.hessian import top_eigenvalue
+from latentstates.settings import HessianSettings
 from latentstates.tasks.models import MLP
 from latentstates.tasks.registry import get_task
 
@@ -125,7 +126,7 @@ def test_default_min_iter_finds_a_top_that_overtook_the_warm_start_at_the_metric
     # The previous checkpoint's top eigenvector (0.95) has been overtaken by an orthogonal one
     # (1.0) over a full-rank bulk; at tol 1e-3 the residual test passes on the stale pair, so
     # only the minimum number of products lets the Krylov space find the new top.
-    from latentstates.measure.hessian import MIN_ITER
+    MIN_ITER = HessianSettings.defaults().min_iter  # the workflow's (metrics.hessian.min_iter)
 
     def found(seed: int, min_iter: int) -> bool:
         g = torch.Generator().manual_seed(seed)
@@ -242,21 +243,21 @@ def test_metrics_stage_uses_the_closed_form_only_where_it_holds():
     from latentstates.measure.extract import checkpoint_hessian
 
     kind = get_task("sparse_parity")
-    cfg = {"tol": 1e-6, "max_iter": 2000, "krylov_dim": 20}
+    cfg = HessianSettings.defaults(tol=1e-6, max_iter=2000, krylov_dim=20)
     torch.manual_seed(2)
     x = torch.randint(0, 2, (64, 8)).double() * 2 - 1
     y = x[:, :3].prod(1)
     one = kind.make_model({"hidden": [24]}, {"n_bits": 8}).double()
     gen = torch.Generator().manual_seed(0)
-    auto = checkpoint_hessian(kind, one, x, y, {**cfg, "method": "auto"}, None, gen)
-    lanczos = checkpoint_hessian(kind, one, x, y, {**cfg, "method": "lanczos"}, None, gen)
+    auto = checkpoint_hessian(kind, one, x, y, cfg.replace(method="auto"), None, gen)
+    lanczos = checkpoint_hessian(kind, one, x, y, cfg.replace(method="lanczos"), None, gen)
     assert auto.iterations == 0 and lanczos.iterations > 0
     assert abs(auto.eigenvalue - lanczos.eigenvalue) < 1e-5 * auto.eigenvalue
     # Two hidden layers: the second derivative through the second layer's ReLU input is not
     # blockwise, so no closed form: Lanczos, checked against the exact Hessian.
     two = kind.make_model({"hidden": [12, 10]}, {"n_bits": 8}).double()
     assert kind.hessian_top(two, x, y) is None
-    res = checkpoint_hessian(kind, two, x, y, {**cfg, "method": "auto"}, None, gen)
+    res = checkpoint_hessian(kind, two, x, y, cfg.replace(method="auto"), None, gen)
     exact = _exact_eigenvalues(two, kind.loss, x, y)[-1].item()
     assert res.iterations > 0 and abs(res.eigenvalue - exact) < 1e-4 * exact
 
@@ -271,7 +272,7 @@ def test_a_metrics_job_batches_its_runs_hessians_only_where_that_can_pay():
     from latentstates.measure.extract import batches_hessians
 
     paper = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())["tasks"]
-    cfg = {"enabled": True, "stride": 2, "batch_runs": True}
+    cfg = HessianSettings.defaults(stride=2, batch_runs=True)
 
     def runs(task: str, n: int = 2, every: int = 1) -> list[dict]:
         checkpoints = [{"index": i} for i in range(0, 10, every)]
@@ -280,13 +281,13 @@ def test_a_metrics_job_batches_its_runs_hessians_only_where_that_can_pay():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert batches_hessians(runs("modular_addition"), cfg, cpu)
     assert batches_hessians(runs("mnist_mlp"), cfg, cpu)
-    assert batches_hessians(runs("modular_addition"), {**cfg, "batch_runs": "auto"}, cuda)
-    assert not batches_hessians(runs("modular_addition"), {**cfg, "batch_runs": "auto"}, cpu)
-    assert not batches_hessians(runs("modular_addition"), {**cfg, "batch_runs": False}, cuda)
-    assert not batches_hessians(runs("modular_addition"), {**cfg, "enabled": False}, cpu)
+    assert batches_hessians(runs("modular_addition"), cfg.replace(batch_runs="auto"), cuda)
+    assert not batches_hessians(runs("modular_addition"), cfg.replace(batch_runs="auto"), cpu)
+    assert not batches_hessians(runs("modular_addition"), cfg.replace(batch_runs=False), cuda)
+    assert not batches_hessians(runs("modular_addition"), cfg.replace(enabled=False), cpu)
     assert not batches_hessians(runs("modular_addition", n=1), cfg, cpu)
     assert not batches_hessians(runs("modular_addition") + runs("modular_addition_ln", n=1), cfg, cpu)
     assert not batches_hessians(runs("modular_addition", n=1) + runs("modular_addition", every=3), cfg, cpu)
     assert not batches_hessians(runs("sparse_parity"), cfg, cpu)
-    assert batches_hessians(runs("sparse_parity"), {**cfg, "method": "lanczos"}, cpu)
+    assert batches_hessians(runs("sparse_parity"), cfg.replace(method="lanczos"), cpu)
     assert not batches_hessians(runs("cifar100_resnet18"), cfg, cpu)

@@ -16,8 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY, snakemake
-from latentstates.config import load_config
+from conftest import snakemake
 from latentstates.io import read_parquet, write_parquet
 from latentstates.measure.extract import run_metrics
 from latentstates.measure.metrics import PAPER_FEATURES
@@ -31,22 +30,15 @@ from latentstates.runs.checkpoints import (
     staging_dir,
 )
 from latentstates.runs.train import train_group, train_run
+from latentstates.settings import HessianSettings
 from latentstates.states.hmm import fit_task
 
-HESSIAN = {
-    "enabled": True,
-    "batch_size": 64,
-    "stride": 2,
-    "tol": 1e-3,
-    "max_iter": 20,
-    "seed": 0,
-    "krylov_dim": 20,
-}
+HESSIAN = HessianSettings.defaults(batch_size=64, stride=2, tol=1e-3, max_iter=20, seed=0, krylov_dim=20)
 
 
-def _slow_parity() -> dict:
+def _slow_parity(config) -> dict:
     """A parity task long enough (a few seconds) to be killed in the middle."""
-    cfg = load_config(TINY)["tasks"]["sparse_parity"]
+    cfg = config()["tasks"]["sparse_parity"]
     cfg["model"]["hidden"] = [512]
     cfg["train"]["epochs"] = 120
     return cfg
@@ -144,8 +136,8 @@ def test_a_kill_at_any_file_operation_leaves_a_common_readable_resume_state(tmp_
 
 
 @pytest.mark.parametrize("seeds", [[0], [0, 1, 2]], ids=["alone", "group"])
-def test_killed_training_resumes_bit_identical_even_past_a_corrupt_state(tmp_path, seeds, caplog):
-    cfg = _slow_parity()
+def test_killed_training_resumes_bit_identical_even_past_a_corrupt_state(tmp_path, seeds, caplog, config):
+    cfg = _slow_parity(config)
     reference = train_group(cfg, seeds, [tmp_path / f"reference{s}" for s in seeds], progress=False)
 
     dirs = [tmp_path / f"killed{s}" for s in seeds]
@@ -251,8 +243,8 @@ def test_snakemake_rerun_after_kill_matches_uninterrupted_run(make_workdir, tiny
         )
 
 
-def test_bad_checkpoint_inputs_name_the_file(tmp_path):
-    cfg = load_config(TINY)["tasks"]["sparse_parity"]
+def test_bad_checkpoint_inputs_name_the_file(tmp_path, config):
+    cfg = config()["tasks"]["sparse_parity"]
     log = train_run(cfg, 0, tmp_path / "run", progress=False)
 
     empty = tmp_path / "empty"
@@ -275,7 +267,7 @@ def test_bad_checkpoint_inputs_name_the_file(tmp_path):
     with pytest.raises(ValueError, match=rf"{victim.name}: not a readable checkpoint"):
         run_metrics(cfg, 0, truncated, log, HESSIAN, progress=False)
 
-    other = load_config(TINY)["tasks"]["sparse_parity"]
+    other = config()["tasks"]["sparse_parity"]
     other["model"]["hidden"] = [7]
     with pytest.raises(ValueError, match="do not fit the configured model"):
         run_metrics(other, 0, tmp_path / "run", log, HESSIAN, progress=False)

@@ -3,20 +3,16 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, TINY
-from latentstates.config import load_config
+from conftest import REPO
 from latentstates.measure.extract import run_metrics
 from latentstates.measure.metrics import PAPER_FEATURES
 from latentstates.runs.checkpoints import list_checkpoints, load_checkpoint
 from latentstates.runs.train import train_group, train_run
+from latentstates.settings import HessianSettings, TrainSettings
 
 
-def _tiny(task):
-    return load_config(TINY)["tasks"][task] | {}
-
-
-def test_training_is_deterministic_and_checkpoints_every_interval(tmp_path):
-    cfg = _tiny("modular_addition")
+def test_training_is_deterministic_and_checkpoints_every_interval(tmp_path, config):
+    cfg = config()["tasks"]["modular_addition"]
     a = train_run(cfg, 1, tmp_path / "a", progress=False)
     b = train_run(cfg, 1, tmp_path / "b", progress=False)
     pd.testing.assert_frame_equal(a, b)
@@ -30,33 +26,25 @@ def test_training_is_deterministic_and_checkpoints_every_interval(tmp_path):
     assert (a[["seed", "init_seed", "data_seed", "order_seed"]].nunique() == 1).all()
 
 
-def test_different_seeds_differ(tmp_path):
-    cfg = _tiny("sparse_parity")
+def test_different_seeds_differ(tmp_path, config):
+    cfg = config()["tasks"]["sparse_parity"]
     a = train_run(cfg, 0, tmp_path / "a", progress=False)
     b = train_run(cfg, 1, tmp_path / "b", progress=False)
     assert not a["train_loss"].equals(b["train_loss"])
 
 
-def test_parity_learns(tmp_path):
-    cfg = _tiny("sparse_parity")
+def test_parity_learns(tmp_path, config):
+    cfg = config()["tasks"]["sparse_parity"]
     cfg["train"]["epochs"] = 200
     log = train_run(cfg, 0, tmp_path, progress=False)
     assert log["train_acc"].iloc[-1] > 0.95 and log["eval_acc"].iloc[-1] > 0.9
     assert log["train_acc"].iloc[-1] > log["train_acc"].iloc[0] + 0.3
 
 
-def test_metrics_of_a_run(tmp_path):
-    cfg = _tiny("sparse_parity")
+def test_metrics_of_a_run(tmp_path, config):
+    cfg = config()["tasks"]["sparse_parity"]
     log = train_run(cfg, 0, tmp_path, progress=False)
-    hess = {
-        "enabled": True,
-        "batch_size": 64,
-        "stride": 2,
-        "tol": 1e-3,
-        "max_iter": 30,
-        "seed": 0,
-        "krylov_dim": 20,
-    }
+    hess = HessianSettings.defaults(batch_size=64, stride=2, tol=1e-3, max_iter=30, seed=0, krylov_dim=20)
     df = run_metrics(cfg, 0, tmp_path, log, hess, progress=False)
     assert len(df) == len(log)
     assert set(PAPER_FEATURES) <= set(df.columns)
@@ -66,32 +54,24 @@ def test_metrics_of_a_run(tmp_path):
     pd.testing.assert_series_equal(df["eval_acc"], log["eval_acc"], check_names=False)
 
 
-def test_hessian_batch_size_zero_is_the_whole_training_set(tmp_path):
-    cfg = _tiny("sparse_parity")
+def test_hessian_batch_size_zero_is_the_whole_training_set(tmp_path, config):
+    cfg = config()["tasks"]["sparse_parity"]
     cfg["train"]["epochs"] = 4
     log = train_run(cfg, 0, tmp_path, progress=False)
     n_train = cfg["data"]["n_train"]
-    hess = {"enabled": True, "stride": 2, "tol": 1e-6, "max_iter": 60, "seed": 0, "krylov_dim": 20}
-    whole = run_metrics(cfg, 0, tmp_path, log, hess | {"batch_size": 0}, progress=False)
-    full = run_metrics(cfg, 0, tmp_path, log, hess | {"batch_size": n_train}, progress=False)
-    part = run_metrics(cfg, 0, tmp_path, log, hess | {"batch_size": 32}, progress=False)
+    hess = HessianSettings.defaults(stride=2, tol=1e-6, max_iter=60, seed=0, krylov_dim=20)
+    whole = run_metrics(cfg, 0, tmp_path, log, hess.replace(batch_size=0), progress=False)
+    full = run_metrics(cfg, 0, tmp_path, log, hess.replace(batch_size=n_train), progress=False)
+    part = run_metrics(cfg, 0, tmp_path, log, hess.replace(batch_size=32), progress=False)
     pd.testing.assert_series_equal(whole["hessian_top_eig"], full["hessian_top_eig"])
     assert not np.allclose(whole["hessian_top_eig"].dropna(), part["hessian_top_eig"].dropna())
 
 
-def test_diverged_run_is_flagged_kept_and_left_out_of_the_hmm(tmp_path):
+def test_diverged_run_is_flagged_kept_and_left_out_of_the_hmm(tmp_path, config):
     from latentstates.states.hmm import fit_task
 
-    cfg = _tiny("sparse_parity")
-    hess = {
-        "enabled": True,
-        "batch_size": 64,
-        "stride": 1,
-        "tol": 1e-3,
-        "max_iter": 20,
-        "seed": 0,
-        "krylov_dim": 20,
-    }
+    cfg = config()["tasks"]["sparse_parity"]
+    hess = HessianSettings.defaults(batch_size=64, stride=1, tol=1e-3, max_iter=20, seed=0, krylov_dim=20)
     frames = []
     for seed, lr in [(0, 0.1), (1, 0.1), (2, 0.1), (3, 50.0)]:
         cfg["train"]["lr"] = lr
@@ -141,7 +121,7 @@ def _plain_training(cfg: dict, seed: int, steps: int, batches: list | None = Non
         opt = torch.optim.AdamW(
             model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"], betas=train["betas"]
         )
-    batch, per_epoch, _ = schedule(len(split.x_train), train)
+    batch, per_epoch, _ = schedule(len(split.x_train), TrainSettings.from_dict(train))
     order = torch.Generator().manual_seed(run_seeds(seed, None)["order_seed"])
     for step in range(steps):
         if step % per_epoch == 0:
@@ -157,22 +137,22 @@ def _plain_training(cfg: dict, seed: int, steps: int, batches: list | None = Non
     return model.state_dict()
 
 
-def _small_digits() -> dict:
-    cfg = load_config(REPO / "config.yaml")["tasks"]["digits_mlp"]
+def _small_digits(config) -> dict:
+    cfg = config(REPO / "config.yaml")["tasks"]["digits_mlp"]
     cfg["model"]["hidden"] = [24, 16]  # two hidden layers: the backward pass crosses a ReLU twice
     cfg["train"].update(batch_size=200, checkpoint_every=1, checkpoint_unit="epoch")
     return cfg
 
 
 @pytest.mark.parametrize("task", ["sparse_parity", "modular_addition", "digits_mlp"])
-def test_seeds_trained_together_equal_seeds_trained_alone(task, tmp_path):
+def test_seeds_trained_together_equal_seeds_trained_alone(task, tmp_path, config):
     # Parities and digits backpropagate by hand (train.backward auto); the plain training below
     # uses autograd, so it also checks the hand-written backward pass over a few hundred steps.
-    cfg = _small_digits() if task == "digits_mlp" else _tiny(task)
+    cfg = _small_digits(config) if task == "digits_mlp" else config()["tasks"][task]
     from latentstates.runs.runtime import build_run
     from latentstates.runs.train import schedule
 
-    _, steps_per_epoch, _ = schedule(len(build_run(cfg, 0)[1].x_train), cfg["train"])
+    _, steps_per_epoch, _ = schedule(len(build_run(cfg, 0)[1].x_train), TrainSettings.from_dict(cfg["train"]))
     cfg["train"]["epochs"] = -(-300 // steps_per_epoch)  # a few hundred steps
     total = cfg["train"]["epochs"] * steps_per_epoch
     seeds = [3, 4, 5]
@@ -195,8 +175,8 @@ def test_seeds_trained_together_equal_seeds_trained_alone(task, tmp_path):
     assert not together[0]["train_loss"].equals(together[1]["train_loss"])
 
 
-def test_diverging_seeds_of_a_group_stop_where_they_would_alone(tmp_path):
-    cfg = _tiny("modular_addition")
+def test_diverging_seeds_of_a_group_stop_where_they_would_alone(tmp_path, config):
+    cfg = config()["tasks"]["modular_addition"]
     cfg["train"]["lr"] = 3.0  # seed 0 diverges two steps after seeds 1 and 2
     seeds = [0, 1, 2]
     logs = train_group(cfg, seeds, [tmp_path / f"g{s}" for s in seeds], progress=False)
@@ -219,19 +199,19 @@ def test_resume_log_round_trips_exactly_and_reads_older_states():
     assert resume_rows({"rows": rows}) == rows  # a resume state written before the encoded log
 
 
-def test_running_train_metrics_are_the_epochs_batches_as_released(tmp_path):
+def test_running_train_metrics_are_the_epochs_batches_as_released(tmp_path, config):
     # train_metrics running (the parities' setting, as the released sparse_parities.py): at each
     # epoch's checkpoint, the mean of the epoch's batch losses and the accuracy of sign(output)
     # over its examples, taken during training, written out independently here.
     from latentstates.runs.runtime import build_run
     from latentstates.runs.train import schedule
 
-    cfg = _tiny("sparse_parity")
+    cfg = config()["tasks"]["sparse_parity"]
     cfg["train"].update(epochs=4, checkpoint_every=1, checkpoint_unit="epoch", train_metrics="running")
     seeds = [3, 4]
     logs = train_group(cfg, seeds, [tmp_path / f"s{s}" for s in seeds], progress=False)
     n = len(build_run(cfg, 0)[1].x_train)
-    _, per_epoch, _ = schedule(n, cfg["train"])
+    _, per_epoch, _ = schedule(n, TrainSettings.from_dict(cfg["train"]))
     for seed, log in zip(seeds, logs):
         batches = []
         _plain_training(cfg, seed, cfg["train"]["epochs"] * per_epoch, batches)
@@ -243,13 +223,15 @@ def test_running_train_metrics_are_the_epochs_batches_as_released(tmp_path):
             assert row["train_acc"] == pytest.approx(correct / n, abs=1.5 / n)  # a sign may round
 
 
-def test_checkpoints_carry_their_log_rows_and_resume_states_follow_resume_every(tmp_path, monkeypatch):
+def test_checkpoints_carry_their_log_rows_and_resume_states_follow_resume_every(
+    tmp_path, monkeypatch, config
+):
     import latentstates.runs.train as train_module
 
     written = []
     real = train_module.save_resume
     monkeypatch.setattr(train_module, "save_resume", lambda d, i, p: (written.append(i), real(d, i, p)))
-    cfg = _tiny("sparse_parity")
+    cfg = config()["tasks"]["sparse_parity"]
     cfg["train"]["epochs"] = 6
     every = train_group(cfg, [0, 1], [tmp_path / "a0", tmp_path / "a1"], progress=False, resume_every=0)
     assert sorted(written) == sorted(2 * every[0]["checkpoint"].tolist())  # both runs, each checkpoint
@@ -268,7 +250,8 @@ def test_checkpoints_carry_their_log_rows_and_resume_states_follow_resume_every(
 def test_sgd_steps_bit_for_bit_as_torchs_default_sgd(momentum):
     from latentstates.runs.train import make_optimizer
 
-    cfg = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.01, "momentum": momentum}
+    required = {"batch_size": 0, "epochs": 1, "checkpoint_every": 1}  # unused here
+    cfg = TrainSettings.defaults(optimizer="sgd", lr=0.1, weight_decay=0.01, momentum=momentum, **required)
     gen = torch.Generator().manual_seed(0)
     # Sizes that leave remainders past the vector width (5·30, 7).
     start = [

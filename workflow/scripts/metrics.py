@@ -5,16 +5,17 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 import json
 
-from latentstates.measure.extract import metrics_of_runs
 from latentstates.io import read_parquet, write_parquet
 from latentstates.logs import job_log
+from latentstates.measure.extract import metrics_of_runs
 from latentstates.measure.metrics import PERFORMANCE_COLUMNS
 from latentstates.runs.contract import read_run
+from latentstates.settings import HessianSettings
 
 SEED_COLUMNS = ["seed", "init_seed", "data_seed", "order_seed"]
 
 with job_log(snakemake.log[0]) as logger:
-    hessian = json.loads(snakemake.params.hessian)
+    hessian = HessianSettings.from_dict(json.loads(snakemake.params.hessian))
     runs = [read_run(f) for f in snakemake.input.runs]
     logs = [
         read_parquet(f, columns=["checkpoint", "diverged", *PERFORMANCE_COLUMNS, "seed"])

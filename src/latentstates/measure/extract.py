@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +14,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from latentstates.measure.hessian import MIN_ITER, EigenResult, top_eigenvalue, top_eigenvalues
+from latentstates.measure.hessian import EigenResult, top_eigenvalue, top_eigenvalues
 from latentstates.measure.metrics import PERFORMANCE_COLUMNS, weight_metrics
 from latentstates.runs.architectures import get_architecture
-from latentstates.runs.contract import checkpoint_files, epoch_or_nan, trained_run
+from latentstates.runs.contract import epoch_or_nan, run_checkpoint_paths, trained_run
 from latentstates.runs.runtime import build_run, configure_torch, resolve_device
 from latentstates.runs.weights import load_weights
+from latentstates.settings import HessianSettings
 from latentstates.tasks.models import finite_weights, fit_state
 from latentstates.tasks.registry import get_task
 from latentstates.tasks.replicas import Replicas, loops_replicas
@@ -33,12 +35,18 @@ def load_into(model: torch.nn.Module, path: str | Path, fmt: str = "workflow") -
 
 
 def checkpoint_hessian(
-    kind, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, hessian_cfg: dict, init, generator
+    kind,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    hessian: HessianSettings,
+    init,
+    generator,
 ) -> EigenResult:
     """Top Hessian eigenpair of the task's loss on (x, y) at the model's weights, with the
     `metrics.hessian` settings: the task's closed form where it has one (method auto), else
     Lanczos warm-started from `init` (the previous checkpoint's vector)."""
-    if kind.hessian_top is not None and hessian_cfg.get("method", "auto") == "auto":
+    if kind.hessian_top is not None and hessian.method == "auto":
         exact = kind.hessian_top(model, x, y)
         if exact is not None:
             return exact
@@ -47,57 +55,49 @@ def checkpoint_hessian(
         [p for p in model.parameters() if p.requires_grad],
         init=init,
         generator=generator,
-        **hessian_settings(hessian_cfg),
+        **lanczos_arguments(hessian),
     )
 
 
-def hessian_settings(hessian_cfg: dict) -> dict:
+def lanczos_arguments(hessian: HessianSettings) -> dict:
     """The Lanczos settings of `metrics.hessian`, as `top_eigenvalue`'s keyword arguments."""
     return dict(
-        tol=hessian_cfg["tol"],
-        max_iter=hessian_cfg["max_iter"],
-        krylov_dim=hessian_cfg["krylov_dim"],
-        min_iter=hessian_cfg.get("min_iter", MIN_ITER),
+        tol=hessian.tol, max_iter=hessian.max_iter, krylov_dim=hessian.krylov_dim, min_iter=hessian.min_iter
     )
 
 
-def batches_hessians(runs: list[dict], hessian_cfg: dict, device: torch.device) -> bool:
+def batches_hessians(runs: list[dict], hessian: HessianSettings, device: torch.device) -> bool:
     """Whether a metrics job's runs get their Hessians together (`group_hessians`): runs of one
     registered model with the same Hessian schedule, iterated by Lanczos (not a closed form), whose
     replicas run as one (no BatchNorm), with `metrics.hessian.batch_runs` true, or auto on a GPU."""
-    batch = hessian_cfg.get("batch_runs", "auto")
-    if (
-        not hessian_cfg["enabled"]
-        or len(runs) < 2
-        or batch is False
-        or (batch == "auto" and device.type != "cuda")
-    ):
+    batch = hessian.batch_runs
+    if not hessian.enabled or len(runs) < 2 or batch is False or (batch == "auto" and device.type != "cuda"):
         return False
     specs = {json.dumps(run["spec"], sort_keys=True, default=str) for run in runs}
     if len(specs) > 1 or not runs[0]["spec"].get("kind"):
         return False
     spec = runs[0]["spec"]
     kind = get_task(spec["kind"])
-    if kind.hessian_top is not None and hessian_cfg.get("method", "auto") == "auto":
+    if kind.hessian_top is not None and hessian.method == "auto":
         return False
     if loops_replicas(kind.make_model(spec["model"], spec["data"])):
         return False  # BatchNorm: the replicas would run one after another, nothing to batch
-    return len({tuple(_hessian_schedule(run, hessian_cfg)) for run in runs}) == 1
+    return len({tuple(_hessian_schedule(run, hessian.stride)) for run in runs}) == 1
 
 
-def _hessian_schedule(run: dict, hessian_cfg: dict) -> list[int]:
+def _hessian_schedule(run: dict, stride: int) -> list[int]:
     """Positions in the run's checkpoint list where the Hessian is computed."""
-    return [i for i, c in enumerate(run["checkpoints"]) if c["index"] % hessian_cfg["stride"] == 0]
+    return [i for i, c in enumerate(run["checkpoints"]) if c["index"] % stride == 0]
 
 
-def stacked_hessian_losses(task_cfg: dict, seeds: list[int], hessian_cfg: dict, device: torch.device):
+def stacked_hessian_losses(task_cfg: dict, seeds: list[int], batch_size: int, device: torch.device):
     """The runs `seeds` of one task for their Hessians together: (their models, on `device` in
     eval mode, to load checkpoints into; the models stacked as `Replicas`; a function giving each
     replica's loss on its own run's Hessian batch, the first `batch_size` training examples)."""
     built = [build_run(task_cfg, seed) for seed in seeds]
     kind = built[0][0]
     models = [model.to(device).eval() for _, _, model in built]
-    hb = hessian_cfg["batch_size"] or len(built[0][1].x_train)
+    hb = batch_size or len(built[0][1].x_train)
     x = torch.stack([split.x_train[:hb] for _, split, _ in built]).to(device)
     y = torch.stack([split.y_train[:hb] for _, split, _ in built]).to(device)
     replicas = Replicas(models).eval()
@@ -107,7 +107,7 @@ def stacked_hessian_losses(task_cfg: dict, seeds: list[int], hessian_cfg: dict, 
 def group_hessians(
     runs: list[dict],
     run_files: list[str | Path],
-    hessian_cfg: dict,
+    hessian: HessianSettings,
     device: str = "auto",
     threads: int = 1,
     progress: bool = True,
@@ -119,15 +119,15 @@ def group_hessians(
     dev = resolve_device(device)
     configure_torch(threads, dev)
     models, replicas, losses = stacked_hessian_losses(
-        runs[0]["spec"], [run["seed"] for run in runs], hessian_cfg, dev
+        runs[0]["spec"], [run["seed"] for run in runs], hessian.batch_size, dev
     )
-    gens = [torch.Generator().manual_seed(run["seed"] + hessian_cfg["seed"]) for run in runs]
-    files = [checkpoint_files(run, f) for run, f in zip(runs, run_files)]
+    gens = [torch.Generator().manual_seed(run["seed"] + hessian.seed) for run in runs]
+    files = [run_checkpoint_paths(run, f) for run, f in zip(runs, run_files)]
     found: list[dict[int, EigenResult]] = [{} for _ in runs]
     vectors = [None] * len(runs)
     seeds = ", ".join(str(run["seed"]) for run in runs)
     bar = dict(desc=f"Hessians of seeds {seeds}", file=sys.stderr, mininterval=5.0, disable=not progress)
-    for pos in tqdm(_hessian_schedule(runs[0], hessian_cfg), **bar):
+    for pos in tqdm(_hessian_schedule(runs[0], hessian.stride), **bar):
         for run, model, paths in zip(runs, models, files):
             load_into(model, paths[pos], run["format"])
         replicas.load_state_dicts([model.state_dict() for model in models])
@@ -137,7 +137,7 @@ def group_hessians(
             vectors,
             gens,
             active=replicas.finite(),
-            **hessian_settings(hessian_cfg),
+            **lanczos_arguments(hessian),
         )
         for r, res in enumerate(results):
             if res is not None:
@@ -153,7 +153,7 @@ def metrics_of_runs(
     runs: list[dict],
     run_files: list[str | Path],
     train_logs: list[pd.DataFrame],
-    hessian_cfg: dict,
+    hessian: HessianSettings,
     device: str = "auto",
     threads: int = 1,
     progress: bool = True,
@@ -162,18 +162,18 @@ def metrics_of_runs(
     soon as it is done); their Hessians together where `batches_hessians` says so."""
     hessians = [None] * len(runs)
     dev = resolve_device(device)
-    if batches_hessians(runs, hessian_cfg, dev):
+    if batches_hessians(runs, hessian, dev):
         seeds = ", ".join(str(run["seed"]) for run in runs)
         logger.info("Hessians of seeds %s together (batched Hessian-vector products)", seeds)
         try:
-            hessians = group_hessians(runs, run_files, hessian_cfg, device, threads, progress)
+            hessians = group_hessians(runs, run_files, hessian, device, threads, progress)
         except RuntimeError as exc:  # e.g. a group too large for the GPU's memory: a speed-up lost,
             # not a result (an unreadable checkpoint is a ValueError, and stops the job)
             logger.warning("Hessians of seeds %s together failed (%s): one run at a time instead", seeds, exc)
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
     for run, run_file, log, found in zip(runs, run_files, train_logs, hessians):
-        yield metrics_of_run(run, run_file, log, hessian_cfg, device, threads, progress, hessians=found)
+        yield metrics_of_run(run, run_file, log, hessian, device, threads, progress, hessians=found)
 
 
 def run_metrics(
@@ -181,21 +181,21 @@ def run_metrics(
     seed: int,
     checkpoint_dir: str | Path,
     train_log: pd.DataFrame,
-    hessian_cfg: dict,
+    hessian: HessianSettings,
     device: str = "auto",
     threads: int = 1,
     progress: bool = True,
 ) -> pd.DataFrame:
     """`metrics_of_run` of a run trained by this workflow, given its checkpoint directory."""
     run = trained_run(task_cfg, seed, checkpoint_dir, train_log)
-    return metrics_of_run(run, Path(checkpoint_dir), train_log, hessian_cfg, device, threads, progress)
+    return metrics_of_run(run, Path(checkpoint_dir), train_log, hessian, device, threads, progress)
 
 
 def metrics_of_run(
     run: dict,
     run_file: str | Path,
     train_log: pd.DataFrame,
-    hessian_cfg: dict,
+    hessian: HessianSettings,
     device: str = "auto",
     threads: int = 1,
     progress: bool = True,
@@ -210,47 +210,73 @@ def metrics_of_run(
     architecture read off its state dict (no data, no loss) has no Hessian: its columns are NaN.
     The performance columns come from `train_log` (by checkpoint index).
     """
-    spec, seed = run["spec"], run["seed"]
-    files = checkpoint_files(run, run_file)
-    rows = []
-    bar = dict(desc=f"metrics seed {seed}", file=sys.stderr, mininterval=5.0, disable=not progress)
-    if spec.get("kind"):
-        dev = resolve_device(device)
-        configure_torch(threads, dev)
-        kind, split, model = build_run(spec, seed)
-        model.to(dev).eval()
-        hb = hessian_cfg["batch_size"] or len(split.x_train)
-        xh, yh = split.x_train[:hb].to(dev), split.y_train[:hb].to(dev)
-        hessian_seed = seed + hessian_cfg["seed"]
-        gen = torch.Generator().manual_seed(hessian_seed)
-        vec = None
-        for ckpt, path in tqdm(list(zip(run["checkpoints"], files)), **bar):
-            load_into(model, path, run["format"])
-            row = _row(ckpt, weight_metrics(kind.matrices(model), kind.biases(model), kind.kernels(model)))
-            finite = finite_weights(model)
-            if hessians is not None:
-                res = hessians.get(ckpt["index"])
-            elif finite and hessian_cfg["enabled"] and ckpt["index"] % hessian_cfg["stride"] == 0:
-                res = checkpoint_hessian(kind, model, xh, yh, hessian_cfg, vec, gen)
-                vec = res.vector if math.isfinite(res.eigenvalue) else None  # NaN: cold-start next time
-            else:
-                res = None
-            if res is not None:
-                row["hessian_top_eig"] = res.eigenvalue
-                row["hessian_iters"] = res.iterations
-                row["hessian_converged"] = res.converged
-            rows.append(row)
+    files = run_checkpoint_paths(run, run_file)
+    bar = dict(desc=f"metrics seed {run['seed']}", file=sys.stderr, mininterval=5.0, disable=not progress)
+    checkpoints = tqdm(list(zip(run["checkpoints"], files)), **bar)
+    if run["spec"].get("kind"):
+        rows = _registered_rows(run, checkpoints, hessian, device, threads, hessians)
+        hessian_seed = run["seed"] + hessian.seed
     else:
-        arch = get_architecture(spec["architecture"])
+        rows = _architecture_rows(run, checkpoints)
         hessian_seed = np.nan
-        for ckpt, path in tqdm(list(zip(run["checkpoints"], files)), **bar):
-            try:
-                matrices, biases = arch.weights(load_weights(path, run["format"]))
-            except ValueError as exc:
-                raise ValueError(f"{path}: {exc}") from exc
-            rows.append(_row(ckpt, weight_metrics(matrices, biases)))
     df = pd.DataFrame(rows)
     df["hessian_seed"] = hessian_seed
+    return _with_performance(df, train_log)
+
+
+def _registered_rows(
+    run: dict,
+    checkpoints: Iterable[tuple[dict, Path]],
+    hessian: HessianSettings,
+    device: str,
+    threads: int,
+    hessians: dict[int, EigenResult] | None,
+) -> list[dict]:
+    """Rows of a run of a registered task kind: weight statistics, and the Hessian (from
+    `hessians` where given, else computed here at every `stride`-th checkpoint)."""
+    dev = resolve_device(device)
+    configure_torch(threads, dev)
+    kind, split, model = build_run(run["spec"], run["seed"])
+    model.to(dev).eval()
+    hb = hessian.batch_size or len(split.x_train)
+    xh, yh = split.x_train[:hb].to(dev), split.y_train[:hb].to(dev)
+    gen = torch.Generator().manual_seed(run["seed"] + hessian.seed)
+    vec = None
+    rows = []
+    for ckpt, path in checkpoints:
+        load_into(model, path, run["format"])
+        row = _row(ckpt, weight_metrics(kind.matrices(model), kind.biases(model), kind.kernels(model)))
+        finite = finite_weights(model)
+        if hessians is not None:
+            res = hessians.get(ckpt["index"])
+        elif finite and hessian.enabled and ckpt["index"] % hessian.stride == 0:
+            res = checkpoint_hessian(kind, model, xh, yh, hessian, vec, gen)
+            vec = res.vector if math.isfinite(res.eigenvalue) else None  # NaN: cold-start next time
+        else:
+            res = None
+        if res is not None:
+            row["hessian_top_eig"] = res.eigenvalue
+            row["hessian_iters"] = res.iterations
+            row["hessian_converged"] = res.converged
+        rows.append(row)
+    return rows
+
+
+def _architecture_rows(run: dict, checkpoints: Iterable[tuple[dict, Path]]) -> list[dict]:
+    """Rows of a run whose matrices are read off its state dict by architecture (no Hessian)."""
+    arch = get_architecture(run["spec"]["architecture"])
+    rows = []
+    for ckpt, path in checkpoints:
+        try:
+            matrices, biases = arch.weights(load_weights(path, run["format"]))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+        rows.append(_row(ckpt, weight_metrics(matrices, biases)))
+    return rows
+
+
+def _with_performance(df: pd.DataFrame, train_log: pd.DataFrame) -> pd.DataFrame:
+    """`df` with the performance columns (and `diverged`) of `train_log`, by checkpoint index."""
     perf = train_log[["checkpoint", *PERFORMANCE_COLUMNS, *(["diverged"] if "diverged" in train_log else [])]]
     merged = df.merge(perf, on="checkpoint", how="left", validate="one_to_one")
     absent = ~merged["checkpoint"].isin(train_log["checkpoint"])

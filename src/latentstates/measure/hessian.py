@@ -12,9 +12,8 @@ from latentstates.tasks.exact_hessian import EigenResult
 
 # Below this size a Krylov step has left nothing to explore (e.g. a hinge loss at zero: H = 0).
 _ZERO = 1e-12
-# Fewest products before the residual test may stop (config: metrics.hessian.min_iter). Against
-# ARPACK on three modular-addition runs and a digits run, 7 was as accurate as 10 with ~27 % fewer
-# products; 5 saved ~40 % but missed a top eigenvalue that had overtaken the warm start's (tests).
+# Fewest products before the residual test may stop, when a caller gives none; the workflow passes
+# metrics.hessian.min_iter (why that value: the schema and benchmarks/README.md).
 MIN_ITER = 7
 
 

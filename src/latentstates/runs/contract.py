@@ -94,7 +94,7 @@ def read_run(path: str | Path) -> dict[str, Any]:
     return run
 
 
-def checkpoint_files(run: dict[str, Any], run_file: str | Path) -> list[Path]:
+def run_checkpoint_paths(run: dict[str, Any], run_file: str | Path) -> list[Path]:
     """Paths of a run's checkpoints; relative ones are relative to the run's directory."""
     base = Path(run_file).parent
     return [base / c["path"] for c in run["checkpoints"]]
@@ -135,10 +135,10 @@ def trained_run(
             }
             for i, p in zip(indices, paths)
         ],
-        seeds=run_seeds(seed, task_cfg.get("data_seed")),
+        seeds=run_seeds(seed, task_cfg["data_seed"]),
     )
 
 
 def model_spec(task_cfg: dict) -> dict:
     """What builds a registered kind's model and data (a run record's `spec`)."""
-    return {k: task_cfg.get(k) for k in ("kind", "data", "model", "data_seed")}
+    return {k: task_cfg[k] for k in ("kind", "data", "model", "data_seed")}

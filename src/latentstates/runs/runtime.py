@@ -25,7 +25,7 @@ def configure_torch(threads: int, device: torch.device) -> None:
     torch.set_num_threads(max(1, threads))
     warn_only = device.type != "cpu"
     try:
-        # torch.use_deterministic_algorithms also imports torch._inductor (1.6 s per process) to
+        # torch.use_deterministic_algorithms also imports torch._inductor (seconds per process) to
         # set a flag that only torch.compile reads; the workflow does not compile.
         torch._C._set_deterministic_algorithms(True, warn_only=warn_only)
     except AttributeError:  # pragma: no cover - a torch without the private setter
@@ -45,7 +45,7 @@ def run_seeds(seed: int, data_seed: int | None) -> dict[str, int]:
 def build_run(task_cfg: dict, seed: int) -> tuple[TaskKind, Split, nn.Module]:
     """Task kind, data and freshly initialised model of one run."""
     kind = get_task(task_cfg["kind"])
-    seeds = run_seeds(seed, task_cfg.get("data_seed"))
+    seeds = run_seeds(seed, task_cfg["data_seed"])
     split = kind.make_data(task_cfg["data"], seeds["data_seed"])
     torch.manual_seed(seeds["init_seed"])
     model = kind.make_model(task_cfg["model"], task_cfg["data"])

@@ -141,8 +141,8 @@ class OneLayerTransformer(nn.Module):
     computed for that position alone: identical outputs to the full causal model, less compute.
     Keys and values depend on a position and its token alone, the query on the last token: for
     batches larger than the vocabulary they are computed once per (position, token) and gathered
-    per example (modular addition's full batch: ~1.5× faster training, 1.3× faster
-    Hessian-vector products).
+    per example (faster training and Hessian-vector products for modular addition's full batch:
+    benchmarks/README.md).
     """
 
     def __init__(

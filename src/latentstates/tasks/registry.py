@@ -38,8 +38,8 @@ class TaskKind:
     # (Replicas.loss_and_grads).
     loss_grad: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     # The loss of stacked outputs (replicas, batch, outputs) against labels (replicas, batch):
-    # each replica's loss, (replicas,), in one call instead of `Replicas.map` (vmap, ~0.15 ms a
-    # call: as much as a whole step of ten parity seeds' elementwise work). None: vmap of `loss`.
+    # each replica's loss, (replicas,), in one call instead of `Replicas.map` (vmap, whose per-call
+    # cost matches a small model's whole step: benchmarks/README.md). None: vmap of `loss`.
     stacked_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     # The exact top eigenpair of the loss Hessian on a batch (model, x, y), where the model's
     # structure gives it in closed form (None from it, or no function: Lanczos iteration).

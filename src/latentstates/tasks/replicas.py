@@ -123,8 +123,9 @@ class Replicas:
                 w.grad = torch.bmm(delta.transpose(1, 2), acts[i])
                 b.grad = delta.sum(1)
                 if i:  # through the layer and the ReLU before it (autograd's ReLU backward:
-                    # one fused kernel, 5x faster than multiplying by the mask); through a layer
-                    # of one output, an outer product: a broadcast product, the same values.
+                    # one fused kernel, faster than multiplying by the mask: benchmarks/README.md);
+                    # through a layer of one output, an outer product: a broadcast product, the
+                    # same values.
                     back = delta * w if w.shape[1] == 1 else torch.bmm(delta, w)
                     delta = torch.ops.aten.threshold_backward(back, acts[i], 0)
         return out, losses
@@ -161,8 +162,7 @@ class Replicas:
         ok = torch.ones(self.n, dtype=torch.bool, device=self.parameters()[0].device)
         for p in self.params.values():
             # 0·x is 0 for every finite x and NaN for ±inf and NaN: the sum is finite exactly when
-            # every entry is (8x faster than isfinite(p).all(), which a checkpoint of 20 parity
-            # runs spent 1.2 ms in).
+            # every entry is (faster than isfinite(p).all(): benchmarks/README.md).
             ok &= torch.isfinite(p.reshape(self.n, -1).mul(0).sum(dim=1))
         return ok.tolist()
 
