@@ -172,6 +172,7 @@ def test_a_failed_batched_hessian_falls_back_to_one_run_at_a_time(tiny_run, monk
     from latentstates.io import read_parquet
     from latentstates.measure.metrics import PERFORMANCE_COLUMNS
     from latentstates.runs.contract import read_run
+    from latentstates.settings import HessianSettings
 
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("CUDA out of memory (injected)")
@@ -186,7 +187,9 @@ def test_a_failed_batched_hessian_falls_back_to_one_run_at_a_time(tiny_run, monk
         )
         for s in (0, 1)
     ]
-    hessian = {**load_config(tiny_run / "config.yaml")["metrics"]["hessian"], "batch_runs": True}
+    hessian = HessianSettings.from_dict(
+        {**load_config(tiny_run / "config.yaml")["metrics"]["hessian"], "batch_runs": True}
+    )
     tables = list(
         extract.metrics_of_runs(
             [read_run(f) for f in files], files, logs, hessian, device="cpu", progress=False
