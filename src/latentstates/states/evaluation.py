@@ -82,7 +82,14 @@ def evaluate(
     return pd.DataFrame(rows, columns=EVALUATION_COLUMNS)
 
 
-def _forecasts(fc: Forecaster, run_metrics: pd.DataFrame, features, truth: float, run: int, settings):
+def _forecasts(
+    fc: Forecaster,
+    run_metrics: pd.DataFrame,
+    features: list[str],
+    truth: float,
+    run: int,
+    settings: ForecastSettings,
+):
     """Rows of one held-out run: a forecast per fraction seen and method, with the baselines."""
     raw = run_metrics[features].to_numpy(dtype=float)
     acc = run_metrics["eval_acc"].to_numpy(dtype=float)
