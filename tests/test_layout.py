@@ -1,0 +1,100 @@
+"""The package's layout: stages import only the stages before them, the Snakefile stays torch-free,
+and no module grows past what a reader can hold."""
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "latentstates"
+STAGES = ("tasks", "runs", "measure", "states", "report")
+# What each stage may import besides the torch-free top-level modules: the pipeline's order, with
+# the states stage reading tables only (it never needs torch's models or checkpoints).
+ALLOWED = {
+    "tasks": {"tasks"},
+    "runs": {"tasks", "runs"},
+    "measure": {"tasks", "runs", "measure"},
+    "states": {"states"},
+    "report": {"states", "report"},
+}
+# Top-level modules that are command lines composing the stages, not libraries under them.
+COMMAND_LINES = {"forecast"}
+MAX_LINES = 420
+
+
+def _modules():
+    return sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+def _stage(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0] if len(rel.parts) > 1 else "top"
+
+
+def _imported_stages(path: Path) -> set[str]:
+    stages = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("latentstates"):
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names if a.name.startswith("latentstates")]
+        for name in names:
+            parts = name.split(".")
+            if len(parts) > 1 and parts[1] in STAGES:
+                stages.add(parts[1])
+    return stages
+
+
+def test_each_stage_imports_only_the_stages_before_it():
+    wrong = {}
+    for path in _modules():
+        stage = _stage(path)
+        if stage == "top":
+            if path.stem in COMMAND_LINES:
+                continue
+            # config reads the image data sets' names (a torch-free module of tasks/).
+            allowed = {"tasks"} if path.stem == "config" else set()
+        else:
+            allowed = ALLOWED[stage]
+        extra = _imported_stages(path) - allowed
+        if extra:
+            wrong[str(path.relative_to(PACKAGE))] = sorted(extra)
+    assert not wrong, f"modules importing a later or unrelated stage: {wrong}"
+
+
+def test_no_module_is_longer_than_a_reader_can_hold():
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in _modules()
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
+    assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_what_the_snakefile_imports_loads_no_torch():
+    """Snakemake parses the Snakefile in every job and on the login node: its imports stay light."""
+    sources = [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk"))]
+    imports = sorted(
+        {
+            m.group(0).strip()
+            for s in sources
+            for m in re.finditer(r"^\s*from latentstates[\w.]* import .+$", s.read_text(), re.M)
+        }
+    )
+    assert imports, "the Snakefile imports the package"
+    code = "\n".join(imports) + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+    )
+    loaded = set(json.loads(out.stdout))
+    heavy = sorted(loaded & {"torch", "pomegranate", "sklearn", "matplotlib", "scipy"})
+    assert not heavy, f"the Snakefile's imports {imports} load {heavy}"
