@@ -45,21 +45,40 @@ def import_checkpoint_run(
     """Run record and performance log of one run of a registered kind from its directory
     (`task_cfg["path"]` with {seed}): every checkpoint is loaded (safely) and evaluated on the
     run's training and test data as training evaluates; non-finite weights or losses flag it."""
+    from latentstates.runs.runtime import run_seeds
+
+    files = checkpoint_steps(run_directory(task_cfg["path"], seed))
+    seeds = run_seeds(seed, task_cfg["data_seed"])
+    log = pd.DataFrame(_evaluated_rows(task_cfg, seed, files, device, threads)).assign(**seeds)
+    run = make_run(
+        task=task,
+        seed=seed,
+        source="checkpoints",
+        spec=model_spec(task_cfg),
+        fmt="state_dict",
+        checkpoints=[{"step": s, "path": p.resolve()} for s, p in files],
+        seeds=seeds,
+    )
+    return run, log
+
+
+def _evaluated_rows(
+    task_cfg: dict, seed: int, files: list[tuple[int, Path]], device: str, threads: int
+) -> list[dict]:
+    """The performance log rows of checkpoint `files` (step, path) of one run, as training logs."""
     import torch
 
-    from latentstates.runs.runtime import build_run, configure_torch, evaluate, resolve_device, run_seeds
+    from latentstates.runs.runtime import build_run, configure_torch, evaluate, resolve_device
     from latentstates.runs.weights import load_weights
     from latentstates.tasks.models import fit_state
     from latentstates.tasks.replicas import Replicas
 
     dev = resolve_device(device)
     configure_torch(threads, dev)
-    files = checkpoint_steps(run_directory(task_cfg["path"], seed))
     kind, split, model = build_run(task_cfg, seed)
     model.to(dev)
     replicas = Replicas([model])
     data = [t[None].to(dev) for t in (split.x_train, split.y_train, split.x_test, split.y_test)]
-    seeds = run_seeds(seed, task_cfg["data_seed"])
     rows = []
     with torch.no_grad():
         for index, (step, path) in enumerate(files):
@@ -80,17 +99,7 @@ def import_checkpoint_run(
                     "diverged": not (finite and math.isfinite(tr_loss[0]) and math.isfinite(te_loss[0])),
                 }
             )
-    log = pd.DataFrame(rows).assign(**seeds)
-    run = make_run(
-        task=task,
-        seed=seed,
-        source="checkpoints",
-        spec=model_spec(task_cfg),
-        fmt="state_dict",
-        checkpoints=[{"step": s, "path": p.resolve()} for s, p in files],
-        seeds=seeds,
-    )
-    return run, log
+    return rows
 
 
 def import_huggingface_run(
