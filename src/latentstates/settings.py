@@ -34,6 +34,11 @@ class _Settings:
         return cls(**kwargs)
 
     @classmethod
+    def from_config(cls: type[S], config: dict) -> S:
+        """From a validated config's section (a top-level one: `analysis`, `forecast`)."""
+        return cls.from_dict(config[cls.SECTION])
+
+    @classmethod
     def defaults(cls: type[S], **overrides: Any) -> S:
         """The schema's defaults for this section, with `overrides` (validated too)."""
         return cls.from_dict(section_defaults(cls.SECTION, overrides))
@@ -108,10 +113,6 @@ class AnalysisSettings(_Settings):
     occupancy: str
     detour_alpha: float
 
-    @classmethod
-    def from_config(cls, config: dict) -> AnalysisSettings:
-        return cls.from_dict(config["analysis"])
-
 
 @dataclass(frozen=True)
 class ForecastSettings(_Settings):
@@ -125,10 +126,6 @@ class ForecastSettings(_Settings):
     level: float
     samples: int
     seed: int
-
-    @classmethod
-    def from_config(cls, config: dict) -> ForecastSettings:
-        return cls.from_dict(config["forecast"])
 
 
 @dataclass(frozen=True)
