@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from latentstates.config import load_config  # noqa: E402
-from latentstates.measure.extract import checkpoint_hessian, lanczos_arguments, stacked_hessian_losses  # noqa: E402
+from latentstates.measure.extract import checkpoint_hessian, stacked_hessian_losses  # noqa: E402
 from latentstates.measure.hessian import top_eigenvalues  # noqa: E402
 from latentstates.runs.checkpoints import list_checkpoints, load_checkpoint  # noqa: E402
 from latentstates.runs.runtime import build_run, configure_torch, resolve_device  # noqa: E402
@@ -142,7 +142,7 @@ def sweep_together(task_cfg, runs, hessian_cfg, device):
             replicas.parameters(),
             vectors,
             gens,
-            **lanczos_arguments(hessian_cfg),
+            **hessian_cfg.lanczos(),
         )
         if device.type == "cuda":
             torch.cuda.synchronize()

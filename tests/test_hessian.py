@@ -8,6 +8,11 @@ from latentstates.tasks.models import MLP
 from latentstates.tasks.registry import get_task
 
 
+def lanczos(**changes) -> dict:
+    """`top_eigenvalue`'s iteration settings: the workflow's defaults (metrics.hessian), changed."""
+    return {**HessianSettings.defaults().lanczos(), **changes}
+
+
 def _exact_hessian(model, loss_of_output, x, y):
     names = [n for n, _ in model.named_parameters()]
     shapes = [p.shape for _, p in model.named_parameters()]
@@ -35,9 +40,8 @@ def test_top_eigenvalue_matches_full_hessian_cross_entropy():
     res = top_eigenvalue(
         lambda: loss(model(x), y),
         list(model.parameters()),
-        tol=1e-6,
-        max_iter=5000,
         generator=torch.Generator().manual_seed(0),
+        **lanczos(tol=1e-6, max_iter=5000),
     )
     assert res.converged
     assert abs(res.eigenvalue - exact) / abs(exact) < 1e-3
@@ -55,11 +59,8 @@ def test_restarted_lanczos_matches_an_exact_eigendecomposition(krylov_dim):
     res = top_eigenvalue(
         lambda: w @ h @ w / 2,
         [w],
-        tol=1e-9,
-        max_iter=3000,
         generator=torch.Generator().manual_seed(0),
-        krylov_dim=krylov_dim,
-        min_iter=1,
+        **lanczos(tol=1e-9, max_iter=3000, krylov_dim=krylov_dim, min_iter=1),
     )
     assert res.converged
     assert abs(res.eigenvalue - exact) < 1e-7 * abs(exact)
@@ -80,9 +81,8 @@ def test_top_eigenvalue_is_the_largest_not_the_largest_magnitude():
     res = top_eigenvalue(
         lambda: kind.loss(model(x), y),
         list(model.parameters()),
-        tol=1e-6,
-        max_iter=20000,
         generator=torch.Generator().manual_seed(0),
+        **lanczos(tol=1e-6, max_iter=20000),
     )
     assert res.converged
     assert abs(res.eigenvalue - ev[-1].item()) / abs(ev[-1].item()) < 1e-3
@@ -94,19 +94,27 @@ def test_warm_start_converges_faster():
     x, y = torch.randn(30, 3, dtype=torch.float64), torch.randint(0, 3, (30,))
     loss = lambda: torch.nn.functional.cross_entropy(model(x), y)  # noqa: E731
     params = list(model.parameters())
-    cold = top_eigenvalue(loss, params, tol=1e-6, max_iter=5000, generator=torch.Generator().manual_seed(0))
-    warm = top_eigenvalue(loss, params, init=cold.vector, tol=1e-6, max_iter=5000)
+    cold = top_eigenvalue(
+        loss, params, generator=torch.Generator().manual_seed(0), **lanczos(tol=1e-6, max_iter=5000)
+    )
+    warm = top_eigenvalue(loss, params, init=cold.vector, **lanczos(tol=1e-6, max_iter=5000))
     assert warm.iterations < cold.iterations
     assert abs(warm.eigenvalue - cold.eigenvalue) < 1e-6 * abs(cold.eigenvalue) + 1e-9
 
 
-def _top_from_an_overtaken_start(q: torch.Tensor, evals: torch.Tensor, **settings):
+def _top_from_an_overtaken_start(q: torch.Tensor, evals: torch.Tensor, generator, **settings):
     """`top_eigenvalue` of the quadratic loss ½ θᵀAθ, whose Hessian is A = Q diag(evals) Qᵀ,
     started exactly on the eigenvector of the second largest eigenvalue (the last two of `evals`
     are the top two), as when another eigenvalue overtakes the previous checkpoint's top one."""
     a = (q * evals) @ q.T
     theta = torch.zeros(len(evals), dtype=torch.float64, requires_grad=True)
-    return top_eigenvalue(lambda: 0.5 * theta @ a @ theta, [theta], init=[q[:, -2].clone()], **settings)
+    return top_eigenvalue(
+        lambda: 0.5 * theta @ a @ theta,
+        [theta],
+        init=[q[:, -2].clone()],
+        generator=generator,
+        **lanczos(**settings),
+    )
 
 
 def test_warm_start_on_a_stale_eigenvector_still_finds_the_top():
@@ -168,6 +176,7 @@ def test_replicas_iterated_together_each_get_what_they_get_alone():
         lambda: loss(models[1](xs[1]), ys[1]),
         list(models[1].parameters()),
         generator=torch.Generator().manual_seed(9),
+        **lanczos(),
     ).vector
     inits = [None, warm, None, None, None]
     active = [True, True, True, True, False]
@@ -211,7 +220,9 @@ def test_replicas_iterated_together_each_get_what_they_get_alone():
 
 def test_overflowing_loss_gives_nan_not_an_error():
     w = torch.tensor([1e30, -1e30], requires_grad=True)
-    res = top_eigenvalue(lambda: (w**4).sum() * 1e30, [w], generator=torch.Generator().manual_seed(0))
+    res = top_eigenvalue(
+        lambda: (w**4).sum() * 1e30, [w], generator=torch.Generator().manual_seed(0), **lanczos()
+    )
     assert res.eigenvalue != res.eigenvalue and not res.converged  # NaN
 
 

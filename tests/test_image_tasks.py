@@ -19,6 +19,7 @@ from latentstates.measure.hessian import top_eigenvalue
 from latentstates.runs.checkpoints import checkpoint_path
 from latentstates.runs.runtime import build_run
 from latentstates.runs.train import train_group
+from latentstates.settings import HessianSettings
 from latentstates.tasks import image_data
 from latentstates.tasks.models import ImageInput, ResNet18, random_crop_flip
 from latentstates.tasks.replicas import Replicas
@@ -259,9 +260,8 @@ def test_hessian_of_the_resnet_without_residuals_skips_its_unused_downsample_pat
     res = top_eigenvalue(
         lambda: F.cross_entropy(model(x), y),
         params,
-        max_iter=3,
-        min_iter=1,
         generator=torch.Generator().manual_seed(0),
+        **HessianSettings.defaults().replace(max_iter=3, min_iter=1).lanczos(),
     )
     assert math.isfinite(res.eigenvalue) and res.iterations == 3
     assert any("downsample" in n for n in names)  # the parameters that used to stop it

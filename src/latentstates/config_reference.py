@@ -30,6 +30,7 @@ type; **default** what is filled in when the key is missing ("required" where it
 
 TASK = "tasks.<name>"
 
+
 def _ref(schema: dict, defs: dict) -> dict:
     """`schema` with a `$ref` into `$defs` resolved (its own keys take precedence)."""
     if "$ref" not in schema:

@@ -102,6 +102,15 @@ class HessianSettings(_Settings):
     def of_task(cls, config: dict, task: str) -> HessianSettings:
         return cls.from_dict(task_hessian(config, task))
 
+    def lanczos(self) -> dict[str, Any]:
+        """The iteration's settings as `measure.hessian.top_eigenvalue`'s keyword arguments."""
+        return {
+            "tol": self.tol,
+            "max_iter": self.max_iter,
+            "krylov_dim": self.krylov_dim,
+            "min_iter": self.min_iter,
+        }
+
 
 @dataclass(frozen=True)
 class AnalysisSettings(_Settings):

@@ -55,14 +55,7 @@ def checkpoint_hessian(
         [p for p in model.parameters() if p.requires_grad],
         init=init,
         generator=generator,
-        **lanczos_arguments(hessian),
-    )
-
-
-def lanczos_arguments(hessian: HessianSettings) -> dict:
-    """The Lanczos settings of `metrics.hessian`, as `top_eigenvalue`'s keyword arguments."""
-    return dict(
-        tol=hessian.tol, max_iter=hessian.max_iter, krylov_dim=hessian.krylov_dim, min_iter=hessian.min_iter
+        **hessian.lanczos(),
     )
 
 
@@ -137,7 +130,7 @@ def group_hessians(
             vectors,
             gens,
             active=replicas.finite(),
-            **lanczos_arguments(hessian),
+            **hessian.lanczos(),
         )
         for r, res in enumerate(results):
             if res is not None:

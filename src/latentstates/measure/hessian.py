@@ -12,9 +12,6 @@ from latentstates.tasks.exact_hessian import EigenResult
 
 # Below this size a Krylov step has left nothing to explore (e.g. a hinge loss at zero: H = 0).
 _ZERO = 1e-12
-# Fewest products before the residual test may stop, when a caller gives none; the workflow passes
-# metrics.hessian.min_iter (why that value: the schema and benchmarks/README.md).
-MIN_ITER = 7
 
 
 def _lanczos(hvp, v0: torch.Tensor, tol: float, max_iter: int, krylov_dim: int, min_iter: int):
@@ -95,11 +92,12 @@ def top_eigenvalue(
     loss_fn: Callable[[], torch.Tensor],
     params: Sequence[torch.Tensor],
     init: Sequence[torch.Tensor] | None = None,
-    tol: float = 1e-3,
-    max_iter: int = 100,
     generator: torch.Generator | None = None,
-    krylov_dim: int = 20,
-    min_iter: int = MIN_ITER,
+    *,
+    tol: float,
+    max_iter: int,
+    krylov_dim: int,
+    min_iter: int,
 ) -> EigenResult:
     """Largest eigenvalue of the Hessian of `loss_fn()` with respect to `params`.
 
@@ -123,10 +121,11 @@ def top_eigenvalues(
     params: Sequence[torch.Tensor],
     inits: Sequence[Sequence[torch.Tensor] | None],
     generators: Sequence[torch.Generator | None],
-    tol: float = 1e-3,
-    max_iter: int = 100,
-    krylov_dim: int = 20,
-    min_iter: int = MIN_ITER,
+    *,
+    tol: float,
+    max_iter: int,
+    krylov_dim: int,
+    min_iter: int,
     active: Sequence[bool] | None = None,
 ) -> list[EigenResult | None]:
     """`top_eigenvalue` of each of R replicas at once, with one batched product for all.
