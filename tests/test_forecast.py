@@ -261,3 +261,27 @@ def test_partial_run_reads_eval_accuracy_from_checkpoints_and_skips_a_torn_newes
     os.rename(staging, finished)
     with pytest.raises(ValueError, match=newest.name):
         partial_run_table(cfg, 2, finished)
+
+
+def test_partial_run_stops_at_a_missing_checkpoint_with_eval_accuracy_aligned(tmp_path):
+    """A forecast needs a run's checkpoints from the start without gaps: a missing file ends the
+    table there, and each checkpoint keeps its own eval accuracy (from the training log)."""
+    from conftest import TINY
+    from latentstates.config import load_config
+    from latentstates.forecast import partial_run_table
+    from latentstates.runs.checkpoints import list_checkpoints
+    from latentstates.runs.train import train_run
+
+    cfg = load_config(TINY)["tasks"]["sparse_parity"]
+    cfg["train"]["epochs"] = 6
+    directory = tmp_path / "seed2" / "checkpoints"
+    log = train_run(cfg, 2, directory, progress=False, resume_every=1e9)
+    log.to_parquet(tmp_path / "seed2" / "train_log.parquet")
+    paths = list_checkpoints(directory)
+    paths[3].unlink()
+    table = partial_run_table(cfg, 2, directory)
+    assert table["checkpoint"].tolist() == [0, 1, 2]
+    assert table["eval_acc"].tolist() == log["eval_acc"].tolist()[:3]
+    paths[0].unlink()
+    with pytest.raises(ValueError, match="must start at index 0"):
+        partial_run_table(cfg, 2, directory)

@@ -35,7 +35,7 @@ def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.Da
     if not directory.is_dir() and staging_dir(directory).is_dir():
         directory = staging_dir(directory)
     checkpoints, logged = _complete_checkpoints(list_checkpoints(directory), directory)
-    log = _performance_log(directory, checkpoints, logged)
+    log, has_performance = _performance_log(directory, checkpoints, logged)
     run = make_run(
         task="",
         seed=seed,
@@ -47,12 +47,12 @@ def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.Da
     no_hessian = HessianSettings.defaults(enabled=False)
     table = metrics_of_run(run, directory / RUN_FILE, log, no_hessian, device="cpu", progress=False)
     table.insert(0, "seed", seed)
-    return table if log["eval_acc"].notna().any() else table.drop(columns="eval_acc")
+    return table if has_performance else table.drop(columns="eval_acc")
 
 
 def _complete_checkpoints(paths: list[Path], directory: Path) -> tuple[list[dict], list[dict]]:
-    """The run record's checkpoints of `paths` that are complete, and their log rows if they
-    carry them."""
+    """The run record's checkpoints of `paths` that are complete and contiguous from index 0
+    (a forecast needs them from the start, without gaps), and their log rows if they carry them."""
     from latentstates.runs.checkpoints import load_checkpoint
 
     checkpoints, logged = [], []
@@ -65,6 +65,10 @@ def _complete_checkpoints(paths: list[Path], directory: Path) -> tuple[list[dict
             if path == paths[-1] and directory.name.endswith(".partial"):
                 break
             raise
+        if ckpt["index"] != len(checkpoints):  # a gap: the run record's index is the position
+            if not checkpoints:
+                raise ValueError(f"{directory}: the run's checkpoints must start at index 0")
+            break
         checkpoints.append({"step": ckpt["step"], "epoch": ckpt.get("epoch"), "path": path.resolve()})
         if "row" in ckpt:
             logged.append({**ckpt["row"], "checkpoint": ckpt["index"]})
@@ -73,9 +77,12 @@ def _complete_checkpoints(paths: list[Path], directory: Path) -> tuple[list[dict
     return checkpoints, logged
 
 
-def _performance_log(directory: Path, checkpoints: list[dict], logged: list[dict]) -> pd.DataFrame:
+def _performance_log(
+    directory: Path, checkpoints: list[dict], logged: list[dict]
+) -> tuple[pd.DataFrame, bool]:
     """A training log row per checkpoint: the checkpoints' own rows, else the newest resume
-    state's, else the run's training log; performance NaN where none says."""
+    state's, else the run's training log; performance NaN where none says. And whether any of
+    them had the eval accuracy (without, the forecast conditions on nothing but the metrics)."""
     from latentstates.runs.checkpoints import read_resume, resume_rows
 
     index = pd.DataFrame({"checkpoint": range(len(checkpoints))})
@@ -87,14 +94,15 @@ def _performance_log(directory: Path, checkpoints: list[dict], logged: list[dict
         if log is None:
             train_log = directory.parent / "train_log.parquet"
             log = pd.read_parquet(train_log) if train_log.exists() else None
-    if log is None or "eval_acc" not in log:
+    has_performance = log is not None and "eval_acc" in log
+    if not has_performance:
         log = pd.DataFrame(columns=["checkpoint"])
     columns = [c for c in PERFORMANCE_COLUMNS if c in log]
     out = index.merge(log[["checkpoint", *columns]], on="checkpoint", how="left")
     for c in PERFORMANCE_COLUMNS:
         if c not in out:
             out[c] = np.nan
-    return out
+    return out, has_performance
 
 
 def _contiguous(table: pd.DataFrame, source: str) -> pd.DataFrame:
