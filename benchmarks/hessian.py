@@ -34,10 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from latentstates.config import load_config  # noqa: E402
+from latentstates.device import configure_torch, resolve_device  # noqa: E402
 from latentstates.measure.extract import checkpoint_hessian, stacked_hessian_losses  # noqa: E402
 from latentstates.measure.hessian import top_eigenvalues  # noqa: E402
 from latentstates.runs.checkpoints import list_checkpoints, load_checkpoint  # noqa: E402
-from latentstates.runs.runtime import build_run, configure_torch, resolve_device  # noqa: E402
+from latentstates.runs.runtime import build_run  # noqa: E402
 from latentstates.runs.train import train_run  # noqa: E402
 from latentstates.settings import HessianSettings  # noqa: E402
 from latentstates.tasks.registry import get_task  # noqa: E402

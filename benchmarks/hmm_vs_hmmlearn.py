@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from latentstates.config import load_config  # noqa: E402
-from latentstates.runs.runtime import configure_torch, resolve_device  # noqa: E402
+from latentstates.device import configure_torch, resolve_device  # noqa: E402
 from latentstates.settings import HMMSettings  # noqa: E402
 from latentstates.states.fit import fit_restarts, restart_seed  # noqa: E402
 from latentstates.states.sequences import split_runs, zscore_runs  # noqa: E402

@@ -98,3 +98,22 @@ def test_what_the_snakefile_imports_loads_no_torch():
     loaded = set(json.loads(out.stdout))
     heavy = sorted(loaded & {"torch", "pomegranate", "sklearn", "matplotlib", "scipy"})
     assert not heavy, f"the Snakefile's imports {imports} load {heavy}"
+
+
+def test_each_rule_digests_the_code_of_its_own_stage_only():
+    """A rule reruns when the code it runs changes (provenance.code_digest): training's digest
+    covers no metric or HMM code, the HMM's no training code, and none covers the config plumbing
+    (its values reach the rules as params)."""
+    from latentstates.provenance import CONFIG_PLUMBING, reached
+
+    def stages(script: str) -> set[str]:
+        files, _ = reached(ROOT / "workflow" / "scripts" / script, CONFIG_PLUMBING)
+        assert not CONFIG_PLUMBING & set(files)
+        return {_stage(p) for p in files if p.is_relative_to(PACKAGE)}
+
+    assert stages("train.py") == {"top", "tasks", "runs"}
+    assert stages("metrics.py") == {"top", "tasks", "runs", "measure"}
+    assert stages("hmm.py") == {"top", "states"}
+    assert stages("analysis.py") == {"top", "states", "report"}
+    assert stages("forecast.py") == {"top", "states", "report"}
+    assert stages("collate.py") == {"top"}

@@ -231,14 +231,14 @@ def test_science_change_in_src_reruns_exactly_the_stages_that_use_it(tiny_run, t
     assert "Nothing to be done" in snakemake(wd, "--dry-run", repo=repo).stdout
 
     # A comment or reformatting is not a change of the science.
-    train = repo / "src" / "latentstates" / "train.py"
+    train = repo / "src" / "latentstates" / "runs" / "train.py"
     train.write_text(
         "# a comment\n" + train.read_text().replace("    return batch, steps", "    return (batch), steps")
     )
     assert "Nothing to be done" in snakemake(wd, "--dry-run", repo=repo).stdout
 
     # A metric definition: metrics and everything after them rerun, training does not.
-    metrics = repo / "src" / "latentstates" / "metrics.py"
+    metrics = repo / "src" / "latentstates" / "measure" / "metrics.py"
     metrics.write_text(
         metrics.read_text().replace("SINGULAR_VALUE_CUTOFF = 1e-5", "SINGULAR_VALUE_CUTOFF = 1e-6")
     )

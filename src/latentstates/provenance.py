@@ -5,6 +5,11 @@ as a param is rerun when the science it runs changes: the digest covers the scri
 `latentstates` module it imports, directly or through other modules (function-level imports
 included), as parsed code, so comments and formatting do not count. Light on purpose (standard
 library only): the Snakefile calls it when it is parsed.
+
+The config plumbing (`config`: validation and defaults; `settings`: the typed sections) is left out
+of the digest, with what only it imports: what it computes reaches every rule as the rule's params
+(the validated config), so a change of a default reruns what it changes through the params, and
+an edit of a settings class does not retrain every run.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 REPO = PACKAGE.parents[1]
 SCRIPTS = REPO / "workflow" / "scripts"
+CONFIG_PLUMBING = frozenset({PACKAGE / "config.py", PACKAGE / "settings.py"})
 
 
 def _module_file(name: str) -> Path | None:
@@ -54,15 +60,18 @@ def _imported_names(tree: ast.AST, package: str = "") -> list[str]:
     return names + [".".join(n.split(".")[:i]) for n in names for i in range(2, n.count(".") + 1)]
 
 
-def reached(script: str | Path) -> tuple[dict[Path, ast.AST], dict[str, set[str]]]:
+def reached(
+    script: str | Path, skip: frozenset[Path] = frozenset()
+) -> tuple[dict[Path, ast.AST], dict[str, set[str]]]:
     """(parsed files the script reaches: itself, `_bootstrap`, package modules; third-party
-    top-level modules → the files that import them)."""
+    top-level modules → the files that import them). Files in `skip` are neither counted nor
+    followed."""
     files: dict[Path, ast.AST] = {}
     third_party: dict[str, set[str]] = {}
     todo = [Path(script).resolve()]
     while todo:
         path = todo.pop()
-        if path in files or not path.exists():
+        if path in files or path in skip or not path.exists():
             continue
         tree = ast.parse(path.read_text(), filename=str(path))
         files[path] = tree
@@ -82,7 +91,7 @@ def reached(script: str | Path) -> tuple[dict[Path, ast.AST], dict[str, set[str]
 @functools.cache
 def code_digest(script: str | Path) -> str:
     """A short digest of the code `script` runs (itself and the package modules it reaches)."""
-    files, _ = reached(script)
+    files, _ = reached(script, skip=CONFIG_PLUMBING)
     h = hashlib.sha256()
     for path in sorted(files):
         name = path.relative_to(REPO) if path.is_relative_to(REPO) else path

@@ -9,7 +9,7 @@ import pandas as pd
 from latentstates.io import read_json, read_parquet, write_csv
 from latentstates.logs import job_log
 from latentstates.report.tables import write_table
-from latentstates.runs.runtime import configure_torch, resolve_device
+from latentstates.device import configure_torch, resolve_device
 from latentstates.settings import ForecastSettings, HMMSettings
 from latentstates.states.evaluation import EVALUATION_COLUMNS, evaluate, summarise
 from latentstates.states.sequences import first_checkpoints

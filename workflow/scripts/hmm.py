@@ -6,7 +6,7 @@ import json
 
 from latentstates.io import read_parquet, write_csv, write_json, write_parquet
 from latentstates.logs import job_log
-from latentstates.runs.runtime import configure_torch, resolve_device
+from latentstates.device import configure_torch, resolve_device
 from latentstates.settings import HMMSettings
 from latentstates.states.hmm import fit_task
 from latentstates.states.sequences import first_checkpoints

@@ -1,4 +1,5 @@
-"""Runtime helpers shared by every stage that runs a model: device, threads, seeds, building a run."""
+"""Runtime helpers of the stages that run a model: seeds, building a run, evaluating it (the device
+and threads: `latentstates.device`)."""
 
 from __future__ import annotations
 
@@ -11,25 +12,6 @@ from latentstates.tasks.replicas import Replicas
 
 # Offsets that derive independent streams from one run seed.
 DATA_ORDER_OFFSET = 1_000_003
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def configure_torch(threads: int, device: torch.device) -> None:
-    """Thread count and deterministic kernels for bit-identical reruns."""
-    torch.set_num_threads(max(1, threads))
-    warn_only = device.type != "cpu"
-    try:
-        # torch.use_deterministic_algorithms also imports torch._inductor (seconds per process) to
-        # set a flag that only torch.compile reads; the workflow does not compile.
-        torch._C._set_deterministic_algorithms(True, warn_only=warn_only)
-    except AttributeError:  # pragma: no cover - a torch without the private setter
-        torch.use_deterministic_algorithms(True, warn_only=warn_only)
 
 
 def run_seeds(seed: int, data_seed: int | None) -> dict[str, int]:

@@ -68,7 +68,8 @@ def _evaluated_rows(
     """The performance log rows of checkpoint `files` (step, path) of one run, as training logs."""
     import torch
 
-    from latentstates.runs.runtime import build_run, configure_torch, evaluate, resolve_device
+    from latentstates.device import configure_torch, resolve_device
+    from latentstates.runs.runtime import build_run, evaluate
     from latentstates.runs.weights import load_weights
     from latentstates.tasks.models import fit_state
     from latentstates.tasks.replicas import Replicas

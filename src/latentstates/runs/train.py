@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from latentstates.device import configure_torch, resolve_device
 from latentstates.runs.checkpoints import (
     check_room,
     encode_log,
@@ -30,14 +31,7 @@ from latentstates.runs.checkpoints import (
     save_resume,
     staging_dir,
 )
-from latentstates.runs.runtime import (
-    build_run,
-    configure_torch,
-    correct_counts,
-    evaluate,
-    resolve_device,
-    run_seeds,
-)
+from latentstates.runs.runtime import build_run, correct_counts, evaluate, run_seeds
 from latentstates.settings import TrainSettings
 from latentstates.tasks.replicas import Replicas, split_optimizer_state, stack_optimizer_states
 
