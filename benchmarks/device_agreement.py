@@ -26,10 +26,10 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from latentstates.columns import PAPER_FEATURES, PERFORMANCE_COLUMNS  # noqa: E402
 from latentstates.config import load_config  # noqa: E402
 from latentstates.device import resolve_device  # noqa: E402
 from latentstates.measure.extract import batches_hessians, metrics_of_runs  # noqa: E402
-from latentstates.measure.metrics import PAPER_FEATURES, PERFORMANCE_COLUMNS  # noqa: E402
 from latentstates.runs.contract import trained_run  # noqa: E402
 from latentstates.runs.train import train_group  # noqa: E402
 from latentstates.settings import HessianSettings  # noqa: E402

@@ -62,7 +62,7 @@ for _task in RUN_TASKS:
                     name=_task,
                     # A function: the path patterns' {seed} and {step} are not wildcards.
                     task=lambda wc, t=task_config(_task): t,
-                    performance=config["tasks"][_task].get("performance"),
+                    performance=config["tasks"][_task]["performance"],
                     seeds=_group,
                     device=config["device"],
                 script:

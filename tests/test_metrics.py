@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from latentstates.measure.metrics import PAPER_FEATURES, matrix_metrics, weight_metrics
+from latentstates.columns import PAPER_FEATURES
+from latentstates.measure.metrics import matrix_metrics, weight_metrics
 
 
 def test_matrix_metrics_by_hand():

@@ -17,9 +17,9 @@ import torch
 import yaml
 
 from conftest import snakemake
+from latentstates.columns import PAPER_FEATURES
 from latentstates.io import read_parquet, write_parquet
 from latentstates.measure.extract import run_metrics
-from latentstates.measure.metrics import PAPER_FEATURES
 from latentstates.runs.checkpoints import (
     RESUME_KEEP,
     list_checkpoints,

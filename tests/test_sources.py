@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from conftest import TINY, snakemake
+from latentstates.columns import PAPER_FEATURES
 from latentstates.config import load_config
-from latentstates.measure.metrics import PAPER_FEATURES, matrix_metrics, weight_metrics
+from latentstates.measure.metrics import matrix_metrics, weight_metrics
 from latentstates.runs.architectures import bert_weights
 from latentstates.runs.checkpoints import load_checkpoint
 from latentstates.runs.contract import read_run

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from conftest import REPO
+from latentstates.columns import PAPER_FEATURES
 from latentstates.measure.extract import run_metrics
-from latentstates.measure.metrics import PAPER_FEATURES
 from latentstates.runs.checkpoints import list_checkpoints, load_checkpoint
 from latentstates.runs.train import train_group, train_run
 from latentstates.settings import HessianSettings, TrainSettings

@@ -168,9 +168,9 @@ def test_a_failed_batched_hessian_falls_back_to_one_run_at_a_time(tiny_run, monk
     """Batching a group's Hessians is a speed-up, not a result: where it fails (e.g. a group too
     large for the GPU's memory) the job says so and computes each run's Hessians alone."""
     import latentstates.measure.extract as extract
+    from latentstates.columns import PERFORMANCE_COLUMNS
     from latentstates.config import load_config
     from latentstates.io import read_parquet
-    from latentstates.measure.metrics import PERFORMANCE_COLUMNS
     from latentstates.runs.contract import read_run
     from latentstates.settings import HessianSettings
 

@@ -20,6 +20,11 @@ PAPER_FEATURES = [
 ]
 MATRIX_FEATURES = PAPER_FEATURES[:8]
 PERFORMANCE_COLUMNS = ["train_loss", "train_acc", "eval_loss", "eval_acc"]
+# The analyses' status (analysis/summary.json) when the runs have no eval accuracy; the plots say it.
+NO_PERFORMANCE = (
+    "convergence analyses skipped: the runs have no eval_acc (an imported series without a "
+    "performance table); states, transitions and feature changes are complete"
+)
 # Every metric column of a metrics table the workflow computes.
 KNOWN_FEATURES = [*PAPER_FEATURES, "hessian_top_eig", *PERFORMANCE_COLUMNS]
 # Files of a checkpoint directory brought from elsewhere (the import job reads them; the Snakefile

@@ -62,12 +62,12 @@ def load_schema(path: str | Path | None = None) -> dict:
 
 def task_hmm(config: dict, task: str) -> dict:
     """HMM settings of one task: the global ones updated by the task's overrides."""
-    return {**config["hmm"], **config["tasks"][task].get("hmm", {})}
+    return {**config["hmm"], **config["tasks"][task]["hmm"]}
 
 
 def task_hessian(config: dict, task: str) -> dict:
     """Hessian settings of one task: metrics.hessian updated by the task's overrides."""
-    return {**config["metrics"]["hessian"], **config["tasks"][task].get("hessian", {})}
+    return {**config["metrics"]["hessian"], **config["tasks"][task]["hessian"]}
 
 
 def section_schema(section: str, schema: dict | None = None) -> dict:
@@ -83,10 +83,21 @@ def section_schema(section: str, schema: dict | None = None) -> dict:
     return {**sub, "$defs": schema["$defs"]}
 
 
+def _check_states(hmm: dict, prefix: str) -> None:
+    """What the schema cannot say of an hmm section: a fixed K within the selection's range."""
+    if hmm["n_states"] is not None and hmm["n_states"] > hmm["max_states"]:
+        raise ConfigError(
+            f"invalid config key '{prefix}.n_states': {hmm['n_states']} "
+            f"exceeds max_states {hmm['max_states']}"
+        )
+
+
 def section_defaults(section: str, overrides: dict | None = None) -> dict:
     """One section filled in with the schema's defaults, `overrides` applied and validated."""
     values = copy.deepcopy(dict(overrides or {}))
     _check(values, section_schema(section), prefix=section)
+    if section == "hmm":
+        _check_states(values, section)
     return values
 
 
@@ -95,19 +106,14 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
     schema = load_schema(schema_path)
     config = copy.deepcopy(config)
     _check(config, schema)
-    hmm_schema = {**schema["$defs"]["hmm"], "$defs": schema["$defs"]}
-    hessian_schema = schema["properties"]["metrics"]["properties"]["hessian"]
+    hmm_schema, hessian_schema = section_schema("hmm", schema), section_schema("metrics.hessian", schema)
     for name, task in config["tasks"].items():
         if task.get("kind") in KIND_DATASETS and task["source"] != "table":
             task["data"].setdefault("dir", config["data_dir"])
         _check(task_hessian(config, name), hessian_schema, prefix=f"tasks.{name}.hessian")
         merged = task_hmm(config, name)
         _check(merged, hmm_schema, prefix=f"tasks.{name}.hmm")
-        if merged["n_states"] is not None and merged["n_states"] > merged["max_states"]:
-            raise ConfigError(
-                f"invalid config key 'tasks.{name}.hmm.n_states': {merged['n_states']} "
-                f"exceeds max_states {merged['max_states']}"
-            )
+        _check_states(merged, f"tasks.{name}.hmm")
         if task["source"] != "table":
             unknown = sorted(set(merged["features"]) - set(KNOWN_FEATURES))
             if unknown:

@@ -3,8 +3,9 @@
 The defaults live in the schema only (`latentstates.config`): a dataclass here has no default
 values, and `from_config` reads a config that `validate_config` has filled in. Code that needs a
 section without a whole config (a test, a benchmark, a notebook) asks for the schema's defaults
-with overrides: `HMMSettings.defaults(restarts=3)`. Light on purpose (yaml + jsonschema through
-`config`): the Snakefile's rules and every job import it.
+with overrides: `HMMSettings.defaults(restarts=3)`. A section a task may override (hmm, Hessian,
+training) is built per task (`of_task`), a global one from the config (`from_config`). Light on
+purpose (yaml + jsonschema through `config`): every job imports it.
 """
 
 from __future__ import annotations
@@ -34,11 +35,6 @@ class _Settings:
         return cls(**kwargs)
 
     @classmethod
-    def from_config(cls: type[S], config: dict) -> S:
-        """From a validated config's section (a top-level one: `analysis`, `forecast`)."""
-        return cls.from_dict(config[cls.SECTION])
-
-    @classmethod
     def defaults(cls: type[S], **overrides: Any) -> S:
         """The schema's defaults for this section, with `overrides` (validated too)."""
         return cls.from_dict(section_defaults(cls.SECTION, overrides))
@@ -48,6 +44,15 @@ class _Settings:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _thawed(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+class _GlobalSettings(_Settings):
+    """A top-level section that no task overrides."""
+
+    @classmethod
+    def from_config(cls: type[S], config: dict) -> S:
+        """From a validated config's section."""
+        return cls.from_dict(config[cls.SECTION])
 
 
 def _frozen(value: Any) -> Any:
@@ -113,7 +118,7 @@ class HessianSettings(_Settings):
 
 
 @dataclass(frozen=True)
-class AnalysisSettings(_Settings):
+class AnalysisSettings(_GlobalSettings):
     """`analysis`: feature ranking, occupancy and the detour test."""
 
     SECTION: ClassVar[str] = "analysis"
@@ -124,7 +129,7 @@ class AnalysisSettings(_Settings):
 
 
 @dataclass(frozen=True)
-class ForecastSettings(_Settings):
+class ForecastSettings(_GlobalSettings):
     """`forecast`: the early forecast of convergence and its cross-validated evaluation."""
 
     SECTION: ClassVar[str] = "forecast"

@@ -8,7 +8,7 @@ import json
 from latentstates.io import read_parquet, write_parquet
 from latentstates.logs import job_log
 from latentstates.measure.extract import metrics_of_runs
-from latentstates.measure.metrics import PERFORMANCE_COLUMNS
+from latentstates.columns import PERFORMANCE_COLUMNS
 from latentstates.runs.contract import read_run
 from latentstates.settings import HessianSettings
 

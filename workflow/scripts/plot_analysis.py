@@ -5,7 +5,7 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 import pandas as pd
 
 from latentstates.report import plots
-from latentstates.states.analysis import NO_PERFORMANCE
+from latentstates.columns import NO_PERFORMANCE
 from latentstates.io import read_json
 from latentstates.logs import job_log
 

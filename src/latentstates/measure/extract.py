@@ -14,9 +14,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from latentstates.columns import PERFORMANCE_COLUMNS
 from latentstates.device import configure_torch, resolve_device
 from latentstates.measure.hessian import EigenResult, top_eigenvalue, top_eigenvalues
-from latentstates.measure.metrics import PERFORMANCE_COLUMNS, weight_metrics
+from latentstates.measure.metrics import weight_metrics
 from latentstates.runs.architectures import get_architecture
 from latentstates.runs.contract import epoch_or_nan, run_checkpoint_paths, trained_run
 from latentstates.runs.runtime import build_run

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from latentstates.columns import MATRIX_FEATURES, PAPER_FEATURES, PERFORMANCE_COLUMNS  # noqa: F401  (re-exported)
+from latentstates.columns import MATRIX_FEATURES
 
 SINGULAR_VALUE_CUTOFF = 1e-5
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from latentstates.columns import NO_PERFORMANCE
 from latentstates.settings import AnalysisSettings
 from latentstates.states.model import GaussianHMM
 from latentstates.states.sequences import zscore_runs
@@ -360,12 +361,6 @@ def analyse_task(
         "coefficients": coefficients,
         "summary": summary,
     }
-
-
-NO_PERFORMANCE = (
-    "convergence analyses skipped: the runs have no eval_acc (an imported series without a "
-    "performance table); states, transitions and feature changes are complete"
-)
 
 
 def _nothing_decoded(metrics: pd.DataFrame, threshold: float, ranking: str, occupancy_kind: str) -> dict:
