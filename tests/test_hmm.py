@@ -8,7 +8,8 @@ from scipy.stats import multivariate_normal
 from sklearn.metrics import adjusted_rand_score
 
 from latentstates.settings import HMMSettings
-from latentstates.states import em, hmm
+from latentstates.states import em
+from latentstates.states import selection as hmm
 from latentstates.states.fit import covariance_floor, fit_hmm
 from latentstates.states.sequences import Sequences, split_runs, zscore_runs
 

@@ -31,7 +31,7 @@ from latentstates.runs.checkpoints import (
 )
 from latentstates.runs.train import train_group, train_run
 from latentstates.settings import HessianSettings
-from latentstates.states.hmm import fit_task
+from latentstates.states.selection import fit_task
 
 HESSIAN = HessianSettings.defaults(batch_size=64, stride=2, tol=1e-3, max_iter=20, seed=0, krylov_dim=20)
 

@@ -68,7 +68,7 @@ def test_hessian_batch_size_zero_is_the_whole_training_set(tmp_path, config):
 
 
 def test_diverged_run_is_flagged_kept_and_left_out_of_the_hmm(tmp_path, config):
-    from latentstates.states.hmm import fit_task
+    from latentstates.states.selection import fit_task
 
     cfg = config()["tasks"]["sparse_parity"]
     hess = HessianSettings.defaults(batch_size=64, stride=1, tol=1e-3, max_iter=20, seed=0, krylov_dim=20)

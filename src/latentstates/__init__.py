@@ -1,7 +1,24 @@
 """Latent state models of training dynamics: the science behind the Snakemake workflow.
 
-Submodules are imported on demand so that light users (the Snakefile, config checks)
-do not pay for torch or pomegranate imports.
+The package follows the workflow's stages; a stage imports only the stages before it
+(tests/test_layout.py), and nothing is imported on `import latentstates`, so light users (the
+Snakefile, config checks) do not pay for torch or pomegranate.
+
+Top level, torch-free (the Snakefile and every job import them):
+    config      validation against the schema (schemas/config.schema.yaml), defaults filled in
+    settings    typed, frozen sections of the validated config (HMM, Hessian, training, ...)
+    columns     names shared by tables and the Snakefile
+    provenance  which package code each rule runs, and its digest (a rule's `code` param)
+    io, logs, disk   atomic outputs, job logs, and a full disk reported by file
+Top level, with torch: `device` (device, threads, deterministic kernels); the command line
+`python -m latentstates.forecast`; `config_reference` (docs/configuration.md from the schema).
+
+Stages:
+    tasks/    data sets, models, seed-batched replicas, the task registry, closed-form Hessians
+    runs/     the run contract (run.json), checkpoints, training, runs brought from elsewhere
+    measure/  weight metrics, the Hessian's top eigenvalue, metrics of every checkpoint of a run
+    states/   metric sequences, the Gaussian HMM (model, EM, fit, selection), analyses, forecast
+    report/   figures, interactive views, tables
 """
 
 __version__ = "0.1.0"

@@ -9,7 +9,7 @@ from latentstates.settings import ForecastSettings, HMMSettings
 from latentstates.states.analysis import convergence_times
 from latentstates.states.fit import fit_restarts, restart_seed
 from latentstates.states.forecast import METHODS, Forecaster
-from latentstates.states.hmm import model_record, number_states
+from latentstates.states.selection import model_record, number_states
 from latentstates.states.sequences import Sequences, zscore_runs
 
 EVALUATION_COLUMNS = [
