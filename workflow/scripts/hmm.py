@@ -8,7 +8,7 @@ from latentstates.io import read_parquet, write_csv, write_json, write_parquet
 from latentstates.logs import job_log
 from latentstates.device import configure_torch, resolve_device
 from latentstates.settings import HMMSettings
-from latentstates.states.hmm import fit_task
+from latentstates.states.selection import fit_task
 from latentstates.states.sequences import first_checkpoints
 
 with job_log(snakemake.log[0]) as logger:
