@@ -4,10 +4,11 @@
 
 Every Parquet, CSV, TSV and JSON file under either directory (figures, logs, HTML views, Snakemake's
 benchmark timings and checkpoints aside) is compared: first byte for byte; where the bytes differ,
-by content, numbers to an absolute-or-relative tolerance (`--tol`, default 1e-9) and everything
-else exactly. Each file is reported as identical (bytes), equal (content equal, at most the
-largest numeric difference shown), or different (with the first differences), and files present
-on one side only are listed. Exit status 0 when no file differs and none is missing.
+by content: numbers to a tolerance (`--tol`, default 1e-9) on |a - b| / max(1, |a|, |b|) (absolute
+below 1, relative above), everything else exactly. Each file is reported as identical (bytes),
+equal (content within the tolerance; the largest such difference shown), or different (with the
+first differences), and files present on one side only are listed. Exit status 0 when no file
+differs and none is missing.
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ def _close(a: float, b: float, tol: float) -> bool:
 
 
 def compare_json(a, b, tol: float, where: str = "$") -> tuple[list[str], float]:
-    """(differences, largest numeric difference) between two parsed JSON values."""
+    """(differences, largest numeric difference relative to max(1, |value|)) between two parsed
+    JSON values."""
     if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None or isinstance(a, str):
         return ([] if a == b else [f"{where}: {a!r} != {b!r}"]), 0.0
     if isinstance(a, int | float) and isinstance(b, int | float):
-        diff = abs(a - b) if not (math.isnan(a) or math.isnan(b)) else 0.0
+        diff = abs(a - b) / max(1.0, abs(a), abs(b)) if not (math.isnan(a) or math.isnan(b)) else 0.0
         return ([] if _close(float(a), float(b), tol) else [f"{where}: {a!r} != {b!r}"]), diff
     if isinstance(a, dict) and isinstance(b, dict):
         if a.keys() != b.keys():
@@ -72,7 +74,7 @@ def _read(path: Path) -> pd.DataFrame:
 
 
 def compare_frames(a: pd.DataFrame, b: pd.DataFrame, tol: float) -> tuple[list[str], float]:
-    """(differences, largest numeric difference) between two tables."""
+    """(differences, largest numeric difference relative to max(1, |value|)) between two tables."""
     if list(a.columns) != list(b.columns):
         return [f"columns {list(a.columns)} != {list(b.columns)}"], 0.0
     if len(a) != len(b):
@@ -85,8 +87,9 @@ def compare_frames(a: pd.DataFrame, b: pd.DataFrame, tol: float) -> tuple[list[s
             both_nan = np.isnan(xv) & np.isnan(yv)
             gap = np.where(both_nan, 0.0, np.abs(xv - yv))
             gap = np.where(np.isnan(gap), np.inf, gap)  # NaN on one side only
-            worst = max(worst, float(gap.max(initial=0.0)))
-            bad = gap > tol * np.maximum(1.0, np.maximum(np.abs(xv), np.abs(yv)))
+            scaled = gap / np.maximum(1.0, np.maximum(np.abs(np.nan_to_num(xv)), np.abs(np.nan_to_num(yv))))
+            worst = max(worst, float(scaled.max(initial=0.0)))
+            bad = scaled > tol
             if bad.any():
                 i = int(np.argmax(bad))
                 diffs.append(
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         verdict, diffs, worst = compare_file(args.before / rel, args.after / rel, args.tol)
         counts[verdict] += 1
         if verdict != "identical":
-            print(f"{verdict:9} {rel} (largest numeric difference {worst:.3g})")
+            print(f"{verdict:9} {rel} (largest difference {worst:.3g}, relative to max(1, |value|))")
             for d in diffs[:5]:
                 print(f"          {d}")
     only = sorted(before ^ after)
