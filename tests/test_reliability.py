@@ -30,7 +30,7 @@ from latentstates.runs.checkpoints import (
     staging_dir,
 )
 from latentstates.runs.train import train_group, train_run
-from latentstates.settings import HessianSettings
+from latentstates.settings import HessianSettings, HMMSettings
 from latentstates.states.selection import fit_task
 
 HESSIAN = HessianSettings.defaults(batch_size=64, stride=2, tol=1e-3, max_iter=20, seed=0, krylov_dim=20)
@@ -326,7 +326,7 @@ def test_feature_constant_across_all_runs_gives_finite_fit():
         "criterion": "bic",
         "n_states": None,
     }
-    fit = fit_task(pd.DataFrame(rows), cfg)
+    fit = fit_task(pd.DataFrame(rows), HMMSettings.defaults(**cfg))
     assert fit.restarts["error"].eq("").all()
     assert np.isfinite(fit.restarts["train_ll"]).all() and np.isfinite(fit.restarts["val_ll"]).all()
     assert len(fit.states) == 6 * 40
@@ -335,7 +335,7 @@ def test_feature_constant_across_all_runs_gives_finite_fit():
 def test_unknown_hmm_feature_is_named():
     df = pd.DataFrame({"seed": [0, 0], "checkpoint": [0, 1], "l1": [1.0, 2.0]})
     with pytest.raises(ValueError, match=r"lacks HMM features \['l2'\]"):
-        fit_task(df, {"features": ["l1", "l2"]})
+        fit_task(df, HMMSettings.defaults(features=["l1", "l2"]))
     assert PAPER_FEATURES[0] == "l1"
 
 

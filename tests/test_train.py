@@ -8,7 +8,7 @@ from latentstates.columns import PAPER_FEATURES
 from latentstates.measure.extract import run_metrics
 from latentstates.runs.checkpoints import list_checkpoints, load_checkpoint
 from latentstates.runs.train import train_group, train_run
-from latentstates.settings import HessianSettings, TrainSettings
+from latentstates.settings import HessianSettings, HMMSettings, TrainSettings
 
 
 def test_training_is_deterministic_and_checkpoints_every_interval(tmp_path, config):
@@ -99,7 +99,7 @@ def test_diverged_run_is_flagged_kept_and_left_out_of_the_hmm(tmp_path, config):
         "criterion": "bic",
         "n_states": None,
     }
-    fit = fit_task(metrics, hmm_cfg)
+    fit = fit_task(metrics, HMMSettings.defaults(**hmm_cfg))
     assert fit.excluded["seed"].tolist() == [3]
     assert "diverged" in fit.excluded["reason"].iloc[0]
     assert sorted(fit.states["seed"].unique()) == [0, 1, 2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -270,13 +270,8 @@ def _states_table(
     return pd.concat(frames, ignore_index=True)
 
 
-def fit_task(metrics: pd.DataFrame, settings: HMMSettings | Mapping[str, Any]) -> TaskFit:
-    """Z-score, split, select K, decode every usable run; states numbered by time of first use.
-
-    `settings` as a mapping (a section of a config) is completed by the schema's defaults.
-    """
-    if not isinstance(settings, HMMSettings):
-        settings = HMMSettings.defaults(**settings)
+def fit_task(metrics: pd.DataFrame, settings: HMMSettings) -> TaskFit:
+    """Z-score, split, select K, decode every usable run; states numbered by time of first use."""
     metrics, diverged = _without_diverged(metrics)
     seqs = zscore_runs(metrics, settings.features)
     seqs.dropped.update(diverged)
