@@ -29,11 +29,12 @@ sys.path.insert(0, str(REPO / "src"))
 from latentstates.columns import MATRIX_FEATURES  # noqa: E402
 from latentstates.config import load_config  # noqa: E402
 from latentstates.device import configure_torch, resolve_device  # noqa: E402
-from latentstates.measure.extract import load_into, run_metrics  # noqa: E402
+from latentstates.measure.extract import run_metrics  # noqa: E402
 from latentstates.measure.metrics import _summary, stacked_matrix_metrics, weight_metrics  # noqa: E402
 from latentstates.runs.checkpoints import list_checkpoints, load_checkpoint  # noqa: E402
 from latentstates.runs.runtime import build_run  # noqa: E402
 from latentstates.runs.train import train_run  # noqa: E402
+from latentstates.runs.weights import load_into  # noqa: E402
 from latentstates.settings import HessianSettings  # noqa: E402
 
 

@@ -21,19 +21,13 @@ from latentstates.measure.metrics import weight_metrics
 from latentstates.runs.architectures import get_architecture
 from latentstates.runs.contract import epoch_or_nan, run_checkpoint_paths, trained_run
 from latentstates.runs.runtime import build_run
-from latentstates.runs.weights import load_weights
+from latentstates.runs.weights import load_into, load_weights
 from latentstates.settings import HessianSettings
-from latentstates.tasks.models import finite_weights, fit_state
+from latentstates.tasks.models import finite_weights
 from latentstates.tasks.registry import get_task
 from latentstates.tasks.replicas import Replicas, loops_replicas
 
 logger = logging.getLogger("latentstates")
-
-
-def load_into(model: torch.nn.Module, path: str | Path, fmt: str = "workflow") -> None:
-    """Load checkpoint `path` (of format `fmt`, latentstates.runs.contract) into `model`, safely; name the
-    file when it is unreadable or its weights do not fit the configured model."""
-    fit_state(model, load_weights(path, fmt), path)
 
 
 def checkpoint_hessian(

@@ -28,12 +28,9 @@ def checkpoint_steps(directory: str | Path) -> list[tuple[int, Path]]:
 
 
 def _stored_step(path: Path) -> int:
-    import torch
+    from latentstates.runs.weights import torch_file
 
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable checkpoint ({exc})") from exc
+    payload = torch_file(path)
     if not isinstance(payload, dict) or not isinstance(payload.get("step"), int):
         raise ValueError(f"{path}: no step number in the file name and no integer 'step' stored inside")
     return payload["step"]
@@ -70,8 +67,7 @@ def _evaluated_rows(
 
     from latentstates.device import configure_torch, resolve_device
     from latentstates.runs.runtime import build_run, evaluate
-    from latentstates.runs.weights import load_weights
-    from latentstates.tasks.models import fit_state
+    from latentstates.runs.weights import load_into
     from latentstates.tasks.replicas import Replicas
 
     dev = resolve_device(device)
@@ -83,7 +79,7 @@ def _evaluated_rows(
     rows = []
     with torch.no_grad():
         for index, (step, path) in enumerate(files):
-            fit_state(model, load_weights(path, "state_dict"), path)
+            load_into(model, path, "state_dict")
             replicas.load_state_dicts([model.state_dict()])
             tr_loss, tr_acc = evaluate(replicas, kind, data[0], data[1])
             te_loss, te_acc = evaluate(replicas, kind, data[2], data[3])

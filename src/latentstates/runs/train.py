@@ -54,8 +54,7 @@ def make_optimizer(params: list[torch.Tensor], train: TrainSettings) -> torch.op
                 pass
         return torch.optim.SGD(params, **sgd)
     if train.optimizer == "adamw":
-        betas = tuple(train.betas)
-        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, betas=betas)
+        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, betas=train.betas)
     raise ValueError(f"train.optimizer: unknown optimizer {train.optimizer!r} (sgd, adamw)")
 
 
@@ -194,11 +193,11 @@ class GroupTrainer:
         every `interval` steps."""
         if step < self.total and self.any_active():  # else only the publishing rename is left
             check_room(self.work, self.total // self.interval - step // self.interval)
-        label = f"seed {self.seeds[0]}" if self.n_runs == 1 else f"seeds {self.seeds[0]}..{self.seeds[-1]}"
+        seeds = f"seed {self.seeds[0]}" if self.n_runs == 1 else f"seeds {self.seeds[0]}..{self.seeds[-1]}"
         bar = tqdm(
             total=self.total,
             initial=step,
-            desc=f"{self.label} {label}",
+            desc=f"{self.label} {seeds}",
             file=sys.stderr,
             mininterval=5.0,
             disable=not progress,

@@ -11,12 +11,14 @@ from typing import Any
 import torch
 
 from latentstates.runs.checkpoints import load_checkpoint
+from latentstates.tasks.models import fit_state
 
 # Keys under which checkpoint dicts written elsewhere keep the model's state dict.
 STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict")
 
 
-def _torch_file(path: Path) -> Any:
+def torch_file(path: Path) -> Any:
+    """A `torch.save` file's content, loaded safely (`weights_only`); errors name the file."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, foreign, or pickled code (refused with weights_only)
@@ -57,7 +59,7 @@ def load_weights(path: str | Path, fmt: str) -> dict[str, torch.Tensor]:
     if fmt == "state_dict":
         if path.suffix == ".safetensors":
             return _safetensors_file(path)
-        return state_dict_of(_torch_file(path), path)
+        return state_dict_of(torch_file(path), path)
     if fmt == "transformers":
         return _transformers_dir(path)
     raise ValueError(f"unknown checkpoint format {fmt!r}")
@@ -66,7 +68,7 @@ def load_weights(path: str | Path, fmt: str) -> dict[str, torch.Tensor]:
 def _transformers_dir(directory: Path) -> dict[str, torch.Tensor]:
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: model directory does not exist")
-    for name, loader in (("model.safetensors", _safetensors_file), ("pytorch_model.bin", _torch_file)):
+    for name, loader in (("model.safetensors", _safetensors_file), ("pytorch_model.bin", torch_file)):
         index = directory / f"{name}.index.json"
         if index.exists():
             try:
@@ -82,3 +84,9 @@ def _transformers_dir(directory: Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(
         f"{directory}: no model.safetensors or pytorch_model.bin (or sharded index) in this model directory"
     )
+
+
+def load_into(model: torch.nn.Module, path: str | Path, fmt: str = "workflow") -> None:
+    """Load checkpoint `path` (of format `fmt`, latentstates.runs.contract) into `model`, safely;
+    name the file when it is unreadable or its weights do not fit the configured model."""
+    fit_state(model, load_weights(path, fmt), path)

@@ -73,16 +73,12 @@ def select_model(
                     "aic_train": aic_train,
                     "bic_train": bic_train,
                     "error": restart.error,
+                    "kept": restart is best,
                 }
             )
         if best is not None:
             kept[k] = best.fit
-            for row in rows:
-                if row["k"] == k:
-                    row["kept"] = row["restart"] == best.restart
-    table = pd.DataFrame(rows)
-    table["kept"] = table["kept"].fillna(False).astype(bool) if "kept" in table else False
-    return table, kept
+    return pd.DataFrame(rows), kept
 
 
 def summarise_selection(table: pd.DataFrame) -> pd.DataFrame:
