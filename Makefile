@@ -3,17 +3,23 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
-# torch requirement installed before the package: empty = pip's choice (on Linux a CUDA build, ~5 GB);
-# a CPU-only machine short of disk can name a CPU build, e.g. TORCH=torch==2.13.0 or a wheel's path.
-TORCH ?=
-PIP := $(BIN)/pip install --quiet --no-cache-dir
+# The pinned environment (exact versions of everything in the venv; the results come from it).
+LOCK := requirements/constraints.txt
+# torch, installed before the package: by default the locked version, which pip takes as a CPU build
+# where its find-links hold one (+cpu) and as PyPI's build elsewhere (CUDA on Linux, ~5 GB more).
+# Another build of that version can be named, e.g. a wheel's path or torch==2.13.0+cu128 with
+# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cu128; another version conflicts with the
+# lock: move it with `make lock TORCH=torch==X.Y.Z`.
+TORCH ?= torch==$(shell sed -n 's/^torch==//p' $(LOCK))
+PIP := $(BIN)/pip install --quiet --no-cache-dir -c $(LOCK)
+LOCK_VENV := .venv-lock
 
-.PHONY: setup run test test-fast lint report clean
+.PHONY: setup run test test-fast lint report clean lock
 
-$(BIN)/snakemake: pyproject.toml
+$(BIN)/snakemake: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(if $(TORCH),$(PIP) '$(TORCH)')
+	$(PIP) '$(TORCH)'
 	$(PIP) -e '.[test]'
 	touch $@
 
@@ -36,6 +42,21 @@ lint: setup
 
 report: setup  ## Snakemake's HTML report of the last run
 	$(BIN)/snakemake --report results/report.html
+
+# Re-resolve the lock: a fresh venv from pyproject.toml's ranges (and $(TORCH)), then its versions,
+# local labels such as +cpu dropped; the header and the trailing not-installed block are kept.
+lock:  ## rewrite requirements/constraints.txt from a fresh venv's `pip list`
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --no-cache-dir --upgrade pip
+	$(LOCK_VENV)/bin/pip install --quiet --no-cache-dir '$(TORCH)'
+	$(LOCK_VENV)/bin/pip install --quiet --no-cache-dir -e '.[test]'
+	{ sed '/^# Python:/Q' $(LOCK); \
+	  $(LOCK_VENV)/bin/python -c 'import sys; print("# Python: %d.%d" % sys.version_info[:2])'; \
+	  $(LOCK_VENV)/bin/pip list --format=freeze --exclude-editable | sed -E 's/\+[^+]*$$//'; \
+	  sed -n '/^# Not installed by/,$$p' $(LOCK); } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf $(LOCK_VENV)
 
 clean:
 	find results -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
