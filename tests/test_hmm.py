@@ -8,7 +8,8 @@ from scipy.stats import multivariate_normal
 from sklearn.metrics import adjusted_rand_score
 
 from latentstates.settings import HMMSettings
-from latentstates.states import em
+from latentstates.states import batched, em
+from latentstates.states import fit as fitting
 from latentstates.states import selection as hmm
 from latentstates.states.fit import covariance_floor, fit_hmm
 from latentstates.states.sequences import Sequences, split_runs, zscore_runs
@@ -300,33 +301,100 @@ def test_held_out_criteria_follow_hmmlearn():
     assert bic == pytest.approx(ref.bic(x, lengths))
 
 
+def assert_same_fit(ours, reference):
+    for name in ["starts", "transitions", "ends", "means", "covs"]:
+        np.testing.assert_allclose(getattr(ours, name), getattr(reference, name), rtol=1e-9, atol=1e-11)
+
+
 @pytest.mark.parametrize("cov", ["full", "diag"])
 @pytest.mark.parametrize("ragged", [True, False], ids=["ragged", "equal"])
-def test_fast_e_step_fits_as_pomegranates_own(cov, ragged):
+def test_batched_fit_is_pomegranates_own(cov, ragged):
     runs, _ = planted(n_runs=12)
     # 12 different lengths (one padded batch), or 12 runs of one length.
     runs = [r[: 30 + 2 * i] if ragged else r[:50] for i, r in enumerate(runs)]
     assert len({len(r) for r in runs}) == (12 if ragged else 1)
     ours = fit_hmm(runs, 3, settings(covariance=cov, max_iter=10), seed=1)
     reference = fit_hmm(runs, 3, settings(covariance=cov, max_iter=10), seed=1, reference=True)
-    assert type(reference.model).__name__ == "DenseHMM"
-    for name in ["starts", "transitions", "ends", "means", "covs"]:
-        np.testing.assert_allclose(getattr(ours, name), getattr(reference, name), rtol=1e-9, atol=1e-11)
+    assert type(reference.model).__name__ == "DenseHMM" and ours.model is None
+    assert_same_fit(ours, reference)
     assert ours.log_likelihood(runs) == pytest.approx(reference.log_likelihood(runs), rel=1e-12)
+
+
+@pytest.mark.parametrize("cov", ["full", "diag"])
+def test_a_batch_of_weighted_fits_is_pomegranates_fits_of_the_repeated_runs(cov):
+    """Restarts, bootstrap resamples (weights 0, 1, 2, ...) and held-out masks in one batch: each
+    fit equals pomegranate's fit of the runs repeated by their weights, stopping where it stops
+    (tol 0.5 stops some fits early, others run to max_iter)."""
+    runs, _ = planted(n_runs=10, seed=4)
+    runs = [r[: 25 + 3 * i] for i, r in enumerate(runs)]
+    hmm_settings = settings(covariance=cov, max_iter=12, tol=0.5, covariance_prior=1e-2)
+    rng = np.random.default_rng(0)
+    specs = [
+        fitting.Spec(None, 11, "kmeans"),
+        fitting.Spec(None, 12, "segments"),
+        fitting.Spec(list(np.bincount(rng.integers(0, 10, 10), minlength=10)), 13, "kmeans"),
+        fitting.Spec(list(np.bincount(rng.integers(0, 10, 10), minlength=10)), 14, "segments"),
+        fitting.Spec([1, 1, 0, 1, 1, 0, 1, 1, 1, 0], 15, "kmeans"),
+    ]
+    batch = fitting.fit_many(runs, 3, hmm_settings, specs)
+    for spec, (ours, error) in zip(specs, batch):
+        assert error == ""
+        seen = fitting.repeated(runs, spec.weights)
+        assert_same_fit(ours, fit_hmm(seen, 3, hmm_settings, spec.seed, spec.init, reference=True))
+
+
+def test_batched_fit_stops_each_fit_at_pomegranates_iteration():
+    runs, _ = planted(n_runs=8, seed=5)
+    hmm_settings = settings(covariance="full", max_iter=40, tol=0.5)
+    specs = [fitting.Spec(None, s, fitting.restart_init(s)) for s in range(4)]
+    jobs = [fitting.plan(runs, 3, hmm_settings, spec) for spec in specs]
+    outcomes = batched.fit_batch(runs, jobs, "full", 40, 0.5)
+    for spec, job, outcome in zip(specs, jobs, outcomes):
+        model = fitting.reference_model(job.start, hmm_settings, job.floor, job.prior, spec.seed)
+        logps = []
+        model.verbose = False
+        original = model.summarize
+
+        def counting(*args, _orig=original, _logps=logps, **kwargs):
+            out = _orig(*args, **kwargs)
+            _logps.append(float(out.sum()))
+            return out
+
+        model.summarize = counting
+        model.fit([torch.tensor(a) for a in runs])
+        # pomegranate summarises once per length group per iteration; 8 runs of 3 lengths.
+        groups = len({len(a) for a in runs})
+        assert len(logps) == groups * (outcome.iterations + 1)
+        assert outcome.log_likelihood == pytest.approx(sum(logps[-groups:]), rel=1e-12)
+    assert len({o.iterations for o in outcomes}) > 1 or outcomes[0].iterations < 40
 
 
 def test_scaled_and_log_space_expectations_agree_on_a_padded_batch():
     runs, _ = planted(n_runs=6)
     runs = [r[: 20 + 5 * i] for i, r in enumerate(runs)]
-    model = fit_hmm(runs, 3, settings(covariance="full", max_iter=3), seed=2).model
-    x = em.padded_batch(runs)
-    pad = torch.isnan(x).any(dim=-1)
-    e = model._emission_matrix(torch.nan_to_num(x)).masked_fill(pad[..., None], 0.0)
-    last = (~pad).sum(dim=1) - 1
-    scaled = model._scaled_expectations(e, pad, last)
-    logspace = model._log_expectations(e, pad, last)
-    for a, b in zip(scaled, logspace):
+    hmm_settings = settings(covariance="full", max_iter=3)
+    jobs = [fitting.plan(runs, 3, hmm_settings, fitting.Spec(None, s, "kmeans")) for s in (2, 3)]
+    data = batched._Data(runs, "full")
+    p = batched._Params.stack([j.start for j in jobs])
+    e, failed = batched.emission_log_densities(p, data, "full")
+    assert not failed.any()
+    *scaled, bad = batched.scaled_expectations(e, p, data)
+    assert not bad.any()
+    for a, b in zip(scaled, batched.log_expectations(e, p, data)):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_emission_densities_are_scipys():
+    runs, _ = planted(n_runs=3)
+    hmm_settings = settings(covariance="full")
+    job = fitting.plan(runs, 3, hmm_settings, fitting.Spec(None, 7, "kmeans"))
+    data = batched._Data(runs, "full")
+    e, _ = batched.emission_log_densities(batched._Params.stack([job.start]), data, "full")
+    for i, run in enumerate(runs):
+        for s in range(3):
+            expected = multivariate_normal(job.start.means[s], job.start.covs[s]).logpdf(run)
+            np.testing.assert_allclose(e[0, i, : len(run), s].numpy(), expected, rtol=1e-12)
+        assert (e[0, i, len(run) :] == 0).all()
 
 
 def test_first_checkpoints_window():

@@ -1,4 +1,8 @@
-"""Fitting the Gaussian HMM by Baum-Welch (pomegranate): initialisation, one fit, seeded restarts."""
+"""Fitting the Gaussian HMM by Baum-Welch: seeded initialisation, batches of fits, restarts.
+
+The fits run batched (`states.batched`), each equal to pomegranate's own fit of it
+(`fit_hmm(..., reference=True)`, tested to 1e-9).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ import numpy as np
 import torch
 
 from latentstates.settings import HMMSettings
-from latentstates.states.em import dense_hmm, floored_normal_class, padded_batch
+from latentstates.states.batched import Job, Start, fit_batch
+from latentstates.states.em import dense_hmm, floored_normal_class
 from latentstates.states.model import GaussianHMM
 
 # What a restart may fail with (a Cholesky or k-means failure): the restart is skipped, not the fit.
@@ -20,7 +25,7 @@ FIT_ERRORS = (RuntimeError, ValueError)
 
 @dataclass(frozen=True, eq=False)
 class FittedHMM(GaussianHMM):
-    """The parameters of a fit (float64 copies) and pomegranate's model that holds them."""
+    """The parameters of a fit (float64), and pomegranate's model where it made them (reference fits)."""
 
     model: object = None
 
@@ -41,6 +46,11 @@ class FittedHMM(GaussianHMM):
             covariance,
             model,
         )
+
+    @classmethod
+    def of_start(cls, params: Start, covariance: str) -> FittedHMM:
+        """The parameters of a batched fit (`batched.Outcome.params`)."""
+        return cls(params.starts, params.edges, params.ends, params.means, params.covs, covariance)
 
 
 def data_scale(arrays: Sequence[np.ndarray]) -> float:
@@ -122,6 +132,61 @@ def restart_seed(base: int, k: int, restart: int) -> int:
     return int(np.random.SeedSequence([base, k, restart]).generate_state(1)[0])
 
 
+def repeated(arrays: Sequence[np.ndarray], weights: Sequence[int] | None) -> list[np.ndarray]:
+    """The runs as a fit with these integer weights sees them: run i `weights[i]` times."""
+    if weights is None:
+        return list(arrays)
+    return [a for a, w in zip(arrays, weights) for _ in range(int(w))]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One fit to plan: each run's integer weight (None: every run once), seed, initialisation."""
+
+    weights: Sequence[int] | None
+    seed: int
+    init: str = "kmeans"
+
+
+def plan(arrays: Sequence[np.ndarray], k: int, settings: HMMSettings, spec: Spec) -> Job:
+    """The batched fit of `spec`: its seeded start, run weights, floor and prior (data units)."""
+    seen = repeated(arrays, spec.weights)
+    scale = data_scale(seen)
+    floor, prior = settings.var_floor * scale, settings.covariance_prior * scale
+    weights = np.ones(len(arrays)) if spec.weights is None else np.asarray(spec.weights, dtype=float)
+    return Job(
+        initial_start(seen, k, settings.covariance, floor, spec.seed, spec.init), weights, floor, prior
+    )
+
+
+def fit_many(
+    arrays: Sequence[np.ndarray], k: int, settings: HMMSettings, specs: Sequence[Spec]
+) -> list[tuple[FittedHMM | None, str]]:
+    """Every spec's k-state fit to `arrays`, all at once (`batched.fit_batch`): (fit, '') or
+    (None, error) per spec, in order. Each fit equals `fit_hmm` of the runs its weights repeat
+    with its seed and initialisation (pomegranate's fit, to 1e-9); k = 1 in closed form."""
+    out: list[tuple[FittedHMM | None, str]] = [(None, "")] * len(specs)
+    jobs, where = [], []
+    for i, spec in enumerate(specs):
+        try:
+            if k == 1:
+                out[i] = (single_gaussian(repeated(arrays, spec.weights), settings), "")
+                continue
+            jobs.append(plan(arrays, k, settings, spec))
+            where.append(i)
+        except FIT_ERRORS as exc:
+            out[i] = (None, str(exc))
+    for i, outcome in zip(
+        where, fit_batch(arrays, jobs, settings.covariance, settings.max_iter, settings.tol)
+    ):
+        out[i] = (
+            (None, outcome.error)
+            if outcome.error
+            else (FittedHMM.of_start(outcome.params, settings.covariance), "")
+        )
+    return out
+
+
 def fit_hmm(
     arrays: Sequence[np.ndarray],
     k: int,
@@ -140,60 +205,50 @@ def fit_hmm(
     steps), to the state's covariance diagonal, then floors it at `var_floor` times the data's
     mean variance (`FlooredNormal`). k = 1 is fitted in closed form (one Gaussian with the same
     prior; end probability = sequences / steps), since pomegranate's initialisation needs k ≥ 2.
-    Sequences of different lengths are fitted as one NaN-padded batch with a scaled E-step
-    (`PaddedDenseHMM`); `reference=True` fits with pomegranate's own `DenseHMM` instead (groups
-    of equal length, log-space E-step): the same fit, slower.
+    The fit runs as a batch of one (`fit_many`: one NaN-padded time loop for all lengths);
+    `reference=True` fits with pomegranate's own `DenseHMM` instead (groups of equal length,
+    log-space E-step): the same fit, slower. A failed fit raises RuntimeError.
     """
-    torch.manual_seed(seed)
-    scale = data_scale(arrays)
-    floor, prior = settings.var_floor * scale, settings.covariance_prior * scale
-    if k == 1:
-        return _single_gaussian(arrays, settings.covariance, floor, prior)
-    model = _initial_model(arrays, k, settings, floor, prior, seed, init, reference)
-    if len({len(a) for a in arrays}) > 1 and not reference:
-        batch = [padded_batch(arrays)]  # one time loop for all lengths (PaddedDenseHMM)
-    else:
-        batch = [torch.tensor(a, dtype=torch.float64) for a in arrays]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        model.fit(batch)
-    return FittedHMM.of(model, settings.covariance)
+    if reference and k > 1:
+        torch.manual_seed(seed)
+        scale = data_scale(arrays)
+        floor, prior = settings.var_floor * scale, settings.covariance_prior * scale
+        start = initial_start(arrays, k, settings.covariance, floor, seed, init)
+        model = reference_model(start, settings, floor, prior, seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            model.fit([torch.tensor(a, dtype=torch.float64) for a in arrays])
+        return FittedHMM.of(model, settings.covariance)
+    [(fit, error)] = fit_many(arrays, k, settings, [Spec(None, seed, init)])
+    if fit is None:
+        raise RuntimeError(error)
+    return fit
 
 
-def _single_gaussian(arrays: Sequence[np.ndarray], covariance: str, floor: float, prior: float) -> FittedHMM:
+def single_gaussian(arrays: Sequence[np.ndarray], settings: HMMSettings) -> FittedHMM:
     """K = 1 in closed form: the pooled Gaussian plus the prior, end probability sequences / steps."""
     x = np.concatenate(arrays)
+    scale = data_scale(arrays)
+    floor, prior = settings.var_floor * scale, settings.covariance_prior * scale
     end = len(arrays) / len(x)
-    mean = x.mean(axis=0)
     d = x.shape[1]
     cov = np.cov(x.T, bias=True).reshape(d, d) + prior / len(x) * np.eye(d)
-    cov = floored(cov, covariance, floor)
-    dist = floored_normal_class()(
-        floor, prior, means=torch.tensor(mean), covs=torch.tensor(cov), covariance_type=covariance
+    return FittedHMM(
+        np.ones(1),
+        np.array([[1.0 - end]]),
+        np.array([end]),
+        x.mean(axis=0)[None],
+        floored(cov, settings.covariance, floor)[None],
+        settings.covariance,
     )
-    model = dense_hmm(
-        [dist],
-        starts=torch.tensor([1.0]),
-        edges=torch.tensor([[1.0 - end]]),
-        ends=torch.tensor([end]),
-    )
-    return FittedHMM.of(model, covariance)
 
 
-def _initial_model(
-    arrays: Sequence[np.ndarray],
-    k: int,
-    settings: HMMSettings,
-    floor: float,
-    prior: float,
-    seed: int,
-    init: str,
-    reference: bool,
-):
-    """pomegranate's HMM at the seeded starting point of EM (emissions by `init`)."""
+def initial_start(
+    arrays: Sequence[np.ndarray], k: int, covariance: str, floor: float, seed: int, init: str
+) -> Start:
+    """The seeded starting point of EM (emissions by `init`)."""
     x = np.concatenate(arrays)
     end = len(arrays) / len(x)
-    covariance = settings.covariance
     if init == "segments":
         means, covs = segment_init(arrays, k, covariance, floor, seed)
     elif init == "kmeans":
@@ -208,17 +263,23 @@ def _initial_model(
     conc = np.full(k, 1.0 / k)
     starts = rng.dirichlet(conc)
     edges = rng.dirichlet(conc, size=k) * (1.0 - end)
+    return Start(
+        starts, edges, np.full(k, end), np.asarray(means, dtype=float), np.asarray(covs, dtype=float)
+    )
+
+
+def reference_model(start: Start, settings: HMMSettings, floor: float, prior: float, seed: int):
+    """pomegranate's DenseHMM (with FlooredNormal emissions) at `start`."""
     normal = floored_normal_class()
     dists = [
-        normal(floor, prior, means=torch.tensor(m), covs=torch.tensor(c), covariance_type=covariance)
-        for m, c in zip(means, covs)
+        normal(floor, prior, means=torch.tensor(m), covs=torch.tensor(c), covariance_type=settings.covariance)
+        for m, c in zip(start.means, start.covs)
     ]
     return dense_hmm(
         dists,
-        starts=torch.tensor(starts),
-        edges=torch.tensor(edges),
-        ends=torch.full((k,), end, dtype=torch.float64),
-        reference=reference,
+        starts=torch.tensor(start.starts),
+        edges=torch.tensor(start.edges),
+        ends=torch.tensor(start.ends),
         max_iter=settings.max_iter,
         tol=settings.tol,
         random_state=seed % 2**32,
@@ -251,17 +312,15 @@ def fit_restarts(
     log-likelihood without held-out runs (the first of equals). A restart that fails (FIT_ERRORS)
     or scores a non-finite training log-likelihood is kept with its error and never best.
     """
+    specs = [Spec(None, s, restart_init(r)) for r, s in enumerate(seeds)]
     restarts, best, best_score = [], None, None
-    for r, s in enumerate(seeds):
-        init = restart_init(r)
-        try:
-            fit = fit_hmm(train, k, settings, s, init)
+    for r, (spec, (fit, error)) in enumerate(zip(specs, fit_many(train, k, settings, specs))):
+        train_ll = val_ll = float("nan")
+        if fit is not None:
             train_ll = fit.log_likelihood(train)
             val_ll = fit.log_likelihood(val) if val else float("nan")
             error = "" if math.isfinite(train_ll) else "non-finite log-likelihood"
-        except FIT_ERRORS as exc:
-            fit, train_ll, val_ll, error = None, float("nan"), float("nan"), str(exc)
-        restart = Restart(r, s, init if k > 1 else "closed form", fit, train_ll, val_ll, error)
+        restart = Restart(r, spec.seed, spec.init if k > 1 else "closed form", fit, train_ll, val_ll, error)
         restarts.append(restart)
         score = val_ll if val else train_ll
         if not error and math.isfinite(score) and (best is None or score > best_score):
