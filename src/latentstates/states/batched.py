@@ -217,8 +217,9 @@ def log_expectations(e: torch.Tensor, p: _Params, data: _Data):
     return t, r, logp
 
 
-def _m_step(p: _Params, t, r, weights, data: _Data, covariance: str, floor, prior) -> _Params:
-    """pomegranate's M-step of weighted statistics, with FlooredNormal's prior and floor."""
+def _m_step(p: _Params, t, r, weights, data: _Data, covariance: str, floor, prior):
+    """pomegranate's M-step of weighted statistics, with FlooredNormal's prior and floor: the
+    new parameters, and which fits' covariances came out non-finite (F,)."""
     f_count, n, length, k = r.shape
     rw = r * weights[:, :, None, None]
     trans = (t * weights[:, :, None, None]).sum(dim=1)
@@ -236,15 +237,32 @@ def _m_step(p: _Params, t, r, weights, data: _Data, covariance: str, floor, prio
         xxw = xxw.reshape(f_count, k, d, d)
         covs = xxw / w_sum[..., None] - xw[..., :, None] * xw[..., None, :] / w_sum[..., None] ** 2
         covs = covs + ridge[..., None, None] * torch.eye(d, dtype=covs.dtype)
-        vals, vecs = torch.linalg.eigh((covs + covs.transpose(-1, -2)) / 2)
-        covs = (vecs * vals.clamp(min=floor[:, None, None])[..., None, :]) @ vecs.transpose(-1, -2)
-        covs = (covs + covs.transpose(-1, -2)) / 2
+        covs, failed = _floored(covs, floor)
     else:
         covs = xxw / w_sum - xw**2 / w_sum**2 + ridge[..., None]
         covs = torch.maximum(covs, floor[:, None, None])
-    return _Params(
-        starts_sum / starts_sum.sum(dim=1, keepdim=True), trans / out[..., None], ends_sum / out, means, covs
-    )
+        failed = ~torch.isfinite(covs).flatten(1).all(dim=1)
+    starts = starts_sum / starts_sum.sum(dim=1, keepdim=True)
+    return _Params(starts, trans / out[..., None], ends_sum / out, means, covs), failed
+
+
+def _floored(covs: torch.Tensor, floor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetrised covariances with eigenvalues clamped at each fit's floor (FlooredNormal), and
+    which fits' covariances are not finite or have no eigendecomposition (pomegranate raises)."""
+    failed = ~torch.isfinite(covs).flatten(1).all(dim=1)
+    eye = torch.eye(covs.shape[-1], dtype=covs.dtype)
+    sym = torch.where(failed[:, None, None, None], eye, (covs + covs.transpose(-1, -2)) / 2)
+    try:
+        vals, vecs = torch.linalg.eigh(sym)
+    except RuntimeError:  # one ill-conditioned fit fails the batch: decompose one fit at a time
+        vals, vecs = torch.ones(sym.shape[:-1], dtype=sym.dtype), eye.expand_as(sym).clone()
+        for f in range(len(sym)):
+            try:
+                vals[f], vecs[f] = torch.linalg.eigh(sym[f])
+            except RuntimeError:
+                failed[f] = True
+    out = (vecs * vals.clamp(min=floor[:, None, None])[..., None, :]) @ vecs.transpose(-1, -2)
+    return (out + out.transpose(-1, -2)) / 2, failed
 
 
 def fit_batch(
@@ -286,7 +304,11 @@ def fit_batch(
         active, p, t, r = active[keep], p.take(keep), t[keep], r[keep]
         if not len(active):
             break
-        params.put(active, _m_step(p, t, r, weights[active], data, covariance, floor[active], prior[active]))
+        updated, failed = _m_step(p, t, r, weights[active], data, covariance, floor[active], prior[active])
+        params.put(active, updated)
+        for f in active[failed].tolist():
+            errors[f], iterations[f] = "non-finite covariance", it + 1
+        active = active[~failed]
     return [
         Outcome(None if errors[f] else params.start(f), iterations[f], logps[f], errors[f])
         for f in range(count)
