@@ -30,6 +30,7 @@ include: "rules/train.smk"
 include: "rules/metrics.smk"
 include: "rules/hmm.smk"
 include: "rules/analysis.smk"
+include: "rules/stability.smk"
 include: "rules/report.smk"
 
 

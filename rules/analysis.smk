@@ -46,6 +46,11 @@ rule summary_table:
     input:
         summaries=expand(path("analysis_summary"), task=TASKS),
         forecasts=expand(path("table", table="forecast_summary", ext="csv"), task=TASKS),
+        stability=(
+            expand(path("stability", table="summary", ext="json"), task=TASKS)
+            if config["stability"]["enabled"]
+            else []
+        ),
     output:
         csv=reported(
             path("summary", ext="csv"),

@@ -31,7 +31,9 @@ PATHS = {
     "selection": f"{RESULTS}/{{task}}/hmm/model_selection.csv",
     "restarts": f"{RESULTS}/{{task}}/hmm/model_selection_restarts.csv",
     "model": f"{RESULTS}/{{task}}/hmm/model.json",
+    "models": f"{RESULTS}/{{task}}/hmm/models.json",
     "states": f"{RESULTS}/{{task}}/hmm/states.parquet",
+    "stability": f"{RESULTS}/{{task}}/stability/{{table}}.{{ext}}",
     "excluded": f"{RESULTS}/{{task}}/hmm/excluded_runs.csv",
     "figure": f"{RESULTS}/{{task}}/figures/{{figure}}.{{ext}}",
     "table": f"{RESULTS}/{{task}}/analysis/{{table}}.{{ext}}",
@@ -44,6 +46,7 @@ FIGURES = [
     "transition_graph",
     "convergence_regression",
     "forecast",
+    *(["stability"] if config["stability"]["enabled"] else []),
 ]
 INTERACTIVE = ["training_curves", "transition_graph"]
 FIGURE_FORMATS = ["png", "svg"]
@@ -199,6 +202,12 @@ def final_outputs():
         for t in TASKS
         for n in ("selection", "model", "states", "excluded")
     ]
+    if config["stability"]["enabled"]:
+        tables += [
+            path("stability", task=t, table=n, ext="csv")
+            for t in TASKS
+            for n in ("k", "states", "edges")
+        ]
     summary = [path("summary", ext=e) for e in ("csv", "md", "tex")]
     return [*figures, *interactive, *tables, *summary]
 

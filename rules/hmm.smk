@@ -10,6 +10,7 @@ rule hmm:
         ),
         restarts=path("restarts"),
         model=path("model"),
+        models=path("models"),
         states=path("states"),
         excluded=reported(
             path("excluded"),

@@ -143,6 +143,21 @@ class ForecastSettings(_GlobalSettings):
 
 
 @dataclass(frozen=True)
+class StabilitySettings(_GlobalSettings):
+    """`stability`: bootstrap resamples of the runs behind every finding's frequency."""
+
+    SECTION: ClassVar[str] = "stability"
+    enabled: bool
+    resamples: int
+    restarts: int
+    refit_k: bool
+    min_frequency: float
+    min_overlap: float
+    level: float
+    seed: int
+
+
+@dataclass(frozen=True)
 class TrainSettings(_Settings):
     """A task's `train`: optimiser, batches, epochs and checkpoints."""
 

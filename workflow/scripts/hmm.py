@@ -27,6 +27,7 @@ with job_log(snakemake.log[0]) as logger:
     write_csv(fit.summary, snakemake.output.selection)
     write_csv(fit.restarts, snakemake.output.restarts)
     write_json(fit.model, snakemake.output.model)
+    write_json(fit.models, snakemake.output.models)
     write_parquet(fit.states, snakemake.output.states)
     fit.excluded.insert(0, "task", snakemake.wildcards.task)
     write_csv(fit.excluded, snakemake.output.excluded)

@@ -244,3 +244,42 @@ def forecast(summary: pd.DataFrame, task: str, method: str, level: float) -> plt
     ax.set_title(f"{task}: forecast of convergence", loc="left", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def stability(
+    summary: dict, k_table: pd.DataFrame, states: pd.DataFrame, resamples: pd.DataFrame, task: str
+) -> plt.Figure:
+    """How often each finding holds across bootstrap resamples of the runs: K chosen afresh, each
+    state's presence and detour, and R² (the main fit's value marked)."""
+    least = summary["min_frequency"]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), gridspec_kw={"width_ratios": [1, 1.6, 1]})
+    ax = axes[0]
+    if len(k_table):
+        colours = ["tab:blue" if m else "tab:gray" for m in k_table["main"]]
+        ax.bar(k_table["k"].astype(int), k_table["frequency"], color=colours)
+    ax.axhline(least, color="k", lw=0.8, ls="--")
+    ax.set(xlabel="K chosen afresh", ylabel="fraction of resamples", ylim=(0, 1), title="K (blue: main fit)")
+    ax = axes[1]
+    x = np.arange(len(states))
+    palette = state_palette(len(states))
+    ax.bar(x - 0.2, states["present_frequency"], 0.4, color=palette, label="present")
+    ax.bar(x + 0.2, states["detour_frequency"], 0.4, color=palette, hatch="//", alpha=0.6, label="detour")
+    for s in states.itertuples():
+        if s.detour:
+            ax.text(s.state + 0.2, min(s.detour_frequency + 0.03, 0.97), "D", ha="center", fontsize=8)
+    ax.axhline(least, color="k", lw=0.8, ls="--")
+    ax.set_xticks(x)
+    ax.set(xlabel="state (main fit; D: detour there)", ylim=(0, 1), title="presence and detour")
+    ax.legend(loc="lower right", fontsize=7)
+    ax = axes[2]
+    r2 = resamples["r2"].dropna() if "r2" in resamples else pd.Series(dtype=float)
+    if len(r2):
+        ax.hist(r2, bins=15, color="tab:gray")
+        ax.axvline(summary["r2"]["main"], color="tab:red", label="main fit")
+        for v in (summary["r2"]["low"], summary["r2"]["high"]):
+            ax.axvline(v, color="k", ls=":", lw=0.8)
+        ax.legend(fontsize=7)
+    ax.set(xlabel="R² (convergence ~ occupancy)", title=f"R², {summary['level']:.0%} interval")
+    fig.suptitle(f"{task}: {summary['resamples_fitted']} bootstrap resamples of the runs", x=0.01, ha="left")
+    fig.tight_layout()
+    return fig

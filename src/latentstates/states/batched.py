@@ -138,8 +138,10 @@ def emission_log_densities(p: _Params, data: _Data, covariance: str) -> tuple[to
     for lo in range(0, f_count, per_fit):
         hi = min(f_count, lo + per_fit)
         if covariance == "full":
-            z = data.flat @ inv[lo:hi] - inv_mu[lo:hi, :, None, :]  # (f, k, steps, d)
-            out[lo:hi] = log_det[lo:hi, :, None] - 0.5 * (d * LOG_2_PI + (z**2).sum(dim=-1))
+            # One GEMM for every fit and state: (steps, d) @ (d, f·k·d), as pomegranate's X @ inv.
+            w = inv[lo:hi].permute(2, 0, 1, 3).reshape(d, -1)
+            z = (data.flat @ w).reshape(steps, hi - lo, k, d).sub_(inv_mu[lo:hi]).square_()
+            out[lo:hi] = log_det[lo:hi, :, None] - 0.5 * (d * LOG_2_PI + z.sum(dim=-1).permute(1, 2, 0))
         else:
             diff = data.flat - p.means[lo:hi, :, None, :]
             out[lo:hi] = (log_sigma[lo:hi, :, None, :] - diff**2 * inv_two[lo:hi, :, None, :]).sum(dim=-1)
@@ -226,10 +228,10 @@ def _m_step(p: _Params, t, r, weights, data: _Data, covariance: str, floor, prio
     starts_sum = rw[:, :, 0].sum(dim=1)
     ends_sum = rw[:, torch.arange(n), data.last].sum(dim=1)
     out = trans.sum(dim=2) + ends_sum
-    flat = rw.reshape(f_count, n * length, k).transpose(1, 2)  # (F, k, steps)
-    w_sum = flat.sum(dim=2)[..., None]  # (F, k, 1)
-    xw = flat @ data.flat  # (F, k, d)
-    xxw = flat @ data.second  # (F, k, d*d) or (F, k, d)
+    flat = rw.reshape(f_count, n * length, k).transpose(1, 2).reshape(f_count * k, -1)  # (F·k, steps)
+    w_sum = flat.sum(dim=1).reshape(f_count, k, 1)
+    xw = (flat @ data.flat).reshape(f_count, k, -1)  # (F, k, d)
+    xxw = (flat @ data.second).reshape(f_count, k, -1)  # (F, k, d*d) or (F, k, d)
     means = xw / w_sum
     d = data.d
     ridge = torch.where(w_sum[..., 0] > 0, prior[:, None] / w_sum[..., 0], torch.zeros(()))

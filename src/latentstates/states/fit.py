@@ -132,6 +132,13 @@ def restart_seed(base: int, k: int, restart: int) -> int:
     return int(np.random.SeedSequence([base, k, restart]).generate_state(1)[0])
 
 
+def start_of(hmm: GaussianHMM) -> Start:
+    """A model's parameters as the start of another fit (`Spec.start`: a warm start)."""
+    if hmm.ends is None:
+        raise ValueError("a warm start needs the model's end probabilities")
+    return Start(hmm.starts, hmm.transitions, hmm.ends, hmm.means, hmm.covs)
+
+
 def repeated(arrays: Sequence[np.ndarray], weights: Sequence[int] | None) -> list[np.ndarray]:
     """The runs as a fit with these integer weights sees them: run i `weights[i]` times."""
     if weights is None:
@@ -141,11 +148,13 @@ def repeated(arrays: Sequence[np.ndarray], weights: Sequence[int] | None) -> lis
 
 @dataclass(frozen=True)
 class Spec:
-    """One fit to plan: each run's integer weight (None: every run once), seed, initialisation."""
+    """One fit to plan: each run's integer weight (None: every run once), seed, initialisation
+    (`init`, or EM from the parameters `start`, e.g. another fit's)."""
 
     weights: Sequence[int] | None
     seed: int
     init: str = "kmeans"
+    start: Start | None = None
 
 
 def plan(arrays: Sequence[np.ndarray], k: int, settings: HMMSettings, spec: Spec) -> Job:
@@ -154,9 +163,12 @@ def plan(arrays: Sequence[np.ndarray], k: int, settings: HMMSettings, spec: Spec
     scale = data_scale(seen)
     floor, prior = settings.var_floor * scale, settings.covariance_prior * scale
     weights = np.ones(len(arrays)) if spec.weights is None else np.asarray(spec.weights, dtype=float)
-    return Job(
-        initial_start(seen, k, settings.covariance, floor, spec.seed, spec.init), weights, floor, prior
+    start = (
+        spec.start
+        if spec.start is not None
+        else initial_start(seen, k, settings.covariance, floor, spec.seed, spec.init)
     )
+    return Job(start, weights, floor, prior)
 
 
 def fit_many(

@@ -102,6 +102,14 @@ class GaussianHMM:
             for _, x in group_by_length(arrays)
         )
 
+    def log_likelihoods(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        """Each sequence's log-likelihood (the terms of `log_likelihood`), float64."""
+        starts, trans = self._scoring()
+        out = np.empty(len(arrays))
+        for idx, x in group_by_length(arrays):
+            out[idx] = forward_log_likelihood(self.log_densities(x), starts, trans)
+        return out
+
     def viterbi(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Most likely state path of each sequence (the model of `log_likelihood`)."""
         starts, trans = self._scoring()

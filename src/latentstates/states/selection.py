@@ -168,6 +168,7 @@ class TaskFit:
     model: dict
     states: pd.DataFrame
     excluded: pd.DataFrame
+    models: dict
 
 
 SELECTION_COLUMNS = [
@@ -233,6 +234,7 @@ def _no_usable_runs(seqs: Sequences, settings: HMMSettings) -> TaskFit:
             }
         ),
         _excluded_table(seqs.dropped),
+        {"models": {}},
     )
 
 
@@ -298,4 +300,6 @@ def fit_task(metrics: pd.DataFrame, settings: HMMSettings) -> TaskFit:
         settings=dict(sorted(settings.to_dict().items())),
     )
     states = _states_table(metrics, seqs.runs, paths, perm)
-    return TaskFit(restarts, summary, model, states, _excluded_table(seqs.dropped))
+    # Every K's kept fit (states as fitted, unnumbered): the stability stage starts from them.
+    models = {"models": {str(j): fit.to_json() for j, fit in sorted(kept.items())}}
+    return TaskFit(restarts, summary, model, states, _excluded_table(seqs.dropped), models)
