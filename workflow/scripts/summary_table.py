@@ -19,6 +19,11 @@ def forecast_cell(path: str, method: str) -> str:
     return "; ".join(f"{r.fraction:.0%}: {r.mae:.3g} vs {r.mae_naive:.3g}" for r in f.itertuples())
 
 
+def number(v) -> bool:
+    """A finite number (JSON writes NaN as null)."""
+    return v is not None and v == v
+
+
 def mark(stable: bool) -> str:
     return " ✓" if stable else ""
 
@@ -33,8 +38,9 @@ def findings_cell(s: dict, st: dict) -> str:
     ]
     parts += [f"detour {d['state']} ({d['frequency']:.0%})" + mark(d["stable"]) for d in st["detours"]]
     r2 = st["r2"]
-    if r2["main"] == r2["main"]:  # not NaN: runs with performance data
-        parts.append(f"R² {r2['main']:.2f} [{r2['low']:.2f}, {r2['high']:.2f}]" + mark(r2["stable"]))
+    if number(r2["main"]):  # runs with performance data and a defined R²
+        low, high = (f"{v:.2f}" if number(v) else "–" for v in (r2["low"], r2["high"]))
+        parts.append(f"R² {r2['main']:.2f} [{low}, {high}]" + mark(r2["stable"]))
     return "; ".join(parts)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
 from latentstates.settings import ForecastSettings, HMMSettings
 from latentstates.states.analysis import convergence_times
-from latentstates.states.fit import fit_restarts, restart_seed
+from latentstates.states.fit import Spec, fit_many, restart_init, restart_seed
 from latentstates.states.forecast import METHODS, Forecaster
 from latentstates.states.selection import model_record, number_states
 from latentstates.states.sequences import Sequences, zscore_runs
@@ -38,18 +40,34 @@ def fold_runs(runs: list[int], folds: int, seed: int) -> list[list[int]]:
     return [sorted(perm[i::folds]) for i in range(folds)]
 
 
-def fold_model(
-    seqs: Sequences, train: list[int], k: int, fold: int, settings: ForecastSettings, hmm: HMMSettings
-) -> dict:
-    """model.json's content of the HMM fitted on one fold's training runs: the task's K, the best
-    training likelihood of `settings.restarts` seeded restarts, states numbered as the workflow's."""
-    arrays = [seqs.arrays[seqs.runs.index(r)] for r in train]
-    seeds = [restart_seed(settings.seed, k, 1000 * (fold + 1) + r) for r in range(settings.restarts)]
-    _, best = fit_restarts(arrays, [], k, hmm, seeds)  # a failed restart is skipped, as in selection
-    if best is None:
-        raise RuntimeError(f"forecast evaluation: every HMM fit of fold {fold} failed")
-    numbered, _, _ = number_states(best.fit, arrays)
-    return model_record(numbered, seqs, train)
+def fold_models(
+    seqs: Sequences, folds: list[list[int]], k: int, settings: ForecastSettings, hmm: HMMSettings
+) -> list[dict]:
+    """model.json's content of the HMM fitted without each fold's runs: the task's K, the best
+    training likelihood of `settings.restarts` seeded restarts, states numbered as the workflow's.
+    Every fold's restarts run as one batch (each fold's runs weighted 0)."""
+    specs, trains = [], []
+    for fold, held in enumerate(folds):
+        weights = [0 if r in held else 1 for r in seqs.runs]
+        trains.append([r for r in seqs.runs if r not in held])
+        specs += [
+            Spec(weights, restart_seed(settings.seed, k, 1000 * (fold + 1) + r), restart_init(r))
+            for r in range(settings.restarts)
+        ]
+    fits = fit_many(seqs.arrays, k, hmm, specs)
+    out = []
+    for fold, train in enumerate(trains):
+        arrays = [seqs.arrays[seqs.runs.index(r)] for r in train]
+        best, best_ll = None, None
+        for fit, _ in fits[fold * settings.restarts : (fold + 1) * settings.restarts]:
+            ll = fit.log_likelihood(arrays) if fit is not None else float("nan")
+            if math.isfinite(ll) and (best is None or ll > best_ll):  # a failed restart is skipped
+                best, best_ll = fit, ll
+        if best is None:
+            raise RuntimeError(f"forecast evaluation: every HMM fit of fold {fold} failed")
+        numbered, _, _ = number_states(best, arrays)
+        out.append(model_record(numbered, seqs, train))
+    return out
 
 
 def evaluate(
@@ -58,7 +76,7 @@ def evaluate(
     """Forecasts at each fraction of training for every run, from HMMs fitted without it.
 
     Runs are split into folds; per fold an HMM with the task's K (`model["k"]`) and the HMM
-    settings `hmm` is fitted on the other runs (`fold_model`) and each held-out run is forecast
+    settings `hmm` is fitted on the other runs (`fold_models`) and each held-out run is forecast
     from its first round(fraction × T) checkpoints by every method. One row per (run, fraction,
     method), with the two baselines: the fitted runs' mean convergence time (`naive`) and, as
     ours, the known time once converged and otherwise the mean of the fitted runs' times that
@@ -71,9 +89,9 @@ def evaluate(
     by_seed = {s: g for s, g in metrics.sort_values(["seed", "checkpoint"]).groupby("seed")}
     truth = convergence_times(metrics[metrics["seed"].isin(usable)], threshold)
     rows = []
-    for f_i, held in enumerate(fold_runs(usable, settings.folds, settings.seed)):
-        train = [r for r in usable if r not in held]
-        fc = Forecaster.fit(fold_model(seqs, train, k, f_i, settings, hmm), metrics, threshold)
+    folds = fold_runs(usable, settings.folds, settings.seed)
+    for f_i, (held, fold_model) in enumerate(zip(folds, fold_models(seqs, folds, k, settings, hmm))):
+        fc = Forecaster.fit(fold_model, metrics, threshold)
         for run in held:
             g = by_seed[run]
             true = float(truth.loc[run, "convergence_checkpoint"])
