@@ -72,13 +72,25 @@ def test_tiny_run_produces_every_output(tiny_run):
             "transition_graph",
             "convergence_regression",
             "forecast",
+            "stability",
         ]:
             for ext in ["png", "svg"]:
                 assert (res / task / "figures" / f"{fig}.{ext}").stat().st_size > 1000
         for view in ["training_curves", "transition_graph"]:
             assert "plotly" in (res / task / "figures" / f"{view}.html").read_text()[:200_000].lower()
         assert (res / "logs" / "train" / task / "seeds0-1.log").read_text().strip()
+        models = json.loads((res / task / "hmm" / "models.json").read_text())["models"]
+        assert set(models) <= {"1", "2", "3"} and str(k) in models
+        stab = json.loads((res / task / "stability" / "summary.json").read_text())
+        assert stab["resamples"] == 10 and stab["k"]["main"] == k
+        assert 0 <= stab["k"]["frequency"] <= 1
+        k_table = pd.read_csv(res / task / "stability" / "k.csv")
+        assert k_table["frequency"].sum() == pytest.approx(1.0) and k_table["k"].between(1, 3).all()
+        st = pd.read_csv(res / task / "stability" / "states.csv")
+        assert st["state"].tolist() == list(range(k)) and st["present_frequency"].between(0, 1).all()
+        assert len(pd.read_csv(res / task / "stability" / "resamples.csv")) == 10
     summary = pd.read_csv(res / "summary.csv")
+    assert summary["findings"].str.startswith("K = ").all()
     assert sorted(summary["task"]) == TASKS
     assert (res / "summary.md").read_text().startswith("| task | K |")
     assert "\\begin{tabular}" in (res / "summary.tex").read_text()
@@ -108,6 +120,8 @@ def test_hmm_change_reruns_only_hmm_and_downstream(tiny_run, tmp_path):
         "interactive": 2,
         "forecast": 2,
         "plot_forecast": 2,
+        "stability": 2,
+        "plot_stability": 2,
         "summary_table": 1,
     }
     train_log = wd / "results" / "sparse_parity" / "runs" / "seed0" / "train_log.parquet"
