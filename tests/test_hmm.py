@@ -403,3 +403,39 @@ def test_first_checkpoints_window():
     df = pd.DataFrame({"seed": [0, 0, 0, 1, 1], "checkpoint": [0, 1, 2, 0, 1], "x": range(5)})
     assert first_checkpoints(df, 2)["x"].tolist() == [0, 1, 3, 4]
     assert first_checkpoints(df, None) is df
+
+
+def test_cross_validation_over_runs_picks_the_planted_k_and_fits_on_every_run():
+    arrays, _ = planted(n_runs=16)
+    metrics = pd.concat(
+        pd.DataFrame(
+            {
+                "seed": i,
+                "checkpoint": range(len(a)),
+                "step": range(len(a)),
+                "a": a[:, 0],
+                "b": a[:, 1],
+                "c": a[:, 2],
+            }
+        )
+        for i, a in enumerate(arrays)
+    )
+    s = settings(
+        features=["a", "b", "c"],
+        max_states=4,
+        restarts=3,
+        max_iter=40,
+        tol=0.01,
+        covariance_prior=1e-2,
+        criterion="cv",
+        cv_folds=4,
+    )
+    fit = hmm.fit_task(metrics, s)
+    selection = fit.summary.set_index("k")
+    assert fit.model["k"] == 3 and selection["cv_ll"].idxmax() == 3
+    assert fit.model["train_runs"] == list(range(16)) and fit.model["val_runs"] == []
+    assert selection["val_ll"].isna().all()  # no single held-out split
+    seqs = zscore_runs(metrics, ["a", "b", "c"])
+    cv = hmm.cross_validate(seqs, s)
+    assert len(cv) == 4 * 4 and (cv.groupby("k")["fold"].nunique() == 4).all()
+    np.testing.assert_allclose(cv.groupby("k")["val_ll"].sum(), selection["cv_ll"], rtol=1e-12)

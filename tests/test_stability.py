@@ -122,3 +122,28 @@ def test_an_effect_carried_by_two_runs_comes_out_unstable():
     assert states.loc[detour, "n_runs_visiting"] < 30  # (a state some runs skip)
     assert not states.loc[detour, "detour_stable"]  # ...but it does not hold across the runs
     assert states.loc[detour, "detour_frequency"] < 0.8
+
+
+def test_cross_validation_splits_a_resample_into_folds_of_its_distinct_runs():
+    w = stability.bootstrap_weights(20, 1, seed=5)[0]
+    splits = stability.held_out_splits(w, HMM.replace(criterion="cv", cv_folds=3), seed=1)
+    assert len(splits) == 3
+    held = [set(np.flatnonzero(val)) for _, val in splits]
+    assert set.union(*held) == set(np.flatnonzero(w)) and sum(map(len, held)) == (w > 0).sum()
+    for train, val in splits:
+        assert (train + val == w).all() and not (train * val).any()  # a run is never on both sides
+    [(train, val)] = stability.held_out_splits(w, HMM, seed=1)  # the stage's one split
+    assert (train + val == w).all() and 0 < (val > 0).sum() < (w > 0).sum()
+
+
+@pytest.mark.slow
+def test_k_chosen_afresh_by_cross_validation_over_runs():
+    """With `hmm.criterion: cv`, each resample's K comes from folds of its distinct runs."""
+    arrays, truth, times = simulate(n_runs=30, detour_runs=12, seed=0)
+    model, models, paths = main_fit(arrays)
+    settings = StabilitySettings.defaults(resamples=3, restarts=1, seed=0)
+    cv = HMM.replace(criterion="cv", cv_folds=3, max_states=6)
+    result = stability.stability(arrays, paths, times, model, models, cv, ANALYSIS, settings)
+    assert result.summary["k"]["afresh"]
+    assert result.resamples["k_afresh"].between(2, 6).all()
+    assert result.k["frequency"].sum() == pytest.approx(1.0)

@@ -79,6 +79,7 @@ class HMMSettings(_Settings):
     var_floor: float
     val_fraction: float
     criterion: str
+    cv_folds: int
     n_states: int | None
     seed: int
 

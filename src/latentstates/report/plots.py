@@ -22,6 +22,7 @@ LABELS = {
     "bic": "BIC (held-out)",
     "aic_train": "AIC (training runs)",
     "bic_train": "BIC (training runs)",
+    "cv_ll": "held-out LL, folds of runs",
     "step": "training step",
     "loss": "loss",
 }
@@ -60,15 +61,20 @@ def model_selection(summary: pd.DataFrame, task: str, criterion: str = "bic") ->
     """Every criterion against K: mean ± std over restarts and the kept restart (which picks K)."""
     if summary.empty:
         return message(task, NO_RUNS)
-    fig, axes = plt.subplots(1, len(CRITERIA), figsize=(16, 3), sharex=True)
+    keys = [*CRITERIA, *(["cv_ll"] if "cv_ll" in summary else [])]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), sharex=True)
     chosen = int(summary.loc[summary["chosen"], "k"].iloc[0])
-    for ax, key in zip(axes, CRITERIA):
-        mean, std = summary[f"{key}_mean"], summary[f"{key}_std"]
-        ax.errorbar(summary["k"], mean, yerr=std, marker="o", capsize=3, color="C0", label="mean ± std")
-        ax.plot(summary["k"], summary[key], "D", mfc="none", color="C1", label="kept restart")
+    for ax, key in zip(axes, keys):
+        if key == "cv_ll":  # one value per K: summed over folds
+            ax.plot(summary["k"], summary[key], "o-", color="C1", label="summed over folds")
+        else:
+            mean, std = summary[f"{key}_mean"], summary[f"{key}_std"]
+            ax.errorbar(summary["k"], mean, yerr=std, marker="o", capsize=3, color="C0", label="mean ± std")
+            ax.plot(summary["k"], summary[key], "D", mfc="none", color="C1", label="kept restart")
         ax.axvline(chosen, color="C3", ls=":", lw=1)
         ax.set_xlabel(LABELS["k"])
-        ax.set_ylabel(LABELS[key] + (" — criterion" if key == criterion else ""))
+        is_criterion = key == criterion or (key, criterion) == ("cv_ll", "cv")
+        ax.set_ylabel(LABELS[key] + (" — criterion" if is_criterion else ""))
     axes[0].set_title(f"{task}: chosen K = {chosen}", loc="left")
     axes[0].legend(loc="lower right", fontsize="small")
     fig.tight_layout()

@@ -12,7 +12,7 @@ from latentstates.states.analysis import convergence_times
 from latentstates.states.fit import Spec, fit_many, restart_init, restart_seed
 from latentstates.states.forecast import METHODS, Forecaster
 from latentstates.states.selection import model_record, number_states
-from latentstates.states.sequences import Sequences, zscore_runs
+from latentstates.states.sequences import Sequences, fold_runs, zscore_runs
 
 EVALUATION_COLUMNS = [
     "seed",
@@ -30,14 +30,6 @@ EVALUATION_COLUMNS = [
     "naive",
     "naive_conditional",
 ]
-
-
-def fold_runs(runs: list[int], folds: int, seed: int) -> list[list[int]]:
-    """Runs split into `folds` seeded groups (at most one run per group if there are few runs)."""
-    rng = np.random.default_rng(seed)
-    perm = [runs[i] for i in rng.permutation(len(runs))]
-    folds = max(2, min(folds, len(runs)))
-    return [sorted(perm[i::folds]) for i in range(folds)]
 
 
 def fold_models(

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from latentstates.settings import HMMSettings
-from latentstates.states.fit import FittedHMM, fit_restarts, restart_seed
+from latentstates.states.fit import FittedHMM, Spec, fit_many, fit_restarts, restart_init, restart_seed
 from latentstates.states.model import GaussianHMM
-from latentstates.states.sequences import CRITERIA, Sequences, split_runs, zscore_runs
+from latentstates.states.sequences import CRITERIA, Sequences, fold_runs, split_runs, zscore_runs
 
 logger = logging.getLogger("latentstates")
 
@@ -81,6 +81,34 @@ def select_model(
     return pd.DataFrame(rows), kept
 
 
+def cross_validate(seqs: Sequences, settings: HMMSettings) -> pd.DataFrame:
+    """Criterion cv: per K and fold of runs (`hmm.cv_folds`, seeded), the held-out
+    log-likelihood of the fold's runs under the best by it of `restarts` fits to the other runs
+    (every fold's restarts one batch); one row per (k, fold)."""
+    folds = fold_runs(list(seqs.runs), settings.cv_folds, settings.seed)
+    rows = []
+    for k in range(1, settings.max_states + 1):
+        per = settings.restarts if k > 1 else 1
+        specs = [
+            Spec(
+                [0 if r in held else 1 for r in seqs.runs],
+                restart_seed(settings.seed, k, 1000 * (f + 1) + r),
+                restart_init(r),
+            )
+            for f, held in enumerate(folds)
+            for r in range(per)
+        ]
+        fits = fit_many(seqs.arrays, k, settings, specs)
+        for f, held in enumerate(folds):
+            val = [seqs.arrays[seqs.runs.index(r)] for r in held]
+            lls = [fit.log_likelihood(val) for fit, _ in fits[f * per : (f + 1) * per] if fit is not None]
+            finite = [x for x in lls if math.isfinite(x)]
+            rows.append(
+                {"k": k, "fold": f, "val_ll": max(finite) if finite else float("nan"), "n_ok": len(finite)}
+            )
+    return pd.DataFrame(rows)
+
+
 def summarise_selection(table: pd.DataFrame) -> pd.DataFrame:
     """Per K: mean ± std over restarts of every criterion, and the kept restart's values."""
     ok = table[table["error"] == ""]
@@ -106,6 +134,8 @@ def choose_k(summary: pd.DataFrame, criterion: str, pinned: int | None = None) -
             raise ValueError(f"hmm.n_states={pinned} has no successful fit")
         return int(pinned)
     ok = summary.dropna(subset=["train_ll"])
+    if criterion == "cv":
+        return int(ok.loc[ok["cv_ll"].idxmax(), "k"])
     column = criterion
     if ok[column].isna().all():  # no validation runs
         column = {"aic": "aic_train", "bic": "bic_train", "val_ll": "bic_train"}.get(criterion, column)
@@ -275,9 +305,18 @@ def fit_task(metrics: pd.DataFrame, settings: HMMSettings) -> TaskFit:
     seqs.dropped.update(diverged)
     if not seqs.runs:
         return _no_usable_runs(seqs, settings)
-    train_runs, val_runs = split_runs(seqs.runs, settings.val_fraction, settings.seed)
+    cv = None
+    if settings.criterion == "cv":  # K by folds of runs, the models fitted on every run
+        cv = cross_validate(seqs, settings)
+        train_runs, val_runs = list(seqs.runs), []
+    else:
+        train_runs, val_runs = split_runs(seqs.runs, settings.val_fraction, settings.seed)
     restarts, kept = select_model(seqs, train_runs, val_runs, settings)
     summary = summarise_selection(restarts)
+    if cv is not None:
+        # A K with a fold whose every restart failed has no cross-validated score.
+        summed = cv.groupby("k")["val_ll"].sum(min_count=len(cv["fold"].unique()))
+        summary = summary.merge(summed.rename("cv_ll").reset_index(), on="k", how="left")
     k = choose_k(summary, settings.criterion, settings.n_states)
     summary["chosen"] = summary["k"] == k
     pinned = settings.n_states is not None

@@ -74,3 +74,11 @@ def split_runs(runs: Sequence[int], val_fraction: float, seed: int) -> tuple[lis
     val = sorted(runs[i] for i in perm[:n_val])
     train = sorted(runs[i] for i in perm[n_val:])
     return train, val
+
+
+def fold_runs(runs: list[int], folds: int, seed: int) -> list[list[int]]:
+    """Runs split into `folds` seeded groups (at most one run per group if there are few runs)."""
+    rng = np.random.default_rng(seed)
+    perm = [runs[i] for i in rng.permutation(len(runs))]
+    folds = max(2, min(folds, len(runs)))
+    return [sorted(perm[i::folds]) for i in range(folds)]

@@ -25,7 +25,7 @@ from latentstates.states.analysis import detour_states, occupancy, regress_conve
 from latentstates.states.fit import Spec, fit_many, restart_init, restart_seed, start_of
 from latentstates.states.model import GaussianHMM
 from latentstates.states.selection import choose_k, information_criteria, n_parameters
-from latentstates.states.sequences import split_runs
+from latentstates.states.sequences import fold_runs, split_runs
 
 
 def bootstrap_weights(n: int, resamples: int, seed: int) -> np.ndarray:
@@ -142,6 +142,22 @@ def refit_fixed_k(
     return out
 
 
+def held_out_splits(w: np.ndarray, hmm: HMMSettings, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(training, held-out) weights of one resample's runs as the task's criterion splits them:
+    one seeded split of its distinct runs (`hmm.val_fraction`), or `hmm.cv_folds` folds (cv)."""
+    distinct = np.flatnonzero(w).tolist()
+    if hmm.criterion == "cv":
+        held_sets = fold_runs(distinct, hmm.cv_folds, seed)
+    else:
+        held_sets = [split_runs(distinct, hmm.val_fraction, seed)[1]]
+    out = []
+    for held in held_sets:
+        val = np.zeros_like(w)
+        val[held] = w[held]
+        out.append((w - val, val))
+    return out
+
+
 def choose_k_afresh(
     arrays: Sequence[np.ndarray],
     weights: np.ndarray,
@@ -149,43 +165,39 @@ def choose_k_afresh(
     hmm: HMMSettings,
     settings: StabilitySettings,
 ) -> list[int | None]:
-    """Per resample, K by the task's criterion: its distinct runs split into training and
-    held-out runs (seeded), K = 1..max_states fitted (EM from the main stage's model of each K,
-    `models`, and from fresh initialisations), the best per K by held-out log-likelihood, as
-    the HMM stage does (None where no K could be fitted)."""
+    """Per resample, K by the task's criterion, as the HMM stage chooses it: its distinct runs
+    split into training and held-out runs (or folds, for cv; seeded per resample), K = 1 ..
+    max_states fitted (EM from the stage's model of each K, `models`, and from fresh starts),
+    per K and split the restart with the best held-out log-likelihood (None where no K could be
+    fitted)."""
     d = arrays[0].shape[1]
     lengths = np.array([len(a) for a in arrays])
-    train_w, val_w = np.zeros_like(weights), np.zeros_like(weights)
-    for b, w in enumerate(weights):
-        train, val = split_runs(np.flatnonzero(w).tolist(), hmm.val_fraction, settings.seed + 1 + b)
-        train_w[b, train], val_w[b, val] = w[train], w[val]
+    splits = [held_out_splits(w, hmm, settings.seed + 1 + b) for b, w in enumerate(weights)]
+    pairs = [(b, train, val) for b, per_b in enumerate(splits) for train, val in per_b]
     rows: list[list[dict]] = [[] for _ in weights]
     for k in range(1, hmm.max_states + 1):
-        specs = resample_specs(train_w, k, models.get(k), settings)
-        per = len(specs) // len(weights)
+        specs = resample_specs(np.stack([train for _, train, _ in pairs]), k, models.get(k), settings)
+        per = len(specs) // len(pairs)
         fits = fit_many(arrays, k, hmm, specs)
-        for b in range(len(weights)):
-            chunk = fits[b * per : (b + 1) * per]
+        scores: dict[int, list[tuple[float, float, int, int]]] = {b: [] for b in range(len(weights))}
+        for i, (b, train_w, val_w) in enumerate(pairs):
+            chunk = fits[i * per : (i + 1) * per]
             per_run = [f.log_likelihoods(arrays) if f is not None else None for f, _ in chunk]
-            val_ll = np.array([val_w[b] @ ll if ll is not None else np.nan for ll in per_run])
-            train_ll = np.array([train_w[b] @ ll if ll is not None else np.nan for ll in per_run])
-            best = _best(chunk, val_ll if val_w[b].any() else train_ll)
-            if best is None:
+            val_ll = np.array([val_w @ ll if ll is not None else np.nan for ll in per_run])
+            train_ll = np.array([train_w @ ll if ll is not None else np.nan for ll in per_run])
+            best = _best(chunk, val_ll if val_w.any() else train_ll)
+            if best is not None:
+                scores[b].append((train_ll[best], val_ll[best], int(train_w @ lengths), int(val_w @ lengths)))
+        p = n_parameters(k, d, hmm.covariance)
+        for b, found in scores.items():
+            if len(found) < len(splits[b]):  # a split with no fit: this K has no score
                 continue
-            p = n_parameters(k, d, hmm.covariance)
-            aic, bic = information_criteria(val_ll[best], p, int(val_w[b] @ lengths))
-            aic_train, bic_train = information_criteria(train_ll[best], p, int(train_w[b] @ lengths))
-            rows[b].append(
-                {
-                    "k": k,
-                    "train_ll": train_ll[best],
-                    "val_ll": val_ll[best],
-                    "aic": aic,
-                    "bic": bic,
-                    "aic_train": aic_train,
-                    "bic_train": bic_train,
-                }
-            )
+            train_ll, val_ll, n_train, n_val = found[0]
+            aic, bic = information_criteria(val_ll, p, n_val)
+            aic_train, bic_train = information_criteria(train_ll, p, n_train)
+            cv_ll = sum(v for _, v, _, _ in found)
+            names = ["k", "train_ll", "val_ll", "aic", "bic", "aic_train", "bic_train", "cv_ll"]
+            rows[b].append(dict(zip(names, [k, train_ll, val_ll, aic, bic, aic_train, bic_train, cv_ll])))
     return [choose_k(pd.DataFrame(r), hmm.criterion) if r else None for r in rows]
 
 
