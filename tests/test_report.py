@@ -15,6 +15,7 @@ FIGURES = [
     "transition_graph",
     "convergence_regression",
     "forecast",
+    "stability",
 ]
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -82,6 +83,8 @@ def test_report_holds_every_figure_and_table(report):
         "model_selection.csv",
         "excluded_runs.csv",
         "forecast_summary.csv",
+        "k.csv",
+        "states.csv",
     ]:
         assert name in html
 
