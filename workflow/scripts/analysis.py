@@ -9,16 +9,14 @@ from latentstates.logs import job_log
 from latentstates.report.tables import write_table
 from latentstates.settings import AnalysisSettings
 from latentstates.states.analysis import analyse_task
-from latentstates.states.sequences import first_checkpoints
+from latentstates.states.sequences import analysed_metrics
 
 with job_log(snakemake.log[0]) as logger:
     settings = AnalysisSettings.from_dict(json.loads(snakemake.params.analysis))
     model = read_json(snakemake.input.model)
-    metrics = read_parquet(
-        snakemake.input.metrics, columns=["seed", "checkpoint", "step", "eval_acc", *model["features"]]
-    )
+    metrics = analysed_metrics(snakemake.input.metrics, model)
     out = analyse_task(
-        first_checkpoints(metrics, model.get("first_n")),
+        metrics,
         read_parquet(snakemake.input.states, columns=["seed", "checkpoint", "state"]),
         model,
         snakemake.params.threshold,

@@ -6,23 +6,20 @@ import json
 
 import pandas as pd
 
-from latentstates.io import read_json, read_parquet, write_csv
+from latentstates.io import read_json, write_csv
 from latentstates.logs import job_log
 from latentstates.report.tables import write_table
 from latentstates.device import configure_torch, resolve_device
 from latentstates.settings import ForecastSettings, HMMSettings
 from latentstates.states.evaluation import EVALUATION_COLUMNS, evaluate, summarise
-from latentstates.states.sequences import first_checkpoints
+from latentstates.states.sequences import analysed_metrics
 
 with job_log(snakemake.log[0]) as logger:
     configure_torch(snakemake.threads, resolve_device("cpu"))
     settings = ForecastSettings.from_dict(json.loads(snakemake.params.forecast))
     model = read_json(snakemake.input.model)
     task = snakemake.wildcards.task
-    metrics = read_parquet(
-        snakemake.input.metrics, columns=["seed", "checkpoint", "step", "eval_acc", *model["features"]]
-    )
-    metrics = first_checkpoints(metrics, model.get("first_n"))
+    metrics = analysed_metrics(snakemake.input.metrics, model)
     if model["k"] == 0 or metrics["eval_acc"].isna().all():
         # Every run excluded (e.g. diverged), or no eval accuracy to converge by (an imported
         # series without a performance table): empty tables (the figure says why).

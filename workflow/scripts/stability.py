@@ -8,18 +8,16 @@ from latentstates.device import configure_torch, resolve_device
 from latentstates.io import read_json, read_parquet, write_csv, write_json
 from latentstates.logs import job_log
 from latentstates.settings import AnalysisSettings, HMMSettings, StabilitySettings
-from latentstates.states.sequences import first_checkpoints
+from latentstates.states.sequences import analysed_metrics
 from latentstates.states.stability import stability_of_task
 
 with job_log(snakemake.log[0]) as logger:
     configure_torch(snakemake.threads, resolve_device("cpu"))
     settings = StabilitySettings.from_dict(json.loads(snakemake.params.stability))
     model = read_json(snakemake.input.model)
-    metrics = read_parquet(
-        snakemake.input.metrics, columns=["seed", "checkpoint", "step", "eval_acc", *model["features"]]
-    )
+    metrics = analysed_metrics(snakemake.input.metrics, model)
     result = stability_of_task(
-        first_checkpoints(metrics, model.get("first_n")),
+        metrics,
         read_parquet(snakemake.input.states, columns=["seed", "checkpoint", "state"]),
         model,
         read_json(snakemake.input.models),

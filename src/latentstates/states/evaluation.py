@@ -9,7 +9,7 @@ import pandas as pd
 
 from latentstates.settings import ForecastSettings, HMMSettings
 from latentstates.states.analysis import convergence_times
-from latentstates.states.fit import Spec, fit_many, restart_init, restart_seed
+from latentstates.states.fit import fits_without
 from latentstates.states.forecast import METHODS, Forecaster
 from latentstates.states.selection import model_record, number_states
 from latentstates.states.sequences import Sequences, fold_runs, zscore_runs
@@ -38,20 +38,13 @@ def fold_models(
     """model.json's content of the HMM fitted without each fold's runs: the task's K, the best
     training likelihood of `settings.restarts` seeded restarts, states numbered as the workflow's.
     Every fold's restarts run as one batch (each fold's runs weighted 0)."""
-    specs, trains = [], []
-    for fold, held in enumerate(folds):
-        weights = [0 if r in held else 1 for r in seqs.runs]
-        trains.append([r for r in seqs.runs if r not in held])
-        specs += [
-            Spec(weights, restart_seed(settings.seed, k, 1000 * (fold + 1) + r), restart_init(r))
-            for r in range(settings.restarts)
-        ]
-    fits = fit_many(seqs.arrays, k, hmm, specs)
+    trains = [[r for r in seqs.runs if r not in held] for held in folds]
+    per_fold = fits_without(seqs.arrays, seqs.runs, folds, k, hmm, settings.restarts, settings.seed)
     out = []
     for fold, train in enumerate(trains):
         arrays = [seqs.arrays[seqs.runs.index(r)] for r in train]
         best, best_ll = None, None
-        for fit, _ in fits[fold * settings.restarts : (fold + 1) * settings.restarts]:
+        for fit, _ in per_fold[fold]:
             ll = fit.log_likelihood(arrays) if fit is not None else float("nan")
             if math.isfinite(ll) and (best is None or ll > best_ll):  # a failed restart is skipped
                 best, best_ll = fit, ll

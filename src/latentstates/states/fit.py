@@ -199,6 +199,27 @@ def fit_many(
     return out
 
 
+def fits_without(
+    arrays: Sequence[np.ndarray],
+    runs: Sequence[int],
+    folds: Sequence[Sequence[int]],
+    k: int,
+    settings: HMMSettings,
+    restarts: int,
+    seed: int,
+) -> list[list[tuple[FittedHMM | None, str]]]:
+    """Per fold, `restarts` k-state fits to the runs outside it (the fold's runs weighted 0; fold
+    f's restart r seeded `restart_seed(seed, k, 1000 (f + 1) + r)`, initialised by
+    `restart_init(r)`), every fold's restarts one batch (`fit_many`). `runs` names `arrays`."""
+    specs = [
+        Spec([int(r not in held) for r in runs], restart_seed(seed, k, 1000 * (f + 1) + i), restart_init(i))
+        for f, held in enumerate(folds)
+        for i in range(restarts)
+    ]
+    fits = fit_many(arrays, k, settings, specs)
+    return [fits[f * restarts : (f + 1) * restarts] for f in range(len(folds))]
+
+
 def fit_hmm(
     arrays: Sequence[np.ndarray],
     k: int,

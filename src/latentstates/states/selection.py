@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from latentstates.settings import HMMSettings
-from latentstates.states.fit import FittedHMM, Spec, fit_many, fit_restarts, restart_init, restart_seed
+from latentstates.states.fit import FittedHMM, fit_restarts, fits_without, restart_seed
 from latentstates.states.model import GaussianHMM
 from latentstates.states.sequences import CRITERIA, Sequences, fold_runs, split_runs, zscore_runs
 
@@ -89,19 +89,10 @@ def cross_validate(seqs: Sequences, settings: HMMSettings) -> pd.DataFrame:
     rows = []
     for k in range(1, settings.max_states + 1):
         per = settings.restarts if k > 1 else 1
-        specs = [
-            Spec(
-                [0 if r in held else 1 for r in seqs.runs],
-                restart_seed(settings.seed, k, 1000 * (f + 1) + r),
-                restart_init(r),
-            )
-            for f, held in enumerate(folds)
-            for r in range(per)
-        ]
-        fits = fit_many(seqs.arrays, k, settings, specs)
-        for f, held in enumerate(folds):
+        per_fold = fits_without(seqs.arrays, seqs.runs, folds, k, settings, per, settings.seed)
+        for f, (held, fits) in enumerate(zip(folds, per_fold)):
             val = [seqs.arrays[seqs.runs.index(r)] for r in held]
-            lls = [fit.log_likelihood(val) for fit, _ in fits[f * per : (f + 1) * per] if fit is not None]
+            lls = [fit.log_likelihood(val) for fit, _ in fits if fit is not None]
             finite = [x for x in lls if math.isfinite(x)]
             rows.append(
                 {"k": k, "fold": f, "val_ll": max(finite) if finite else float("nan"), "n_ok": len(finite)}

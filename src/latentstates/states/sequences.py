@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+from latentstates.io import read_parquet
 
 # Model-selection criteria per K (hmm.select_model's columns; plotted by plots.model_selection).
 CRITERIA = ["val_ll", "aic", "bic", "aic_train", "bic_train"]
@@ -30,6 +33,14 @@ def first_checkpoints(metrics: pd.DataFrame, n: int | None) -> pd.DataFrame:
     if n is None:
         return metrics
     return metrics[metrics["checkpoint"] < n].reset_index(drop=True)
+
+
+def analysed_metrics(path: str | os.PathLike, model: dict) -> pd.DataFrame:
+    """The collated metrics as the analyses of a fitted HMM read them (model.json's `model`):
+    run, checkpoint, step, eval accuracy and the model's features, each run's first `first_n`
+    checkpoints."""
+    columns = ["seed", "checkpoint", "step", "eval_acc", *model["features"]]
+    return first_checkpoints(read_parquet(path, columns=columns), model.get("first_n"))
 
 
 def zscore_runs(df: pd.DataFrame, features: Sequence[str], min_std: float = 1e-8) -> Sequences:
