@@ -31,6 +31,7 @@ include: "rules/metrics.smk"
 include: "rules/hmm.smk"
 include: "rules/analysis.smk"
 include: "rules/stability.smk"
+include: "rules/comparison.smk"
 include: "rules/report.smk"
 
 

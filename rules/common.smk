@@ -14,14 +14,18 @@ TASKS = sorted(config["tasks"])
 SOURCE = {t: config["tasks"][t]["source"] for t in TASKS}
 RUN_TASKS = [t for t in TASKS if SOURCE[t] != "table"]
 TABLE_TASKS = [t for t in TASKS if SOURCE[t] == "table"]
+# Recipe comparisons through one shared HMM (rules/comparison.smk).
+COMPARISONS = sorted(config["comparisons"])
 
 
 wildcard_constraints:
     task="|".join(TASKS),
     seed=r"\d+",
+    comparison="|".join(COMPARISONS) or "(?!)",
 
 
 RUN = f"{RESULTS}/{{task}}/runs/seed{{seed}}"
+COMPARISON = f"{RESULTS}/comparisons/{{comparison}}"
 PATHS = {
     "checkpoints": f"{RUN}/checkpoints",
     "train_log": f"{RUN}/train_log.parquet",
@@ -39,6 +43,10 @@ PATHS = {
     "table": f"{RESULTS}/{{task}}/analysis/{{table}}.{{ext}}",
     "analysis_summary": f"{RESULTS}/{{task}}/analysis/summary.json",
     "summary": f"{RESULTS}/summary.{{ext}}",
+    "comparison_hmm": f"{COMPARISON}/hmm/{{table}}.{{ext}}",
+    "comparison_table": f"{COMPARISON}/analysis/{{table}}.{{ext}}",
+    "comparison_figure": f"{COMPARISON}/figures/{{figure}}.{{ext}}",
+    "comparisons": f"{RESULTS}/comparisons.{{ext}}",
 }
 FIGURES = [
     "model_selection",
@@ -49,6 +57,7 @@ FIGURES = [
     *(["stability"] if config["stability"]["enabled"] else []),
 ]
 INTERACTIVE = ["training_curves", "transition_graph"]
+COMPARISON_FIGURES = ["transition_graph", "occupancy", "training_curves"]
 FIGURE_FORMATS = ["png", "svg"]
 
 
@@ -62,16 +71,20 @@ class _Unfilled(dict):
         return f"{{{key}}}"
 
 
-def log(name, group=None):
-    """Log file of a job of rule `name`, per task (a pattern) or per seed group."""
+def log(name, group=None, comparison=False):
+    """Log file of a job of rule `name`, per task (a pattern), per seed group or per comparison."""
+    if comparison:
+        return f"{RESULTS}/logs/{name}/{{comparison}}.log"
     if group is not None:
         task, group_seeds = group
         return f"{RESULTS}/logs/{name}/{task}/{group_label(group_seeds)}.log"
     return f"{RESULTS}/logs/{name}/{{task}}.log"
 
 
-def bench(name, group=None):
+def bench(name, group=None, comparison=False):
     """Snakemake benchmark file (wall time, memory) of rule `name`'s job (as `log`)."""
+    if comparison:
+        return f"{RESULTS}/benchmarks/{name}/{{comparison}}.tsv"
     if group is not None:
         task, group_seeds = group
         return f"{RESULTS}/benchmarks/{name}/{task}/{group_label(group_seeds)}.tsv"
@@ -209,13 +222,52 @@ def final_outputs():
             for n in ("k", "states", "edges")
         ]
     summary = [path("summary", ext=e) for e in ("csv", "md", "tex")]
-    return [*figures, *interactive, *tables, *summary]
+    return [*figures, *interactive, *tables, *summary, *comparison_outputs()]
 
 
-def reported(file, *, caption, result, subcategory=None, category=None):
+def comparison_tasks(comparison):
+    """The tasks (recipes) of a comparison, the reference first."""
+    return config["comparisons"][comparison]["tasks"]
+
+
+def comparison_metrics(wildcards):
+    """The collated metrics of every recipe of the comparison, named metrics_<task>."""
+    return {f"metrics_{t}": path("metrics", task=t) for t in comparison_tasks(wildcards.comparison)}
+
+
+def comparison_hmm_settings(comparison):
+    """Settings of a comparison's shared HMM: the global hmm with the comparison's overrides."""
+    from latentstates.config import comparison_hmm
+
+    return comparison_hmm(config, comparison)
+
+
+def comparison_outputs():
+    """Every comparison's figures and tables, and the table of all comparisons."""
+    if not COMPARISONS:
+        return []
+    figures = [
+        path("comparison_figure", comparison=c, figure=f, ext=e)
+        for c in COMPARISONS
+        for f in COMPARISON_FIGURES
+        for e in FIGURE_FORMATS
+    ]
+    interactive = [
+        path("comparison_figure", comparison=c, figure=f, ext="html")
+        for c in COMPARISONS
+        for f in INTERACTIVE
+    ]
+    return [*figures, *interactive, *(path("comparisons", ext=e) for e in ("csv", "md", "tex"))]
+
+
+def reported(file, *, caption, result, subcategory=None, category=None, comparison=False):
     """`file` as a result in the Snakemake report, captioned by workflow/report/<caption>.rst
-    and labelled `result`: per task (category, label) unless a category is given."""
+    and labelled `result`: per task (category, label) unless a category is given, per
+    comparison (category Comparisons, subcategory and label the comparison's name) if asked."""
     labels = {"result": result} if category else {"task": "{task}", "result": result}
+    if comparison:
+        category, subcategory = "Comparisons", "{comparison}"
+        labels = {"comparison": "{comparison}", "result": result}
     return report(
         file,
         # Relative to the rule files in rules/, where the rules calling this are defined.

@@ -70,6 +70,11 @@ def task_hessian(config: dict, task: str) -> dict:
     return {**config["metrics"]["hessian"], **config["tasks"][task]["hessian"]}
 
 
+def comparison_hmm(config: dict, name: str) -> dict:
+    """HMM settings of one comparison's shared HMM: the global ones updated by its overrides."""
+    return {**config["hmm"], **config["comparisons"][name]["hmm"]}
+
+
 def section_schema(section: str, schema: dict | None = None) -> dict:
     """The schema of one config section: 'hmm' and 'train' (the shared definitions), or a dotted
     path of top-level properties ('forecast', 'metrics.hessian')."""
@@ -123,6 +128,24 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
                 )
         if task.get("kind") == "modular_addition" and task["model"]["d_model"] % task["model"]["n_heads"]:
             raise ConfigError(f"invalid config key 'tasks.{name}.model.n_heads': must divide d_model")
+    for name, comparison in config["comparisons"].items():
+        prefix = f"comparisons.{name}"
+        unknown = [t for t in comparison["tasks"] if t not in config["tasks"]]
+        if unknown:
+            raise ConfigError(
+                f"invalid config key '{prefix}.tasks': {unknown} are not tasks of the config "
+                f"(tasks: {sorted(config['tasks'])})"
+            )
+        merged = comparison_hmm(config, name)
+        _check(merged, hmm_schema, prefix=f"{prefix}.hmm")
+        _check_states(merged, f"{prefix}.hmm")
+        trained = [t for t in comparison["tasks"] if config["tasks"][t]["source"] != "table"]
+        unknown = sorted(set(merged["features"]) - set(KNOWN_FEATURES)) if trained else []
+        if unknown:
+            raise ConfigError(
+                f"invalid config key '{prefix}.hmm.features': {unknown} are not metrics of the "
+                f"workflow (known: {KNOWN_FEATURES})"
+            )
     return config
 
 

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from latentstates.config import ConfigError, section_defaults, task_hessian, task_hmm
+from latentstates.config import ConfigError, comparison_hmm, section_defaults, task_hessian, task_hmm
 
 S = TypeVar("S", bound="_Settings")
 
@@ -86,6 +86,27 @@ class HMMSettings(_Settings):
     @classmethod
     def of_task(cls, config: dict, task: str) -> HMMSettings:
         return cls.from_dict(task_hmm(config, task))
+
+
+    @classmethod
+    def of_comparison(cls, config: dict, name: str) -> HMMSettings:
+        """The shared HMM of comparison `name`: the global `hmm` with the comparison's overrides."""
+        return cls.from_dict(comparison_hmm(config, name))
+
+
+@dataclass(frozen=True)
+class ComparisonSettings(_Settings):
+    """`comparisons.<name>`: the recipes compared and the permutation tests."""
+
+    SECTION: ClassVar[str] = "comparison"
+    tasks: tuple[str, ...]
+    permutations: int
+    alpha: float
+    seed: int
+
+    @classmethod
+    def of_config(cls, config: dict, name: str) -> ComparisonSettings:
+        return cls.from_dict(config["comparisons"][name])
 
 
 @dataclass(frozen=True)

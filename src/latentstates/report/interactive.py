@@ -23,10 +23,16 @@ def save_html(fig: go.Figure, path) -> None:
 
 
 def training_curves(
-    metrics: pd.DataFrame, states: pd.DataFrame, k: int, task: str, features: list[str] | None = None
+    metrics: pd.DataFrame,
+    states: pd.DataFrame,
+    k: int,
+    task: str,
+    features: list[str] | None = None,
+    names: dict[int, str] | None = None,
 ) -> go.Figure:
     """Eval loss (solid) and train loss (dashed) per run, or what `plots.curve_columns` shows where
-    the runs have no losses; hover a point for run, step, state, metrics."""
+    the runs have no losses; hover a point for run, step, state, metrics. `names` labels the runs
+    (default 'seed N')."""
     columns, ylabel, log = curve_columns(metrics, features or [])
     colours = [_hex(c) for c in state_palette(k)]
     data = metrics.merge(states[["seed", "checkpoint", "state"]], on=["seed", "checkpoint"], how="left")
@@ -34,7 +40,7 @@ def training_curves(
     extra = [m for m in HOVER_METRICS if m in data.columns]
     fig = go.Figure()
     for seed, run in data.sort_values(["seed", "step"]).groupby("seed"):
-        group = f"seed {seed}"
+        group = names[seed] if names else f"seed {seed}"
         if len(columns) == 2:
             fig.add_trace(
                 go.Scatter(
@@ -60,7 +66,7 @@ def training_curves(
             ]
         )
         lines = [
-            "run (seed) %{customdata[0]}",
+            "%{fullData.name}",
             "step %{x}",
             "state %{customdata[1]}",
             "train loss %{customdata[2]:.4g}",
@@ -99,8 +105,11 @@ def training_curves(
     return fig
 
 
-def transition_graph(model: dict, edges: pd.DataFrame, detours: list[int], task: str) -> go.Figure:
-    """States as nodes (hover: mean feature values), edges as arrows (hover: probability, runs, changes)."""
+def transition_graph(
+    model: dict, edges: pd.DataFrame, detours: list[int], task: str, ringed: str = "detour"
+) -> go.Figure:
+    """States as nodes (hover: mean feature values), edges as arrows (hover: probability, runs,
+    changes); the `detours` ringed red, described as `ringed`."""
     k = model["k"]
     if k == 0:
         fig = go.Figure()
@@ -165,7 +174,7 @@ def transition_graph(model: dict, edges: pd.DataFrame, detours: list[int], task:
             )
         )
     node_text = [
-        f"state {s}{' (detour)' if s in detours else ''}<br>"
+        f"state {s}{f' ({ringed})' if s in detours else ''}<br>"
         + "<br>".join(f"{f}: {means[s][i]:+.2f}" for i, f in enumerate(features))
         for s in range(k)
     ]
@@ -190,7 +199,7 @@ def transition_graph(model: dict, edges: pd.DataFrame, detours: list[int], task:
         )
     )
     fig.update_layout(
-        title=f"{task}: latent-state transitions (hover states and edges; red ring: detour)",
+        title=f"{task}: latent-state transitions (hover states and edges; red ring: {ringed})",
         template="plotly_white",
         height=550,
         xaxis={"visible": False},

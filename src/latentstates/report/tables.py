@@ -10,7 +10,7 @@ from latentstates.io import atomic_path, write_csv
 
 
 def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and v != v):
+    if v is None or v is pd.NA or (isinstance(v, float) and v != v):
         return "–"
     if isinstance(v, float):
         return f"{v:.3g}"
