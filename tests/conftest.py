@@ -73,3 +73,15 @@ def tiny_run(tmp_path_factory) -> Path:
     shutil.copy(TINY, wd / "config.yaml")
     snakemake(wd)
     return wd
+
+
+@pytest.fixture
+def tiny_task() -> dict:
+    """A small trained task's definition (sparse parities), to build configs around."""
+    return {
+        "kind": "sparse_parity",
+        "seeds": 2,
+        "data": {"n_bits": 8, "k": 2, "n_train": 32, "n_test": 16},
+        "model": {"hidden": [8]},
+        "train": {"optimizer": "sgd", "lr": 0.1, "batch_size": 8, "epochs": 2, "checkpoint_every": 1},
+    }

@@ -66,14 +66,3 @@ def test_a_bad_override_names_the_key():
         HMMSettings.defaults(restarts=0)
     with pytest.raises(ConfigError, match="lacks"):
         HMMSettings.from_dict({"restarts": 2})
-
-
-@pytest.fixture
-def tiny_task():
-    return {
-        "kind": "sparse_parity",
-        "seeds": 2,
-        "data": {"n_bits": 8, "k": 2, "n_train": 32, "n_test": 16},
-        "model": {"hidden": [8]},
-        "train": {"optimizer": "sgd", "lr": 0.1, "batch_size": 8, "epochs": 2, "checkpoint_every": 1},
-    }
