@@ -232,7 +232,10 @@ def comparison_tasks(comparison):
 
 def comparison_metrics(wildcards):
     """The collated metrics of every recipe of the comparison, named metrics_<task>."""
-    return {f"metrics_{t}": path("metrics", task=t) for t in comparison_tasks(wildcards.comparison)}
+    return {
+        f"metrics_{t}": path("metrics", task=t)
+        for t in comparison_tasks(wildcards.comparison)
+    }
 
 
 def comparison_hmm_settings(comparison):
@@ -257,13 +260,20 @@ def comparison_outputs():
         for c in COMPARISONS
         for f in INTERACTIVE
     ]
-    return [*figures, *interactive, *(path("comparisons", ext=e) for e in ("csv", "md", "tex"))]
+    return [
+        *figures,
+        *interactive,
+        *(path("comparisons", ext=e) for e in ("csv", "md", "tex")),
+    ]
 
 
-def reported(file, *, caption, result, subcategory=None, category=None, comparison=False):
+def reported(
+    file, *, caption, result, subcategory=None, category=None, comparison=False
+):
     """`file` as a result in the Snakemake report, captioned by workflow/report/<caption>.rst
     and labelled `result`: per task (category, label) unless a category is given, per
-    comparison (category Comparisons, subcategory and label the comparison's name) if asked."""
+    comparison (category Comparisons, subcategory and label the comparison's name) if asked.
+    """
     labels = {"result": result} if category else {"task": "{task}", "result": result}
     if comparison:
         category, subcategory = "Comparisons", "{comparison}"

@@ -146,7 +146,8 @@ rule plot_comparison:
 rule comparison_table:
     input:
         summaries=expand(
-            path("comparison_table", table="summary", ext="json"), comparison=COMPARISONS
+            path("comparison_table", table="summary", ext="json"),
+            comparison=COMPARISONS,
         ),
         convergence=expand(
             path("comparison_table", table="convergence", ext="csv"),

@@ -90,7 +90,9 @@ def flagged(out, to_true) -> tuple[set[int], set[tuple[int, int]]]:
     true_state = hit["state"].fillna(-1).astype(int).map(lambda s: to_true[s] if s >= 0 else -1)
     hit = hit[~((hit["test"] == "occupancy") & (true_state == CONVERGED))]
     states = {int(to_true[s]) for s in hit["state"].dropna()}
-    edges = {(int(to_true[a]), int(to_true[b])) for a, b in zip(hit["source"].dropna(), hit["target"].dropna())}
+    edges = {
+        (int(to_true[a]), int(to_true[b])) for a, b in zip(hit["source"].dropna(), hit["target"].dropna())
+    }
     return states, edges
 
 
@@ -156,8 +158,12 @@ def test_a_constant_column_is_not_tested_and_identical_groups_are_not_different(
 def test_permutations_are_seeded():
     rng = np.random.default_rng(3)
     x, labels = rng.normal(size=(12, 3)), np.repeat([0, 1, 2], 4)
-    assert np.array_equal(permutation_pvalues(x, labels, 300, 5)[1], permutation_pvalues(x, labels, 300, 5)[1])
-    assert not np.array_equal(permutation_pvalues(x, labels, 300, 5)[1], permutation_pvalues(x, labels, 300, 6)[1])
+    assert np.array_equal(
+        permutation_pvalues(x, labels, 300, 5)[1], permutation_pvalues(x, labels, 300, 5)[1]
+    )
+    assert not np.array_equal(
+        permutation_pvalues(x, labels, 300, 5)[1], permutation_pvalues(x, labels, 300, 6)[1]
+    )
 
 
 def _occupancy(n: int, rng, shift: float) -> pd.DataFrame:

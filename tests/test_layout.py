@@ -117,3 +117,5 @@ def test_each_rule_digests_the_code_of_its_own_stage_only():
     assert stages("analysis.py") == {"top", "states", "report"}
     assert stages("forecast.py") == {"top", "states", "report"}
     assert stages("collate.py") == {"top"}
+    assert stages("comparison_hmm.py") == {"top", "states"}
+    assert stages("comparison.py") == {"top", "states", "report"}

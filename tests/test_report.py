@@ -85,8 +85,13 @@ def test_report_holds_every_figure_and_table(report):
         "forecast_summary.csv",
         "k.csv",
         "states.csv",
+        "comparisons.csv",
+        "tests.csv",
+        "convergence.csv",
+        "occupancy.png",
     ]:
         assert name in html
+    assert "Comparisons" in html and "both" in html
 
 
 def test_report_opens_without_script_errors(browser, report):
@@ -98,7 +103,7 @@ def test_report_opens_without_script_errors(browser, report):
     page.close()
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", [*TASKS, "comparisons/both"])
 @pytest.mark.parametrize("view", ["training_curves", "transition_graph"])
 def test_interactive_views_render_offline(browser, tiny_run, task, view):
     path = tiny_run / "results" / task / "figures" / f"{view}.html"

@@ -7,6 +7,7 @@ import pytest
 from latentstates.config import ConfigError, load_schema, validate_config
 from latentstates.settings import (
     AnalysisSettings,
+    ComparisonSettings,
     ForecastSettings,
     HessianSettings,
     HMMSettings,
@@ -38,6 +39,9 @@ def test_every_schema_key_is_a_field():
     }
     for cls, section in sections.items():
         assert {f.name for f in dataclasses.fields(cls)} == set(section["properties"]), cls.__name__
+    # A comparison's `hmm` overrides become HMMSettings.of_comparison, the rest its own settings.
+    fields = {f.name for f in dataclasses.fields(ComparisonSettings)}
+    assert fields | {"hmm"} == set(schema["$defs"]["comparison"]["properties"])
 
 
 def test_a_task_overrides_the_global_section(tiny_task):

@@ -89,6 +89,43 @@ def test_tiny_run_produces_every_output(tiny_run):
         st = pd.read_csv(res / task / "stability" / "states.csv")
         assert st["state"].tolist() == list(range(k)) and st["present_frequency"].between(0, 1).all()
         assert len(pd.read_csv(res / task / "stability" / "resamples.csv")) == 10
+    comparison = res / "comparisons" / "both"
+    model = json.loads((comparison / "hmm" / "model.json").read_text())
+    assert model["recipes"] == ["sparse_parity", "modular_addition"] and model["comparison"] == "both"
+    runs = pd.read_csv(comparison / "hmm" / "runs.csv")
+    assert runs["run"].tolist() == list(range(6)) and runs.groupby("recipe")["seed"].apply(
+        list
+    ).to_dict() == {
+        "modular_addition": [0, 1, 2],
+        "sparse_parity": [0, 1, 2],
+    }
+    states = pd.read_parquet(comparison / "hmm" / "states.parquet")
+    per_task = sum(len(pd.read_parquet(res / t / "metrics.parquet")) for t in TASKS)
+    assert len(states) == per_task and states["state"].between(0, model["k"] - 1).all()
+    tests = pd.read_csv(comparison / "analysis" / "tests.csv")
+    assert {"occupancy", "visits", "convergence"} <= set(tests["test"])
+    assert {"mean_sparse_parity", "mean_modular_addition", "p_holm", "recipe_specific"} <= set(tests.columns)
+    assert tests["p_value"].dropna().between(1 / 200, 1).all()  # 199 permutations
+    occupancy = pd.read_csv(comparison / "analysis" / "states.csv")
+    assert (
+        len(occupancy) == 2 * model["k"]
+        and occupancy.groupby("recipe")["occupancy"].sum().round(9).eq(1).all()
+    )
+    summary = json.loads((comparison / "analysis" / "summary.json").read_text())
+    assert summary["n_runs"] == {"sparse_parity": 3, "modular_addition": 3} and summary["permutations"] == 199
+    for fig in ["transition_graph", "occupancy", "training_curves"]:
+        for ext in ["png", "svg"]:
+            assert (comparison / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+    for view in ["training_curves", "transition_graph"]:
+        assert "plotly" in (comparison / "figures" / f"{view}.html").read_text()[:200_000].lower()
+    assert "sparse_parity seed 2" in (comparison / "figures" / "training_curves.html").read_text()
+    table = pd.read_csv(res / "comparisons.csv")
+    assert (
+        table["comparison"].tolist() == ["both"]
+        and table["recipes"].iloc[0] == "sparse_parity vs modular_addition"
+    )
+    assert (res / "comparisons.md").read_text().startswith("| comparison |")
+
     summary = pd.read_csv(res / "summary.csv")
     assert summary["findings"].str.startswith("K = ").all()
     assert sorted(summary["task"]) == TASKS
@@ -123,6 +160,11 @@ def test_hmm_change_reruns_only_hmm_and_downstream(tiny_run, tmp_path):
         "stability": 2,
         "plot_stability": 2,
         "summary_table": 1,
+        # The comparison's shared HMM takes the global settings too.
+        "comparison_hmm": 1,
+        "comparison": 1,
+        "plot_comparison": 1,
+        "comparison_table": 1,
     }
     train_log = wd / "results" / "sparse_parity" / "runs" / "seed0" / "train_log.parquet"
     before = train_log.stat().st_mtime_ns
@@ -277,6 +319,9 @@ def test_same_config_twice_gives_identical_tables(tiny_run, make_workdir, tiny_c
             assert (tiny_run / "results" / task / rel).read_text() == (
                 wd / "results" / task / rel
             ).read_text()
+    for rel in ["hmm/model.json", "analysis/tests.csv", "analysis/runs.csv"]:
+        a, b = (d / "results" / "comparisons" / "both" / rel for d in (tiny_run, wd))
+        assert a.read_text() == b.read_text(), rel
         a = pd.read_csv(tiny_run / "results" / task / "hmm" / "model_selection_restarts.csv")
         b = pd.read_csv(wd / "results" / task / "hmm" / "model_selection_restarts.csv")
         pd.testing.assert_frame_equal(a, b)
@@ -290,6 +335,10 @@ def test_same_config_twice_gives_identical_tables(tiny_run, make_workdir, tiny_c
         (lambda c: c["hmm"].update(max_states="eight"), "hmm.max_states"),
         (lambda c: c["tasks"]["sparse_parity"]["train"].update(lr="fast"), "tasks.sparse_parity.train.lr"),
         (lambda c: c["metrics"]["hessian"].update(batch_runs="gpu"), "metrics.hessian.batch_runs"),
+        (
+            lambda c: c["comparisons"]["both"].update(tasks=["sparse_parity", "mnist"]),
+            "comparisons.both.tasks",
+        ),
     ],
 )
 def test_bad_config_stops_with_the_key(tiny_config, make_workdir, mutate, key):

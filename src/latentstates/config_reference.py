@@ -29,6 +29,7 @@ type; **default** what is filled in when the key is missing ("required" where it
 """
 
 TASK = "tasks.<name>"
+COMPARISON = "comparisons.<name>"
 
 
 def _ref(schema: dict, defs: dict) -> dict:
@@ -137,7 +138,9 @@ def render(schema: dict | None = None) -> str:
     top = schema["properties"]
     sections = [HEADER]
 
-    scalars = {k: v for k, v in top.items() if not _ref(v, defs).get("properties") and k != "tasks"}
+    scalars = {
+        k: v for k, v in top.items() if not _ref(v, defs).get("properties") and k not in ("tasks", "comparisons")
+    }
     sections.append(
         "## Top-level keys\n\n"
         + _table(_rows({"properties": scalars}, "", defs, tuple(schema.get("required", ()))))
@@ -192,6 +195,13 @@ def render(schema: dict | None = None) -> str:
                 rows += _rows(props[part], f"{TASK}.{part}", defs)
         text = f"### `kind: {kind}`: `data` and `model`\n\n"
         sections.append(text + (_table(rows) if rows else "No settings.\n"))
+    comparison = defs["comparison"]
+    sections.append(
+        f"## `comparisons`\n\n{_cell(top['comparisons']['description'])}\n\n"
+        f"Each entry `{COMPARISON}` (a name {_allowed(top['comparisons']['propertyNames'])}) "
+        "compares the runs of two or more tasks; none by default.\n\n"
+        + _table(_rows(comparison, COMPARISON, defs))
+    )
     return "\n".join(sections)
 
 

@@ -87,7 +87,6 @@ class HMMSettings(_Settings):
     def of_task(cls, config: dict, task: str) -> HMMSettings:
         return cls.from_dict(task_hmm(config, task))
 
-
     @classmethod
     def of_comparison(cls, config: dict, name: str) -> HMMSettings:
         """The shared HMM of comparison `name`: the global `hmm` with the comparison's overrides."""

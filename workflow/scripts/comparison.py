@@ -21,7 +21,9 @@ with job_log(snakemake.log[0]) as logger:
         {t: analysed_metrics(snakemake.input[f"metrics_{t}"], model) for t in snakemake.params.tasks},
         runs,
     )
-    states = read_parquet(snakemake.input.states, columns=["run", "checkpoint", "state"])[["run", "checkpoint", "state"]]
+    states = read_parquet(snakemake.input.states, columns=["run", "checkpoint", "state"])[
+        ["run", "checkpoint", "state"]
+    ]
     out = compare_recipes(
         metrics,
         states.rename(columns={"run": "seed"}),

@@ -8,7 +8,7 @@ import pandas as pd
 from latentstates.io import read_json
 from latentstates.logs import job_log
 from latentstates.report.tables import write_table
-from latentstates.states.comparison import summary_row
+from latentstates.report.comparisons import summary_row
 
 with job_log(snakemake.log[0]):
     rows = [

@@ -7,8 +7,7 @@ import pandas as pd
 
 from latentstates.io import read_json, read_parquet
 from latentstates.logs import job_log
-from latentstates.report import interactive, plots
-from latentstates.states.comparison import edge_hover
+from latentstates.report import comparisons, interactive, plots
 
 with job_log(snakemake.log[0]):
     name = snakemake.wildcards.comparison
@@ -20,15 +19,15 @@ with job_log(snakemake.log[0]):
     tests = pd.read_csv(snakemake.input.tests)
     k = model["k"]
     present = summary["recipes"]
-    fig = plots.comparison_graph(k, edges, tests, present, name)
+    fig = comparisons.transition_graph(k, edges, tests, present, name)
     plots.save(fig, [snakemake.output.graph_png, snakemake.output.graph_svg])
-    fig = plots.comparison_occupancy(pd.read_csv(snakemake.input.state_table), tests, present, name)
+    fig = comparisons.occupancy(pd.read_csv(snakemake.input.state_table), tests, present, name)
     plots.save(fig, [snakemake.output.occupancy_png, snakemake.output.occupancy_svg])
     metrics = pd.concat(
         [read_parquet(snakemake.input[f"metrics_{t}"]).assign(recipe=t) for t in recipes], ignore_index=True
     )
     per_recipe = max(1, min(3, snakemake.params.max_runs // len(recipes) or 1))
-    fig = plots.comparison_curves(metrics, states, k, present, name, per_recipe)
+    fig = comparisons.training_curves(metrics, states, k, present, name, per_recipe)
     plots.save(fig, [snakemake.output.curves_png, snakemake.output.curves_svg])
 
     # Interactive views keyed by run number, labelled '<recipe> seed <seed>'.
@@ -38,7 +37,7 @@ with job_log(snakemake.log[0]):
     decoded = states[["run", "checkpoint", "state"]].rename(columns={"run": "seed"})
     fig = interactive.training_curves(keyed, decoded, k, name, features=model["features"], names=names)
     interactive.save_html(fig, snakemake.output.curves_html)
-    hover = edge_hover(edges, tests, present)
+    hover = comparisons.edge_hover(edges, tests, present)
     specific = summary["recipe_specific_states"]
     fig = interactive.transition_graph(model, hover, specific, name, ringed="recipe-specific")
     interactive.save_html(fig, snakemake.output.graph_html)

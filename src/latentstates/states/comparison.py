@@ -333,9 +333,12 @@ def compare_recipes(
         "alpha": settings.alpha,
         "n_tests": int(tested["p_value"].notna().sum()),
         "recipe_specific_states": sorted({int(s) for s in specific["state"].dropna()}),
-        "recipe_specific_edges": sorted({(int(a), int(b)) for a, b in zip(specific["source"].dropna(), specific["target"].dropna())}),
+        "recipe_specific_edges": sorted(
+            {(int(a), int(b)) for a, b in zip(specific["source"].dropna(), specific["target"].dropna())}
+        ),
         "findings": [describe(row, present) for row in specific.to_dict("records")],
-        "convergence": conv_test and {
+        "convergence": conv_test
+        and {
             "means": {r: conv_test[f"mean_{r}"] for r in present},
             "p_value": conv_test["p_value"],
         },
@@ -354,30 +357,6 @@ def compare_recipes(
         runs=run_table,
         summary=summary,
     )
-
-
-def edge_hover(edges: pd.DataFrame, tests: pd.DataFrame, recipes: Sequence[str]) -> pd.DataFrame:
-    """One row per edge of the shared graph (source, target, probability, runs over all
-    recipes) with a `summary` naming each recipe's fraction of runs taking it and the test."""
-    rows = []
-    for (a, b), g in edges.groupby(["source", "target"], sort=True):
-        by = g.set_index("recipe")
-        t = tests[(tests["test"] == "edge") & (tests["source"] == a) & (tests["target"] == b)]
-        verdict = ""
-        if len(t) and np.isfinite(t["p_holm"].iloc[0]):
-            verdict = f"<br>Holm p {t['p_holm'].iloc[0]:.2g}" + (" (recipe-specific)" if t["recipe_specific"].iloc[0] else "")
-        rows.append(
-            {
-                "source": int(a),
-                "target": int(b),
-                "probability": float(g["probability"].iloc[0]),
-                "n_runs": int(g["n_runs"].sum()),
-                "n_total_runs": int(g["n_total_runs"].sum()),
-                "summary": "<br>".join(f"{r}: {by.loc[r, 'fraction_runs']:.0%} of runs" for r in recipes if r in by.index)
-                + verdict,
-            }
-        )
-    return pd.DataFrame(rows, columns=["source", "target", "probability", "n_runs", "n_total_runs", "summary"])
 
 
 def _difference(means: dict[str, float], recipes: Sequence[str]) -> float:
@@ -406,27 +385,3 @@ def describe(row: dict, recipes: Sequence[str]) -> str:
 
 def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
-
-
-def summary_row(summary: dict, convergence: pd.DataFrame) -> dict:
-    """The comparisons table's row of one comparison (its summary.json and convergence.csv)."""
-    recipes = summary["recipes"]
-    conv = "–"
-    if summary.get("convergence"):
-        c = summary["convergence"]
-        conv = ", ".join(f"{r} {c['means'][r]:.1f}" for r in recipes) + f" (p {c['p_value']:.2g})"
-    explained = "–"
-    if "explained" in convergence:
-        parts = [f"{r.recipe} {r.explained:.0%}" for r in convergence.itertuples() if r.explained == r.explained]
-        explained = ", ".join(parts) or "–"
-    return {
-        "comparison": summary["comparison"],
-        "recipes": " vs ".join(recipes),
-        "runs": ", ".join(str(summary["n_runs"][r]) for r in recipes),
-        "K": summary["k"],
-        "recipe_specific_states": ", ".join(map(str, summary["recipe_specific_states"])) or "none",
-        "recipe_specific_edges": ", ".join(f"{a}→{b}" for a, b in summary["recipe_specific_edges"]) or "none",
-        "convergence": conv,
-        "explained_by_occupancy": explained,
-        "findings": "; ".join(summary["findings"]) or "no difference",
-    }
