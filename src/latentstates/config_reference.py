@@ -139,7 +139,9 @@ def render(schema: dict | None = None) -> str:
     sections = [HEADER]
 
     scalars = {
-        k: v for k, v in top.items() if not _ref(v, defs).get("properties") and k not in ("tasks", "comparisons")
+        k: v
+        for k, v in top.items()
+        if not _ref(v, defs).get("properties") and k not in ("tasks", "comparisons")
     }
     sections.append(
         "## Top-level keys\n\n"
