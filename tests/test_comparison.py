@@ -19,7 +19,7 @@ from latentstates.states.comparison import (
     permutation_pvalues,
     pool_runs,
 )
-from latentstates.states.selection import fit_shared
+from latentstates.states.shared import fit_shared
 from latentstates.states.stability import agreement, match_states
 
 # Four states: 0 start, 1 middle, 2 detour (between the middle and convergence), 3 converged.
