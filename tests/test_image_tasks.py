@@ -215,8 +215,8 @@ def test_missing_image_data_stops_naming_the_directory(make_workdir, tmp_path):
 
 
 def test_paper_config_plans_every_paper_experiment(tmp_path):
-    """A dry run of configs/paper.yaml lists every experiment of the paper, with the data
-    prepared once per data set (not per seed)."""
+    """A dry run of configs/paper.yaml lists every experiment of the paper and its recipe
+    comparisons, with the data prepared once per data set (not per seed)."""
     (tmp_path / "config.yaml").write_text("{}\n")
     proc = snakemake(
         tmp_path,
@@ -244,6 +244,9 @@ def test_paper_config_plans_every_paper_experiment(tmp_path):
         assert seeds == 40, (task, trains)
     assert counts["prepare_mnist"] == counts["prepare_cifar100"] == "1"
     assert counts["hmm"] == counts["analysis"] == "6"
+    # The paper's two recipe comparisons (±LayerNorm, ±BN/residuals), each through one shared HMM.
+    assert counts["comparison_hmm"] == counts["comparison"] == counts["plot_comparison"] == "2"
+    assert counts["comparison_table"] == "1"
 
 
 def test_hessian_of_the_resnet_without_residuals_skips_its_unused_downsample_path():
