@@ -21,7 +21,7 @@ from latentstates.measure.metrics import weight_metrics
 from latentstates.runs.architectures import get_architecture
 from latentstates.runs.contract import epoch_or_nan, run_checkpoint_paths, trained_run
 from latentstates.runs.runtime import build_run
-from latentstates.runs.weights import load_into, load_weights
+from latentstates.runs.weights import load_into, load_weights, model_config
 from latentstates.settings import HessianSettings
 from latentstates.tasks.models import finite_weights
 from latentstates.tasks.registry import get_task
@@ -257,7 +257,9 @@ def _architecture_rows(run: dict, checkpoints: Iterable[tuple[dict, Path]]) -> l
     rows = []
     for ckpt, path in checkpoints:
         try:
-            matrices, biases = arch.weights(load_weights(path, run["format"]))
+            matrices, biases = arch.weights(
+                load_weights(path, run["format"]), model_config(path, run["format"])
+            )
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from exc
         rows.append(_row(ckpt, weight_metrics(matrices, biases)))

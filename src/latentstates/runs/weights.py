@@ -65,6 +65,18 @@ def load_weights(path: str | Path, fmt: str) -> dict[str, torch.Tensor]:
     raise ValueError(f"unknown checkpoint format {fmt!r}")
 
 
+def model_config(path: str | Path, fmt: str) -> dict:
+    """A `save_pretrained` directory's config.json ({} for other formats, or where there is
+    none): what an architecture needs beyond the state dict (e.g. GPT-NeoX's number of heads)."""
+    config = Path(path) / "config.json"
+    if fmt != "transformers" or not config.exists():
+        return {}
+    try:
+        return json.loads(config.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{config}: not a readable model config ({exc})") from exc
+
+
 def _transformers_dir(directory: Path) -> dict[str, torch.Tensor]:
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: model directory does not exist")

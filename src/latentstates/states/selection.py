@@ -289,9 +289,22 @@ def _states_table(
     return pd.concat(frames, ignore_index=True)
 
 
+def missing_features(metrics: pd.DataFrame, features: Sequence[str]) -> list[str]:
+    """The features no run has a value of (e.g. the bias statistics of a model without biases):
+    the HMM leaves them out rather than every run."""
+    return [f for f in features if f in metrics and not metrics[f].notna().any()]
+
+
 def fit_task(metrics: pd.DataFrame, settings: HMMSettings) -> TaskFit:
-    """Z-score, split, select K, decode every usable run; states numbered by time of first use."""
+    """Z-score, split, select K, decode every usable run; states numbered by time of first use.
+    Features missing for every run are left out (`model["dropped_features"]`)."""
     metrics, diverged = _without_diverged(metrics)
+    dropped = missing_features(metrics, settings.features)
+    if dropped and len(dropped) < len(settings.features):
+        logger.warning("features %s are missing for every run: the HMM leaves them out", dropped)
+        settings = settings.replace(features=[f for f in settings.features if f not in dropped])
+    else:
+        dropped = []
     seqs = zscore_runs(metrics, settings.features)
     seqs.dropped.update(diverged)
     if not seqs.runs:
@@ -327,6 +340,7 @@ def fit_task(metrics: pd.DataFrame, settings: HMMSettings) -> TaskFit:
         val_runs=val_runs,
         restart_seed=int(kept_seed),
         excluded_runs={str(s): why for s, why in sorted(seqs.dropped.items())},
+        dropped_features={f: "missing for every run" for f in dropped},
         settings=dict(sorted(settings.to_dict().items())),
     )
     states = _states_table(metrics, seqs.runs, paths, perm)

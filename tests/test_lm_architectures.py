@@ -1,0 +1,335 @@
+"""Language models read off their state dicts (GPT-NeoX/Pythia, GPT-2, Llama, auto), checked
+against the models' own computations, and series of them through the whole workflow."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import snakemake
+from latentstates.columns import PAPER_FEATURES
+from latentstates.measure.metrics import weight_metrics
+from latentstates.runs.architectures import auto_weights, get_architecture, gpt2_weights, gpt_neox_weights
+from latentstates.runs.weights import load_weights, model_config
+from latentstates.settings import HMMSettings
+from latentstates.states.selection import fit_task
+
+transformers = pytest.importorskip("transformers")
+
+VOCAB = 64
+
+
+def neox_config():
+    return transformers.GPTNeoXConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=VOCAB
+    )
+
+
+def gpt2_config():
+    return transformers.GPT2Config(
+        n_embd=32, n_layer=2, n_head=4, vocab_size=VOCAB, n_positions=16, bos_token_id=0, eos_token_id=0
+    )
+
+
+def llama_config():
+    return transformers.LlamaConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        vocab_size=VOCAB,
+    )
+
+
+def opt_config():
+    return transformers.OPTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        ffn_dim=64,
+        vocab_size=VOCAB,
+        word_embed_proj_dim=32,
+        max_position_embeddings=16,
+    )
+
+
+MODELS = {
+    "gpt_neox": (neox_config, "GPTNeoXForCausalLM"),
+    "gpt2": (gpt2_config, "GPT2LMHeadModel"),
+    "llama": (llama_config, "LlamaForCausalLM"),
+}
+
+
+def attention_and_mlp(
+    name: str, model
+) -> list[tuple[torch.nn.Module, list[torch.Tensor], list[torch.Tensor]]]:
+    """Per layer, from the modules themselves (not key names): the attention module, the
+    attention output and MLP matrices as (out, in), and the MLP's biases."""
+    if name == "gpt_neox":
+        return [
+            (
+                layer.attention,
+                [
+                    layer.attention.dense.weight,
+                    layer.mlp.dense_h_to_4h.weight,
+                    layer.mlp.dense_4h_to_h.weight,
+                ],
+                [layer.mlp.dense_h_to_4h.bias, layer.mlp.dense_4h_to_h.bias],
+            )
+            for layer in model.gpt_neox.layers
+        ]
+    if name == "gpt2":
+        return [
+            (
+                block.attn,
+                [block.attn.c_proj.weight.T, block.mlp.c_fc.weight.T, block.mlp.c_proj.weight.T],
+                [block.mlp.c_fc.bias, block.mlp.c_proj.bias],
+            )
+            for block in model.transformer.h
+        ]
+    return [
+        (
+            layer.self_attn,
+            [
+                layer.self_attn.o_proj.weight,
+                layer.mlp.gate_proj.weight,
+                layer.mlp.up_proj.weight,
+                layer.mlp.down_proj.weight,
+            ],
+            [],
+        )
+        for layer in model.model.layers
+    ]
+
+
+@pytest.fixture(scope="module")
+def capture():
+    """An attention implementation that records the queries, keys and values each attention
+    module computes (then attends as PyTorch's SDPA does)."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    seen = []
+
+    def attend(module, query, key, value, attention_mask, **kwargs):
+        seen.append((query, key, value))
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register("capture_qkv", attend)
+    return seen
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_query_key_value_give_the_models_own_projections(name, capture):
+    make_config, cls = MODELS[name]
+    config = make_config()
+    config._attn_implementation = "capture_qkv"
+    torch.manual_seed(0)
+    model = getattr(transformers, cls)(config).eval()
+    layers = attention_and_mlp(name, model)
+    inputs = []
+    hooks = [
+        attn.register_forward_pre_hook(
+            lambda m, a, kw: inputs.append(kw.get("hidden_states", a[0] if a else None)), with_kwargs=True
+        )
+        for attn, _, _ in layers
+    ]
+    with torch.no_grad():
+        # Attention biases zeroed, one token at position 0 (rotary embeddings are the identity
+        # there): each captured projection is then x @ W.T for the matrix we read.
+        for attn, _, _ in layers:
+            for module in attn.modules():
+                if getattr(module, "bias", None) is not None and isinstance(module.bias, torch.nn.Parameter):
+                    module.bias.zero_()
+        capture.clear()
+        model(torch.tensor([[5]]))
+    for h in hooks:
+        h.remove()
+    matrices, biases = get_architecture(name).weights(model.state_dict(), config.to_dict())
+    per_layer = len(matrices) // len(layers)
+    for i, (x, (q, k, v), (_, rest, _)) in enumerate(zip(inputs, capture, layers)):
+        x = x[0]  # (tokens, hidden)
+        ours = matrices[i * per_layer : (i + 1) * per_layer]
+        for w, projected in zip(ours[:3], (q, k, v)):
+            theirs = projected[0].transpose(0, 1).reshape(x.shape[0], -1)  # heads back together
+            torch.testing.assert_close(x @ w.T, theirs, rtol=0, atol=1e-6)
+        for w, expected in zip(ours[3:], rest, strict=True):
+            assert torch.equal(w, expected)
+    expected_biases = [b for _, _, bs in layers for b in bs]
+    assert len(biases) == len(expected_biases) and all(
+        torch.equal(a, b) for a, b in zip(biases, expected_biases)
+    )
+    if name == "llama":  # grouped-query attention: k and v are not square
+        assert matrices[1].shape == matrices[2].shape == (16, 32)
+
+
+def test_the_first_rows_of_neoxs_fused_weight_are_not_its_queries():
+    """The test above would catch a plain [q; k; v] split: it gives other matrices."""
+    torch.manual_seed(0)
+    model = transformers.GPTNeoXForCausalLM(neox_config())
+    fused = model.gpt_neox.layers[0].attention.query_key_value.weight
+    q = gpt_neox_weights(model.state_dict(), neox_config().to_dict())[0][0]
+    assert not torch.equal(q, fused[:32])
+
+
+def test_mask_buffers_and_prefixes_read_the_same():
+    torch.manual_seed(0)
+    neox = transformers.GPTNeoXForCausalLM(neox_config()).state_dict()
+    old = dict(neox)
+    for i in range(2):  # as in the original Pythia files
+        old[f"gpt_neox.layers.{i}.attention.bias"] = torch.ones(1, 1, 16, 16, dtype=torch.bool).tril()
+        old[f"gpt_neox.layers.{i}.attention.masked_bias"] = torch.tensor(-1e9)
+        old[f"gpt_neox.layers.{i}.attention.rotary_emb.inv_freq"] = torch.rand(4)
+    cfg = neox_config().to_dict()
+    for a, b in zip(gpt_neox_weights(neox, cfg), gpt_neox_weights(old, cfg)):
+        assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+    gpt2 = transformers.GPT2LMHeadModel(gpt2_config()).state_dict()
+    original = {k.removeprefix("transformer."): v for k, v in gpt2.items()}  # OpenAI's files
+    for i in range(2):
+        original[f"h.{i}.attn.bias"] = torch.ones(1, 1, 16, 16).tril()
+        original[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    for a, b in zip(gpt2_weights(gpt2), gpt2_weights(original)):
+        assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+    with_buffers = {**neox, "gpt_neox.layers.0.attention.bias": torch.ones(2, 2, dtype=torch.bool)}
+    assert len(auto_weights(with_buffers)[0]) == len(auto_weights(neox)[0])
+
+
+def test_auto_reads_another_family_by_its_numbered_layers():
+    torch.manual_seed(0)
+    model = transformers.OPTForCausalLM(opt_config())
+    matrices, biases = auto_weights(model.state_dict())
+    linears = [
+        m
+        for layer in model.model.decoder.layers
+        for m in sorted(
+            (mod for mod in layer.modules() if isinstance(mod, torch.nn.Linear)),
+            key=lambda mod: next(n for n, x in layer.named_modules() if x is mod),
+        )
+    ]
+    assert len(matrices) == len(linears) == 12 and len(biases) == 12
+    assert all(torch.equal(a, m.weight) for a, m in zip(matrices, linears))
+    assert all(torch.equal(a, m.bias) for a, m in zip(biases, linears))
+    with pytest.raises(ValueError, match="no 2-D floating weights"):
+        auto_weights({"embed.weight": torch.zeros(3, 3)})
+
+
+def test_neox_needs_its_number_of_heads():
+    sd = transformers.GPTNeoXForCausalLM(neox_config()).state_dict()
+    with pytest.raises(ValueError, match="num_attention_heads"):
+        gpt_neox_weights(sd, {})
+
+
+def test_the_hmm_leaves_out_features_no_run_has():
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(4):
+        steps = np.arange(30)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "seed": seed,
+                    "checkpoint": steps,
+                    "step": steps,
+                    "l1": np.where(steps < 15, 0.0, 3.0) + rng.normal(scale=0.3, size=30),
+                    "l2": np.where(steps < 15, 0.0, 3.0) + rng.normal(scale=0.3, size=30),
+                    "var_b": np.nan,  # a model without biases
+                }
+            )
+        )
+    settings = HMMSettings.defaults(
+        features=["l1", "l2", "var_b"], max_states=2, restarts=2, val_fraction=0.0, criterion="bic_train"
+    )
+    fit = fit_task(pd.concat(rows, ignore_index=True), settings)
+    assert fit.model["features"] == ["l1", "l2"] and fit.model["dropped_features"] == {
+        "var_b": "missing for every run"
+    }
+    assert fit.model["excluded_runs"] == {} and fit.model["k"] == 2
+
+
+# ---------------------------------------------------------------- series through the workflow
+
+
+def save_series(
+    root, name: str, cls: str, config, seeds=(0, 1, 2), steps=(0, 4, 8, 12, 16), shard: bool = False
+):
+    """Tiny models trained a few steps on random tokens, saved with save_pretrained at each step
+    (optionally in small shards): one directory per (seed, step)."""
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = getattr(transformers, cls)(config)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        ids = torch.randint(0, VOCAB, (8, 12), generator=torch.Generator().manual_seed(seed))
+        done = 0
+        for step in steps:
+            while done < step:
+                loss = model(input_ids=ids, labels=ids).loss
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                done += 1
+            extra = {"max_shard_size": "20KB"} if shard else {}
+            model.save_pretrained(root / name / f"seed{seed}" / f"step{step}", **extra)
+
+
+@pytest.mark.slow
+def test_language_model_series_run_through_the_workflow(make_workdir, tmp_path):
+    save_series(tmp_path, "pythia", "GPTNeoXForCausalLM", neox_config(), shard=True)
+    save_series(tmp_path, "gpt2", "GPT2LMHeadModel", gpt2_config())
+    save_series(tmp_path, "llama", "LlamaForCausalLM", llama_config())
+    save_series(tmp_path, "opt", "OPTForCausalLM", opt_config())
+    assert len(list((tmp_path / "pythia" / "seed0" / "step4").glob("model-*.safetensors"))) > 1  # sharded
+    tasks = {
+        name: {
+            "source": "huggingface",
+            "architecture": arch,
+            "seeds": 3,
+            "path": str(tmp_path / name / "seed{seed}" / "step{step}"),
+        }
+        for name, arch in [("pythia", "gpt_neox"), ("gpt2", "gpt2"), ("llama", "llama"), ("opt", "auto")]
+    }
+    config = {
+        "seeds_per_job": 3,
+        "hmm": {
+            "max_states": 2,
+            "restarts": 2,
+            "max_iter": 10,
+            "criterion": "bic_train",
+            "val_fraction": 0.0,
+            "covariance": "diag",
+            "features": PAPER_FEATURES,
+        },
+        "forecast": {"fractions": [0.5], "folds": 2, "restarts": 1, "samples": 200},
+        "stability": {"resamples": 3, "refit_k": False},
+        "tasks": tasks,
+    }
+    wd = make_workdir(config)
+    snakemake(wd)
+    res = wd / "results"
+    for name, arch in [("pythia", "gpt_neox"), ("gpt2", "gpt2"), ("llama", "llama"), ("opt", "auto")]:
+        metrics = pd.read_parquet(res / name / "metrics.parquet")
+        assert metrics.groupby("seed").size().to_dict() == {0: 5, 1: 5, 2: 5}
+        # Each row is the statistics of the matrices the architecture reads, from the directory.
+        directory = tmp_path / name / "seed1" / "step8"
+        direct = weight_metrics(
+            *get_architecture(arch).weights(
+                load_weights(directory, "transformers"), model_config(directory, "transformers")
+            )
+        )
+        row = metrics[(metrics.seed == 1) & (metrics.step == 8)].iloc[0]
+        for f in PAPER_FEATURES:
+            assert row[f] == pytest.approx(direct[f], rel=1e-12, nan_ok=True), (name, f)
+        model = json.loads((res / name / "hmm" / "model.json").read_text())
+        assert model["k"] >= 1 and model["excluded_runs"] == {}
+        if name == "llama":  # no biases: the three bias statistics are left out, not the runs
+            assert metrics[["mean_b", "median_b", "var_b"]].isna().all().all()
+            assert set(model["dropped_features"]) == {"mean_b", "median_b", "var_b"}
+            assert "missing for every run" in (res / "logs" / "hmm" / "llama.log").read_text()
+        else:
+            assert model["dropped_features"] == {} and metrics["var_b"].notna().all()
+        for fig in ("model_selection", "training_curves", "transition_graph", "stability"):
+            assert (res / name / "figures" / f"{fig}.png").stat().st_size > 0
