@@ -31,6 +31,7 @@ PATHS = {
     "train_log": f"{RUN}/train_log.parquet",
     "run": f"{RUN}/run.json",
     "run_metrics": f"{RUN}/metrics.parquet",
+    "hub": f"{RESULTS}/{{task}}/runs/hub_{{group}}.json",
     "metrics": f"{RESULTS}/{{task}}/metrics.parquet",
     "selection": f"{RESULTS}/{{task}}/hmm/model_selection.csv",
     "restarts": f"{RESULTS}/{{task}}/hmm/model_selection_restarts.csv",
@@ -120,6 +121,10 @@ def import_inputs(task, group_seeds):
     reported by Snakemake as missing input), or its model directories, and the performance table.
     """
     t = config["tasks"][task]
+    if t.get("hub"):  # the fetch job's list of snapshot directories
+        return [path("hub", task=task, group=group_label(group_seeds))] + (
+            [t["performance"]] if t["performance"] else []
+        )
     files = []
     for s in group_seeds:
         if t["source"] == "checkpoints":
@@ -191,7 +196,7 @@ def task_config(task):
     keys = {
         "train": ("kind", "data_seed", "data", "model", "train"),
         "checkpoints": ("source", "kind", "data_seed", "data", "model", "path"),
-        "huggingface": ("source", "architecture", "path"),
+        "huggingface": ("source", "architecture", "path", "hub"),
     }[t["source"]]
     return canonical({k: t.get(k) for k in keys})
 

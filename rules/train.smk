@@ -1,7 +1,8 @@
 # Runs, under the run contract (latentstates.runs.contract): per seed, run.json and the performance log,
 # written by one job per seed group. Trained here: the group's seeds are trained together,
 # stacked (src/latentstates/runs/train.py). Imported: checkpoint directories or Hugging Face model
-# directories are read where they are (src/latentstates/runs/sources.py).
+# directories are read where they are (src/latentstates/runs/sources.py); a Hub series' revisions
+# are first found in the Hugging Face cache or downloaded into it (src/latentstates/runs/hub.py).
 for _task in RUN_TASKS:
     for _group in seed_groups(_task):
         if SOURCE[_task] == "train":
@@ -36,6 +37,28 @@ for _task in RUN_TASKS:
                     "../workflow/scripts/train.py"
 
         else:
+            if config["tasks"][_task].get("hub"):
+
+                rule:
+                    name:
+                        group_rule("fetch", _task, _group)
+                    output:
+                        path("hub", task=_task, group=group_label(_group)),
+                    log:
+                        log("fetch", (_task, _group)),
+                    conda:
+                        "../envs/hub.yaml"
+                    threads: 1
+                    resources:
+                        mem_mb=1000,
+                        runtime=600,
+                    params:
+                        code=code("fetch_hub.py"),
+                        # A function: the repository and revision patterns are not wildcards.
+                        hub=lambda wc, h=canonical(config["tasks"][_task]["hub"]): h,
+                        seeds=_group,
+                    script:
+                        "../workflow/scripts/fetch_hub.py"
 
             rule:
                 name:

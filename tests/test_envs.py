@@ -130,6 +130,7 @@ def test_every_rule_block_was_found():
     assert {n.split(",")[0] for n in names if n.startswith("group_rule(")} == {
         'group_rule("train"',
         'group_rule("import"',
+        'group_rule("fetch"',
         'group_rule("metrics"',
     }
 

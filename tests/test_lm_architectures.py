@@ -4,13 +4,14 @@ against the models' own computations, and series of them through the whole workf
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from conftest import snakemake
+from conftest import REPO, snakemake
 from latentstates.columns import PAPER_FEATURES
 from latentstates.measure.metrics import weight_metrics
 from latentstates.runs.architectures import auto_weights, get_architecture, gpt2_weights, gpt_neox_weights
@@ -333,3 +334,138 @@ def test_language_model_series_run_through_the_workflow(make_workdir, tmp_path):
             assert model["dropped_features"] == {} and metrics["var_b"].notna().all()
         for fig in ("model_selection", "training_curves", "transition_graph", "stability"):
             assert (res / name / "figures" / f"{fig}.png").stat().st_size > 0
+
+
+# ---------------------------------------------------------------- Hub series and the HF cache
+
+
+def hub_cache(cache, series_dir, repo_pattern: str, seeds=(0, 1, 2), steps=(0, 4, 8, 12, 16)):
+    """A Hugging Face hub cache as huggingface_hub lays it out, from save_pretrained directories:
+    models--ORG--NAME/blobs/<sha256>, snapshots/<commit>/<file> → ../../blobs/<sha256>, and
+    refs/step<N> holding the commit."""
+    import hashlib
+
+    for seed in seeds:
+        root = cache / ("models--" + repo_pattern.format(seed=seed).replace("/", "--"))
+        (root / "blobs").mkdir(parents=True, exist_ok=True)
+        (root / "refs").mkdir(exist_ok=True)
+        for step in steps:
+            source = series_dir / f"seed{seed}" / f"step{step}"
+            commit = hashlib.sha1(f"{seed}-{step}".encode()).hexdigest()
+            snapshot = root / "snapshots" / commit
+            snapshot.mkdir(parents=True)
+            for f in sorted(source.iterdir()):
+                data = f.read_bytes()
+                blob = root / "blobs" / hashlib.sha256(data).hexdigest()
+                blob.write_bytes(data)
+                (snapshot / f.name).symlink_to(f"../../blobs/{blob.name}")
+            (root / "refs" / f"step{step}").write_text(commit)
+
+
+def test_pythia_schedule_and_polypythias_repositories():
+    from latentstates.config import load_config
+    from latentstates.runs import hub
+
+    assert len(hub.PYTHIA_STEPS) == 154 and hub.PYTHIA_STEPS[:5] == [0, 1, 2, 4, 8]
+    assert hub.PYTHIA_STEPS[10:13] == [512, 1000, 2000] and hub.PYTHIA_STEPS[-1] == 143_000
+    task = load_config(REPO / "configs" / "polypythias.yaml")["tasks"]["pythia_160m"]
+    planned = [r for seed in range(task["seeds"]) for r in hub.revisions(task["hub"], seed)]
+    assert len(planned) == 10 * 154
+    assert {repo for _, repo, _ in planned} == {
+        "EleutherAI/pythia-160m",
+        *(f"EleutherAI/pythia-160m-seed{s}" for s in range(1, 10)),
+    }
+    assert planned[1] == (1, "EleutherAI/pythia-160m", "step1")
+
+
+def test_cached_revisions_are_found_and_missing_ones_named(tmp_path, monkeypatch):
+    from huggingface_hub import scan_cache_dir
+
+    from latentstates.runs import hub
+
+    save_series(tmp_path, "neox", "GPTNeoXForCausalLM", neox_config(), seeds=(0, 1), steps=(0, 4))
+    cache = tmp_path / "cache"
+    hub_cache(cache, tmp_path / "neox", "org/neox-seed{seed}", seeds=(0, 1), steps=(0, 4))
+    scanned = scan_cache_dir(cache)  # huggingface_hub reads the layout as its own
+    assert {r.repo_id for r in scanned.repos} == {"org/neox-seed0", "org/neox-seed1"}
+    assert {ref for r in scanned.repos for rev in r.revisions for ref in rev.refs} == {"step0", "step4"}
+    series = {"repo": "org/neox-seed{seed}", "revision": "step{step}", "steps": [0, 4], "cache": str(cache)}
+    found = hub.resolve(series, [0, 1], download=False)
+    assert [s for s, _ in found[1]] == [0, 4]
+    weights = load_weights(found[1][1][1], "transformers")
+    direct = load_weights(tmp_path / "neox" / "seed1" / "step4", "transformers")
+    assert all(torch.equal(weights[k], direct[k]) for k in direct)
+    # Offline: one message naming every missing repository and revision, with the reason.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        FileNotFoundError, match=r"2 checkpoints .*org/neox-seed2@step0, org/neox-seed2@step4"
+    ):
+        hub.resolve(series, [0, 2], download=True)
+    with pytest.raises(FileNotFoundError, match=r"download: off"):
+        hub.resolve({**series, "steps": [8]}, [0], download=False)
+
+
+@pytest.mark.slow
+def test_a_hub_series_runs_from_the_cache_and_stops_on_a_missing_revision(make_workdir, tmp_path):
+    save_series(tmp_path, "neox", "GPTNeoXForCausalLM", neox_config())
+    cache = tmp_path / "cache"
+    hub_cache(cache, tmp_path / "neox", "org/neox-seed{seed}")
+    task = {
+        "source": "huggingface",
+        "architecture": "gpt_neox",
+        "seeds": 3,
+        "hub": {
+            "repo": "org/neox-seed{seed}",
+            "steps": [0, 4, 8, 12, 16],
+            "cache": str(cache),
+            "download": False,
+        },
+    }
+    config = {
+        "seeds_per_job": 2,
+        "hmm": {
+            "max_states": 2,
+            "restarts": 2,
+            "max_iter": 10,
+            "criterion": "bic_train",
+            "val_fraction": 0.0,
+            "covariance": "diag",
+        },
+        "forecast": {"fractions": [0.5], "folds": 2, "restarts": 1, "samples": 200},
+        "stability": {"enabled": False},
+        "tasks": {"pythia": task},
+    }
+    wd = make_workdir(config)
+    snakemake(wd, "--until", "hmm")
+    metrics = pd.read_parquet(wd / "results" / "pythia" / "metrics.parquet")
+    assert metrics.groupby("seed").size().to_dict() == {0: 5, 1: 5, 2: 5}
+    run = json.loads((wd / "results" / "pythia" / "runs" / "seed2" / "run.json").read_text())
+    assert all(str(cache) in c["path"] for c in run["checkpoints"])  # read where the cache has them
+    # A revision missing from the cache (and no download): the job names it, nothing is made up.
+    (cache / "models--org--neox-seed3" / "refs").mkdir(parents=True)
+    config["tasks"]["pythia"]["seeds"] = 4
+    wd = make_workdir(config, "more")
+    proc = snakemake(wd, "--until", "hmm", check=False)
+    assert proc.returncode != 0
+    log = (wd / "results" / "logs" / "fetch" / "pythia" / "seeds2-3.log").read_text()
+    assert "5 checkpoints are neither in the Hugging Face cache" in log and "org/neox-seed3@step0" in log
+    assert not (wd / "results" / "pythia" / "runs" / "seed3").exists()
+
+
+def test_polypythias_dry_run_plans_every_seed(tmp_path):
+    (tmp_path / "config.yaml").write_text("{}\n")
+    proc = snakemake(
+        tmp_path,
+        "-n",
+        "--configfile",
+        str(REPO / "configs" / "polypythias.yaml"),
+        "--replace-workflow-config",
+        "--quiet",
+        "rules",
+    )
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout + proc.stderr, re.M))
+    for stage in ("fetch", "import", "metrics"):
+        assert sorted(r for r in counts if r.startswith(f"{stage}_pythia_160m")) == sorted(
+            f"{stage}_pythia_160m_seeds{s}_{s}" for s in range(10)
+        )
+    assert counts["hmm"] == "1"

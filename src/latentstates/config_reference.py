@@ -125,7 +125,8 @@ def _conditions(task: dict) -> tuple[dict[str, list[str]], dict[str, dict]]:
         (field, cond), *_ = rule["if"]["properties"].items()
         value = cond["const"]
         if field == "source" and "required" in rule["then"]:
-            required[value] = rule["then"]["required"]
+            either = [r["required"][0] for r in rule["then"].get("oneOf", [])]
+            required[value] = rule["then"]["required"] + (["|".join(either)] if either else [])
         elif field == "kind":
             per_kind[value] = rule["then"]["properties"]
     return required, per_kind
@@ -163,9 +164,12 @@ def render(schema: dict | None = None) -> str:
     task = defs["task"]
     required, per_kind = _conditions(task)
     own = {k: v for k, v in task["properties"].items() if k not in ("train", "data", "model")}
+
+    def keys_text(keys: list[str]) -> str:  # "a|b" is one of a or b
+        return ", ".join(" or ".join(f"`{a}`" for a in k.split("|")) for k in keys)
+
     by_source = "\n".join(
-        f"- `source: {source}` requires {', '.join(f'`{k}`' for k in keys)}."
-        for source, keys in required.items()
+        f"- `source: {source}` requires {keys_text(keys)}." for source, keys in required.items()
     )
     sections.append(
         "## `tasks`\n\n"

@@ -21,13 +21,16 @@ with job_log(snakemake.log[0]) as logger:
         logger.warning(
             "task %s: no performance table: metrics and HMM run, convergence analyses are skipped", name
         )
+    # A Hub series: the fetch job's snapshot directory of every (seed, step).
+    hub = json.loads(Path(snakemake.input[0]).read_text()) if task.get("hub") else {}
     for seed, log_out, run_out in zip(snakemake.params.seeds, snakemake.output.logs, snakemake.output.runs):
         if task["source"] == "checkpoints":
             run, log = import_checkpoint_run(
                 name, task, seed, device=snakemake.params.device, threads=snakemake.threads
             )
         else:
-            run, log = import_huggingface_run(name, task, seed, perf, perf_path)
+            found = [(step, Path(p)) for step, p in hub[str(seed)]] if hub else None
+            run, log = import_huggingface_run(name, task, seed, perf, perf_path, found)
         write_parquet(log, log_out)
         write_run(run_out, run)
         logger.info(

@@ -88,7 +88,7 @@ def _layered(
     (missing weights are errors; missing biases too where `biases_required`)."""
     layers = sorted({layer for layer, _, _ in found})
     if not layers:
-        raise ValueError(f"no {name} layer weights ({example}, ...) found")
+        raise ValueError(f"no {name} weights ({example}, ...) found")
     matrices, out_biases = [], []
     for layer in layers:
         for part in parts:
@@ -110,7 +110,7 @@ def bert_weights(sd: StateDict, config: dict | None = None) -> Weights:
     BERT_BIASES)."""
     found = _by_layer(sd, _BERT_KEY, BERT_PARTS)
     _, matrices, biases = _layered(
-        found, BERT_PARTS, BERT_BIASES, "BERT", "encoder.layer.N.attention.self.query.weight"
+        found, BERT_PARTS, BERT_BIASES, "BERT encoder", "encoder.layer.N.attention.self.query.weight"
     )
     return matrices, biases
 

@@ -100,10 +100,17 @@ def _evaluated_rows(
 
 
 def import_huggingface_run(
-    task: str, task_cfg: dict, seed: int, performance: pd.DataFrame | None, performance_path: str | None
+    task: str,
+    task_cfg: dict,
+    seed: int,
+    performance: pd.DataFrame | None,
+    performance_path: str | None,
+    found: list[tuple[int, Path]] | None = None,
 ) -> tuple[dict, pd.DataFrame]:
-    """Run record and performance log of one run of Hugging Face model directories."""
-    found = huggingface_checkpoints(task_cfg["path"], seed)
+    """Run record and performance log of one run of Hugging Face model directories: those
+    matching the task's `path`, or `found` (step, directory), e.g. a Hub series' snapshots."""
+    if found is None:
+        found = huggingface_checkpoints(task_cfg["path"], seed)
     run = make_run(
         task=task,
         seed=seed,

@@ -1,0 +1,108 @@
+"""Checkpoint series on the Hugging Face Hub: one repository per seed, one revision per step
+(PolyPythias: `EleutherAI/pythia-160m-seed{seed}`, revisions `step{step}`).
+
+Each revision's weight and config files are taken from the user's Hugging Face cache where they
+are (`<cache>/models--ORG--NAME/refs/<revision>` names the commit, `snapshots/<commit>/` holds
+the files, as huggingface_hub lays them out), else downloaded into that cache once. Offline, the
+missing revisions are named and nothing is made up in their place. Only `fetch` imports
+huggingface_hub; the rest reads the layout with the standard library.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+# Pythia's 154 revisions: step 0, the powers of two to 512, then every 1,000 steps to 143,000.
+PYTHIA_STEPS = [0, *(2**i for i in range(10)), *range(1000, 143_001, 1000)]
+SCHEDULES = {"pythia": PYTHIA_STEPS}
+# What a revision's directory needs: the config and the weights (no tokenizer, no optimizer).
+ALLOW_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin*"]
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def steps(hub: dict) -> list[int]:
+    """The steps of a hub series: its list, or a named schedule ('pythia')."""
+    value = hub["steps"]
+    return list(SCHEDULES[value]) if isinstance(value, str) else sorted(int(s) for s in value)
+
+
+def repository(hub: dict, seed: int) -> str:
+    """The repository of one seed: `repos[seed]` where given (PolyPythias' seed 0 is the original
+    `EleutherAI/pythia-160m`), else `repo` with {seed}."""
+    return hub.get("repos", {}).get(str(seed)) or hub["repo"].format(seed=seed)
+
+
+def revisions(hub: dict, seed: int) -> list[tuple[int, str, str]]:
+    """(step, repository, revision) of every checkpoint of one seed's run."""
+    repo = repository(hub, seed)
+    return [(s, repo, hub["revision"].format(step=s)) for s in steps(hub)]
+
+
+def cache_root(hub: dict) -> Path:
+    """The Hugging Face hub cache: the task's `cache`, else $HF_HUB_CACHE, $HF_HOME/hub, or
+    ~/.cache/huggingface/hub (huggingface_hub's own order)."""
+    if hub.get("cache"):
+        return Path(hub["cache"]).expanduser()
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or Path("~/.cache/huggingface").expanduser()
+    return Path(home) / "hub"
+
+
+def cached_snapshot(cache: Path, repo: str, revision: str) -> Path | None:
+    """The snapshot directory of `repo` at `revision` in the cache, if it holds a config and
+    weights; None otherwise. `revision` may be a branch or tag (read from refs/) or a commit."""
+    root = cache / ("models--" + repo.replace("/", "--"))
+    ref = root / "refs" / revision
+    commit = ref.read_text().strip() if ref.is_file() else revision
+    snapshot = root / "snapshots" / commit
+    if (snapshot / "config.json").is_file() and any((snapshot / f).is_file() for f in WEIGHT_FILES):
+        return snapshot
+    return None
+
+
+def resolve(hub: dict, seeds: Sequence[int], download: bool = True) -> dict[int, list[tuple[int, Path]]]:
+    """(step, snapshot directory) of every checkpoint of `seeds`, from the cache or downloaded
+    into it (`download`); raises naming every repository and revision that is neither."""
+    cache = cache_root(hub)
+    found: dict[int, list[tuple[int, Path]]] = {}
+    missing: list[str] = []
+    errors: list[str] = []
+    for seed in seeds:
+        found[seed] = []
+        for step, repo, revision in revisions(hub, seed):
+            snapshot = cached_snapshot(cache, repo, revision)
+            if snapshot is None and download:
+                snapshot, error = _download(cache, repo, revision)
+                if error and len(errors) < 3:
+                    errors.append(error)
+            if snapshot is None:
+                missing.append(f"{repo}@{revision}")
+            else:
+                found[seed].append((step, snapshot))
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        why = f" (download: {'; '.join(errors)})" if errors else " (download: off)"
+        raise FileNotFoundError(
+            f"{len(missing)} checkpoints are neither in the Hugging Face cache {cache} nor downloadable"
+            f"{why}: {shown}"
+        )
+    return found
+
+
+def _download(cache: Path, repo: str, revision: str) -> tuple[Path | None, str]:
+    """Download one revision's config and weights into the cache: (snapshot, '') or (None, why)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = snapshot_download(repo, revision=revision, cache_dir=cache, allow_patterns=ALLOW_PATTERNS)
+    except Exception as exc:  # offline, unknown repository or revision, no access: all named
+        return None, f"{repo}@{revision}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    return Path(path), ""
