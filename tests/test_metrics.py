@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from latentstates.columns import PAPER_FEATURES
-from latentstates.measure.metrics import matrix_metrics, weight_metrics
+from latentstates.measure.metrics import GRAM_MIN_SIDE, SINGULAR_VALUE_CUTOFF, matrix_metrics, weight_metrics
 
 
 def test_matrix_metrics_by_hand():
@@ -95,6 +95,29 @@ def test_batched_matrix_statistics_match_numpy_per_matrix():
     np.testing.assert_allclose(out["variance_lambda"], np.nanmean(var_sv), rtol=1e-10)
     ratio = [l1 / l2 for l1, l2 in zip(expected["l1"], expected["l2"])]
     np.testing.assert_allclose(out["code_sparsity"], np.mean(ratio), rtol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (300, 1200), (1200, 300)])
+def test_large_matrices_singular_values_from_the_gram_matrix_equal_numpys_svd(shape):
+    """Above GRAM_MIN_SIDE the singular values come from the Gram matrix's eigenvalues: every
+    statistic equals numpy's SVD to 1e-9, for a full-rank matrix and for a rank-deficient one
+    with a spread of singular values (whose zeros stay below the cutoff)."""
+    rng = np.random.default_rng(1)
+    m, n = shape
+    full = rng.normal(scale=0.05, size=shape)
+    u, _ = np.linalg.qr(rng.normal(size=(m, m)))
+    v, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    k = min(m, n) // 2
+    low = (u[:, :k] * np.logspace(1, -3, k)) @ v[:k]  # rank k, singular values 10 … 1e-3
+    for a in (full, low):
+        got = matrix_metrics(torch.tensor(a))
+        sv = np.linalg.svd(a, compute_uv=False)
+        sv = np.where(sv < SINGULAR_VALUE_CUTOFF, 0.0, sv)
+        assert got["spectral"] == pytest.approx(sv.max(), rel=1e-9)
+        assert got["mean_lambda"] == pytest.approx(sv.mean(), rel=1e-9)
+        assert got["variance_lambda"] == pytest.approx(sv.var(ddof=1), rel=1e-9)
+        assert got["computational_sparsity"] == pytest.approx(np.trace(a) / sv.max(), rel=1e-9)
+    assert min(shape) >= GRAM_MIN_SIDE
 
 
 def test_kernel_metrics_by_hand_on_a_2x2x3x3_kernel():
