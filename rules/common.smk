@@ -125,6 +125,12 @@ def import_inputs(task, group_seeds):
         return [path("hub", task=task, group=group_label(group_seeds))] + (
             [t["performance"]] if t["performance"] else []
         )
+    if t["source"] == "runs":  # directories written from the user's loop (runs.writer)
+        return [
+            str(discovery.run_directory(t["path"], s) / f)
+            for s in group_seeds
+            for f in ("run.json", "train_log.parquet")
+        ]
     files = []
     for s in group_seeds:
         if t["source"] == "checkpoints":
@@ -197,6 +203,7 @@ def task_config(task):
         "train": ("kind", "data_seed", "data", "model", "train"),
         "checkpoints": ("source", "kind", "data_seed", "data", "model", "path"),
         "huggingface": ("source", "architecture", "path", "hub"),
+        "runs": ("source", "path"),
     }[t["source"]]
     return canonical({k: t.get(k) for k in keys})
 

@@ -1,7 +1,9 @@
 """Command line: current latent state, detour flag and convergence forecast of a run in progress.
 
-`python -m latentstates.forecast TASK_DIR RUN`: RUN is a metrics table or a checkpoint directory
-(also a `.partial` one while the run trains), whose weight statistics the measure stage computes.
+`python -m latentstates.forecast TASK_DIR RUN`: RUN is a metrics table, a checkpoint directory
+(also a `.partial` one while the run trains), or a run directory written from the user's own
+training loop (`latentstates.runs.writer`, also while it trains), whose weight statistics the
+measure stage computes.
 The forecast itself is `latentstates.states.forecast`.
 """
 
@@ -48,6 +50,27 @@ def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.Da
     table = metrics_of_run(run, directory / RUN_FILE, log, no_hessian, device="cpu", progress=False)
     table.insert(0, "seed", seed)
     return table if has_performance else table.drop(columns="eval_acc")
+
+
+def written_run_table(directory: str | Path) -> pd.DataFrame:
+    """Weight statistics of the checkpoints a run written by `latentstates.runs.writer` lists so
+    far (run.json is replaced atomically after each, so a run still training reads whole), with
+    what its log holds (eval accuracy, where logged)."""
+    from latentstates.measure.extract import metrics_of_run
+    from latentstates.runs.contract import RUN_FILE, read_run
+    from latentstates.settings import HessianSettings
+
+    directory = Path(directory)
+    run = read_run(directory / RUN_FILE)
+    log = pd.read_parquet(directory / "train_log.parquet")
+    log = log[log["checkpoint"] < len(run["checkpoints"])]
+    for c in PERFORMANCE_COLUMNS:
+        if c not in log:
+            log[c] = np.nan
+    no_hessian = HessianSettings.defaults(enabled=False)
+    table = metrics_of_run(run, directory / RUN_FILE, log, no_hessian, device="cpu", progress=False)
+    table.insert(0, "seed", run["seed"])
+    return table if table["eval_acc"].notna().any() else table.drop(columns="eval_acc")
 
 
 def _complete_checkpoints(paths: list[Path], directory: Path) -> tuple[list[dict], list[dict]]:
@@ -185,6 +208,8 @@ def _run_table(parser: argparse.ArgumentParser, args: argparse.Namespace, run: P
                 parser.error(f"{run} holds several runs: choose one with --seed-in-table")
             table = table[table["seed"] == args.seed_in_table]
         return table
+    if (run / "run.json").is_file():  # a run written from the user's loop (runs.writer)
+        return written_run_table(run)
     seed = args.seed
     if seed is None:
         name = run.name[: -len(".partial")] if run.name.endswith(".partial") else run.name

@@ -10,7 +10,7 @@ from latentstates.io import write_parquet
 from latentstates.logs import job_log
 from latentstates.runs.contract import write_run
 from latentstates.runs.external_tables import read_table
-from latentstates.runs.sources import import_checkpoint_run, import_huggingface_run
+from latentstates.runs.sources import import_checkpoint_run, import_huggingface_run, import_written_run
 
 with job_log(snakemake.log[0]) as logger:
     task = json.loads(snakemake.params.task)
@@ -24,7 +24,9 @@ with job_log(snakemake.log[0]) as logger:
     # A Hub series: the fetch job's snapshot directory of every (seed, step).
     hub = json.loads(Path(snakemake.input[0]).read_text()) if task.get("hub") else {}
     for seed, log_out, run_out in zip(snakemake.params.seeds, snakemake.output.logs, snakemake.output.runs):
-        if task["source"] == "checkpoints":
+        if task["source"] == "runs":
+            run, log = import_written_run(name, task, seed)
+        elif task["source"] == "checkpoints":
             run, log = import_checkpoint_run(
                 name, task, seed, device=snakemake.params.device, threads=snakemake.threads
             )

@@ -257,9 +257,9 @@ def _architecture_rows(run: dict, checkpoints: Iterable[tuple[dict, Path]]) -> l
     rows = []
     for ckpt, path in checkpoints:
         try:
-            matrices, biases = arch.weights(
-                load_weights(path, run["format"]), model_config(path, run["format"])
-            )
+            # The model's config: recorded by the run's writer, else its directory's config.json.
+            config = run["spec"].get("config") or model_config(path, run["format"])
+            matrices, biases = arch.weights(load_weights(path, run["format"]), config)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from exc
         rows.append(_row(ckpt, weight_metrics(matrices, biases)))

@@ -30,7 +30,7 @@ from latentstates.runs.runtime import run_seeds
 
 RUN_FILE = "run.json"
 VERSION = 1
-SOURCES = ("train", "checkpoints", "huggingface")
+SOURCES = ("train", "checkpoints", "huggingface", "callback")
 # How a checkpoint's weights are stored (latentstates.runs.weights.load_weights reads each).
 FORMATS = ("workflow", "state_dict", "transformers")
 

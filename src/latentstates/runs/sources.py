@@ -6,6 +6,8 @@
   exactly as for runs trained by the workflow.
 - `huggingface`: one `save_pretrained` directory per checkpoint; matrices read off the state
   dict by architecture; performance from the user's table, when given.
+- `runs`: run directories written from the user's training loop (`latentstates.runs.writer`):
+  already under the contract, their checkpoints read where they are.
 - `table`: a table of metrics, straight to the HMM (`metrics_table`).
 """
 
@@ -120,3 +122,29 @@ def import_huggingface_run(
         checkpoints=[{"step": s, "path": p.resolve()} for s, p in found],
     )
     return run, performance_log(performance, seed, [s for s, _ in found], performance_path)
+
+
+def import_written_run(task: str, task_cfg: dict, seed: int) -> tuple[dict, pd.DataFrame]:
+    """Run record and performance log of a run directory written by `latentstates.runs.writer`
+    (`task_cfg["path"]` with {seed}): its checkpoints as absolute paths, its log's rows of them."""
+    from latentstates.runs.contract import RUN_FILE, read_run, run_checkpoint_paths
+
+    directory = run_directory(task_cfg["path"], seed)
+    written = read_run(directory / RUN_FILE)
+    paths = run_checkpoint_paths(written, directory / RUN_FILE)
+    run = make_run(
+        task=task,
+        seed=seed,
+        source=written["source"],
+        spec=written["spec"],
+        fmt=written["format"],
+        checkpoints=[{**c, "path": p.resolve()} for c, p in zip(written["checkpoints"], paths)],
+    )
+    log = pd.read_parquet(directory / "train_log.parquet")
+    log = log[log["checkpoint"] < len(paths)].reset_index(drop=True)  # a row ahead of run.json
+    for column in ("train_loss", "train_acc", "eval_loss", "eval_acc"):
+        if column not in log:
+            log[column] = math.nan
+    log["diverged"] = log["diverged"].astype(bool) if "diverged" in log else False
+    log["seed"] = seed
+    return run, log
