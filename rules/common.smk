@@ -146,6 +146,18 @@ def import_inputs(task, group_seeds):
     return files + ([t["performance"]] if t["performance"] else [])
 
 
+def hub_message(task, group_seeds):
+    """What a Hub series' fetch job reads: its revisions per seed and repository."""
+    from latentstates.runs import hub
+
+    h = config["tasks"][task]["hub"]
+    parts = [
+        f"{len(hub.revisions(h, s))} revisions of {hub.repository(h, s)}"
+        for s in group_seeds
+    ]
+    return f"{task}: " + "; ".join(parts)
+
+
 def image_files(dataset, data_dir):
     """The files of an image data set under `data_dir` (rule prepare_<dataset>'s outputs)."""
     return [str(p) for p in expected_files(dataset, data_dir)]

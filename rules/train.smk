@@ -57,6 +57,8 @@ for _task in RUN_TASKS:
                         # A function: the repository and revision patterns are not wildcards.
                         hub=lambda wc, h=canonical(config["tasks"][_task]["hub"]): h,
                         seeds=_group,
+                    message:
+                        hub_message(_task, _group)
                     script:
                         "../workflow/scripts/fetch_hub.py"
 

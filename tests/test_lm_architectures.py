@@ -406,21 +406,24 @@ def test_cached_revisions_are_found_and_missing_ones_named(tmp_path, monkeypatch
 
 
 @pytest.mark.slow
-def test_a_hub_series_runs_from_the_cache_and_stops_on_a_missing_revision(make_workdir, tmp_path):
-    save_series(tmp_path, "neox", "GPTNeoXForCausalLM", neox_config())
+def test_hub_series_run_from_the_cache_and_stop_on_a_missing_revision(make_workdir, tmp_path):
     cache = tmp_path / "cache"
-    hub_cache(cache, tmp_path / "neox", "org/neox-seed{seed}")
-    task = {
-        "source": "huggingface",
-        "architecture": "gpt_neox",
-        "seeds": 3,
-        "hub": {
-            "repo": "org/neox-seed{seed}",
-            "steps": [0, 4, 8, 12, 16],
-            "cache": str(cache),
-            "download": False,
-        },
-    }
+    tasks = {}
+    for name, arch in [("neox", "gpt_neox"), ("gpt2", "gpt2"), ("llama", "llama")]:
+        make_config, cls = MODELS[arch]
+        save_series(tmp_path, name, cls, make_config())
+        hub_cache(cache, tmp_path / name, f"org/{name}-seed{{seed}}")
+        tasks[name] = {
+            "source": "huggingface",
+            "architecture": arch,
+            "seeds": 3,
+            "hub": {
+                "repo": f"org/{name}-seed{{seed}}",
+                "steps": [0, 4, 8, 12, 16],
+                "cache": str(cache),
+                "download": False,
+            },
+        }
     config = {
         "seeds_per_job": 2,
         "hmm": {
@@ -433,23 +436,25 @@ def test_a_hub_series_runs_from_the_cache_and_stops_on_a_missing_revision(make_w
         },
         "forecast": {"fractions": [0.5], "folds": 2, "restarts": 1, "samples": 200},
         "stability": {"enabled": False},
-        "tasks": {"pythia": task},
+        "tasks": tasks,
     }
     wd = make_workdir(config)
-    snakemake(wd, "--until", "hmm")
-    metrics = pd.read_parquet(wd / "results" / "pythia" / "metrics.parquet")
-    assert metrics.groupby("seed").size().to_dict() == {0: 5, 1: 5, 2: 5}
-    run = json.loads((wd / "results" / "pythia" / "runs" / "seed2" / "run.json").read_text())
-    assert all(str(cache) in c["path"] for c in run["checkpoints"])  # read where the cache has them
+    snakemake(wd)
+    for name in tasks:
+        metrics = pd.read_parquet(wd / "results" / name / "metrics.parquet")
+        assert metrics.groupby("seed").size().to_dict() == {0: 5, 1: 5, 2: 5}
+        run = json.loads((wd / "results" / name / "runs" / "seed2" / "run.json").read_text())
+        assert all(str(cache) in c["path"] for c in run["checkpoints"])  # read where the cache has them
+        assert (wd / "results" / name / "figures" / "transition_graph.png").stat().st_size > 0
     # A revision missing from the cache (and no download): the job names it, nothing is made up.
     (cache / "models--org--neox-seed3" / "refs").mkdir(parents=True)
-    config["tasks"]["pythia"]["seeds"] = 4
+    config["tasks"] = {"neox": {**tasks["neox"], "seeds": 4}}
     wd = make_workdir(config, "more")
     proc = snakemake(wd, "--until", "hmm", check=False)
     assert proc.returncode != 0
-    log = (wd / "results" / "logs" / "fetch" / "pythia" / "seeds2-3.log").read_text()
+    log = (wd / "results" / "logs" / "fetch" / "neox" / "seeds2-3.log").read_text()
     assert "5 checkpoints are neither in the Hugging Face cache" in log and "org/neox-seed3@step0" in log
-    assert not (wd / "results" / "pythia" / "runs" / "seed3").exists()
+    assert not (wd / "results" / "neox" / "runs" / "seed3").exists()
 
 
 def test_polypythias_dry_run_plans_every_seed(tmp_path):
@@ -460,10 +465,17 @@ def test_polypythias_dry_run_plans_every_seed(tmp_path):
         "--configfile",
         str(REPO / "configs" / "polypythias.yaml"),
         "--replace-workflow-config",
-        "--quiet",
-        "rules",
     )
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout + proc.stderr, re.M))
+    out = proc.stdout + proc.stderr
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
+    # Each seed's fetch job reads Pythia's 154 revisions of its repository: 10 × 154 checkpoints.
+    planned = re.findall(r"pythia_160m: (\d+) revisions of (\S+)", out)
+    assert sorted(planned) == sorted(
+        [
+            ("154", "EleutherAI/pythia-160m"),
+            *(("154", f"EleutherAI/pythia-160m-seed{s}") for s in range(1, 10)),
+        ]
+    )
     for stage in ("fetch", "import", "metrics"):
         assert sorted(r for r in counts if r.startswith(f"{stage}_pythia_160m")) == sorted(
             f"{stage}_pythia_160m_seeds{s}_{s}" for s in range(10)
