@@ -78,6 +78,7 @@ def measure(method: str, directory: Path, threads: int) -> dict:
     import numpy as np
     import torch
 
+    from latentstates.columns import MATRIX_FEATURES
     from latentstates.measure.metrics import SINGULAR_VALUE_CUTOFF, weight_metrics
     from latentstates.runs.architectures import gpt_neox_weights
     from latentstates.runs.weights import load_weights, model_config
@@ -100,17 +101,7 @@ def measure(method: str, directory: Path, threads: int) -> dict:
             per.append(
                 [l1, l2, np.trace(a), spectral, l1 / l2, np.trace(a) / spectral, sv.mean(), sv.var(ddof=1)]
             )
-        names = [
-            "l1",
-            "l2",
-            "trace",
-            "spectral",
-            "code_sparsity",
-            "computational_sparsity",
-            "mean_lambda",
-            "variance_lambda",
-        ]
-        stats = dict(zip(names, np.mean(per, axis=0).tolist()))
+        stats = dict(zip(MATRIX_FEATURES, np.mean(per, axis=0).tolist()))
         stats.update({k: v for k, v in weight_metrics(matrices[:1], biases).items() if k.endswith("_b")})
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

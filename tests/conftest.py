@@ -9,6 +9,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "data" / "tiny.yaml"
+# The HMM and forecast settings of a few short imported runs: K up to 2, K chosen on every run.
+SMALL_HMM = {"max_states": 2, "restarts": 2, "max_iter": 10, "criterion": "bic_train", "val_fraction": 0.0}
+SMALL_FORECAST = {"fractions": [0.5], "folds": 2, "restarts": 1, "samples": 200}
 
 
 def snakemake(
@@ -34,6 +37,13 @@ def snakemake(
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def dry_run(workdir: Path, config: Path, *args: str) -> str:
+    """The printed plan (jobs, messages, job counts) of a dry run of `config` alone, in `workdir`."""
+    (workdir / "config.yaml").write_text("{}\n")
+    proc = snakemake(workdir, "-n", "--configfile", str(config), "--replace-workflow-config", *args)
+    return proc.stdout + proc.stderr
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import snakemake
+from conftest import SMALL_FORECAST, SMALL_HMM, snakemake
 from latentstates.runs.contract import read_run, run_checkpoint_paths
 from latentstates.runs.sources import import_written_run
 from latentstates.runs.weights import load_weights
@@ -133,15 +133,8 @@ def test_trainer_runs_go_through_the_workflow_and_one_is_forecast_while_it_train
     assert log["eval_acc"].iloc[1:].notna().all() and log["eval_acc"].iloc[-1] > 0.9  # memorised
     config = {
         "seeds_per_job": 3,
-        "hmm": {
-            "max_states": 2,
-            "restarts": 2,
-            "max_iter": 10,
-            "criterion": "bic_train",
-            "val_fraction": 0.0,
-            "covariance": "diag",
-        },
-        "forecast": {"fractions": [0.5], "folds": 2, "restarts": 1, "samples": 200},
+        "hmm": {**SMALL_HMM, "covariance": "diag"},
+        "forecast": SMALL_FORECAST,
         "stability": {"enabled": False},
         "tasks": {
             "own": {

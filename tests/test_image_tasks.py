@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import REPO, snakemake
+from conftest import REPO, dry_run, snakemake
 from latentstates.config import validate_config
 from latentstates.measure.hessian import top_eigenvalue
 from latentstates.runs.checkpoints import checkpoint_path
@@ -217,17 +217,7 @@ def test_missing_image_data_stops_naming_the_directory(make_workdir, tmp_path):
 def test_paper_config_plans_every_paper_experiment(tmp_path):
     """A dry run of configs/paper.yaml lists every experiment of the paper and its recipe
     comparisons, with the data prepared once per data set (not per seed)."""
-    (tmp_path / "config.yaml").write_text("{}\n")
-    proc = snakemake(
-        tmp_path,
-        "-n",
-        "--configfile",
-        str(REPO / "configs" / "paper.yaml"),
-        "--replace-workflow-config",
-        "--quiet",
-        "rules",
-    )
-    out = proc.stdout + proc.stderr
+    out = dry_run(tmp_path, REPO / "configs" / "paper.yaml", "--quiet", "rules")
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
     for task in (
         "sparse_parity",

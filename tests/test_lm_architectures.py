@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, snakemake
+from conftest import REPO, SMALL_FORECAST, SMALL_HMM, dry_run, snakemake
 from latentstates.columns import PAPER_FEATURES
 from latentstates.measure.metrics import weight_metrics
 from latentstates.runs.architectures import auto_weights, get_architecture, gpt2_weights, gpt_neox_weights
@@ -295,16 +295,8 @@ def test_language_model_series_run_through_the_workflow(make_workdir, tmp_path):
     }
     config = {
         "seeds_per_job": 3,
-        "hmm": {
-            "max_states": 2,
-            "restarts": 2,
-            "max_iter": 10,
-            "criterion": "bic_train",
-            "val_fraction": 0.0,
-            "covariance": "diag",
-            "features": PAPER_FEATURES,
-        },
-        "forecast": {"fractions": [0.5], "folds": 2, "restarts": 1, "samples": 200},
+        "hmm": {**SMALL_HMM, "covariance": "diag", "features": PAPER_FEATURES},
+        "forecast": SMALL_FORECAST,
         "stability": {"resamples": 3, "refit_k": False},
         "tasks": tasks,
     }
@@ -426,15 +418,8 @@ def test_hub_series_run_from_the_cache_and_stop_on_a_missing_revision(make_workd
         }
     config = {
         "seeds_per_job": 2,
-        "hmm": {
-            "max_states": 2,
-            "restarts": 2,
-            "max_iter": 10,
-            "criterion": "bic_train",
-            "val_fraction": 0.0,
-            "covariance": "diag",
-        },
-        "forecast": {"fractions": [0.5], "folds": 2, "restarts": 1, "samples": 200},
+        "hmm": {**SMALL_HMM, "covariance": "diag"},
+        "forecast": SMALL_FORECAST,
         "stability": {"enabled": False},
         "tasks": tasks,
     }
@@ -458,15 +443,7 @@ def test_hub_series_run_from_the_cache_and_stop_on_a_missing_revision(make_workd
 
 
 def test_polypythias_dry_run_plans_every_seed(tmp_path):
-    (tmp_path / "config.yaml").write_text("{}\n")
-    proc = snakemake(
-        tmp_path,
-        "-n",
-        "--configfile",
-        str(REPO / "configs" / "polypythias.yaml"),
-        "--replace-workflow-config",
-    )
-    out = proc.stdout + proc.stderr
+    out = dry_run(tmp_path, REPO / "configs" / "polypythias.yaml")
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
     # Each seed's fetch job reads Pythia's 154 revisions of its repository: 10 × 154 checkpoints.
     planned = re.findall(r"pythia_160m: (\d+) revisions of (\S+)", out)

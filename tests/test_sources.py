@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY, snakemake
+from conftest import SMALL_FORECAST, SMALL_HMM, TINY, snakemake
 from latentstates.columns import PAPER_FEATURES
 from latentstates.config import load_config
 from latentstates.measure.metrics import matrix_metrics, weight_metrics
@@ -24,9 +24,6 @@ from latentstates.runs.weights import load_weights
 
 class Payload:  # pickled code in a checkpoint: refused by weights_only
     pass
-
-
-HMM = {"max_states": 2, "restarts": 2, "max_iter": 10, "criterion": "bic_train", "val_fraction": 0.0}
 
 
 # ---------------------------------------------------------------- unit: loaders and tables
@@ -227,8 +224,8 @@ def test_every_source_runs_through_the_workflow(make_workdir, tmp_path):
     config = {
         "seeds_per_job": 1,
         "metrics": {"hessian": {"batch_size": 64, "stride": 2, "max_iter": 20}},
-        "hmm": {**HMM, "features": ["l1", "l2", "spectral", "mean_w"]},
-        "forecast": {"fractions": [0.5], "folds": 2, "restarts": 1, "samples": 200},
+        "hmm": {**SMALL_HMM, "features": ["l1", "l2", "spectral", "mean_w"]},
+        "forecast": SMALL_FORECAST,
         "tasks": {
             "parity_here": {**parity, "seeds": 2, "train": tiny["train"]},
             "parity_theirs": {
@@ -314,7 +311,7 @@ def test_every_source_runs_through_the_workflow(make_workdir, tmp_path):
 def test_a_table_missing_a_column_fails_naming_file_and_column(make_workdir, tmp_path):
     _ragged_table(tmp_path / "table.csv", n_runs=3)
     config = {
-        "hmm": HMM,
+        "hmm": SMALL_HMM,
         "tasks": {
             "logged": {
                 "source": "table",
@@ -351,8 +348,8 @@ def test_configs_of_every_source_validate():
 def test_first_n_keeps_exactly_the_first_checkpoints(make_workdir, tmp_path):
     _ragged_table(tmp_path / "table.csv")  # 6 runs of 30 + 4r checkpoints, switching at 8 + 3r
     config = {
-        "hmm": HMM,
-        "forecast": {"fractions": [0.5], "folds": 2, "restarts": 1, "samples": 200},
+        "hmm": SMALL_HMM,
+        "forecast": SMALL_FORECAST,
         "tasks": {"logged": {"source": "table", "path": str(tmp_path / "table.csv"), "hmm": {"first_n": 20}}},
     }
     wd = make_workdir(config)

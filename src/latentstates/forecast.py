@@ -28,10 +28,8 @@ def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.Da
     trains; eval accuracy comes from each checkpoint's log row (checkpoints written before
     they carried one: from the newest resume state, else the run's training log).
     """
-    from latentstates.measure.extract import metrics_of_run
     from latentstates.runs.checkpoints import list_checkpoints, staging_dir
     from latentstates.runs.contract import RUN_FILE, make_run, model_spec
-    from latentstates.settings import HessianSettings
 
     directory = Path(directory)
     if not directory.is_dir() and staging_dir(directory).is_dir():
@@ -46,9 +44,18 @@ def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.Da
         fmt="workflow",
         checkpoints=checkpoints,
     )
+    return _weight_table(run, directory / RUN_FILE, log, has_performance)
+
+
+def _weight_table(run: dict, run_file: Path, log: pd.DataFrame, has_performance: bool) -> pd.DataFrame:
+    """The measure stage's table of a run's checkpoints, without the Hessian (no eval accuracy
+    column where the run has none)."""
+    from latentstates.measure.extract import metrics_of_run
+    from latentstates.settings import HessianSettings
+
     no_hessian = HessianSettings.defaults(enabled=False)
-    table = metrics_of_run(run, directory / RUN_FILE, log, no_hessian, device="cpu", progress=False)
-    table.insert(0, "seed", seed)
+    table = metrics_of_run(run, run_file, log, no_hessian, device="cpu", progress=False)
+    table.insert(0, "seed", run["seed"])
     return table if has_performance else table.drop(columns="eval_acc")
 
 
@@ -56,21 +63,11 @@ def written_run_table(directory: str | Path) -> pd.DataFrame:
     """Weight statistics of the checkpoints a run written by `latentstates.runs.writer` lists so
     far (run.json is replaced atomically after each, so a run still training reads whole), with
     what its log holds (eval accuracy, where logged)."""
-    from latentstates.measure.extract import metrics_of_run
-    from latentstates.runs.contract import RUN_FILE, read_run
-    from latentstates.settings import HessianSettings
+    from latentstates.runs.contract import RUN_FILE
+    from latentstates.runs.sources import read_written_run
 
-    directory = Path(directory)
-    run = read_run(directory / RUN_FILE)
-    log = pd.read_parquet(directory / "train_log.parquet")
-    log = log[log["checkpoint"] < len(run["checkpoints"])]
-    for c in PERFORMANCE_COLUMNS:
-        if c not in log:
-            log[c] = np.nan
-    no_hessian = HessianSettings.defaults(enabled=False)
-    table = metrics_of_run(run, directory / RUN_FILE, log, no_hessian, device="cpu", progress=False)
-    table.insert(0, "seed", run["seed"])
-    return table if table["eval_acc"].notna().any() else table.drop(columns="eval_acc")
+    run, log = read_written_run(directory)
+    return _weight_table(run, Path(directory) / RUN_FILE, log, bool(log["eval_acc"].notna().any()))
 
 
 def _complete_checkpoints(paths: list[Path], directory: Path) -> tuple[list[dict], list[dict]]:

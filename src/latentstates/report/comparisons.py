@@ -11,7 +11,15 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from latentstates.report.plots import LABELS, NO_RUNS, curve_columns, graph_positions, message, state_palette
+from latentstates.report.plots import (
+    LABELS,
+    NO_RUNS,
+    curve_columns,
+    graph_positions,
+    message,
+    run_curve,
+    state_palette,
+)
 
 SPECIFIC = "#d62728"  # recipe-specific states and edges (Holm-adjusted permutation test)
 
@@ -146,17 +154,10 @@ def training_curves(
         sharey=True,
         sharex=True,
     )
-    styles = [("--", "0.4"), ("-", "0.2")][-len(columns) :]
     for row, recipe in zip(axes, recipes):
         runs = data[data["recipe"] == recipe]
         for ax, seed in zip(row, sorted(runs["seed"].unique())[:per_recipe]):
-            run = runs[runs["seed"] == seed].sort_values("step")
-            for column, (ls, colour) in zip(columns, styles):
-                ax.plot(run["step"], run[column], ls=ls, color=colour, lw=1)
-            colours = [palette[int(s)] if s == s else (0.7, 0.7, 0.7) for s in run["state"]]
-            ax.scatter(run["step"], run[columns[-1]], c=colours, s=7, zorder=3)
-            if log:
-                ax.set_yscale("log")
+            run_curve(ax, runs[runs["seed"] == seed].sort_values("step"), columns, palette, log, size=7)
             ax.set_title(f"{recipe}, seed {seed}", loc="left", fontsize=8)
         row[0].set_ylabel(ylabel)
     for ax in axes[-1]:

@@ -92,6 +92,23 @@ def curve_columns(metrics: pd.DataFrame, features: list[str]) -> tuple[list[str]
     return [features[0]], features[0], False
 
 
+# Train (dashed) and eval (solid) curves; only the last where a run has one column.
+CURVE_STYLES = [("--", "0.4"), ("-", "0.2")]
+
+
+def run_curve(
+    ax: plt.Axes, run: pd.DataFrame, columns: list[str], palette: list, log: bool, size: float = 8
+) -> None:
+    """One run's curves (`curve_columns`) against step, the last one's points coloured by state
+    (grey where the run was not decoded)."""
+    for column, (ls, colour) in zip(columns, CURVE_STYLES[-len(columns) :]):
+        ax.plot(run["step"], run[column], ls=ls, color=colour, lw=1)
+    colours = [palette[int(s)] if s == s else (0.7, 0.7, 0.7) for s in run["state"]]
+    ax.scatter(run["step"], run[columns[-1]], c=colours, s=size, zorder=3)
+    if log:
+        ax.set_yscale("log")
+
+
 def training_curves(
     metrics: pd.DataFrame,
     states: pd.DataFrame,
@@ -113,15 +130,9 @@ def training_curves(
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False, sharey=True)
     palette = state_palette(k)
     data = metrics.merge(states[["seed", "checkpoint", "state"]], on=["seed", "checkpoint"], how="left")
-    styles = [("--", "0.4"), ("-", "0.2")][-len(columns) :]
+    styles = CURVE_STYLES[-len(columns) :]
     for ax, seed in zip(axes.flat, seeds):
-        run = data[data["seed"] == seed].sort_values("step")
-        for column, (ls, colour) in zip(columns, styles):
-            ax.plot(run["step"], run[column], ls=ls, color=colour, lw=1)
-        colours = [palette[int(s)] if s == s else (0.7, 0.7, 0.7) for s in run["state"]]
-        ax.scatter(run["step"], run[columns[-1]], c=colours, s=8, zorder=3)
-        if log:
-            ax.set_yscale("log")
+        run_curve(ax, data[data["seed"] == seed].sort_values("step"), columns, palette, log)
         ax.set_title(f"seed {seed}" + ("" if seed in decoded else " (not in the HMM)"), loc="left")
         ax.set_xlabel(LABELS["step"])
     for ax in axes[:, 0]:

@@ -83,36 +83,38 @@ def _layered(
     name: str,
     example: str,
     biases_required: bool = True,
-) -> tuple[list[int], list[torch.Tensor], list[torch.Tensor]]:
-    """Layers, then per layer each part's weight in `parts` order and the biases of `biases`
+) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
+    """Per layer, each part's weight in `parts` order; and the biases of `biases`, layer by layer
     (missing weights are errors; missing biases too where `biases_required`)."""
     layers = sorted({layer for layer, _, _ in found})
     if not layers:
         raise ValueError(f"no {name} weights ({example}, ...) found")
-    matrices, out_biases = [], []
+    per_layer, out_biases = [], []
     for layer in layers:
+        weights = []
         for part in parts:
             w = found.get((layer, part, "weight"))
             if w is None:
                 raise ValueError(f"{name} layer {layer} has no {part}.weight")
-            matrices.append(w)
+            weights.append(w)
+        per_layer.append(weights)
         for part in biases:
             b = found.get((layer, part, "bias"))
             if b is not None:
                 out_biases.append(b)
             elif biases_required:
                 raise ValueError(f"{name} layer {layer} has no {part}.bias")
-    return layers, matrices, out_biases
+    return per_layer, out_biases
 
 
 def bert_weights(sd: StateDict, config: dict | None = None) -> Weights:
     """Matrices and biases of a BERT encoder, ordered by layer, then as BERT_PARTS (biases: of
     BERT_BIASES)."""
     found = _by_layer(sd, _BERT_KEY, BERT_PARTS)
-    _, matrices, biases = _layered(
+    per_layer, biases = _layered(
         found, BERT_PARTS, BERT_BIASES, "BERT encoder", "encoder.layer.N.attention.self.query.weight"
     )
-    return matrices, biases
+    return [w for layer in per_layer for w in layer], biases
 
 
 register(Architecture(name="bert", weights=bert_weights))
@@ -136,12 +138,11 @@ def gpt_neox_weights(sd: StateDict, config: dict | None = None) -> Weights:
             "gpt_neox: config.json with num_attention_heads is needed to cut the fused query_key_value"
         )
     found = _by_layer(sd, _NEOX_KEY, NEOX_PARTS)
-    layers, fused, biases = _layered(
+    per_layer, biases = _layered(
         found, NEOX_PARTS, NEOX_BIASES, "GPT-NeoX", "gpt_neox.layers.N.attention.query_key_value.weight"
     )
     matrices = []
-    for i, _ in enumerate(layers):
-        qkv, dense, up, down = fused[4 * i : 4 * i + 4]
+    for qkv, dense, up, down in per_layer:
         three_h, h = qkv.shape
         if three_h != 3 * h or h % heads:
             raise ValueError(
@@ -167,12 +168,11 @@ def gpt2_weights(sd: StateDict, config: dict | None = None) -> Weights:
     """Per layer: query, key, value (c_attn's column blocks), attn.c_proj, mlp.c_fc, mlp.c_proj,
     each as [out, in]; the MLP's biases."""
     found = _by_layer(sd, _GPT2_KEY, GPT2_PARTS)
-    layers, conv, biases = _layered(
+    per_layer, biases = _layered(
         found, GPT2_PARTS, GPT2_BIASES, "GPT-2", "transformer.h.N.attn.c_attn.weight"
     )
     matrices = []
-    for i, _ in enumerate(layers):
-        c_attn, c_proj, c_fc, mlp_proj = conv[4 * i : 4 * i + 4]
+    for c_attn, c_proj, c_fc, mlp_proj in per_layer:
         h, three_h = c_attn.shape
         if three_h != 3 * h:
             raise ValueError(f"gpt2: attn.c_attn {tuple(c_attn.shape)} is not Conv1D [h, 3h]")
@@ -203,7 +203,7 @@ def llama_weights(sd: StateDict, config: dict | None = None) -> Weights:
     """Per layer: q, k, v, o projections, the MLP's gate, up and down projections; the MLP's
     biases where the model has them."""
     found = _by_layer(sd, _LLAMA_KEY, LLAMA_PARTS)
-    _, matrices, biases = _layered(
+    per_layer, biases = _layered(
         found,
         LLAMA_PARTS,
         LLAMA_BIASES,
@@ -211,7 +211,7 @@ def llama_weights(sd: StateDict, config: dict | None = None) -> Weights:
         "model.layers.N.self_attn.q_proj.weight",
         biases_required=False,
     )
-    return matrices, biases
+    return [w for layer in per_layer for w in layer], biases
 
 
 register(Architecture(name="llama", weights=llama_weights))

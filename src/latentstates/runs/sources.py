@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from latentstates.columns import PERFORMANCE_COLUMNS
 from latentstates.runs.contract import make_run, model_spec
 from latentstates.runs.discovery import checkpoints_by_step, huggingface_checkpoints, run_directory
 from latentstates.runs.external_tables import performance_log
@@ -124,27 +125,35 @@ def import_huggingface_run(
     return run, performance_log(performance, seed, [s for s, _ in found], performance_path)
 
 
-def import_written_run(task: str, task_cfg: dict, seed: int) -> tuple[dict, pd.DataFrame]:
-    """Run record and performance log of a run directory written by `latentstates.runs.writer`
-    (`task_cfg["path"]` with {seed}): its checkpoints as absolute paths, its log's rows of them."""
+def read_written_run(directory: str | Path) -> tuple[dict, pd.DataFrame]:
+    """A run directory written by `latentstates.runs.writer`: its record with absolute checkpoint
+    paths, and its log's rows of those checkpoints (a row written ahead of run.json is left out;
+    performance columns NaN where nothing was logged)."""
     from latentstates.runs.contract import RUN_FILE, read_run, run_checkpoint_paths
 
-    directory = run_directory(task_cfg["path"], seed)
-    written = read_run(directory / RUN_FILE)
-    paths = run_checkpoint_paths(written, directory / RUN_FILE)
+    directory = Path(directory)
+    run = read_run(directory / RUN_FILE)
+    paths = run_checkpoint_paths(run, directory / RUN_FILE)
+    run["checkpoints"] = [{**c, "path": str(p.resolve())} for c, p in zip(run["checkpoints"], paths)]
+    log = pd.read_parquet(directory / "train_log.parquet")
+    log = log[log["checkpoint"] < len(paths)].reset_index(drop=True)
+    for column in PERFORMANCE_COLUMNS:
+        if column not in log:
+            log[column] = math.nan
+    log["diverged"] = log["diverged"].astype(bool) if "diverged" in log else False
+    return run, log
+
+
+def import_written_run(task: str, task_cfg: dict, seed: int) -> tuple[dict, pd.DataFrame]:
+    """Run record and performance log of a run directory written by `latentstates.runs.writer`
+    (`task_cfg["path"]` with {seed}), under the task's name and seed."""
+    written, log = read_written_run(run_directory(task_cfg["path"], seed))
     run = make_run(
         task=task,
         seed=seed,
         source=written["source"],
         spec=written["spec"],
         fmt=written["format"],
-        checkpoints=[{**c, "path": p.resolve()} for c, p in zip(written["checkpoints"], paths)],
+        checkpoints=written["checkpoints"],
     )
-    log = pd.read_parquet(directory / "train_log.parquet")
-    log = log[log["checkpoint"] < len(paths)].reset_index(drop=True)  # a row ahead of run.json
-    for column in ("train_loss", "train_acc", "eval_loss", "eval_acc"):
-        if column not in log:
-            log[column] = math.nan
-    log["diverged"] = log["diverged"].astype(bool) if "diverged" in log else False
-    log["seed"] = seed
-    return run, log
+    return run, log.assign(seed=seed)

@@ -43,17 +43,12 @@ TEST_COLUMNS = [
 def pool_runs(metrics: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The recipes' metrics as one table whose `seed` column is a run number over all recipes,
     and the table of runs (run, recipe, seed): recipes in the order given, seeds ascending."""
-    frames, runs = [], []
+    runs = []
     for recipe, df in metrics.items():
         for seed in sorted(df["seed"].unique()):
             runs.append({"run": len(runs), "recipe": recipe, "seed": int(seed)})
     table = pd.DataFrame(runs, columns=RUN_COLUMNS)
-    index = {(r.recipe, r.seed): r.run for r in table.itertuples()}
-    for recipe, df in metrics.items():
-        df = df.copy()
-        df["seed"] = [index[(recipe, int(s))] for s in df["seed"]]
-        frames.append(df)
-    return pd.concat(frames, ignore_index=True), table
+    return number_runs(metrics, table), table
 
 
 def number_runs(metrics: dict[str, pd.DataFrame], runs: pd.DataFrame) -> pd.DataFrame:
@@ -215,33 +210,18 @@ def compare_recipes(
     ]
     family = np.column_stack([c[-1] for c in columns]) if columns else np.zeros((len(labels), 0))
     stat, p = permutation_pvalues(family, labels, settings.permutations, settings.seed)
-    p_holm = holm(p)
-    rows = []
-    for (kind, state, a, b, values), t, pv, ph in zip(columns, stat, p, p_holm):
-        row = {"test": kind, "state": state, "source": a, "target": b}
-        means = {r: float(values[labels == r].mean()) for r in present}
-        row.update({f"mean_{r}": v for r, v in means.items()})
-        row["difference"] = _difference(means, present)
-        row.update({"statistic": float(t), "p_value": float(pv), "p_holm": float(ph)})
-        row["recipe_specific"] = bool(ph < settings.alpha) if np.isfinite(ph) else False
-        rows.append(row)
+    rows = [
+        _test_row(*column, labels, present, t, pv, ph, settings.alpha)
+        for column, t, pv, ph in zip(columns, stat, p, holm(p))
+    ]
     conv_test = None
     if performance and len(present) > 1:
-        y = times.to_numpy()[:, None]
-        t, pv = permutation_pvalues(y, labels, settings.permutations, settings.seed + 1)
-        means = {r: float(y[labels == r].mean()) for r in present}
-        conv_test = {
-            "test": "convergence",
-            "state": None,
-            "source": None,
-            "target": None,
-            **{f"mean_{r}": v for r, v in means.items()},
-            "difference": _difference(means, present),
-            "statistic": float(t[0]),
-            "p_value": float(pv[0]),
-            "p_holm": float(pv[0]),
-            "recipe_specific": bool(pv[0] < settings.alpha) if np.isfinite(pv[0]) else False,
-        }
+        y = times.to_numpy()
+        t, pv = permutation_pvalues(y[:, None], labels, settings.permutations, settings.seed + 1)
+        # A test of its own, outside the family: its Holm p is its p.
+        conv_test = _test_row(
+            "convergence", None, None, None, y, labels, present, t[0], pv[0], pv[0], settings.alpha
+        )
         rows.append(conv_test)
     tests = pd.DataFrame(rows, columns=TEST_COLUMNS[:4] + [f"mean_{r}" for r in present] + TEST_COLUMNS[4:])
     for c in ("state", "source", "target"):
@@ -338,6 +318,36 @@ def compare_recipes(
         runs=run_table,
         summary=summary,
     )
+
+
+def _test_row(
+    kind: str,
+    state: int | None,
+    source: int | None,
+    target: int | None,
+    values: np.ndarray,
+    labels: np.ndarray,
+    recipes: Sequence[str],
+    statistic: float,
+    p: float,
+    p_holm: float,
+    alpha: float,
+) -> dict:
+    """One row of tests.csv: what is tested, each recipe's mean of the per-run `values`, their
+    difference, the statistic, p-values and the verdict (Holm-adjusted p below alpha)."""
+    means = {r: float(values[labels == r].mean()) for r in recipes}
+    return {
+        "test": kind,
+        "state": state,
+        "source": source,
+        "target": target,
+        **{f"mean_{r}": v for r, v in means.items()},
+        "difference": _difference(means, recipes),
+        "statistic": float(statistic),
+        "p_value": float(p),
+        "p_holm": float(p_holm),
+        "recipe_specific": bool(p_holm < alpha) if np.isfinite(p_holm) else False,
+    }
 
 
 def _difference(means: dict[str, float], recipes: Sequence[str]) -> float:
