@@ -155,3 +155,94 @@ def test_kernels_join_the_per_layer_averages_of_l1_l2_and_code_sparsity_only():
     assert got["var_w"] == pytest.approx(float(everything.var()), rel=1e-12)
     assert got["mean_b"] == pytest.approx(float(bias.double().mean()), rel=1e-12)
     assert weight_metrics([fc], [bias]) == weight_metrics([fc], [bias], [])
+
+
+# --- layer by layer (language-model checkpoints read tensor by tensor) ---
+
+
+def _layers(dtype, seed=0, nan=False):
+    """Three layers of matrices (two shapes), biases and a kernel, with ties, zeros of both signs
+    and an odd total count."""
+    g = torch.Generator().manual_seed(seed)
+    layers = []
+    for i in range(3):
+        a = (torch.randn(7, 5, generator=g) * 0.1).to(dtype)
+        b = (torch.randn(3, 9, generator=g) * 0.1).to(dtype)
+        a[0, :3] = torch.tensor([0.0, -0.0, 0.25])  # zeros of both signs and a tie across layers
+        if nan and i == 1:
+            b[1, 1] = float("nan")
+        k = (torch.randn(2, 2, 3, 3, generator=g) * 0.1).to(dtype) if i == 0 else None
+        layers.append(([a, b], [torch.randn(4, generator=g)], [k] if k is not None else []))
+    layers.append(([torch.randn(1, 3, generator=g).to(dtype)], [], []))  # odd total
+    return layers
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("keep", [10**9, 40])
+def test_layer_by_layer_equals_all_at_once(dtype, keep, monkeypatch):
+    """Streamed over layers, kept or counted in buckets (keep=40 forces the buckets and, unless
+    every weight is 16-bit, the second pass), the 14 features equal weight_metrics of the whole
+    model: the median exactly, the rest to rounding; 16-bit weights need one pass only."""
+    from latentstates.measure import metrics
+
+    layers = _layers(dtype)
+    whole = weight_metrics(
+        [m for layer in layers for m in layer[0]],
+        [b for layer in layers for b in layer[1]],
+        [k for layer in layers for k in layer[2]],
+    )
+    monkeypatch.setattr(metrics, "MEDIAN_KEEP_VALUES", keep)
+    passes = []
+
+    def stream():
+        passes.append(1)
+        return iter(layers)
+
+    got = metrics.streamed_weight_metrics(stream)
+    assert list(got) == list(whole)
+    for name in whole:
+        assert got[name] == pytest.approx(whole[name], rel=1e-12, abs=1e-15), name
+    assert got["median_w"] == whole["median_w"]
+    flat = torch.cat([t.reshape(-1).double() for layer in layers for t in (*layer[0], *layer[2])])
+    assert got["median_w"] == torch.median(flat).item()  # torch's lower median
+    exact_one_pass = keep == 10**9 or dtype in (torch.float16, torch.bfloat16)
+    assert len(passes) == (1 if exact_one_pass else 2)
+
+
+@pytest.mark.parametrize("keep", [10**9, 10])
+def test_median_with_nan_and_mixed_precision(keep, monkeypatch):
+    """NaNs sort last (numpy's partition: the median stays a number while fewer than half are
+    NaN); float16 and float32 layers mix in one model."""
+    from latentstates.measure import metrics
+
+    monkeypatch.setattr(metrics, "MEDIAN_KEEP_VALUES", keep)
+    layers = _layers(torch.float32, nan=True)
+    layers[2] = ([m.half() for m in layers[2][0]], layers[2][1], [])
+    values = np.concatenate([m.double().numpy().ravel() for layer in layers for m in (*layer[0], *layer[2])])
+    got = metrics.streamed_weight_metrics(lambda: iter(layers))
+    assert got["median_w"] == metrics.lower_median(values)
+    assert math.isnan(got["mean_w"]) and math.isnan(got["var_w"])
+
+
+def test_bucket_order_is_value_order_and_16_bit_values_are_exact():
+    from latentstates.measure.metrics import _bucket_value, _buckets
+
+    x = np.array([-np.inf, -2.5, -1e-30, -0.0, 0.0, 1e-30, 3e-8, 0.1, 7.0, np.inf])
+    assert (np.diff(_buckets(x).astype(np.int64)) >= 0).all()
+    halves = torch.tensor([-65504.0, -1.5, -6e-8, 0.0, 6e-8, 0.099975586, 1.0, 65504.0]).half()
+    for h in (*halves, *halves.bfloat16()):
+        b = int(_buckets(np.array([float(h)]))[0])
+        assert _bucket_value(b) == float(h)
+
+
+@pytest.mark.parametrize("shape", [(300, 700), (700, 300)])
+def test_the_gpus_eigenvalue_path_run_on_the_cpu_equals_the_cpus(shape):
+    """The GPU's path (torch's eigenvalues of the Gram matrix) equals the CPU's (scipy's), and
+    both numpy's SVD."""
+    from latentstates.measure.metrics import singular_values
+
+    rng = np.random.default_rng(3)
+    w = torch.tensor(rng.normal(scale=0.05, size=(2, *shape)))
+    reference = np.linalg.svd(w.numpy(), compute_uv=False)
+    for lapack in ("scipy", "torch"):
+        np.testing.assert_allclose(singular_values(w, lapack).numpy(), reference, rtol=1e-10)

@@ -51,6 +51,32 @@ def test_checkpoint_files_order_by_number_and_refuse_ambiguity(tmp_path):
         checkpoint_steps(tmp_path / "nowhere")
 
 
+def test_safetensors_are_read_tensor_by_tensor_as_safetensors_reads_them(tmp_path):
+    """Our reader (plain reads, no memory map) gives what safetensors' own gives, for every
+    dtype, an empty tensor and a file with metadata; dtype and shape come without reading."""
+    from safetensors.torch import load_file, save_file
+
+    from latentstates.runs.weights import open_weights, tensor_meta
+
+    g = torch.Generator().manual_seed(0)
+    sd = {
+        "f32": torch.randn(3, 4, generator=g),
+        "f16": torch.randn(5, generator=g).half(),
+        "bf16": torch.randn(2, 3, generator=g).bfloat16(),
+        "f64": torch.randn(2, 2, generator=g).double(),
+        "i64": torch.arange(7),
+        "mask": torch.ones(1, 1, 4, 4, dtype=torch.bool).tril(),
+        "empty": torch.empty(0, 3),
+    }
+    save_file(sd, str(tmp_path / "m.safetensors"), metadata={"format": "pt"})
+    lazy = open_weights(tmp_path / "m.safetensors", "state_dict")
+    reference = load_file(str(tmp_path / "m.safetensors"))
+    assert set(lazy) == set(reference)
+    for name, value in reference.items():
+        assert tensor_meta(lazy, name) == (value.dtype, tuple(value.shape))
+        assert lazy[name].dtype == value.dtype and torch.equal(lazy[name], value), name
+
+
 def test_load_weights_reads_every_layout_safely(tmp_path):
     from safetensors.torch import save_file
 

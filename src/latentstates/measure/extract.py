@@ -17,11 +17,11 @@ from tqdm import tqdm
 from latentstates.columns import PERFORMANCE_COLUMNS
 from latentstates.device import configure_torch, resolve_device
 from latentstates.measure.hessian import EigenResult, top_eigenvalue, top_eigenvalues
-from latentstates.measure.metrics import weight_metrics
+from latentstates.measure.metrics import streamed_weight_metrics, weight_metrics
 from latentstates.runs.architectures import get_architecture
 from latentstates.runs.contract import epoch_or_nan, run_checkpoint_paths, trained_run
 from latentstates.runs.runtime import build_run
-from latentstates.runs.weights import load_into, load_weights, model_config
+from latentstates.runs.weights import load_into, model_config, open_weights
 from latentstates.settings import HessianSettings
 from latentstates.tasks.models import finite_weights
 from latentstates.tasks.registry import get_task
@@ -206,7 +206,7 @@ def metrics_of_run(
         rows = _registered_rows(run, checkpoints, hessian, device, threads, hessians)
         hessian_seed = run["seed"] + hessian.seed
     else:
-        rows = _architecture_rows(run, checkpoints)
+        rows = _architecture_rows(run, checkpoints, device, threads)
         hessian_seed = np.nan
     df = pd.DataFrame(rows)
     df["hessian_seed"] = hessian_seed
@@ -251,18 +251,30 @@ def _registered_rows(
     return rows
 
 
-def _architecture_rows(run: dict, checkpoints: Iterable[tuple[dict, Path]]) -> list[dict]:
-    """Rows of a run whose matrices are read off its state dict by architecture (no Hessian)."""
+def _architecture_rows(
+    run: dict, checkpoints: Iterable[tuple[dict, Path]], device: str = "auto", threads: int = 1
+) -> list[dict]:
+    """Rows of a run whose matrices are read off its state dict by architecture (no Hessian): each
+    checkpoint read layer by layer (`open_weights`, `streamed_weight_metrics`), its matrices'
+    statistics on the GPU when there is one; on the CPU with the job's threads for every library
+    (two one-thread jobs side by side beat one two-thread job at these eigenvalue problems)."""
+    from threadpoolctl import threadpool_limits
+
+    dev = resolve_device(device)
+    configure_torch(threads, dev)
     arch = get_architecture(run["spec"]["architecture"])
     rows = []
-    for ckpt, path in checkpoints:
-        try:
-            # The model's config: recorded by the run's writer, else its directory's config.json.
-            config = run["spec"].get("config") or model_config(path, run["format"])
-            matrices, biases = arch.weights(load_weights(path, run["format"]), config)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from exc
-        rows.append(_row(ckpt, weight_metrics(matrices, biases)))
+    with threadpool_limits(max(1, threads)):
+        for ckpt, path in checkpoints:
+            try:
+                # The model's config: recorded by the run's writer, else its directory's config.json.
+                config = run["spec"].get("config") or model_config(path, run["format"])
+                sd = open_weights(path, run["format"])
+                arch.layers(sd, config)  # what is missing is named before anything is read
+                stats = streamed_weight_metrics(lambda sd=sd, config=config: arch.layers(sd, config), dev)
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from exc
+            rows.append(_row(ckpt, stats))
     return rows
 
 

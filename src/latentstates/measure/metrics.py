@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+from scipy.linalg import eigvalsh  # imported with the module: a job's thread limits then cover its BLAS
 
 from latentstates.columns import MATRIX_FEATURES
 
@@ -15,6 +16,13 @@ SINGULAR_VALUE_CUTOFF = 1e-5
 # (benchmarks/lm_checkpoints.py) and within ~1e-10 relative of it for every value above the cutoff
 # (tests/test_metrics.py). Smaller matrices (every default task's) keep the SVD.
 GRAM_MIN_SIDE = 256
+# The global median keeps the weights themselves up to this many values (every default task's
+# model); beyond, it counts them in order-preserving buckets (MEDIAN_BUCKET_BITS) and, unless
+# every weight is float16 or bfloat16 (one value per bucket), reads them again for the exact
+# value: a language model's checkpoint is never held whole.
+MEDIAN_KEEP_VALUES = 4_000_000
+MEDIAN_BUCKET_BITS = 19  # float32's sign, exponent and 10 mantissa bits: float16's and bfloat16's
+EXACT_BUCKET_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def matrix_metrics(w: torch.Tensor) -> dict[str, float]:
@@ -24,15 +32,16 @@ def matrix_metrics(w: torch.Tensor) -> dict[str, float]:
     return {name: float(values[0]) for name, values in stacked_matrix_metrics(w[None]).items()}
 
 
-def stacked_matrix_metrics(w: torch.Tensor) -> dict[str, np.ndarray]:
-    """The eight statistics of each matrix of a (B, m, n) stack (float64), one SVD call for all."""
-    w = w.detach().to("cpu", torch.float64)  # small matrices: float64 on the CPU, any device
+def stacked_matrix_metrics(w: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+    """The eight statistics of each matrix of a (B, m, n) stack, in float64 on `device` (the CPU
+    for a model's small matrices wherever it trained; a GPU for a language model's)."""
+    w = w.detach().to(device, torch.float64)
     b = len(w)
     out = {name: np.full(b, np.nan) for name in MATRIX_FEATURES}
-    finite = torch.isfinite(w).flatten(1).all(dim=1).numpy()
+    finite = torch.isfinite(w).flatten(1).all(dim=1).cpu().numpy()
     if not finite.any():  # diverged weights: NaN rather than a failing SVD
         return out
-    w = w[torch.from_numpy(finite)]
+    w = w[torch.from_numpy(finite).to(w.device)]
     l1 = w.abs().sum(dim=(1, 2))
     l2 = torch.linalg.matrix_norm(w, "fro")
     trace = torch.diagonal(w, dim1=1, dim2=2).sum(dim=1)
@@ -52,16 +61,24 @@ def stacked_matrix_metrics(w: torch.Tensor) -> dict[str, np.ndarray]:
         "variance_lambda": var_sv,
     }
     for name, v in values.items():
-        out[name][finite] = v.numpy()
+        out[name][finite] = v.cpu().numpy()
     return out
 
 
-def singular_values(w: torch.Tensor) -> torch.Tensor:
+def singular_values(w: torch.Tensor, lapack: str | None = None) -> torch.Tensor:
     """Singular values of each matrix of a float64 (B, m, n) stack, descending: by SVD, or for
-    large matrices as the square roots of the Gram matrix's eigenvalues (GRAM_MIN_SIDE)."""
+    large matrices as the square roots of the Gram matrix's eigenvalues (GRAM_MIN_SIDE), by
+    `lapack` "scipy" (the CPU's default) or "torch" (any device's)."""
     m, n = w.shape[-2:]
     if min(m, n) < GRAM_MIN_SIDE:
         return torch.linalg.svdvals(w)
+    if (lapack or ("scipy" if w.device.type == "cpu" else "torch")) == "scipy":
+        # numpy's A Aᵀ is one symmetric rank-k product and scipy's eigvalsh runs on numpy's
+        # OpenBLAS: together ~1.5x faster than torch's on this project's CPUs, same accuracy.
+        eig = np.stack(
+            [eigvalsh(a @ a.T if m <= n else a.T @ a, check_finite=False, driver="evd") for a in w.numpy()]
+        )
+        return torch.from_numpy(np.sqrt(np.clip(eig, 0, None))[:, ::-1].copy())
     gram = w @ w.mT if m <= n else w.mT @ w
     return torch.linalg.eigvalsh(gram).clamp(min=0).sqrt().flip(-1)
 
@@ -115,36 +132,172 @@ def weight_metrics(
     """
     if not matrices:
         raise ValueError("weight_metrics needs at least one matrix")
-    out = _matrix_averages(matrices)
-    if kernels:
-        per_kernel = [kernel_metrics(k) for k in kernels]
-        n = len(matrices)
-        for name in KERNEL_FEATURES:
-            out[name] = float((out[name] * n + sum(m[name] for m in per_kernel)) / (n + len(per_kernel)))
-    weights = [m.detach().reshape(-1) for m in (*matrices, *kernels)]
-    out.update(_summary(torch.cat(weights), "w"))
-    flat_b = [b.detach().reshape(-1) for b in biases]
-    out.update(_summary(torch.cat(flat_b) if flat_b else torch.empty(0), "b"))
-    return out
+    return streamed_weight_metrics(lambda: [(matrices, biases, kernels)])
 
 
-def _matrix_averages(matrices: Sequence[torch.Tensor]) -> dict[str, float]:
-    # Same-shape matrices (e.g. every head's keys, queries and values) in one batched SVD.
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, m in enumerate(matrices):
-        if m.ndim != 2:
-            raise ValueError(f"expected a matrix, got shape {tuple(m.shape)}")
-        by_shape.setdefault(tuple(m.shape), []).append(i)
-    per = {name: np.empty(len(matrices)) for name in MATRIX_FEATURES}
-    for idx in by_shape.values():
-        stats = stacked_matrix_metrics(torch.stack([matrices[i].detach() for i in idx]))
-        for name in MATRIX_FEATURES:
-            per[name][idx] = stats[name]
-    out = {}
-    for name in MATRIX_FEATURES:
-        vals = per[name]
-        if name == "variance_lambda":
-            out[name] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
+Layer = (
+    tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]
+    | tuple[Sequence[torch.Tensor], Sequence[torch.Tensor], Sequence[torch.Tensor]]
+)
+
+
+def streamed_weight_metrics(
+    layers: Callable[[], Iterable[Layer]], device: torch.device | str = "cpu"
+) -> dict[str, float]:
+    """`weight_metrics` of a model given layer by layer: `layers()` yields (matrices, biases[,
+    kernels]) and is called a second time only where the exact median needs the weights again
+    (more than MEDIAN_KEEP_VALUES of them, not all float16 or bfloat16). Only one layer is held
+    at a time; the matrices' statistics are computed on `device`. Equals `weight_metrics` of all
+    layers at once (the same values; the variance to rounding)."""
+    stats = WeightStatistics(device)
+    for layer in layers():
+        stats.add(*layer)
+    if stats.needs_second_pass:
+        for layer in layers():
+            stats.refine([*layer[0], *(layer[2] if len(layer) > 2 else ())])
+    return stats.result()
+
+
+class WeightStatistics:
+    """The 14 features accumulated layer by layer (`streamed_weight_metrics`): each matrix's eight
+    statistics, kernel statistics, running moments of the weights (Chan's pairwise update) and of
+    the biases, and the weights' exact lower median, kept as values while few and counted in
+    order-preserving buckets beyond."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = device
+        self.per_matrix: dict[str, list[np.ndarray]] = {name: [] for name in MATRIX_FEATURES}
+        self.per_kernel: list[dict[str, float]] = []
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+        self.kept: list[np.ndarray] | None = []  # the weights themselves, while few
+        self.counts: np.ndarray | None = None  # else their buckets' counts
+        self.nan = 0
+        self.exact_buckets = True  # every weight float16 or bfloat16 so far
+        self.biases: list[torch.Tensor] = []
+        self.target: int | None = None  # the median's bucket, for the second pass
+        self.below, self.in_target = 0, []
+
+    def add(
+        self,
+        matrices: Sequence[torch.Tensor],
+        biases: Sequence[torch.Tensor] = (),
+        kernels: Sequence[torch.Tensor] = (),
+    ) -> None:
+        by_shape: dict[tuple[int, ...], list[torch.Tensor]] = {}
+        for m in matrices:
+            if m.ndim != 2:
+                raise ValueError(f"expected a matrix, got shape {tuple(m.shape)}")
+            by_shape.setdefault(tuple(m.shape), []).append(m.detach())
+        for group in by_shape.values():  # same-shape matrices in one batched call
+            stats = stacked_matrix_metrics(torch.stack(group), self.device)
+            for name in MATRIX_FEATURES:
+                self.per_matrix[name].append(stats[name])
+        self.per_kernel += [kernel_metrics(k) for k in kernels]
+        for w in (*matrices, *kernels):
+            self._add_weights(w.detach().reshape(-1))
+        self.biases += [b.detach().to("cpu", torch.float64).reshape(-1) for b in biases]
+
+    def _add_weights(self, w: torch.Tensor) -> None:
+        x = w.to("cpu", torch.float64).numpy()
+        n_b = x.size
+        if n_b == 0:
+            return
+        mean_b = float(x.mean())
+        m2_b = float(((x - mean_b) ** 2).sum())
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean += delta * n_b / n
+        self.m2 += m2_b + delta * delta * self.n * n_b / n
+        self.n = n
+        self.exact_buckets &= w.dtype in EXACT_BUCKET_DTYPES
+        if self.kept is not None:
+            self.kept.append(x)
+            if self.n > MEDIAN_KEEP_VALUES:  # too many to keep: count them instead
+                kept, self.kept = self.kept, None
+                self.counts = np.zeros(1 << MEDIAN_BUCKET_BITS, dtype=np.int64)
+                for values in kept:
+                    self._count(values)
         else:
-            out[name] = float(vals.mean())
-    return out
+            self._count(x)
+
+    def _count(self, x: np.ndarray) -> None:
+        nan = np.isnan(x)
+        self.nan += int(nan.sum())
+        self.counts += np.bincount(_buckets(x[~nan]), minlength=len(self.counts))
+
+    @property
+    def _rank(self) -> int:
+        return (self.n - 1) // 2  # the lower middle value of an even count, NaN last (as numpy)
+
+    @property
+    def needs_second_pass(self) -> bool:
+        return self.kept is None and not self.exact_buckets and self._rank < self.n - self.nan
+
+    def refine(self, weights: Sequence[torch.Tensor]) -> None:
+        """Second pass: the weights (as given to `add`, in any grouping) that fall in the median's
+        bucket."""
+        if self.target is None:
+            cumulative = np.cumsum(self.counts)
+            self.target = int(np.searchsorted(cumulative, self._rank, side="right"))
+            self.below = int(cumulative[self.target - 1]) if self.target else 0
+        for w in weights:
+            x = w.detach().reshape(-1).to("cpu", torch.float64).numpy()
+            x = x[~np.isnan(x)]
+            self.in_target.append(x[_buckets(x) == self.target])
+
+    def _median(self) -> float:
+        if self.n == 0:
+            return np.nan
+        if self.kept is not None:
+            return lower_median(np.concatenate(self.kept))
+        if self._rank >= self.n - self.nan:
+            return np.nan
+        if self.exact_buckets:
+            cumulative = np.cumsum(self.counts)
+            return _bucket_value(int(np.searchsorted(cumulative, self._rank, side="right")))
+        if self.target is None:
+            raise RuntimeError("the median needs the weights' second pass (refine)")
+        values = np.concatenate(self.in_target)
+        return float(np.partition(values, self._rank - self.below)[self._rank - self.below])
+
+    def result(self) -> dict[str, float]:
+        if not self.per_matrix[MATRIX_FEATURES[0]]:
+            raise ValueError("weight_metrics needs at least one matrix")
+        per = {name: np.concatenate(v) for name, v in self.per_matrix.items()}
+        out = {}
+        for name in MATRIX_FEATURES:
+            vals = per[name]
+            if name == "variance_lambda":
+                out[name] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
+            else:
+                out[name] = float(vals.mean())
+        if self.per_kernel:
+            n = len(per[MATRIX_FEATURES[0]])
+            for name in KERNEL_FEATURES:
+                total = out[name] * n + sum(k[name] for k in self.per_kernel)
+                out[name] = float(total / (n + len(self.per_kernel)))
+        out["mean_w"] = self.mean if self.n else np.nan
+        out["median_w"] = self._median()
+        out["var_w"] = self.m2 / (self.n - 1) if self.n > 1 else np.nan
+        out.update(_summary(torch.cat(self.biases) if self.biases else torch.empty(0), "b"))
+        return out
+
+
+def _buckets(x: np.ndarray) -> np.ndarray:
+    """Each value's bucket: the top MEDIAN_BUCKET_BITS of its float32 bits, sign-folded so that
+    bucket order is value order (float64 values round to float32 first: monotone, so a bucket's
+    values all lie below the next bucket's)."""
+    u = x.astype(np.float32).view(np.uint32)
+    key = u ^ ((u.view(np.int32) >> 31).view(np.uint32) | np.uint32(0x80000000))
+    return key >> np.uint32(32 - MEDIAN_BUCKET_BITS)
+
+
+def _bucket_value(bucket: int) -> float:
+    """The one float16/bfloat16 value of `bucket` (its float32 bits below the bucket's are 0)."""
+    shift = 32 - MEDIAN_BUCKET_BITS
+    key = bucket << shift
+    if key & 0x80000000:  # non-negative: the sign bit was set
+        bits = key ^ 0x80000000
+    else:  # negative: every bit was flipped (the low bits were 0, so they read 1 in the key)
+        bits = ~(key | ((1 << shift) - 1)) & 0xFFFFFFFF
+    return float(np.array([bits], dtype=np.uint32).view(np.float32)[0])

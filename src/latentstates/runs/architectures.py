@@ -13,21 +13,36 @@ Which tensors each architecture takes: docs/own-runs.md.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
 
-StateDict = dict[str, torch.Tensor]
+from latentstates.runs.weights import tensor_meta
+
+StateDict = Mapping[str, torch.Tensor]  # a dict, or a LazyStateDict read tensor by tensor
 Weights = tuple[list[torch.Tensor], list[torch.Tensor]]
 
 
 @dataclass(frozen=True)
 class Architecture:
     name: str
-    # (matrices, biases) of a state dict and the model's config.json (or {}), in a fixed order;
-    # errors name what is missing.
-    weights: Callable[[StateDict, dict], Weights]
+    # One layer's (matrices, biases) at a time, in a fixed order, from a state dict and the
+    # model's config.json (or {}): a lazy state dict is read layer by layer. Errors (what is
+    # missing) are raised before the first layer.
+    layers: Callable[[StateDict, dict], Iterator[Weights]]
+
+    def weights(self, sd: StateDict, config: dict | None = None) -> Weights:
+        """Every layer's matrices and biases, in order."""
+        return _joined(self.layers(sd, config or {}))
+
+
+def _joined(layers: Iterator[Weights]) -> Weights:
+    matrices, biases = [], []
+    for m, b in layers:
+        matrices += m
+        biases += b
+    return matrices, biases
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -64,60 +79,63 @@ _BERT_KEY = re.compile(
 )
 
 
-def _by_layer(
-    sd: StateDict, key: re.Pattern, parts: tuple[str, ...]
-) -> dict[tuple[int, str, str], torch.Tensor]:
-    """(layer, part, weight|bias) → tensor for the keys `key` matches (groups: layer, part, kind)."""
+def _by_layer(sd: StateDict, key: re.Pattern, parts: tuple[str, ...]) -> dict[tuple[int, str, str], str]:
+    """(layer, part, weight|bias) → the key `key` matches (groups: layer, part, kind); names only,
+    nothing is read."""
     found = {}
-    for name, value in sd.items():
+    for name in sd:
         m = key.search(name)
         if m and m[2] in parts:
-            found[(int(m[1]), m[2], m[3])] = value
+            found[(int(m[1]), m[2], m[3])] = name
     return found
 
 
 def _layered(
-    found: dict[tuple[int, str, str], torch.Tensor],
+    sd: StateDict,
+    found: dict[tuple[int, str, str], str],
     parts: tuple[str, ...],
     biases: tuple[str, ...],
     name: str,
     example: str,
     biases_required: bool = True,
-) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
-    """Per layer, each part's weight in `parts` order; and the biases of `biases`, layer by layer
-    (missing weights are errors; missing biases too where `biases_required`)."""
+) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor]]]:
+    """Per layer, each part's weight in `parts` order and the layer's biases of `biases`, read
+    layer by layer; missing weights (and missing biases where `biases_required`) are errors, raised
+    before anything is read."""
     layers = sorted({layer for layer, _, _ in found})
     if not layers:
         raise ValueError(f"no {name} weights ({example}, ...) found")
-    per_layer, out_biases = [], []
+    plan = []
     for layer in layers:
-        weights = []
         for part in parts:
-            w = found.get((layer, part, "weight"))
-            if w is None:
+            if (layer, part, "weight") not in found:
                 raise ValueError(f"{name} layer {layer} has no {part}.weight")
-            weights.append(w)
-        per_layer.append(weights)
-        for part in biases:
-            b = found.get((layer, part, "bias"))
-            if b is not None:
-                out_biases.append(b)
-            elif biases_required:
-                raise ValueError(f"{name} layer {layer} has no {part}.bias")
-    return per_layer, out_biases
+        present = [part for part in biases if (layer, part, "bias") in found]
+        if biases_required and len(present) < len(biases):
+            missing = next(part for part in biases if part not in present)
+            raise ValueError(f"{name} layer {layer} has no {missing}.bias")
+        plan.append((layer, present))
+    return _read_layers(sd, found, parts, plan)
 
 
-def bert_weights(sd: StateDict, config: dict | None = None) -> Weights:
-    """Matrices and biases of a BERT encoder, ordered by layer, then as BERT_PARTS (biases: of
-    BERT_BIASES)."""
+def _read_layers(sd, found, parts, plan) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor]]]:
+    for layer, present in plan:
+        yield (
+            [sd[found[(layer, part, "weight")]] for part in parts],
+            [sd[found[(layer, part, "bias")]] for part in present],
+        )
+
+
+def bert_layers(sd: StateDict, config: dict | None = None) -> Iterator[Weights]:
+    """Per encoder layer: the matrices as BERT_PARTS and the biases of BERT_BIASES."""
     found = _by_layer(sd, _BERT_KEY, BERT_PARTS)
-    per_layer, biases = _layered(
-        found, BERT_PARTS, BERT_BIASES, "BERT encoder", "encoder.layer.N.attention.self.query.weight"
+    return _layered(
+        sd, found, BERT_PARTS, BERT_BIASES, "BERT encoder", "encoder.layer.N.attention.self.query.weight"
     )
-    return [w for layer in per_layer for w in layer], biases
 
 
-register(Architecture(name="bert", weights=bert_weights))
+BERT = register(Architecture(name="bert", layers=bert_layers))
+bert_weights = BERT.weights
 
 
 # GPT-NeoX (Pythia): the fused query_key_value weight is [3h, h] interleaved per head, i.e. a view
@@ -128,7 +146,7 @@ NEOX_BIASES = ("mlp.dense_h_to_4h", "mlp.dense_4h_to_h")
 _NEOX_KEY = re.compile(r"(?:^|\.)layers\.(\d+)\.(attention\.\w+|mlp\.\w+)\.(weight|bias)$")
 
 
-def gpt_neox_weights(sd: StateDict, config: dict | None = None) -> Weights:
+def gpt_neox_layers(sd: StateDict, config: dict | None = None) -> Iterator[Weights]:
     """Per layer: query, key, value (cut from the fused, per-head interleaved weight with the
     config's num_attention_heads), attention.dense, mlp.dense_h_to_4h, mlp.dense_4h_to_h; the MLP's
     biases."""
@@ -138,22 +156,25 @@ def gpt_neox_weights(sd: StateDict, config: dict | None = None) -> Weights:
             "gpt_neox: config.json with num_attention_heads is needed to cut the fused query_key_value"
         )
     found = _by_layer(sd, _NEOX_KEY, NEOX_PARTS)
-    per_layer, biases = _layered(
-        found, NEOX_PARTS, NEOX_BIASES, "GPT-NeoX", "gpt_neox.layers.N.attention.query_key_value.weight"
+    for key in (k for k in found if k[1] == NEOX_PARTS[0] and k[2] == "weight"):
+        shape = tensor_meta(sd, found[key])[1]
+        if len(shape) != 2 or shape[0] != 3 * shape[1] or shape[1] % heads:
+            raise ValueError(f"gpt_neox: query_key_value {shape} is not [3h, h] with {heads} heads")
+    layers = _layered(
+        sd, found, NEOX_PARTS, NEOX_BIASES, "GPT-NeoX", "gpt_neox.layers.N.attention.query_key_value.weight"
     )
-    matrices = []
-    for qkv, dense, up, down in per_layer:
-        three_h, h = qkv.shape
-        if three_h != 3 * h or h % heads:
-            raise ValueError(
-                f"gpt_neox: query_key_value {tuple(qkv.shape)} is not [3h, h] with {heads} heads"
-            )
-        per_head = qkv.reshape(heads, 3, h // heads, h)
-        matrices += [per_head[:, j].reshape(h, h) for j in range(3)] + [dense, up, down]
-    return matrices, biases
+    return (_neox_cut(weights, biases, heads) for weights, biases in layers)
 
 
-register(Architecture(name="gpt_neox", weights=gpt_neox_weights))
+def _neox_cut(weights: list[torch.Tensor], biases: list[torch.Tensor], heads: int) -> Weights:
+    qkv, dense, up, down = weights
+    h = qkv.shape[1]
+    per_head = qkv.reshape(heads, 3, h // heads, h)
+    return [per_head[:, j].reshape(h, h) for j in range(3)] + [dense, up, down], biases
+
+
+GPT_NEOX = register(Architecture(name="gpt_neox", layers=gpt_neox_layers))
+gpt_neox_weights = GPT_NEOX.weights
 
 
 # GPT-2: Conv1D weights are [in, out] (transposed here to nn.Linear's [out, in]); c_attn's
@@ -164,23 +185,26 @@ GPT2_BIASES = ("mlp.c_fc", "mlp.c_proj")
 _GPT2_KEY = re.compile(r"(?:^|\.)h\.(\d+)\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.(weight|bias)$")
 
 
-def gpt2_weights(sd: StateDict, config: dict | None = None) -> Weights:
+def gpt2_layers(sd: StateDict, config: dict | None = None) -> Iterator[Weights]:
     """Per layer: query, key, value (c_attn's column blocks), attn.c_proj, mlp.c_fc, mlp.c_proj,
     each as [out, in]; the MLP's biases."""
     found = _by_layer(sd, _GPT2_KEY, GPT2_PARTS)
-    per_layer, biases = _layered(
-        found, GPT2_PARTS, GPT2_BIASES, "GPT-2", "transformer.h.N.attn.c_attn.weight"
-    )
-    matrices = []
-    for c_attn, c_proj, c_fc, mlp_proj in per_layer:
-        h, three_h = c_attn.shape
-        if three_h != 3 * h:
-            raise ValueError(f"gpt2: attn.c_attn {tuple(c_attn.shape)} is not Conv1D [h, 3h]")
-        matrices += [c_attn[:, j * h : (j + 1) * h].T for j in range(3)] + [c_proj.T, c_fc.T, mlp_proj.T]
-    return matrices, biases
+    for key in (k for k in found if k[1] == GPT2_PARTS[0] and k[2] == "weight"):
+        shape = tensor_meta(sd, found[key])[1]
+        if len(shape) != 2 or shape[1] != 3 * shape[0]:
+            raise ValueError(f"gpt2: attn.c_attn {shape} is not Conv1D [h, 3h]")
+    layers = _layered(sd, found, GPT2_PARTS, GPT2_BIASES, "GPT-2", "transformer.h.N.attn.c_attn.weight")
+    return (_gpt2_cut(weights, biases) for weights, biases in layers)
 
 
-register(Architecture(name="gpt2", weights=gpt2_weights))
+def _gpt2_cut(weights: list[torch.Tensor], biases: list[torch.Tensor]) -> Weights:
+    c_attn, c_proj, c_fc, mlp_proj = weights
+    h = c_attn.shape[0]
+    return [c_attn[:, j * h : (j + 1) * h].T for j in range(3)] + [c_proj.T, c_fc.T, mlp_proj.T], biases
+
+
+GPT2 = register(Architecture(name="gpt2", layers=gpt2_layers))
+gpt2_weights = GPT2.weights
 
 
 # Llama and kin (OLMo, OLMo 2, Qwen2, Mistral): separate projections, k and v not square under
@@ -199,11 +223,12 @@ LLAMA_BIASES = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 _LLAMA_KEY = re.compile(r"(?:^|\.)layers\.(\d+)\.((?:self_attn|mlp)\.\w+)\.(weight|bias)$")
 
 
-def llama_weights(sd: StateDict, config: dict | None = None) -> Weights:
+def llama_layers(sd: StateDict, config: dict | None = None) -> Iterator[Weights]:
     """Per layer: q, k, v, o projections, the MLP's gate, up and down projections; the MLP's
     biases where the model has them."""
     found = _by_layer(sd, _LLAMA_KEY, LLAMA_PARTS)
-    per_layer, biases = _layered(
+    return _layered(
+        sd,
         found,
         LLAMA_PARTS,
         LLAMA_BIASES,
@@ -211,36 +236,47 @@ def llama_weights(sd: StateDict, config: dict | None = None) -> Weights:
         "model.layers.N.self_attn.q_proj.weight",
         biases_required=False,
     )
-    return [w for layer in per_layer for w in layer], biases
 
 
-register(Architecture(name="llama", weights=llama_weights))
+LLAMA = register(Architecture(name="llama", layers=llama_layers))
+llama_weights = LLAMA.weights
 
 
 # Any other model: the floating 2-D weights inside numbered layers, and those modules' biases.
 _AUTO_KEY = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)\.(.+)\.(weight|bias)$")
 
 
-def auto_weights(sd: StateDict, config: dict | None = None) -> Weights:
+def auto_layers(sd: StateDict, config: dict | None = None) -> Iterator[Weights]:
     """Every floating 2-D `.weight` inside a numbered layer (`.layers.N.`, `.h.N.`, `.layer.N.`,
     `.blocks.N.`), by layer then name, and the 1-D biases of those modules; fused weights are
     taken whole, and bool or integer buffers never."""
-    weights, biases = {}, {}
-    for name, value in sd.items():
+    weights: dict[tuple[int, str], str] = {}
+    biases: dict[tuple[int, str], str] = {}
+    for name in sd:
         m = _AUTO_KEY.search(name)
-        if not m or not value.is_floating_point():
+        if not m:
+            continue
+        dtype, shape = tensor_meta(sd, name)
+        if not dtype.is_floating_point:
             continue
         key = (int(m[1]), m[2])
-        if m[3] == "weight" and value.dim() == 2:
-            weights[key] = value
-        elif m[3] == "bias" and value.dim() == 1:
-            biases[key] = value
+        if m[3] == "weight" and len(shape) == 2:
+            weights[key] = name
+        elif m[3] == "bias" and len(shape) == 1:
+            biases[key] = name
     if not weights:
         raise ValueError(
             "auto: no 2-D floating weights inside numbered layers (.layers.N., .h.N., .layer.N., .blocks.N.)"
         )
-    order = sorted(weights)
-    return [weights[k] for k in order], [biases[k] for k in order if k in biases]
+    layers = sorted({layer for layer, _ in weights})
+    return (
+        (
+            [sd[weights[k]] for k in sorted(weights) if k[0] == layer],
+            [sd[biases[k]] for k in sorted(weights) if k[0] == layer and k in biases],
+        )
+        for layer in layers
+    )
 
 
-register(Architecture(name="auto", weights=auto_weights))
+AUTO = register(Architecture(name="auto", layers=auto_layers))
+auto_weights = AUTO.weights

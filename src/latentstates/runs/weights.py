@@ -5,6 +5,7 @@ or checkpoint dicts, safetensors, and Hugging Face `save_pretrained` directories
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,64 @@ def torch_file(path: Path) -> Any:
         raise ValueError(f"{path}: not a readable checkpoint ({exc})") from exc
 
 
-def _safetensors_file(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+# safetensors' dtype names (the format's header) and the torch dtypes they store.
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+}
 
+
+def _safetensors_file(path: Path) -> LazyStateDict:
+    """A safetensors file's tensors, each read with a plain file read when asked for: its header
+    (8 bytes of length, then JSON: dtype, shape and byte offsets per tensor) is parsed here, and
+    nothing is memory-mapped, so a checkpoint's pages never count towards the process's memory
+    (safetensors' own reader maps the file; both read the same, tests/test_metrics.py)."""
     try:
-        return load_file(str(path), device="cpu")
-    except Exception as exc:  # truncated or foreign file
-        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 2 <= size <= 100_000_000:
+                raise ValueError(f"header length {size}")
+            header = json.loads(f.read(size))
+        start = 8 + size
+        meta, spans = {}, {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            dtype = SAFETENSORS_DTYPES[info["dtype"]]
+            begin, end = info["data_offsets"]
+            meta[name] = (dtype, tuple(info["shape"]))
+            spans[name] = (start + begin, end - begin)
+        ends = max((offset + n for offset, n in spans.values()), default=start)
+        if ends > path.stat().st_size:
+            raise ValueError(f"its tensors end at byte {ends}, the file has {path.stat().st_size}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # truncated or foreign file
+        raise ValueError(f"{path}: not a readable safetensors file ({exc!r})") from exc
+
+    def getter(name: str) -> Callable[[], torch.Tensor]:
+        def read() -> torch.Tensor:
+            (dtype, shape), (offset, nbytes) = meta[name], spans[name]
+            buffer = bytearray(nbytes)
+            with open(path, "rb") as f:
+                f.seek(offset)
+                if f.readinto(buffer) != nbytes:  # the file shrank since its header was read
+                    raise ValueError(f"{path}: tensor {name} is truncated")
+            if not nbytes:
+                return torch.empty(shape, dtype=dtype)
+            return torch.frombuffer(buffer, dtype=dtype).reshape(shape)
+
+        return read
+
+    return LazyStateDict({name: getter(name) for name in meta}, meta)
 
 
 def state_dict_of(payload: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -53,16 +105,64 @@ def load_weights(path: str | Path, fmt: str) -> dict[str, torch.Tensor]:
     checkpoint dict holding one; .safetensors too) or "transformers" (a `save_pretrained`
     directory: model.safetensors, pytorch_model.bin, or their sharded index).
     """
+    return dict(open_weights(path, fmt).items())
+
+
+class LazyStateDict(Mapping[str, torch.Tensor]):
+    """A checkpoint's tensors by name, each read from its file when asked for and not kept, so that
+    a checkpoint larger than memory is read one tensor at a time; `meta(name)` gives a tensor's
+    dtype and shape without reading it."""
+
+    def __init__(
+        self, getters: dict[str, Callable[[], torch.Tensor]], meta: dict[str, tuple[torch.dtype, tuple]]
+    ):
+        self._getters, self._meta = getters, meta
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._getters[name]()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._getters)
+
+    def __len__(self) -> int:
+        return len(self._getters)
+
+    def meta(self, name: str) -> tuple[torch.dtype, tuple]:
+        return self._meta[name]
+
+    def update(self, other: LazyStateDict) -> None:
+        self._getters.update(other._getters)
+        self._meta.update(other._meta)
+
+
+def tensor_meta(sd: Mapping[str, torch.Tensor], name: str) -> tuple[torch.dtype, tuple]:
+    """dtype and shape of `sd[name]`, without reading it where `sd` is lazy."""
+    if isinstance(sd, LazyStateDict):
+        return sd.meta(name)
+    return sd[name].dtype, tuple(sd[name].shape)
+
+
+def open_weights(path: str | Path, fmt: str) -> Mapping[str, torch.Tensor]:
+    """A checkpoint's state dict as `load_weights`, but lazy where the file allows it (safetensors;
+    zip-format torch files, memory-mapped): each tensor is read when asked for."""
     path = Path(path)
     if fmt == "workflow":
         return load_checkpoint(path)["model"]
     if fmt == "state_dict":
-        if path.suffix == ".safetensors":
-            return _safetensors_file(path)
-        return state_dict_of(torch_file(path), path)
+        return _lazy_file(path)
     if fmt == "transformers":
         return _transformers_dir(path)
     raise ValueError(f"unknown checkpoint format {fmt!r}")
+
+
+def _lazy_file(path: Path) -> Mapping[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        return _safetensors_file(path)
+    try:  # a zip-format torch file is memory-mapped: its tensors are read as they are used
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a legacy (non-zip) file cannot be mapped: read it whole, errors named
+        payload = torch_file(path)
+    return state_dict_of(payload, path)
 
 
 def model_config(path: str | Path, fmt: str) -> dict:
@@ -77,22 +177,26 @@ def model_config(path: str | Path, fmt: str) -> dict:
         raise ValueError(f"{config}: not a readable model config ({exc})") from exc
 
 
-def _transformers_dir(directory: Path) -> dict[str, torch.Tensor]:
+def _transformers_dir(directory: Path) -> Mapping[str, torch.Tensor]:
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: model directory does not exist")
-    for name, loader in (("model.safetensors", _safetensors_file), ("pytorch_model.bin", torch_file)):
+    for name in ("model.safetensors", "pytorch_model.bin"):
         index = directory / f"{name}.index.json"
         if index.exists():
             try:
                 shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
             except (OSError, ValueError, KeyError) as exc:
                 raise ValueError(f"{index}: not a readable shard index ({exc})") from exc
-            sd: dict[str, torch.Tensor] = {}
+            sd: Mapping[str, torch.Tensor] | None = None
             for shard in shards:
-                sd.update(state_dict_of(loader(directory / shard), directory / shard))
-            return sd
+                part = _lazy_file(directory / shard)
+                if sd is None:
+                    sd = part
+                else:
+                    sd.update(part)  # type: ignore[attr-defined]  (a dict or a LazyStateDict)
+            return sd or {}
         if (directory / name).exists():
-            return state_dict_of(loader(directory / name), directory / name)
+            return _lazy_file(directory / name)
     raise FileNotFoundError(
         f"{directory}: no model.safetensors or pytorch_model.bin (or sharded index) in this model directory"
     )
