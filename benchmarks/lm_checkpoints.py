@@ -1,6 +1,6 @@
 """Cost of a language-model checkpoint's statistics at Pythia's real sizes.
 
-Usage: python benchmarks/lm_checkpoints.py [--sizes 14m 70m 160m 410m] [--dtype float32]
+Usage: python benchmarks/lm_checkpoints.py [--sizes 14m 70m 160m 410m] [--dtype float32] [--device cuda]
 
 For each size, two synthetic checkpoints of the real shapes (random weights in GPT-NeoX's layout,
 safetensors with embeddings, float32 as PolyPythias' files or float16) are written to temporary
@@ -14,6 +14,8 @@ memory is its own), reading a directory and computing the 14 statistics:
   float64 Gram matrix, the exact median by counting);
 - ours, side by side: two such processes on the two checkpoints at once, as the workflow's
   one-thread metrics jobs run on two cores; its time per checkpoint is the pair's wall time / 2.
+  With `--device cuda` ours computes the matrices' statistics on the GPU (as the workflow's
+  `device: auto` where there is one) and the side-by-side pair is not run.
 
 Prints seconds per checkpoint, the ratio, the largest relative difference of the statistics, peak
 memory, and the verdicts of the goals for PolyPythias-160m on this CPU: 1,540 checkpoints in
@@ -78,7 +80,7 @@ def write_checkpoint(directory: Path, size: str, seed: int = 0, dtype: str = "fl
     (directory / "config.json").write_text(json.dumps(config))
 
 
-def measure(method: str, directory: Path, threads: int, start_at: float) -> dict:
+def measure(method: str, directory: Path, threads: int, start_at: float, device: str = "cpu") -> dict:
     """Statistics of one checkpoint by `method`, its time (reading included) and peak memory;
     modules are imported first and the clock starts at `start_at` (epoch seconds), so that
     processes side by side start together."""
@@ -98,7 +100,9 @@ def measure(method: str, directory: Path, threads: int, start_at: float) -> dict
     if method == "ours":
         with threadpool_limits(threads):
             sd = open_weights(directory, "transformers")
-            stats = streamed_weight_metrics(lambda: gpt_neox_layers(sd, config))
+            stats = streamed_weight_metrics(lambda: gpt_neox_layers(sd, config), device)
+        if device != "cpu":
+            torch.cuda.synchronize()
     else:
         matrices, biases = gpt_neox_weights(load_weights(directory, "transformers"), config)
         per = []
@@ -121,8 +125,11 @@ def measure(method: str, directory: Path, threads: int, start_at: float) -> dict
     return {"seconds": seconds, "finished": finished, "peak_mb": peak_mb, "stats": stats}
 
 
-def child(method: str, directory: str, threads: int, start_at: float = 0.0) -> subprocess.Popen:
+def child(
+    method: str, directory: str, threads: int, start_at: float = 0.0, device: str = "cpu"
+) -> subprocess.Popen:
     cmd = [sys.executable, __file__, "--threads", str(threads), "--start-at", str(start_at)]
+    cmd += ["--device", device]
     cmd += ["--measure", method, directory]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
 
@@ -140,6 +147,7 @@ def main() -> None:
     )
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for ours on the GPU")
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--write", nargs=4, metavar=("DIR", "SIZE", "SEED", "DTYPE"), help=argparse.SUPPRESS)
     parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -149,12 +157,18 @@ def main() -> None:
         write_checkpoint(Path(args.write[0]), args.write[1], int(args.write[2]), args.write[3])
         return
     if args.measure:  # the child process of one measurement
-        print(json.dumps(measure(args.measure[0], Path(args.measure[1]), args.threads, args.start_at)))
+        print(
+            json.dumps(
+                measure(args.measure[0], Path(args.measure[1]), args.threads, args.start_at, args.device)
+            )
+        )
         return
     import torch
 
     capability = torch.backends.cpu.get_cpu_capability()
     print(f"torch {torch.__version__}, CPU capability {capability}, {args.dtype} checkpoints")
+    if args.device != "cpu":
+        print(f"ours on {torch.cuda.get_device_name()} (the side-by-side column: ours alone)")
     print("baseline: 2 threads, one process; ours: 1 thread, alone and two processes side by side")
     head = [
         "size",
@@ -177,10 +191,13 @@ def main() -> None:
                 write = [sys.executable, __file__, "--write", d, size, str(seed), args.dtype]
                 subprocess.run(write, check=True)
             base = result(child("baseline", dirs[0], 2))
-            alone = result(child("ours", dirs[0], 1))
-            start_at = time.time() + 15  # after both processes' imports
-            pair = [result(p) for p in [child("ours", d, 1, start_at) for d in dirs]]
-            side = (max(p["finished"] for p in pair) - start_at) / 2
+            alone = result(child("ours", dirs[0], 1, device=args.device))
+            if args.device == "cpu":
+                start_at = time.time() + 15  # after both processes' imports
+                pair = [result(p) for p in [child("ours", d, 1, start_at) for d in dirs]]
+                side = (max(p["finished"] for p in pair) - start_at) / 2
+            else:  # one GPU: one process, its time per checkpoint
+                pair, side = [], alone["seconds"]
         diff = max(
             abs(alone["stats"][k] - v) / max(abs(v), 1e-300) for k, v in base["stats"].items() if v == v
         )
