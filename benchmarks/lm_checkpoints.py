@@ -86,7 +86,6 @@ def measure(method: str, directory: Path, threads: int, start_at: float, device:
     processes side by side start together."""
     import numpy as np
     import torch
-    from threadpoolctl import threadpool_limits
 
     from latentstates.columns import MATRIX_FEATURES
     from latentstates.measure.metrics import SINGULAR_VALUE_CUTOFF, streamed_weight_metrics, weight_metrics
@@ -98,9 +97,8 @@ def measure(method: str, directory: Path, threads: int, start_at: float, device:
     start = time.perf_counter()
     config = model_config(directory, "transformers")
     if method == "ours":
-        with threadpool_limits(threads):
-            sd = open_weights(directory, "transformers")
-            stats = streamed_weight_metrics(lambda: gpt_neox_layers(sd, config), device)
+        sd = open_weights(directory, "transformers")
+        stats = streamed_weight_metrics(lambda: gpt_neox_layers(sd, config), device)
         if device != "cpu":
             torch.cuda.synchronize()
     else:

@@ -256,25 +256,22 @@ def _architecture_rows(
 ) -> list[dict]:
     """Rows of a run whose matrices are read off its state dict by architecture (no Hessian): each
     checkpoint read layer by layer (`open_weights`, `streamed_weight_metrics`), its matrices'
-    statistics on the GPU when there is one; on the CPU with the job's threads for every library
-    (two one-thread jobs side by side beat one two-thread job at these eigenvalue problems)."""
-    from threadpoolctl import threadpool_limits
-
+    statistics on the GPU when there is one (else on the CPU, their eigenvalue problems one thread
+    each: two one-thread jobs side by side beat one two-thread job)."""
     dev = resolve_device(device)
     configure_torch(threads, dev)
     arch = get_architecture(run["spec"]["architecture"])
     rows = []
-    with threadpool_limits(max(1, threads)):
-        for ckpt, path in checkpoints:
-            try:
-                # The model's config: recorded by the run's writer, else its directory's config.json.
-                config = run["spec"].get("config") or model_config(path, run["format"])
-                sd = open_weights(path, run["format"])
-                arch.layers(sd, config)  # what is missing is named before anything is read
-                stats = streamed_weight_metrics(lambda sd=sd, config=config: arch.layers(sd, config), dev)
-            except ValueError as exc:
-                raise ValueError(f"{path}: {exc}") from exc
-            rows.append(_row(ckpt, stats))
+    for ckpt, path in checkpoints:
+        try:
+            # The model's config: recorded by the run's writer, else its directory's config.json.
+            config = run["spec"].get("config") or model_config(path, run["format"])
+            sd = open_weights(path, run["format"])
+            arch.layers(sd, config)  # what is missing is named before anything is read
+            stats = streamed_weight_metrics(lambda sd=sd, config=config: arch.layers(sd, config), dev)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+        rows.append(_row(ckpt, stats))
     return rows
 
 
