@@ -3,7 +3,7 @@ import functools
 import json
 from pathlib import Path
 
-from latentstates.config import task_hessian, task_hmm
+from latentstates.config import task_hessian, task_hmm, task_llc
 from latentstates.runs import discovery
 from latentstates.tasks.image_data import KIND_DATASETS, expected_files
 from latentstates.provenance import code_digest

@@ -32,6 +32,7 @@ for _task in RUN_TASKS:
                 code=code("metrics.py"),
                 seeds=_group,
                 hessian=canonical(task_hessian(config, _task)),
+                llc=canonical(task_llc(config, _task)),
                 device=config["device"],
             script:
                 "../workflow/scripts/metrics.py"

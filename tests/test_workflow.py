@@ -46,6 +46,14 @@ def test_tiny_run_produces_every_output(tiny_run):
             "order_seed",
         } <= set(metrics.columns)
         assert metrics.groupby("seed").size().nunique() == 1
+        # The LLC (on for the parities only): at every 4th checkpoint, an estimate or a flag.
+        llc_at = metrics["checkpoint"] % 4 == 0 if task == "sparse_parity" else False
+        assert metrics.loc[~llc_at, ["llc", "llc_se"]].isna().all().all()
+        assert not metrics.loc[~llc_at, "llc_not_minimum"].any()
+        if task == "sparse_parity":
+            at = metrics[llc_at]
+            assert (at["llc"].notna() ^ at["llc_not_minimum"]).all() and at["llc"].notna().mean() > 0.5
+            assert (at["llc_se"].dropna() > 0).all()
         model = json.loads((res / task / "hmm" / "model.json").read_text())
         k = model["k"]
         assert len(model["transitions"]) == k and len(model["means"][0]) == len(model["features"])

@@ -25,8 +25,11 @@ NO_PERFORMANCE = (
     "convergence analyses skipped: the runs have no eval_acc (an imported series without a "
     "performance table); states, transitions and feature changes are complete"
 )
+# The local learning coefficient's columns (metrics.llc): the estimate, its standard error over
+# chains, and whether the chains found lower loss (not a minimum: the estimate is then NaN).
+LLC_COLUMNS = ["llc", "llc_se", "llc_not_minimum"]
 # Every metric column of a metrics table the workflow computes.
-KNOWN_FEATURES = [*PAPER_FEATURES, "hessian_top_eig", *PERFORMANCE_COLUMNS]
+KNOWN_FEATURES = [*PAPER_FEATURES, "hessian_top_eig", "llc", *PERFORMANCE_COLUMNS]
 # Files of a checkpoint directory brought from elsewhere (the import job reads them; the Snakefile
 # lists them as its inputs).
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")

@@ -70,6 +70,11 @@ def task_hessian(config: dict, task: str) -> dict:
     return {**config["metrics"]["hessian"], **config["tasks"][task]["hessian"]}
 
 
+def task_llc(config: dict, task: str) -> dict:
+    """LLC settings of one task: metrics.llc updated by the task's overrides."""
+    return {**config["metrics"]["llc"], **config["tasks"][task]["llc"]}
+
+
 def comparison_hmm(config: dict, name: str) -> dict:
     """HMM settings of one comparison's shared HMM: the global ones updated by its overrides."""
     return {**config["hmm"], **config["comparisons"][name]["hmm"]}
@@ -112,10 +117,12 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
     config = copy.deepcopy(config)
     _check(config, schema)
     hmm_schema, hessian_schema = section_schema("hmm", schema), section_schema("metrics.hessian", schema)
+    llc_schema = section_schema("metrics.llc", schema)
     for name, task in config["tasks"].items():
         if task.get("kind") in KIND_DATASETS and task["source"] != "table":
             task["data"].setdefault("dir", config["data_dir"])
         _check(task_hessian(config, name), hessian_schema, prefix=f"tasks.{name}.hessian")
+        _check(task_llc(config, name), llc_schema, prefix=f"tasks.{name}.llc")
         merged = task_hmm(config, name)
         _check(merged, hmm_schema, prefix=f"tasks.{name}.hmm")
         _check_states(merged, f"tasks.{name}.hmm")

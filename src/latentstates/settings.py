@@ -14,7 +14,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from latentstates.config import ConfigError, comparison_hmm, section_defaults, task_hessian, task_hmm
+from latentstates.config import (
+    ConfigError,
+    comparison_hmm,
+    section_defaults,
+    task_hessian,
+    task_hmm,
+    task_llc,
+)
 
 S = TypeVar("S", bound="_Settings")
 
@@ -136,6 +143,29 @@ class HessianSettings(_Settings):
             "krylov_dim": self.krylov_dim,
             "min_iter": self.min_iter,
         }
+
+
+@dataclass(frozen=True)
+class LLCSettings(_Settings):
+    """`metrics.llc` (updated by a task's `llc`): the local learning coefficient's SGLD
+    (measure.llc; docs/methods.md, "Local learning coefficient")."""
+
+    SECTION: ClassVar[str] = "metrics.llc"
+    enabled: bool
+    epsilon: float
+    gamma: float
+    nbeta: float | None
+    chains: int
+    draws: int
+    burn_in: int
+    batch_size: int
+    stride: int
+    seed: int
+    bounding_box: float | None
+
+    @classmethod
+    def of_task(cls, config: dict, task: str) -> LLCSettings:
+        return cls.from_dict(task_llc(config, task))
 
 
 @dataclass(frozen=True)

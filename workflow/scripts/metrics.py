@@ -10,19 +10,26 @@ from latentstates.logs import job_log
 from latentstates.measure.extract import metrics_of_runs
 from latentstates.columns import PERFORMANCE_COLUMNS
 from latentstates.runs.contract import read_run
-from latentstates.settings import HessianSettings
+from latentstates.settings import HessianSettings, LLCSettings
 
 SEED_COLUMNS = ["seed", "init_seed", "data_seed", "order_seed"]
 
 with job_log(snakemake.log[0]) as logger:
     hessian = HessianSettings.from_dict(json.loads(snakemake.params.hessian))
+    llc = LLCSettings.from_dict(json.loads(snakemake.params.llc))
     runs = [read_run(f) for f in snakemake.input.runs]
     logs = [
         read_parquet(f, columns=["checkpoint", "diverged", *PERFORMANCE_COLUMNS, "seed"])
         for f in snakemake.input.logs
     ]
     tables = metrics_of_runs(
-        runs, snakemake.input.runs, logs, hessian, device=snakemake.params.device, threads=snakemake.threads
+        runs,
+        snakemake.input.runs,
+        logs,
+        hessian,
+        device=snakemake.params.device,
+        threads=snakemake.threads,
+        llc=llc,
     )
     for run, log, df, out in zip(runs, logs, tables, snakemake.output):
         seeds = log[["checkpoint", *[c for c in SEED_COLUMNS if c in log]]]

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-# A chain whose last tenth of losses lies below the checkpoint's own loss found lower loss nearby:
-# the checkpoint is not at a local minimum and λ̂ is not an LLC (devinterp's guidance).
+# Chains whose last tenth of losses lies below the checkpoint's own loss (or whose mean does: a
+# negative λ̂) found lower loss nearby: the checkpoint is not at a local minimum and λ̂ is not an
+# LLC (devinterp's guidance); it is flagged and reported as NaN.
 TAIL_SHARE = 0.1
 
 
@@ -149,7 +150,7 @@ def llc_estimates(
         per_chain = nbeta * (trace.mean(axis=1) - init)
         tail = trace[:, -max(1, int(round(trace.shape[1] * TAIL_SHARE))) :]
         finite = np.isfinite(per_chain).all()
-        not_minimum = bool(finite and tail.mean() < init)
+        not_minimum = bool(finite and (tail.mean() < init or per_chain.mean() < 0))
         llc = float(per_chain.mean()) if finite and not not_minimum else np.nan
         se = float(per_chain.std(ddof=1) / math.sqrt(chains)) if chains > 1 and np.isfinite(llc) else np.nan
         out.append(LLCEstimate(llc, se, per_chain, float(init), trace, not_minimum))
