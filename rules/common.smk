@@ -14,6 +14,12 @@ TASKS = sorted(config["tasks"])
 SOURCE = {t: config["tasks"][t]["source"] for t in TASKS}
 RUN_TASKS = [t for t in TASKS if SOURCE[t] != "table"]
 TABLE_TASKS = [t for t in TASKS if SOURCE[t] == "table"]
+# Tasks whose runs get the local learning coefficient (a registered model: its loss and data).
+LLC_TASKS = [
+    t
+    for t in RUN_TASKS
+    if task_llc(config, t)["enabled"] and config["tasks"][t].get("kind")
+]
 # Recipe comparisons through one shared HMM (rules/comparison.smk).
 COMPARISONS = sorted(config["comparisons"])
 
@@ -246,7 +252,13 @@ def final_outputs():
             for n in ("k", "states", "edges")
         ]
     summary = [path("summary", ext=e) for e in ("csv", "md", "tex")]
-    return [*figures, *interactive, *tables, *summary, *comparison_outputs()]
+    llc = [
+        path("figure", task=t, figure="llc", ext=e)
+        for t in LLC_TASKS
+        for e in (*FIGURE_FORMATS, "html")
+    ]
+    llc += [path("table", task=t, table="llc_states", ext="csv") for t in LLC_TASKS]
+    return [*figures, *interactive, *tables, *summary, *llc, *comparison_outputs()]
 
 
 def comparison_tasks(comparison):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -274,3 +275,87 @@ def test_a_seed_groups_runs_together_equal_each_run_alone(tmp_path, tiny_config)
     # Later checkpoints sit in sharper basins than the initialisation: a larger LLC.
     finite = {i: e.llc for i, e in both[0].items() if not e.not_minimum}
     assert finite[max(finite)] > finite[min(finite)]
+
+
+# --- the LLC beside the states (states/llc.py) ---
+
+
+def _series(states_per_run, llc_per_run):
+    rows = []
+    for seed, (st, lc) in enumerate(zip(states_per_run, llc_per_run)):
+        for c, (s, v) in enumerate(zip(st, lc)):
+            rows.append(
+                {
+                    "seed": seed,
+                    "checkpoint": c,
+                    "step": 10 * c,
+                    "state": s,
+                    "llc": v,
+                    "llc_se": 0.1,
+                    "llc_not_minimum": False,
+                }
+            )
+    df = pd.DataFrame(rows)
+    return df.drop(columns="state"), df[["seed", "checkpoint", "state"]]
+
+
+def test_llc_per_state_and_per_edge_by_hand():
+    from latentstates.states import llc as lc
+
+    nan = float("nan")
+    metrics, states = _series(
+        [[0, 0, 1, 1, 2], [0, 1, 1, 1, 1]],
+        [[1.0, nan, 3.0, nan, 6.0], [2.0, 4.0, nan, 4.0, nan]],
+    )
+    data = lc.with_states(metrics, states)
+    per_state = lc.llc_by_state(data, 3, resamples=200).set_index("state")
+    assert per_state.loc[0, "mean"] == 1.5 and per_state.loc[1, "mean"] == pytest.approx(11 / 3)
+    assert per_state.loc[2, "checkpoints"] == 1 and np.isnan(per_state.loc[2, "ci_low"])  # one run
+    assert (
+        per_state.loc[1, "runs"] == 2 and per_state.loc[1, "ci_low"] <= 11 / 3 <= per_state.loc[1, "ci_high"]
+    )
+    changes = lc.transitions(data)
+    # run 0: 0→1 at position 2 (1 → 3), 1→2 at 4 (3 → 6); run 1: 0→1 at 1 (2 → 4)
+    assert changes[["seed", "position", "source", "target"]].values.tolist() == [
+        [0, 2, 0, 1],
+        [0, 4, 1, 2],
+        [1, 1, 0, 1],
+    ]
+    assert changes["delta_llc"].tolist() == [2.0, 3.0, 2.0]
+    edges = lc.llc_by_edge(changes).set_index(["source", "target"])
+    assert edges.loc[(0, 1), "transitions"] == 2 and edges.loc[(0, 1), "mean_delta_llc"] == 2.0
+
+
+def _simulated(rng, runs, length, coupled):
+    """Runs whose LLC steps up at two random positions; their states change there (coupled) or
+    at two other random positions (independent)."""
+    states, llcs = [], []
+    for _ in range(runs):
+        jumps = np.sort(rng.choice(np.arange(5, length - 5), 2, replace=False))
+        llc = 1.0 + (np.arange(length) >= jumps[0]) * 2.0 + (np.arange(length) >= jumps[1]) * 3.0
+        llc = llc + rng.normal(0, 0.05, length)
+        moves = jumps if coupled else np.sort(rng.choice(np.arange(1, length), 2, replace=False))
+        state = (np.arange(length) >= moves[0]).astype(int) + (np.arange(length) >= moves[1]).astype(int)
+        states.append(state.tolist())
+        llcs.append(llc.tolist())
+    return _series(states, llcs)
+
+
+def test_transitions_at_llc_changes_are_found_and_independent_ones_are_not():
+    """Simulations with a known answer: states that change where the LLC jumps coincide (p small
+    in 20 of 20 simulations); states that change at independent times are flagged at about the
+    test's level (at most 3 of 20 at 0.05)."""
+    from latentstates.states import llc as lc
+
+    rng = np.random.default_rng(0)
+    found = flagged = 0
+    for sim in range(20):
+        m, s = _simulated(rng, 8, 40, coupled=True)
+        res = lc.coincidence(lc.with_states(m, s), window=1, permutations=199, seed=sim)
+        found += res["p_value"] <= 0.05
+        assert res["fraction"] > res["null_fraction"]
+        m, s = _simulated(rng, 8, 40, coupled=False)
+        flagged += (
+            lc.coincidence(lc.with_states(m, s), window=1, permutations=199, seed=sim)["p_value"] <= 0.05
+        )
+    assert found == 20 and flagged <= 3, (found, flagged)

@@ -26,6 +26,10 @@ def _jobs(dry_run_stdout: str, by_group: bool = False) -> dict[str, int]:
     return jobs
 
 
+def k_of(res, task) -> int:
+    return json.loads((res / task / "hmm" / "model.json").read_text())["k"]
+
+
 def test_tiny_run_produces_every_output(tiny_run):
     res = tiny_run / "results"
     for task in TASKS:
@@ -47,13 +51,23 @@ def test_tiny_run_produces_every_output(tiny_run):
         } <= set(metrics.columns)
         assert metrics.groupby("seed").size().nunique() == 1
         # The LLC (on for the parities only): at every 4th checkpoint, an estimate or a flag.
-        llc_at = metrics["checkpoint"] % 4 == 0 if task == "sparse_parity" else False
+        llc_at = (metrics["checkpoint"] % 4 == 0) & (task == "sparse_parity")
         assert metrics.loc[~llc_at, ["llc", "llc_se"]].isna().all().all()
         assert not metrics.loc[~llc_at, "llc_not_minimum"].any()
         if task == "sparse_parity":
             at = metrics[llc_at]
             assert (at["llc"].notna() ^ at["llc_not_minimum"]).all() and at["llc"].notna().mean() > 0.5
             assert (at["llc_se"].dropna() > 0).all()
+            states_llc = pd.read_csv(res / task / "analysis" / "llc_states.csv")
+            assert len(states_llc) == k_of(res, task) and states_llc["checkpoints"].sum() > 0
+            llc_summary = json.loads((res / task / "analysis" / "llc_summary.json").read_text())
+            decoded = pd.read_parquet(res / task / "hmm" / "states.parquet")["seed"].unique()
+            assert llc_summary["estimates"] == int(at.loc[at["seed"].isin(decoded), "llc"].notna().sum())
+            assert llc_summary["coincidence"]["window"] == 4
+            for ext in ("png", "svg", "html"):
+                assert (res / task / "figures" / f"llc.{ext}").stat().st_size > 0
+        else:
+            assert not (res / task / "figures" / "llc.png").exists()
         model = json.loads((res / task / "hmm" / "model.json").read_text())
         k = model["k"]
         assert len(model["transitions"]) == k and len(model["means"][0]) == len(model["features"])
@@ -168,6 +182,7 @@ def test_hmm_change_reruns_only_hmm_and_downstream(tiny_run, tmp_path):
         "stability": 2,
         "plot_stability": 2,
         "summary_table": 1,
+        "llc_analysis": 1,  # the parities' LLC beside their states
         # The comparison's shared HMM takes the global settings too.
         "comparison_hmm": 1,
         "comparison": 1,

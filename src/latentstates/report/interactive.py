@@ -206,3 +206,39 @@ def transition_graph(
         yaxis={"visible": False, "scaleanchor": "x"},
     )
     return fig
+
+
+def llc_curves(data: pd.DataFrame, k: int, task: str) -> go.Figure:
+    """Every run's local learning coefficient against step, points coloured by state, error bars
+    of ±1 standard error; hover for run, step, state, LLC."""
+    colours = [_hex(c) for c in state_palette(k)]
+    fig = go.Figure()
+    for seed, run in data[data["llc"].notna()].groupby("seed"):
+        fig.add_trace(
+            go.Scatter(
+                x=run["step"],
+                y=run["llc"],
+                error_y={"type": "data", "array": run["llc_se"], "visible": True, "thickness": 0.8},
+                mode="lines+markers",
+                name=f"seed {seed}",
+                line={"width": 1, "color": "#555"},
+                marker={"size": 6, "color": [colours[int(s)] for s in run["state"]]},
+                customdata=np.column_stack([run["state"], run["llc_se"]]),
+                hovertemplate="%{fullData.name}<br>step %{x}<br>state %{customdata[0]}<br>"
+                "LLC %{y:.4g} ± %{customdata[1]:.2g}<extra></extra>",
+            )
+        )
+    for s in range(k):
+        fig.add_trace(
+            go.Scatter(
+                x=[None], y=[None], mode="markers", name=f"state {s}", marker={"size": 9, "color": colours[s]}
+            )
+        )
+    fig.update_layout(
+        title=f"{task}: local learning coefficient by latent state",
+        xaxis_title="training step",
+        yaxis_title="LLC",
+        template="plotly_white",
+        height=600,
+    )
+    return fig

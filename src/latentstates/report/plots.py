@@ -300,3 +300,43 @@ def stability(
     fig.suptitle(f"{task}: {summary['resamples_fitted']} bootstrap resamples of the runs", x=0.01, ha="left")
     fig.tight_layout()
     return fig
+
+
+def llc_figure(
+    data: pd.DataFrame, per_state: pd.DataFrame, edges: pd.DataFrame, k: int, task: str, max_runs: int = 6
+) -> plt.Figure:
+    """The local learning coefficient beside the states: each of the first runs' LLC against
+    step (±1 standard error over chains), its points coloured by state; the LLC per state (mean,
+    95 % bootstrap interval over runs); the mean LLC change along each edge."""
+    palette = state_palette(k)
+    seeds = sorted(data["seed"].unique())[:max_runs]
+    fig = plt.figure(figsize=(12, 7))
+    grid = fig.add_gridspec(2, 2, height_ratios=[1.3, 1])
+    ax = fig.add_subplot(grid[0, :])
+    for seed in seeds:
+        run = data[(data["seed"] == seed) & data["llc"].notna()]
+        ax.errorbar(run["step"], run["llc"], yerr=run["llc_se"], color="#999", lw=0.8, capsize=0, zorder=1)
+        ax.scatter(run["step"], run["llc"], c=[palette[int(s)] for s in run["state"]], s=14, zorder=3)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("LLC")
+    ax.set_title(f"{task}: local learning coefficient of {len(seeds)} runs, coloured by latent state")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=palette[s], label=f"state {s}") for s in range(k)]
+    ax.legend(handles=handles, fontsize=8, ncol=min(k, 8))
+    ax = fig.add_subplot(grid[1, 0])
+    ok = per_state[per_state["mean"].notna()]
+    low = (ok["mean"] - ok["ci_low"]).fillna(0).clip(lower=0)
+    high = (ok["ci_high"] - ok["mean"]).fillna(0).clip(lower=0)
+    ax.bar(ok["state"], ok["mean"], color=[palette[int(s)] for s in ok["state"]], yerr=[low, high], capsize=3)
+    ax.set_xticks(range(k))
+    ax.set_xlabel("state")
+    ax.set_ylabel("mean LLC (95 % interval)")
+    ax = fig.add_subplot(grid[1, 1])
+    measured = edges[edges["measured"] > 0]
+    labels = [f"{int(a)}→{int(b)}" for a, b in zip(measured["source"], measured["target"])]
+    ax.bar(labels, measured["mean_delta_llc"], color=[palette[int(t)] for t in measured["target"]])
+    ax.axhline(0, color="#666", lw=0.8)
+    ax.set_xlabel("edge")
+    ax.set_ylabel("mean LLC change")
+    ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+    fig.tight_layout()
+    return fig
