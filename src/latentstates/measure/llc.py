@@ -32,6 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+# Each replica draws its noise for this many parameters' worth of steps at once (fewer, larger
+# draws from its generator; the block depends on the model only, so a replica's stream is the
+# same in any group).
+NOISE_BLOCK_VALUES = 1 << 20
+
 # Chains whose last tenth of losses lies below the checkpoint's own loss (or whose mean does: a
 # negative λ̂) found lower loss nearby: the checkpoint is not at a local minimum and λ̂ is not an
 # LLC (devinterp's guidance); it is flagged and reported as NaN.
@@ -48,8 +53,8 @@ def default_nbeta(n: int) -> float:
 @dataclass(frozen=True)
 class LLCEstimate:
     """One checkpoint's estimate: λ̂ (mean over chains) and its standard error, each chain's λ̂,
-    the checkpoint's loss L_n(w*), each chain's loss trace (draws after burn-in) and whether the
-    chains ended below the checkpoint's loss (then `llc` is NaN: not a minimum)."""
+    the checkpoint's loss L_n(w*), each chain's loss trace (every step, burn-in included) and
+    whether the chains ended below the checkpoint's loss (then `llc` is NaN: not a minimum)."""
 
     llc: float
     se: float
@@ -114,13 +119,17 @@ def sgld_traces(
     losses = torch.empty(replicas, steps, dtype=torch.float64)
     scale = math.sqrt(epsilon)
     sizes = [p[0].numel() for p in params]
+    block = max(1, min(64, NOISE_BLOCK_VALUES // sum(sizes)))
     for t in range(steps):
         idx = batches.next()
         step_losses = loss_and_grads(idx)
         losses[:, t] = step_losses.detach().to("cpu", torch.float64)
-        # One draw per replica for all its parameters, from its own generator.
-        flat = torch.stack([torch.randn(sum(sizes), generator=g, dtype=params[0].dtype) for g in generators])
-        noises = flat.to(device).split(sizes, dim=1)
+        if t % block == 0:  # each replica's noise for the next `block` steps, from its own generator
+            ahead = min(block, steps - t)
+            drawn = torch.stack(
+                [torch.randn(ahead, sum(sizes), generator=g, dtype=params[0].dtype) for g in generators]
+            ).to(device)
+        noises = drawn[:, t % block].split(sizes, dim=1)
         with torch.no_grad():
             for p, w0, mask, noise in zip(params, anchor, masks, noises):
                 noise = noise.reshape(p.shape)
@@ -146,14 +155,15 @@ def llc_estimates(
     run r's chains at rows r·chains … r·chains + chains − 1; `init_losses` each run's L_n(w*)."""
     out = []
     for r, init in enumerate(init_losses):
-        trace = traces[r * chains : (r + 1) * chains, burn_in:].numpy()
+        full = traces[r * chains : (r + 1) * chains].numpy()
+        trace = full[:, burn_in:]
         per_chain = nbeta * (trace.mean(axis=1) - init)
         tail = trace[:, -max(1, int(round(trace.shape[1] * TAIL_SHARE))) :]
         finite = np.isfinite(per_chain).all()
         not_minimum = bool(finite and (tail.mean() < init or per_chain.mean() < 0))
         llc = float(per_chain.mean()) if finite and not not_minimum else np.nan
         se = float(per_chain.std(ddof=1) / math.sqrt(chains)) if chains > 1 and np.isfinite(llc) else np.nan
-        out.append(LLCEstimate(llc, se, per_chain, float(init), trace, not_minimum))
+        out.append(LLCEstimate(llc, se, per_chain, float(init), full, not_minimum))
     return out
 
 
