@@ -37,8 +37,8 @@ sys.path.insert(0, str(REPO / "src"))
 
 from latentstates.config import load_config  # noqa: E402
 from latentstates.device import configure_torch, resolve_device  # noqa: E402
-from latentstates.measure.extract import group_llcs  # noqa: E402
 from latentstates.measure.llc import default_nbeta  # noqa: E402
+from latentstates.measure.llc_runs import group_llcs  # noqa: E402
 from latentstates.runs.contract import trained_run  # noqa: E402
 from latentstates.runs.runtime import build_run  # noqa: E402
 from latentstates.runs.train import train_group  # noqa: E402

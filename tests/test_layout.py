@@ -21,7 +21,7 @@ ALLOWED = {
     "report": {"states", "report"},
 }
 # Top-level modules that are command lines composing the stages, not libraries under them.
-COMMAND_LINES = {"forecast"}
+COMMAND_LINES = {"forecast", "llc_calibration"}
 MAX_LINES = 420
 
 

@@ -249,7 +249,7 @@ def test_a_seed_groups_runs_together_equal_each_run_alone(tmp_path, tiny_config)
     """`group_llcs` on two trained parity runs (2 chains each, minibatches, real checkpoints) equals
     each run alone: the same estimate at every 4th checkpoint; seeded, so a rerun is identical."""
     from latentstates.config import validate_config
-    from latentstates.measure.extract import group_llcs
+    from latentstates.measure.llc_runs import group_llcs
     from latentstates.runs.contract import trained_run
     from latentstates.runs.train import train_run
     from latentstates.settings import LLCSettings

@@ -48,7 +48,7 @@ def drift(trace: np.ndarray, burn_in: int) -> float:
 
 def sweep(run: dict, run_file: Path, llc: LLCSettings, epsilons, nbetas, device: str = "cpu") -> pd.DataFrame:
     """λ̂ of the run's last checkpoint for every (ε, nβ); the chains' traces kept for the figure."""
-    from latentstates.measure.extract import group_llcs
+    from latentstates.measure.llc_runs import group_llcs
 
     last = dict(run, checkpoints=run["checkpoints"][-1:])
     rows = []
