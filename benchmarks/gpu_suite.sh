@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Every GPU measurement still open, in one prepared script that a single device call runs (the
+# device machine is lent for ~15 minutes, of which starting it takes 1-2): each step has its own
+# time limit, writes its output to $OUT/<step>.txt, and a failing or timed-out step does not stop
+# the others. Total limit ~8 minutes; $OUT/summary.txt lists each step's exit status and time.
+#
+#   OUT=gpu_out bash benchmarks/gpu_suite.sh            # on the GPU machine (DEVICE=cuda)
+#   DEVICE=cpu QUICK=1 OUT=/tmp/g bash benchmarks/gpu_suite.sh   # the same steps, small, on a CPU
+#
+# Steps (each against its baseline in the same run):
+#   env            the machine: GPU, driver, torch, CPU
+#   lm_statistics  a pythia-160m checkpoint's 14 statistics on the GPU against float64 SVDs
+#   llc            the LLC of a seed group (8 runs x 4 chains), batched against one chain at a time
+#   train          training 40 seeds of modular addition in one job against one seed per process
+#   agreement      CUDA tables against CPU tables (weight statistics, Hessian), batch_runs on/off
+#   hessian        a seed group's Hessians together against PyHessian's power iteration
+set -u
+OUT=${OUT:-gpu_out}
+DEVICE=${DEVICE:-cuda}
+QUICK=${QUICK:-0}
+PY=${PY:-python}
+mkdir -p "$OUT"
+: > "$OUT/summary.txt"
+
+step() {  # step NAME LIMIT_S COMMAND...
+    local name=$1 limit=$2
+    shift 2
+    local start=$SECONDS
+    timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
+    local rc=$?
+    echo "$name: exit $rc in $((SECONDS - start)) s (limit $limit s): $*" | tee -a "$OUT/summary.txt"
+}
+
+if [ "$QUICK" = 1 ]; then
+    LM_SIZES="14m"; LLC_ARGS="--seeds 2 --chains 2 --draws 20 --burn-in 5 --epochs 1"
+    TRAIN_ARGS="--seeds 4 --epochs 20 --baseline-sample 1"; AGREE_ARGS="--seeds 2 --epochs 20"
+    HESSIAN_ARGS="--runs 0 1 --stride 50"
+else
+    LM_SIZES="160m"; LLC_ARGS="--seeds 8"
+    TRAIN_ARGS="--seeds 40 --epochs 300 --baseline-sample 2"; AGREE_ARGS="--seeds 4"
+    HESSIAN_ARGS="--runs 0 1 2 3 4 5 6 7 --stride 10"
+fi
+
+step env 30 bash -c "nvidia-smi 2>/dev/null; $PY -c 'import torch, platform; print(torch.__version__, torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name(), platform.processor())'; lscpu | grep -m1 \"Model name\""
+step lm_statistics 100 $PY benchmarks/lm_checkpoints.py --sizes $LM_SIZES --device "$DEVICE"
+step llc 100 $PY benchmarks/llc.py --task digits_mlp --device "$DEVICE" $LLC_ARGS
+step train 120 $PY benchmarks/train_seeds.py --task modular_addition --jobs 1 --device "$DEVICE" $TRAIN_ARGS
+step agreement 60 $PY benchmarks/device_agreement.py --task modular_addition --device "$DEVICE" $AGREE_ARGS
+step hessian 90 $PY benchmarks/hessian.py --task modular_addition --device "$DEVICE" $HESSIAN_ARGS
+echo "outputs in $OUT" | tee -a "$OUT/summary.txt"
