@@ -48,17 +48,21 @@ def group_llcs(
     task at every `stride`-th checkpoint: every run's `chains` chains stacked as replicas
     (`Replicas`), one batched gradient per SGLD step for all; each run on its own training set,
     in eval mode (as the Hessian); L_n(w*) its whole training set's loss. Per run, checkpoint
-    index → estimate. Runs whose checkpoint lists differ go in groups of equal lists."""
+    index → estimate. Runs go together where their checkpoint lists and training-set shapes are
+    equal (a stacked model needs both), else in groups of equal ones."""
     dev = resolve_device(device)
     configure_torch(threads, dev)
     found: list[dict[int, LLCEstimate]] = [{} for _ in runs]
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, run in enumerate(runs):
-        groups.setdefault(tuple(c["index"] for c in run["checkpoints"]), []).append(i)
+    built = [build_run(run["spec"], run["seed"]) for run in runs]
+    groups: dict[tuple, list[int]] = {}
+    for i, (run, (_, split, _)) in enumerate(zip(runs, built)):
+        key = (tuple(c["index"] for c in run["checkpoints"]), tuple(split.x_train.shape))
+        groups.setdefault(key, []).append(i)
     for members in groups.values():
         _llcs_together(
             [runs[i] for i in members],
             [run_files[i] for i in members],
+            [built[i] for i in members],
             llc,
             dev,
             progress,
@@ -67,13 +71,12 @@ def group_llcs(
     return found
 
 
-def _llcs_together(runs, run_files, llc: LLCSettings, dev: torch.device, progress: bool, found) -> None:
-    built = [build_run(run["spec"], run["seed"]) for run in runs]
+def _llcs_together(
+    runs, run_files, built, llc: LLCSettings, dev: torch.device, progress: bool, found
+) -> None:
     kind = built[0][0]
     models = [model.to(dev).eval() for _, _, model in built]
     n = len(built[0][1].x_train)
-    if any(len(split.x_train) != n for _, split, _ in built):
-        raise ValueError("the LLC of runs with training sets of different sizes goes one run at a time")
     x = torch.stack([split.x_train for _, split, _ in built]).to(dev)
     y = torch.stack([split.y_train for _, split, _ in built]).to(dev)
     chains = llc.chains
