@@ -2,7 +2,7 @@
 # Every GPU measurement still open, in one prepared script that a single device call runs (the
 # device machine is lent for ~15 minutes, of which starting it takes 1-2): each step has its own
 # time limit, writes its output to $OUT/<step>.txt, and a failing or timed-out step does not stop
-# the others. Total limit ~8 minutes; $OUT/summary.txt lists each step's exit status and time.
+# the others. Total limit ~12 minutes (the workflow last); $OUT/summary.txt lists each step's exit status and time.
 #
 #   OUT=gpu_out bash benchmarks/gpu_suite.sh            # on the GPU machine (DEVICE=cuda)
 #   DEVICE=cpu QUICK=1 OUT=/tmp/g bash benchmarks/gpu_suite.sh   # the same steps, small, on a CPU
@@ -14,6 +14,8 @@
 #   train          training 40 seeds of modular addition in one job against one seed per process
 #   agreement      CUDA tables against CPU tables (weight statistics, Hessian), batch_runs on/off
 #   hessian        a seed group's Hessians together against PyHessian's power iteration
+#   workflow       every stage of configs/gpu_short.yaml (paper sizes, 16 seeds) on the device,
+#                  then a dry run that must say "Nothing to be done", and the time of each stage
 set -u
 OUT=${OUT:-gpu_out}
 DEVICE=${DEVICE:-cuda}
@@ -35,11 +37,16 @@ if [ "$QUICK" = 1 ]; then
     LM_SIZES="14m"; LLC_ARGS="--seeds 2 --chains 2 --draws 20 --burn-in 5 --epochs 1"
     TRAIN_ARGS="--seeds 4 --epochs 20 --baseline-sample 1"; AGREE_ARGS="--seeds 2 --epochs 20"
     HESSIAN_ARGS="--runs 0 1 --stride 50"
+    WORKFLOW_CONFIG=tests/data/tiny.yaml; CORES=2
 else
     LM_SIZES="160m"; LLC_ARGS="--seeds 8"
     TRAIN_ARGS="--seeds 40 --epochs 300 --baseline-sample 2"; AGREE_ARGS="--seeds 4"
     HESSIAN_ARGS="--runs 0 1 2 3 4 5 6 7 --stride 10"
+    WORKFLOW_CONFIG=configs/gpu_short.yaml; CORES=16
 fi
+RESULTS=${RESULTS:-/tmp/gpu_suite_results}  # outside $OUT: only the summaries come back
+SNAKE=("$PY" -m snakemake --configfile "$WORKFLOW_CONFIG" --replace-workflow-config --cores "$CORES"
+       --config device="$DEVICE" results="$RESULTS")
 
 step env 30 bash -c "nvidia-smi 2>/dev/null; $PY -c 'import torch, platform; print(torch.__version__, torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name(), platform.processor())'; lscpu | grep -m1 \"Model name\""
 step lm_statistics 100 $PY benchmarks/lm_checkpoints.py --sizes $LM_SIZES --device "$DEVICE"
@@ -47,4 +54,8 @@ step llc 100 $PY benchmarks/llc.py --task digits_mlp --device "$DEVICE" $LLC_ARG
 step train 120 $PY benchmarks/train_seeds.py --task modular_addition --jobs 1 --device "$DEVICE" $TRAIN_ARGS
 step agreement 60 $PY benchmarks/device_agreement.py --task modular_addition --device "$DEVICE" $AGREE_ARGS
 step hessian 90 $PY benchmarks/hessian.py --task modular_addition --device "$DEVICE" $HESSIAN_ARGS
+step workflow 240 "${SNAKE[@]}"
+step rerun 60 bash -c "$(printf '%q ' "${SNAKE[@]}") --dry-run | tee /dev/stderr | grep -q 'Nothing to be done'"
+step stage_times 30 $PY benchmarks/stage_times.py "$RESULTS"
+cp "$RESULTS/summary.md" "$OUT/workflow_summary.md" 2>/dev/null
 echo "outputs in $OUT" | tee -a "$OUT/summary.txt"

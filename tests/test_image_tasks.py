@@ -258,3 +258,15 @@ def test_hessian_of_the_resnet_without_residuals_skips_its_unused_downsample_pat
     )
     assert math.isfinite(res.eigenvalue) and res.iterations == 3
     assert any("downsample" in n for n in names)  # the parameters that used to stop it
+
+
+def test_the_gpu_suites_short_config_plans_every_stage(tmp_path):
+    """configs/gpu_short.yaml (benchmarks/gpu_suite.sh's end-to-end step) plans every stage: one
+    training and one metrics job of 16 seeds per task, the HMM and analyses, the digits' LLC and
+    the LayerNorm comparison."""
+    out = dry_run(tmp_path, REPO / "configs" / "gpu_short.yaml", "--quiet", "rules")
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
+    for task in ("sparse_parity", "modular_addition", "modular_addition_ln", "digits_mlp"):
+        assert counts[f"train_{task}_seeds0_15"] == counts[f"metrics_{task}_seeds0_15"] == "1"
+    assert counts["hmm"] == counts["analysis"] == counts["stability"] == "4"
+    assert counts["llc_analysis"] == counts["comparison"] == "1"
