@@ -2,7 +2,7 @@
 # Every GPU measurement still open, in one prepared script that a single device call runs (the
 # device machine is lent for ~15 minutes, of which starting it takes 1-2): each step has its own
 # time limit, writes its output to $OUT/<step>.txt, and a failing or timed-out step does not stop
-# the others. Total limit ~12 minutes (the workflow last); $OUT/summary.txt lists each step's exit status and time.
+# the others. Total limit 9 minutes (a device command may run 10; the workflow last); $OUT/summary.txt lists each step's exit status and time.
 #
 #   OUT=gpu_out bash benchmarks/gpu_suite.sh            # on the GPU machine (DEVICE=cuda)
 #   DEVICE=cpu QUICK=1 OUT=/tmp/g bash benchmarks/gpu_suite.sh   # the same steps, small, on a CPU
@@ -48,14 +48,14 @@ RESULTS=${RESULTS:-/tmp/gpu_suite_results}  # outside $OUT: only the summaries c
 SNAKE=("$PY" -m snakemake --configfile "$WORKFLOW_CONFIG" --replace-workflow-config --cores "$CORES"
        --config device="$DEVICE" results="$RESULTS")
 
-step env 30 bash -c "nvidia-smi 2>/dev/null; $PY -c 'import torch, platform; print(torch.__version__, torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name(), platform.processor())'; lscpu | grep -m1 \"Model name\""
-step lm_statistics 100 $PY benchmarks/lm_checkpoints.py --sizes $LM_SIZES --device "$DEVICE"
-step llc 100 $PY benchmarks/llc.py --task digits_mlp --device "$DEVICE" $LLC_ARGS
-step train 120 $PY benchmarks/train_seeds.py --task modular_addition --jobs 1 --device "$DEVICE" $TRAIN_ARGS
-step agreement 60 $PY benchmarks/device_agreement.py --task modular_addition --device "$DEVICE" $AGREE_ARGS
-step hessian 90 $PY benchmarks/hessian.py --task modular_addition --device "$DEVICE" $HESSIAN_ARGS
-step workflow 240 "${SNAKE[@]}"
-step rerun 60 bash -c "$(printf '%q ' "${SNAKE[@]}") --dry-run | tee /dev/stderr | grep -q 'Nothing to be done'"
-step stage_times 30 $PY benchmarks/stage_times.py "$RESULTS"
+step env 15 bash -c "nvidia-smi 2>/dev/null; $PY -c 'import torch, platform; print(torch.__version__, torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name(), platform.processor())'; lscpu | grep -m1 \"Model name\""
+step lm_statistics 80 $PY benchmarks/lm_checkpoints.py --sizes $LM_SIZES --device "$DEVICE"
+step llc 70 $PY benchmarks/llc.py --task digits_mlp --device "$DEVICE" $LLC_ARGS
+step train 80 $PY benchmarks/train_seeds.py --task modular_addition --jobs 1 --device "$DEVICE" $TRAIN_ARGS
+step agreement 45 $PY benchmarks/device_agreement.py --task modular_addition --device "$DEVICE" $AGREE_ARGS
+step hessian 60 $PY benchmarks/hessian.py --task modular_addition --device "$DEVICE" $HESSIAN_ARGS
+step workflow 150 "${SNAKE[@]}"
+step rerun 30 bash -c "$(printf '%q ' "${SNAKE[@]}") --dry-run | tee /dev/stderr | grep -q 'Nothing to be done'"
+step stage_times 10 $PY benchmarks/stage_times.py "$RESULTS"
 cp "$RESULTS/summary.md" "$OUT/workflow_summary.md" 2>/dev/null
 echo "outputs in $OUT" | tee -a "$OUT/summary.txt"
