@@ -14,11 +14,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from latentstates.columns import PERFORMANCE_COLUMNS
+from latentstates.columns import LLC_COLUMNS, PERFORMANCE_COLUMNS
 from latentstates.device import configure_torch, resolve_device
 from latentstates.measure.hessian import EigenResult, top_eigenvalue, top_eigenvalues
 from latentstates.measure.llc import LLCEstimate
-from latentstates.measure.llc_runs import group_llcs, with_llc
+from latentstates.measure.llc_runs import NO_LLC, group_llcs, with_llc
 from latentstates.measure.metrics import streamed_weight_metrics, weight_metrics
 from latentstates.runs.architectures import get_architecture
 from latentstates.runs.contract import epoch_or_nan, run_checkpoint_paths, trained_run
@@ -277,7 +277,7 @@ def _architecture_rows(
             # The model's config: recorded by the run's writer, else its directory's config.json.
             config = run["spec"].get("config") or model_config(path, run["format"])
             sd = open_weights(path, run["format"])
-            arch.layers(sd, config)  # what is missing is named before anything is read
+            # layers() names what is missing before anything is read
             stats = streamed_weight_metrics(lambda sd=sd, config=config: arch.layers(sd, config), dev)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from exc
@@ -300,5 +300,5 @@ def _with_performance(df: pd.DataFrame, train_log: pd.DataFrame) -> pd.DataFrame
 def _row(ckpt: dict, stats: dict) -> dict:
     row = {"checkpoint": ckpt["index"], "step": ckpt["step"], "epoch": epoch_or_nan(ckpt), **stats}
     row.update(hessian_top_eig=np.nan, hessian_iters=0, hessian_converged=False)
-    row.update(llc=np.nan, llc_se=np.nan, llc_not_minimum=False)
+    row.update(zip(LLC_COLUMNS, NO_LLC))
     return row

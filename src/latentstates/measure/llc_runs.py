@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from latentstates.columns import LLC_COLUMNS
 from latentstates.device import configure_torch, resolve_device
 from latentstates.measure.llc import LLCEstimate, default_nbeta, llc_estimates, sgld_traces
 from latentstates.runs.contract import run_checkpoint_paths
@@ -20,14 +21,16 @@ from latentstates.runs.weights import load_into
 from latentstates.settings import LLCSettings
 from latentstates.tasks.replicas import Replicas
 
+# The LLC columns (LLC_COLUMNS) of a checkpoint without an estimate.
+NO_LLC = (np.nan, np.nan, False)
+
 
 def with_llc(table: pd.DataFrame, found: dict[int, LLCEstimate]) -> pd.DataFrame:
     """`table` with its LLC columns filled in at the checkpoints `found` has."""
     table = table.copy()
-    at = [found.get(int(c)) for c in table["checkpoint"]]
-    table["llc_se"] = [e.se if isinstance(e, LLCEstimate) else np.nan for e in at]
-    table["llc_not_minimum"] = [bool(e.not_minimum) if isinstance(e, LLCEstimate) else False for e in at]
-    table["llc"] = [e.llc if isinstance(e, LLCEstimate) else np.nan for e in at]
+    at = (found.get(int(c)) for c in table["checkpoint"])
+    values = [NO_LLC if e is None else (e.llc, e.se, bool(e.not_minimum)) for e in at]
+    table[LLC_COLUMNS] = pd.DataFrame(values, columns=LLC_COLUMNS, index=table.index)
     return table
 
 

@@ -241,13 +241,17 @@ class WeightStatistics:
     def needs_second_pass(self) -> bool:
         return self.kept is None and not self.exact_buckets and self._rank < self.n - self.nan
 
+    def _median_bucket(self) -> tuple[int, int]:
+        """The bucket holding the median's rank, and how many values lie in the buckets below."""
+        cumulative = np.cumsum(self.counts)
+        bucket = int(np.searchsorted(cumulative, self._rank, side="right"))
+        return bucket, int(cumulative[bucket - 1]) if bucket else 0
+
     def refine(self, weights: Sequence[torch.Tensor]) -> None:
         """Second pass: the weights (as given to `add`, in any grouping) that fall in the median's
         bucket."""
         if self.target is None:
-            cumulative = np.cumsum(self.counts)
-            self.target = int(np.searchsorted(cumulative, self._rank, side="right"))
-            self.below = int(cumulative[self.target - 1]) if self.target else 0
+            self.target, self.below = self._median_bucket()
         for w in weights:
             x = w.detach().reshape(-1).to("cpu", torch.float64).numpy()
             x = x[~np.isnan(x)]
@@ -261,8 +265,7 @@ class WeightStatistics:
         if self._rank >= self.n - self.nan:
             return np.nan
         if self.exact_buckets:
-            cumulative = np.cumsum(self.counts)
-            return _bucket_value(int(np.searchsorted(cumulative, self._rank, side="right")))
+            return _bucket_value(self._median_bucket()[0])
         if self.target is None:
             raise RuntimeError("the median needs the weights' second pass (refine)")
         values = np.concatenate(self.in_target)
