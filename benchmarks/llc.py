@@ -2,16 +2,19 @@
 a time as devinterp runs it.
 
 Usage: python benchmarks/llc.py [--task digits_mlp] [--seeds 8] [--chains 4] [--draws 200]
-                                [--burn-in 100] [--device cpu]
+                                [--burn-in 100] [--device cpu] [--baseline devinterp|loop]
 
 A seed group of the default config's task is trained here (its recipe, a few epochs), and the
 LLC of every run's last checkpoint is estimated both ways with the same settings (the task's
 metrics.llc with the options' chains and draws), at equal draws:
 
-- baseline: as devinterp's `estimate_learning_coeff` runs it: for each run and each chain a deep
-  copy of the model, a shuffled DataLoader over the run's training set, one forward and backward
-  pass per step on that one model, the SGLD update parameter by parameter (devinterp's SGLD:
-  gradient · nβ plus γ (w − w*), half a step back, √ε Gaussian noise), the chain's losses kept;
+- baseline `devinterp` (the default where devinterp 1.3 is installed, as by `make setup`):
+  devinterp's own `estimate_learning_coeff_with_summary` per run, its SGLD with the same ε, γ,
+  nβ, chains, burn-in and draws, a shuffled DataLoader over the run's training set and L_n(w*)
+  given (the run's whole training set, as ours): each chain a deep copy of the model, one forward
+  and backward pass per step on that one model, its SGLD parameter by parameter;
+- baseline `loop`: the same loop written out here without devinterp (no callbacks, progress bar
+  or per-step bookkeeping: a lower bound on devinterp's cost), for machines without devinterp;
 - ours: the metrics stage's `group_llcs`: every run's every chain one replica of a stacked model,
   one batched gradient per step for all.
 
@@ -23,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import math
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +94,43 @@ def one_chain_at_a_time(
     return out
 
 
+def devinterp_chains(run: dict, path: Path, llc: LLCSettings, device: torch.device, seed: int) -> list[float]:
+    """Each chain's λ̂ for one run's checkpoint by devinterp's `estimate_learning_coeff_with_summary`."""
+    from devinterp.optim.sgld import SGLD
+    from devinterp.slt.sampler import estimate_learning_coeff_with_summary
+
+    kind, split, model = build_run(run["spec"], run["seed"])
+    model.to(device).eval()
+    load_into(model, path, run["format"])
+    x, y = split.x_train.to(device), split.y_train.to(device)
+    n = len(x)
+    nbeta = llc.nbeta or default_nbeta(n)
+    batch = llc.batch_size if 0 < llc.batch_size < n else n
+    with torch.no_grad():
+        init = float(kind.loss(model(x), y))
+    torch.manual_seed(seed)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y), batch_size=batch, shuffle=True, drop_last=True
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # devinterp's deprecation and seeding notices
+        out = estimate_learning_coeff_with_summary(
+            model,
+            loader,
+            evaluate=lambda m, data: kind.loss(m(data[0]), data[1]),
+            sampling_method=SGLD,
+            optimizer_kwargs=dict(lr=llc.epsilon, localization=llc.gamma, nbeta=nbeta),
+            num_chains=llc.chains,
+            num_draws=llc.draws,
+            num_burnin_steps=llc.burn_in,
+            init_loss=init,
+            seed=seed,
+            device=device,
+            verbose=False,
+        )
+    return [out[f"llc-chain/{c}"] for c in range(llc.chains)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -100,6 +142,12 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=200)
     parser.add_argument("--burn-in", type=int, default=100)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--baseline",
+        choices=["devinterp", "loop"],
+        default="devinterp" if importlib.util.find_spec("devinterp") else "loop",
+        help="devinterp's estimator (default where installed) or the same loop written out here",
+    )
     args = parser.parse_args()
     dev = resolve_device(args.device)
     configure_torch(1, dev)
@@ -134,14 +182,15 @@ def main() -> None:
         start = time.perf_counter()
         ours = group_llcs(runs, files, llc, device=args.device, progress=False)
         t_ours = time.perf_counter() - start
+        baseline = devinterp_chains if args.baseline == "devinterp" else one_chain_at_a_time
         start = time.perf_counter()
         base = [
-            one_chain_at_a_time(run, d / run["checkpoints"][0]["path"], llc, dev, seed=s)
+            baseline(run, d / run["checkpoints"][0]["path"], llc, dev, seed=s)
             for run, d, s in zip(runs, dirs, seeds)
         ]
         t_base = time.perf_counter() - start
     print(
-        f"baseline (one chain at a time): {t_base:.2f} s; ours (batched): {t_ours:.2f} s; "
+        f"baseline ({args.baseline}, one chain at a time): {t_base:.2f} s; ours (batched): {t_ours:.2f} s; "
         f"ratio {t_base / t_ours:.1f}x (goal >= 5x on the CPU)"
     )
     print("run  ours llc ± se        baseline llc ± se")

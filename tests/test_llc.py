@@ -359,3 +359,64 @@ def test_transitions_at_llc_changes_are_found_and_independent_ones_are_not():
             lc.coincidence(lc.with_states(m, s), window=1, permutations=199, seed=sim)["p_value"] <= 0.05
         )
     assert found == 20 and flagged <= 3, (found, flagged)
+
+
+def test_agrees_with_devinterp_on_a_trained_checkpoint(tmp_path, tiny_config):
+    """Outside check: devinterp's own estimator (1.3, `estimate_learning_coeff_with_summary`, its
+    SGLD) on a trained parity run's last checkpoint, with the same ε, γ, nβ, minibatch size,
+    burn-in, draws and L_n(w*), against ours (`group_llcs`): the two means agree within 4 combined
+    standard errors (different random streams, so not value by value). Skipped where devinterp
+    is not installed (`make setup` installs it)."""
+    import warnings
+
+    devinterp_sampler = pytest.importorskip(
+        "devinterp.slt.sampler", reason="devinterp is not installed: `pip install devinterp==1.3.2`"
+    )
+    from devinterp.optim.sgld import SGLD
+
+    from latentstates.config import validate_config
+    from latentstates.measure.llc_runs import group_llcs
+    from latentstates.runs.contract import trained_run
+    from latentstates.runs.runtime import build_run
+    from latentstates.runs.train import train_run
+    from latentstates.runs.weights import load_into
+    from latentstates.settings import LLCSettings
+
+    config = validate_config(tiny_config)
+    task = config["tasks"]["sparse_parity"]
+    task["train"]["epochs"] = 40
+    log = train_run(task, 0, tmp_path, progress=False)
+    run = trained_run(task, 0, tmp_path, log)
+    run["checkpoints"] = run["checkpoints"][-1:]
+    settings = {"chains": 16, "draws": 200, "burn_in": 50, "batch_size": 32, "epsilon": 1e-3}
+    llc = LLCSettings.from_dict({**config["metrics"]["llc"], **settings, "stride": 1})
+    (found,) = group_llcs([run], [tmp_path / "run.json"], llc, device="cpu", progress=False)
+    (ours,) = found.values()
+    assert not ours.not_minimum
+
+    torch.manual_seed(0)
+    kind, split, model = build_run(run["spec"], run["seed"])
+    load_into(model.eval(), tmp_path / run["checkpoints"][0]["path"], run["format"])
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(split.x_train, split.y_train), batch_size=32, shuffle=True
+    )
+    n = len(split.x_train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # devinterp's deprecation and seeding notices
+        theirs = devinterp_sampler.estimate_learning_coeff_with_summary(
+            model,
+            loader,
+            evaluate=lambda m, data: kind.loss(m(data[0]), data[1]),
+            sampling_method=SGLD,
+            optimizer_kwargs=dict(lr=llc.epsilon, localization=llc.gamma, nbeta=default_nbeta(n)),
+            num_chains=llc.chains,
+            num_draws=llc.draws,
+            num_burnin_steps=llc.burn_in,
+            init_loss=ours.init_loss,
+            seed=0,
+            verbose=False,
+        )
+    chains = np.array([theirs[f"llc-chain/{c}"] for c in range(llc.chains)])
+    se = math.hypot(ours.se, chains.std(ddof=1) / math.sqrt(len(chains)))
+    assert abs(ours.llc - chains.mean()) < 4 * se, (ours.llc, ours.se, chains.mean(), se)
+    assert ours.llc > 0 and chains.mean() > 0

@@ -118,26 +118,30 @@ def sgld_traces(
     batches = Minibatches(n, batch_size, generators, device)
     losses = torch.empty(replicas, steps, dtype=torch.float64)
     scale = math.sqrt(epsilon)
+    # The update w ← w − (ε/2)(nβ ∇L_m + γ(w − w*)) + √ε ξ, as (1 − εγ/2) w − (εnβ/2) ∇L_m + √ε ξ
+    # + (εγ/2) w*: four in-place passes over the weights, no temporaries.
+    shrink, pull = 1 - epsilon * gamma / 2, [w0 * (epsilon * gamma / 2) for w0 in anchor]
     sizes = [p[0].numel() for p in params]
     block = max(1, min(64, NOISE_BLOCK_VALUES // sum(sizes)))
+    drawn = torch.empty(replicas, min(block, steps), sum(sizes), dtype=params[0].dtype)
     for t in range(steps):
         idx = batches.next()
         step_losses = loss_and_grads(idx)
         losses[:, t] = step_losses.detach().to("cpu", torch.float64)
         if t % block == 0:  # each replica's noise for the next `block` steps, from its own generator
             ahead = min(block, steps - t)
-            drawn = torch.stack(
-                [torch.randn(ahead, sum(sizes), generator=g, dtype=params[0].dtype) for g in generators]
-            ).to(device)
-        noises = drawn[:, t % block].split(sizes, dim=1)
+            for r, g in enumerate(generators):
+                drawn[r, :ahead].normal_(generator=g)
+            on_device = drawn.to(device)
+        noises = on_device[:, t % block].split(sizes, dim=1)
         with torch.no_grad():
-            for p, w0, mask, noise in zip(params, anchor, masks, noises):
+            for p, w0, w0_pull, mask, noise in zip(params, anchor, pull, masks, noises):
                 noise = noise.reshape(p.shape)
-                drift = p.grad.mul(nbeta).add_(p - w0, alpha=gamma)
-                update = noise.mul_(scale).sub_(drift, alpha=epsilon / 2)
-                if mask is not None:
-                    update.mul_(mask)
-                p.add_(update)
+                moved = p if mask is None else p.clone()
+                moved.mul_(shrink).add_(p.grad, alpha=-epsilon * nbeta / 2)
+                moved.add_(noise, alpha=scale).add_(w0_pull)
+                if mask is not None:  # masked weights stay; the others move as without a mask
+                    torch.where(mask != 0, moved, p, out=p)
                 if bounding_box is not None:
                     torch.maximum(p, w0 - bounding_box, out=p)
                     torch.minimum(p, w0 + bounding_box, out=p)

@@ -88,11 +88,16 @@ def _llcs_together(
     nbeta = llc.nbeta or default_nbeta(n)
     batch = llc.batch_size if 0 < llc.batch_size < n else n
 
+    # A minibatch of every replica as one gather of rows of the runs' training sets, flattened.
+    flat_x, flat_y, first_row = x.flatten(0, 1), y.flatten(0, 1), (run_of * n)[:, None]
+
     def loss_and_grads(idx: torch.Tensor | None) -> torch.Tensor:
         if idx is None:
             xb, yb = x[run_of], y[run_of]
         else:
-            xb, yb = x[run_of[:, None], idx], y[run_of[:, None], idx]
+            rows = (first_row + idx).flatten()
+            xb = flat_x.index_select(0, rows).unflatten(0, idx.shape)
+            yb = flat_y.index_select(0, rows).unflatten(0, idx.shape)
         return replicas.loss_and_grads(kind, xb, yb)[1]
 
     files = [run_checkpoint_paths(run, f) for run, f in zip(runs, run_files)]
