@@ -67,7 +67,7 @@ def sync(device: str) -> None:
 
 def seconds_per_seed_epoch(task: dict, group: int, device: str, tmp: Path, resume_every: float) -> float:
     seeds = list(range(group))
-    dirs = [tmp / f"{task['kind']}_{group}_{s}" for s in seeds]
+    dirs = [tmp / f"{task['kind']}_{task['train'].get('stacking', 'auto')}_{group}_{s}" for s in seeds]
     sync(device)
     start = time.perf_counter()
     logs = train_group(task, seeds, dirs, device=device, progress=False, resume_every=resume_every)
@@ -96,6 +96,12 @@ def main() -> None:
     parser.add_argument("--modular-groups", type=int, nargs="+", default=[1, 40])
     parser.add_argument("--modular-epochs", type=int, default=20, help="of 10,000 (15 steps each)")
     parser.add_argument("--scale", type=float, default=1.0, help="data size (a smoke test: 0.01)")
+    parser.add_argument(
+        "--stacking",
+        nargs="+",
+        default=["one_by_one", "grouped"],
+        help="train.stacking of the ResNets' seed groups (each timed)",
+    )
     args = parser.parse_args()
     paper = load_config(REPO / "configs" / "paper.yaml")
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
@@ -124,13 +130,18 @@ def main() -> None:
             times = {}
             resume_every = paper["resume_every"]
             seconds_per_seed_epoch(task, 1, args.device, tmp / "warm-up", resume_every)  # kernels, allocator
-            for g in groups:
-                times[g], dirs, log = seconds_per_seed_epoch(task, g, args.device, tmp, resume_every)
-                print(
-                    f"{task_name}: group of {g:2d}: {times[g]:8.4f} s per seed-epoch "
-                    f"({times[groups[0]] / times[g]:.2f}x a group of {groups[0]})",
-                    flush=True,
-                )
+            ways = args.stacking if task["kind"].startswith("cifar") else ["auto"]
+            for way in ways:
+                task["train"]["stacking"] = way
+                for g in groups:
+                    times[way, g], dirs, log = seconds_per_seed_epoch(task, g, args.device, tmp, resume_every)
+                    print(
+                        f"{task_name}: group of {g:2d}{'' if way == 'auto' else ', ' + way}: "
+                        f"{times[way, g]:8.4f} s per seed-epoch "
+                        f"({times[ways[0], groups[0]] / times[way, g]:.2f}x a group of {groups[0]}"
+                        f"{'' if way == 'auto' else ', ' + ways[0]})",
+                        flush=True,
+                    )
             # Metrics of one run's checkpoints: weight statistics everywhere, the Hessian at the
             # first few (stride 1 here), timed apart.
             hessian = HessianSettings.of_task(paper, task_name)
@@ -156,6 +167,8 @@ def main() -> None:
                 flush=True,
             )
             best = min(times.values())
+            fastest = min(times, key=times.get)
+            print(f"{task_name}: fastest {fastest[1]} seeds per job ({fastest[0]})", flush=True)
             _, steps_per_epoch, interval = schedule(n_train, TrainSettings.of_task(paper, task_name))
             n_checkpoints = full_epochs * steps_per_epoch // interval + 1
             seeds = paper["tasks"][task_name]["seeds"]

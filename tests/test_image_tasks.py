@@ -134,6 +134,52 @@ def test_stacked_resnets_with_batch_norm_compute_what_each_alone_does():
             assert torch.equal(stacked.buffers[k][i], b), k
 
 
+@pytest.fixture
+def float64():
+    """Models and image inputs in float64 for the test (float32's rounding, amplified by
+    BatchNorm's backward over a tiny batch, would hide a real difference)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+@pytest.mark.parametrize("batch_norm, residual", [(True, True), (False, True), (True, False)])
+def test_grouped_resnets_compute_what_each_alone_does(batch_norm, residual, float64):
+    """A seed group's ResNet18s as one network of grouped convolutions (`train.stacking: grouped`):
+    each replica's outputs, gradients and BatchNorm running statistics after a training step equal
+    its model's alone (float64: to 1e-10 relative); in eval mode too (running statistics used)."""
+    torch.manual_seed(0)
+    models = [
+        ResNet18(100, batch_norm, residual, input=ImageInput(*image_data.CIFAR100_STATS)) for _ in range(3)
+    ]
+    stacked = Replicas([copy.deepcopy(m) for m in models], grouped=True).train()
+    assert stacked.grouped is not None and not stacked.looped
+    x = torch.randint(0, 256, (3, 4, 16, 16, 3), dtype=torch.uint8)
+    y = torch.randint(0, 100, (3, 4))
+    out = stacked(x)
+    torch.stack([F.cross_entropy(out[i], y[i]) for i in range(3)]).sum().backward()
+    close = dict(rtol=1e-10, atol=1e-12)
+    for i, model in enumerate(models):
+        model.train()
+        alone = model(x[i])
+        F.cross_entropy(alone, y[i]).backward()
+        torch.testing.assert_close(out[i], alone, **close)
+        for k, p in model.named_parameters():
+            if p.grad is None:  # the downsample path of a block without its shortcut
+                assert stacked.params[k].grad is None or not stacked.params[k].grad[i].any(), k
+            else:
+                torch.testing.assert_close(stacked.params[k].grad[i], p.grad, **close, msg=k)
+        for k, b in model.named_buffers():
+            torch.testing.assert_close(stacked.buffers[k][i], b, **close, msg=k)
+    stacked.eval()
+    with torch.no_grad():
+        out = stacked(x)
+        for i, model in enumerate(models):
+            torch.testing.assert_close(out[i], model.eval()(x[i]), **close)
+    assert not torch.allclose(out[0], out[1])  # the replicas differ
+
+
 @pytest.mark.slow
 def test_cifar_seeds_batched_equal_seeds_alone(tmp_path):
     # Each seed of a group keeps its initialisation, data order, augmentation draws, optimiser
@@ -155,6 +201,30 @@ def test_cifar_seeds_batched_equal_seeds_alone(tmp_path):
             assert torch.equal(b[k], a[k]), k
     different = torch.load(checkpoint_path(tmp_path / "a0", 2), weights_only=True)["model"]
     assert not torch.allclose(different["fc.weight"], b["fc.weight"])  # seeds 0 and 1 differ
+
+
+@pytest.mark.slow
+def test_cifar_seeds_trained_as_grouped_convolutions_follow_each_seed_alone(tmp_path, float64):
+    # train.stacking: grouped (the default on a GPU): the group's seeds train as one network of
+    # grouped convolutions; each seed's log and checkpoint follow its training alone over four
+    # steps (BatchNorm's statistics included), in float64 to 1e-8 (in float32 SGD through
+    # BatchNorm over batches of 8 grows the rounding to ~1e-3 in four steps).
+    write_cifar100(tmp_path, n_train=16, n_test=4)
+    task = validate_config({"tasks": _tasks(tmp_path)})["tasks"]["cifar"]
+    task["train"].update(batch_size=8, epochs=2, checkpoint_every=2, stacking="grouped")
+    grouped = train_group(task, [0, 1], [tmp_path / "g0", tmp_path / "g1"], device="cpu", progress=False)
+    task["train"]["stacking"] = "one_by_one"
+    for seed in (0, 1):
+        alone = train_group(task, [seed], [tmp_path / f"a{seed}"], device="cpu", progress=False)[0]
+        cols = ["train_loss", "eval_loss"]
+        np.testing.assert_allclose(grouped[seed][cols], alone[cols], rtol=1e-8)
+        a = torch.load(checkpoint_path(tmp_path / f"a{seed}", 2), weights_only=True)["model"]
+        g = torch.load(checkpoint_path(tmp_path / f"g{seed}", 2), weights_only=True)["model"]
+        for k in a:
+            if a[k].is_floating_point():
+                torch.testing.assert_close(g[k], a[k], rtol=1e-8, atol=1e-10, msg=k)
+            else:
+                assert torch.equal(g[k], a[k]), k  # num_batches_tracked
 
 
 @pytest.mark.slow

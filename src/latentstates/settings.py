@@ -224,6 +224,7 @@ class TrainSettings(_Settings):
     checkpoint_unit: str
     train_metrics: str
     backward: str
+    stacking: str
 
     @classmethod
     def of_task(cls, config: dict, task: str) -> TrainSettings:

@@ -122,13 +122,15 @@ class GroupTrainer:
         self.label = task_cfg["kind"]
         self.seeds = seeds
         self.kind = runs[0][0]
-        self.model = Replicas([m.to(self.dev) for _, _, m in runs])
+        self.train = TrainSettings.from_dict(task_cfg["train"])
+        stacking = self.train.stacking
+        grouped = stacking == "grouped" or (stacking == "auto" and self.dev.type == "cuda")
+        self.model = Replicas([m.to(self.dev) for _, _, m in runs], grouped=grouped)
         self.x_tr = _stack([s.x_train for _, s, _ in runs], "training inputs", self.dev)
         self.y_tr = _stack([s.y_train for _, s, _ in runs], "training labels", self.dev)
         self.x_te = _stack([s.x_test for _, s, _ in runs], "test inputs", self.dev)
         self.y_te = _stack([s.y_test for _, s, _ in runs], "test labels", self.dev)
         self.n_runs, self.n_train = self.x_tr.shape[:2]
-        self.train = TrainSettings.from_dict(task_cfg["train"])
         self.optimizer = make_optimizer(self.model.parameters(), self.train)
         self.batch, self.steps_per_epoch, self.interval = schedule(self.n_train, self.train)
         self.total = self.train.epochs * self.steps_per_epoch

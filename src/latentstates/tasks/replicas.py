@@ -20,6 +20,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from latentstates.tasks.models import MLP
+from latentstates.tasks.stacked_resnet import GroupedResNet, can_group
 
 
 def loops_replicas(model: nn.Module) -> bool:
@@ -34,7 +35,7 @@ class Replicas:
     are leaf tensors of shape (n_replicas, *parameter shape) for one optimiser over all replicas.
     """
 
-    def __init__(self, models: list[nn.Module]):
+    def __init__(self, models: list[nn.Module], grouped: bool = False):
         if not models:
             raise ValueError("Replicas needs at least one model")
         self.n = len(models)
@@ -46,6 +47,11 @@ class Replicas:
         # not support on CUDA (cuDNN's kernel queries the memory format): such models run one
         # replica after another, each on views of the stacked tensors (the updates land in them).
         self.looped = loops_replicas(models[0])
+        # Or, with `grouped`, ResNet18s as one network of grouped convolutions (stacked_resnet).
+        self.grouped = None
+        if grouped and can_group(models[0]):
+            self.grouped = GroupedResNet(self.base, self.params, self.buffers, self.n)
+            self.looped = False
         # An MLP whose input transform holds no state: (weight, bias) of each layer, stacked.
         first = models[0]
         self.layers = None
@@ -70,6 +76,8 @@ class Replicas:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.layers is not None:
             return self._mlp_activations(x)[-1]
+        if self.grouped is not None:
+            return self.grouped(x)
         if self.looped:
             return torch.stack(
                 [
