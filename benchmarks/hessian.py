@@ -1,7 +1,7 @@
 """Hessian top eigenvalue over a run's checkpoints: ours against PyHessian's power iteration.
 
 Usage: python benchmarks/hessian.py [--task sparse_parity] [--runs 0 3 7] [--checkpoints DIR]
-                                    [--stride 5] [--device cpu]
+                                    [--stride 5] [--device cpu] [--prepare DIR | --prepared DIR]
 
 Baseline: PyHessian's `hessian.eigenvalues()` as released (cold start from a random vector at
 every checkpoint, double-backprop Hessian-vector products, stop when the estimate changes by less
@@ -18,11 +18,17 @@ and the time ratio.
 The checkpoints are those of results/<task>/runs/seed<r> for each run seed r of `--runs` when
 present, else of a run trained here with the default config; with several runs it also prints
 their totals (the ratio moves from run to run with how many products each side needs).
+
+On a GPU lent for minutes, ARPACK (~65 products per checkpoint) would spend the time: `--prepare
+DIR` trains the runs and computes their references here on the CPU, keeping only the strided
+checkpoints and `DIR/references.json`; `--prepared DIR` on the GPU machine (DIR carried there)
+then times the methods on those checkpoints against those references, without ARPACK.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -156,6 +162,36 @@ def sweep_together(task_cfg, runs, hessian_cfg, device):
     return elapsed, used, batched, eigs
 
 
+def run_checkpoints(args, task_cfg, hessian_cfg, run_seed: int, out: Path | None = None) -> list[Path]:
+    """Every stride-th checkpoint of run `run_seed`: the default run's results, --checkpoints, or
+    a run trained here (into `out`, else a temporary directory)."""
+    default = REPO / "results" / args.task / "runs" / f"seed{run_seed}" / "checkpoints"
+    ckpt = Path(args.checkpoints or default)
+    if out is not None or not ckpt.is_dir():
+        ckpt = out or Path(tempfile.mkdtemp()) / "checkpoints"
+        train_run(task_cfg, run_seed, ckpt, device="cpu" if out else args.device, progress=False)
+    return list_checkpoints(ckpt)[:: args.stride or hessian_cfg.stride]
+
+
+def prepare(out: Path, args, task_cfg, hessian_cfg, device) -> None:
+    """The runs trained on the CPU, their strided checkpoints kept in `out`/seed<r>/ and ARPACK's
+    references in `out`/references.json (for --prepared on a GPU machine)."""
+    refs = {"task": args.task, "stride": args.stride or hessian_cfg.stride, "runs": {}}
+    for run_seed in args.runs:
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = run_checkpoints(args, task_cfg, hessian_cfg, run_seed, Path(tmp) / "checkpoints")
+            kept = out / f"seed{run_seed}"
+            kept.mkdir(parents=True, exist_ok=True)
+            for p in paths:  # the weights only (no optimiser state): a third of the size
+                torch.save({"model": load_checkpoint(p)["model"]}, kept / p.name)
+        paths = [kept / p.name for p in paths]
+        _, n, eigs = sweep("reference", task_cfg, paths, hessian_cfg, device, run_seed)
+        names = [p.name for p in paths]
+        refs["runs"][str(run_seed)] = {"checkpoints": names, "products": n, "eigenvalues": eigs}
+        print(f"{args.task} seed {run_seed}: {len(paths)} checkpoints, ARPACK {n} products", flush=True)
+    (out / "references.json").write_text(json.dumps(refs, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", default="sparse_parity")
@@ -163,6 +199,8 @@ def main() -> None:
     parser.add_argument("--checkpoints", default=None, help="one run's checkpoint directory")
     parser.add_argument("--stride", type=int, default=None, help="default: the config's metrics stride")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--prepare", default=None, help="write checkpoints and references to DIR, then stop")
+    parser.add_argument("--prepared", default=None, help="checkpoints and references of --prepare DIR")
     args = parser.parse_args()
     cfg = load_config(REPO / "config.yaml")
     task_cfg, hessian_cfg = cfg["tasks"][args.task], HessianSettings.of_task(cfg, args.task)
@@ -179,14 +217,20 @@ def main() -> None:
     methods = ["baseline", "ours", "lanczos"] if closed else ["baseline", "ours"]
     totals = {m: [0.0, 0, 0, 0] for m in methods}  # seconds, products, wrong, checkpoints
     runs, refs = [], []  # (seed, checkpoint paths), references: for the runs together
+    if args.prepare:
+        prepare(Path(args.prepare), args, task_cfg, hessian_cfg, device)
+        return
+    prepared = json.loads((Path(args.prepared) / "references.json").read_text()) if args.prepared else None
+    if prepared and (prepared["task"], prepared["stride"]) != (args.task, args.stride or hessian_cfg.stride):
+        parser.error(f"{args.prepared} holds {prepared['task']} at stride {prepared['stride']}")
     for run_seed in args.runs:
-        default = REPO / "results" / args.task / "runs" / f"seed{run_seed}" / "checkpoints"
-        ckpt = Path(args.checkpoints or default)
-        if not ckpt.is_dir():
-            ckpt = Path(tempfile.mkdtemp()) / "checkpoints"
-            train_run(task_cfg, run_seed, ckpt, device=args.device, progress=False)
-        paths = list_checkpoints(ckpt)[:: args.stride or hessian_cfg.stride]
-        _, ref_n, ref = sweep("reference", task_cfg, paths, hessian_cfg, device, run_seed)
+        if prepared:
+            entry = prepared["runs"][str(run_seed)]
+            paths = [Path(args.prepared) / f"seed{run_seed}" / name for name in entry["checkpoints"]]
+            ref_n, ref = entry["products"], entry["eigenvalues"]
+        else:
+            paths = run_checkpoints(args, task_cfg, hessian_cfg, run_seed)
+            _, ref_n, ref = sweep("reference", task_cfg, paths, hessian_cfg, device, run_seed)
         runs.append((run_seed, paths))
         refs.append(ref)
         print(f"{args.task} seed {run_seed} on {device}: {len(paths)} checkpoints; ARPACK {ref_n} products")
