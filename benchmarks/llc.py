@@ -51,10 +51,9 @@ from latentstates.runs.weights import load_into  # noqa: E402
 from latentstates.settings import LLCSettings  # noqa: E402
 
 
-def one_chain_at_a_time(
-    run: dict, path: Path, llc: LLCSettings, device: torch.device, seed: int
-) -> list[float]:
-    """Each chain's λ̂ for one run's checkpoint, one chain after another (devinterp's way)."""
+def checkpoint_and_loader(run: dict, path: Path, llc: LLCSettings, device: torch.device, seed: int):
+    """What both baselines start from: the run's task kind, its model at the checkpoint `path`,
+    nβ, L_n(w*) over the whole training set, and a shuffled loader of its minibatches (seeded)."""
     kind, split, model = build_run(run["spec"], run["seed"])
     model.to(device).eval()
     load_into(model, path, run["format"])
@@ -68,6 +67,14 @@ def one_chain_at_a_time(
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(x, y), batch_size=batch, shuffle=True, drop_last=True
     )
+    return kind, model, nbeta, init, loader
+
+
+def one_chain_at_a_time(
+    run: dict, path: Path, llc: LLCSettings, device: torch.device, seed: int
+) -> list[float]:
+    """Each chain's λ̂ for one run's checkpoint, one chain after another (devinterp's way)."""
+    kind, model, nbeta, init, loader = checkpoint_and_loader(run, path, llc, device, seed)
     out = []
     for _ in range(llc.chains):
         chain = copy.deepcopy(model)
@@ -99,19 +106,7 @@ def devinterp_chains(run: dict, path: Path, llc: LLCSettings, device: torch.devi
     from devinterp.optim.sgld import SGLD
     from devinterp.slt.sampler import estimate_learning_coeff_with_summary
 
-    kind, split, model = build_run(run["spec"], run["seed"])
-    model.to(device).eval()
-    load_into(model, path, run["format"])
-    x, y = split.x_train.to(device), split.y_train.to(device)
-    n = len(x)
-    nbeta = llc.nbeta or default_nbeta(n)
-    batch = llc.batch_size if 0 < llc.batch_size < n else n
-    with torch.no_grad():
-        init = float(kind.loss(model(x), y))
-    torch.manual_seed(seed)
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(x, y), batch_size=batch, shuffle=True, drop_last=True
-    )
+    kind, model, nbeta, init, loader = checkpoint_and_loader(run, path, llc, device, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # devinterp's deprecation and seeding notices
         out = estimate_learning_coeff_with_summary(
