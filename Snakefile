@@ -10,7 +10,14 @@ min_version("9.0")
 # The science lives in src/latentstates (rule scripts find it through workflow/scripts/_bootstrap.py).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from latentstates.config import ConfigError, validate_config
+from latentstates.config import ConfigError, read_yaml, validate_config
+
+# Snakemake's own reader says only "not valid JSON or YAML": ours names the line.
+if Path("config.yaml").is_file():
+    try:
+        read_yaml("config.yaml")
+    except ConfigError as exc:
+        raise WorkflowError(str(exc)) from None
 
 
 configfile: "config.yaml"

@@ -152,6 +152,24 @@ def import_inputs(task, group_seeds):
     return files + ([t["performance"]] if t["performance"] else [])
 
 
+def import_fingerprint(task, group_seeds):
+    """Digest of what an import job reads (`discovery.fingerprint`): its input files, and the
+    checkpoints that run records list. A Hub series' snapshots are left out: the cache never
+    changes a revision's files in place."""
+    t = config["tasks"][task]
+    if t.get("hub"):
+        return discovery.fingerprint([t["performance"]] if t["performance"] else [])
+    files = import_inputs(task, group_seeds)
+    if t["source"] == "runs":
+        files += [
+            str(p)
+            for f in files
+            if f.endswith("run.json")
+            for p in discovery.listed_checkpoints(f)
+        ]
+    return discovery.fingerprint(files)
+
+
 def hub_message(task, group_seeds):
     """What a Hub series' fetch job reads: its revisions per seed and repository."""
     from latentstates.runs import hub
@@ -189,13 +207,16 @@ def hmm_settings(task):
 @functools.cache
 def _table_features(task):
     """A table task's numeric feature columns, read once per Snakemake process (several rules'
-    params ask for them)."""
+    params ask for them); none where the table cannot be read: its import job then says why,
+    and the other tasks run."""
     from latentstates.runs.external_tables import read_table, table_features
 
     t = config["tasks"][task]
-    return tuple(
-        table_features(read_table(t["path"]), t["run_column"], t["step_column"])
-    )
+    try:
+        table = read_table(t["path"])
+    except ValueError:
+        return ()
+    return tuple(table_features(table, t["run_column"], t["step_column"]))
 
 
 def checkpoints_output(task, seed):

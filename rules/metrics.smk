@@ -82,5 +82,7 @@ rule import_table:
         code=code("import_table.py"),
         task=lambda wc: canonical(config["tasks"][wc.task]),
         features=lambda wc: hmm_settings(wc.task)["features"],
+        # Reruns the import when the table changes, also to an older time.
+        table=lambda wc: discovery.fingerprint([config["tasks"][wc.task]["path"]]),
     script:
         "../workflow/scripts/import_table.py"

@@ -88,6 +88,8 @@ for _task in RUN_TASKS:
                     # A function: the path patterns' {seed} and {step} are not wildcards.
                     task=lambda wc, t=task_config(_task): t,
                     performance=config["tasks"][_task]["performance"],
+                    # Reruns the import when an input changes, also to an older time.
+                    inputs=lambda wc, t=_task, g=_group: import_fingerprint(t, g),
                     seeds=_group,
                     device=config["device"],
                 script:

@@ -83,7 +83,10 @@ if __name__ == "__main__":
 
 def test_a_written_run_is_readable_after_every_checkpoint_and_resumes(tmp_path):
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    model = torch.nn.Module()  # numbered layers, as architecture auto reads them
+    model.layers = torch.nn.ModuleList(
+        [torch.nn.Sequential(torch.nn.Linear(4, 8)), torch.nn.Sequential(torch.nn.Linear(8, 2))]
+    )
     writer = RunWriter(tmp_path / "run", seed=3, architecture="auto")
     for step in (0, 10, 20):
         writer.checkpoint(model, step)
@@ -91,12 +94,14 @@ def test_a_written_run_is_readable_after_every_checkpoint_and_resumes(tmp_path):
         run = read_run(tmp_path / "run" / "run.json")
         assert [c["step"] for c in run["checkpoints"]][-1] == step  # whole after each checkpoint
         with torch.no_grad():
-            model[0].weight.add_(1.0)
+            model.layers[0][0].weight.add_(1.0)
     log = pd.read_parquet(tmp_path / "run" / "train_log.parquet")
     assert log["train_loss"].tolist() == [1.0, 1 / 11, 1 / 21] and log["eval_acc"].tolist() == [0.0, 0.5, 1.0]
     assert "grad_norm" in log and not log["diverged"].any()
     last = load_weights(run_checkpoint_paths(run, tmp_path / "run" / "run.json")[-1], "state_dict")
-    torch.testing.assert_close(last["0.weight"], model[0].weight.detach() - 1.0, rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        last["layers.0.0.weight"], model.layers[0][0].weight.detach() - 1.0, rtol=0, atol=1e-6
+    )
     with pytest.raises(ValueError, match="not after the last"):
         writer.checkpoint(model, 20)
     # A training resumed in the same directory continues the run.

@@ -111,6 +111,29 @@ def section_defaults(section: str, overrides: dict | None = None) -> dict:
     return values
 
 
+def _check_run_path(name: str, task: dict) -> None:
+    """A path of runs from elsewhere names each run's files: with {seed} where there are several
+    runs (else every run would read the same files), with {step} for Hugging Face directories."""
+    path = task["path"]
+    if task["seeds"] > 1 and "{seed}" not in path:
+        raise ConfigError(
+            f"invalid config key 'tasks.{name}.path': {path!r} has no {{seed}}, so its {task['seeds']} "
+            "runs would all read the same files; put {seed} where the run's seed is in the path"
+        )
+    if task["source"] == "huggingface" and "{step}" not in path:
+        raise ConfigError(
+            f"invalid config key 'tasks.{name}.path': {path!r} has no {{step}} "
+            "(one model directory per checkpoint)"
+        )
+
+
+def check_task_spec(spec: dict) -> None:
+    """A run record's spec of a registered kind (kind, data, model, data_seed) as the config
+    schema allows it in a task; raises ConfigError naming the key."""
+    task = {"source": "checkpoints", "path": "-", "seeds": 1, **copy.deepcopy(spec)}
+    _check(task, section_schema("task"))
+
+
 def validate_config(config: dict, schema_path: str | Path | None = None) -> dict:
     """Validated copy of `config` with defaults filled in; raises ConfigError naming the key."""
     schema = load_schema(schema_path)
@@ -133,6 +156,8 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
                     f"invalid config key 'tasks.{name}.hmm.features': {unknown} are not metrics of "
                     f"the workflow (known: {KNOWN_FEATURES})"
                 )
+        if task["source"] in ("checkpoints", "runs", "huggingface") and "path" in task:
+            _check_run_path(name, task)
         if task.get("kind") == "modular_addition" and task["model"]["d_model"] % task["model"]["n_heads"]:
             raise ConfigError(f"invalid config key 'tasks.{name}.model.n_heads': must divide d_model")
     for name, comparison in config["comparisons"].items():
@@ -156,13 +181,27 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
     return config
 
 
-def load_config(path: str | Path) -> dict:
-    """Read and validate a YAML config file, naming the file on failure."""
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content; a syntax error names the file, line and column."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config ({exc})") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise ConfigError(f"{path}: {where}not valid YAML ({what})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+
+
+def load_config(path: str | Path) -> dict:
+    """Read and validate a YAML config file, naming the file on failure."""
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: config must be a mapping")
     return validate_config(raw)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from latentstates.columns import PERFORMANCE_COLUMNS
+from latentstates.runs.external_tables import read_table
 from latentstates.states.forecast import METHODS, Forecast, Forecaster
 
 
@@ -157,19 +158,29 @@ def main(argv: list[str] | None = None) -> int:
 
     task_dir = Path(args.task_dir)
     task = task_dir.name
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except ValueError as exc:  # unreadable or invalid: the message names the file or key
+        parser.error(str(exc))
     if task not in config["tasks"]:
         parser.error(f"task {task!r} (from {task_dir}) is not in {args.config}")
     task_cfg = config["tasks"][task]
     settings = ForecastSettings.from_config(config)
     settings = settings.replace(method=args.method or settings.method, level=args.level or settings.level)
     model_path = task_dir / "hmm" / "model.json"
+    if not model_path.is_file():
+        parser.error(
+            f"{model_path}: no fitted HMM here (is {task_dir} a task's results directory, after its hmm job?)"
+        )
     model = json.loads(model_path.read_text())
     if model.get("k", 0) == 0:
         parser.error(f"{model_path}: no fitted HMM")
     fc = fitted_forecaster(task_dir, model, task_cfg["convergence_threshold"])
     run = Path(args.run)
-    table = _run_table(parser, args, run, task_cfg)
+    try:
+        table = _run_table(parser, args, run, task_cfg)
+    except ValueError as exc:  # a bad table or checkpoint: the message names the file
+        parser.error(str(exc))
     missing = [f for f in model["features"] if f not in table]
     if missing:
         parser.error(f"{run}: lacks the HMM's features {missing}")
@@ -198,8 +209,10 @@ def fitted_forecaster(task_dir: Path, model: dict, threshold: float) -> Forecast
 
 def _run_table(parser: argparse.ArgumentParser, args: argparse.Namespace, run: Path, task_cfg: dict):
     """The run's metrics: read from a table, or measured from its checkpoint directory."""
+    if not run.exists():
+        parser.error(f"{run}: no such file or directory (the run: a metrics table or a checkpoint directory)")
     if run.suffix in (".parquet", ".csv"):
-        table = pd.read_parquet(run) if run.suffix == ".parquet" else pd.read_csv(run)
+        table = read_table(run)
         if "seed" in table and table["seed"].nunique() > 1:
             if args.seed_in_table is None:
                 parser.error(f"{run} holds several runs: choose one with --seed-in-table")

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from latentstates.disk import reporting_full_disk
+from latentstates.validation import InputError, MissingInputError
 
 
 @contextlib.contextmanager
@@ -47,15 +48,15 @@ def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> p
     """Read a Parquet table, naming the file and the missing columns on failure."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise MissingInputError(path, "no such file")
     try:
         df = pd.read_parquet(path, engine="pyarrow")
     except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from exc
+        raise InputError(path, f"not a readable Parquet file ({exc})") from exc
     if columns is not None:
         missing = [c for c in columns if c not in df.columns]
         if missing:
-            raise ValueError(f"{path}: missing columns {missing}")
+            raise InputError(path, f"missing columns {missing}")
     return df
 
 

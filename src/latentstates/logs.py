@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from latentstates.disk import NO_SPACE, disk_full_error
+from latentstates.validation import InputError
 
 
 class _LogFile:
@@ -56,12 +57,15 @@ def job_log(path: str | Path) -> Iterator[logging.Logger]:
     """Send stdout, stderr and the `latentstates` logger to `path` for the duration.
 
     A log that finds its disk full fails the job with `DiskFullError` naming the log, also
-    where the job's own outputs still fit: a job does not finish with a truncated log.
+    where the job's own outputs still fit: a job does not finish with a truncated log. A bad
+    input (`validation.InputError`) fails the job with its one message, in the log and on
+    standard error, without a traceback.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fh = _LogFile(path)
     failed = False
+    bad_input: InputError | None = None
     try:
         with contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
             logger = logging.getLogger("latentstates")
@@ -71,6 +75,10 @@ def job_log(path: str | Path) -> Iterator[logging.Logger]:
             logger.setLevel(logging.INFO)
             try:
                 yield logger
+            except InputError as exc:  # a bad input: its one message, no traceback
+                failed = True
+                bad_input = exc
+                logger.error("%s", exc)
             except BaseException:
                 failed = True
                 logger.exception("job failed")
@@ -79,5 +87,7 @@ def job_log(path: str | Path) -> Iterator[logging.Logger]:
                 logger.removeHandler(handler)
     finally:
         fh.close()
+    if bad_input is not None:
+        raise SystemExit(f"Error: {bad_input}")
     if fh.full and not failed:
         raise disk_full_error(path, written=path.stat().st_size)

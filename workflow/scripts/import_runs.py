@@ -9,14 +9,14 @@ from pathlib import Path
 from latentstates.io import write_parquet
 from latentstates.logs import job_log
 from latentstates.runs.contract import write_run
-from latentstates.runs.external_tables import read_table
+from latentstates.runs.external_tables import check_performance_table, read_table
 from latentstates.runs.sources import import_checkpoint_run, import_huggingface_run, import_written_run
 
 with job_log(snakemake.log[0]) as logger:
     task = json.loads(snakemake.params.task)
     name = snakemake.params.name
     perf_path = snakemake.params.performance
-    perf = read_table(perf_path) if perf_path else None
+    perf = check_performance_table(read_table(perf_path), perf_path) if perf_path else None
     if task["source"] == "huggingface" and perf is None:
         logger.warning(
             "task %s: no performance table: metrics and HMM run, convergence analyses are skipped", name

@@ -28,6 +28,7 @@ from latentstates.settings import HessianSettings, LLCSettings
 from latentstates.tasks.models import finite_weights
 from latentstates.tasks.registry import get_task
 from latentstates.tasks.replicas import Replicas, loops_replicas
+from latentstates.validation import InputError
 
 logger = logging.getLogger("latentstates")
 
@@ -279,8 +280,10 @@ def _architecture_rows(
             sd = open_weights(path, run["format"])
             # layers() names what is missing before anything is read
             stats = streamed_weight_metrics(lambda sd=sd, config=config: arch.layers(sd, config), dev)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+        except InputError:
+            raise
+        except ValueError as exc:  # what the architecture misses in this checkpoint
+            raise InputError(path, str(exc)) from exc
         rows.append(_row(ckpt, stats))
     return rows
 

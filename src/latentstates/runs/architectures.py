@@ -115,7 +115,24 @@ def _layered(
             missing = next(part for part in biases if part not in present)
             raise ValueError(f"{name} layer {layer} has no {missing}.bias")
         plan.append((layer, present))
+    for layer, present in plan:
+        for part, kind in [*((p, "weight") for p in parts), *((p, "bias") for p in present)]:
+            _require_float(sd, found[(layer, part, kind)], 2 if kind == "weight" else 1)
     return _read_layers(sd, found, parts, plan)
+
+
+def _require_float(sd: StateDict, name: str, ndim: int) -> None:
+    """A matrix (ndim 2) or bias (ndim 1) the statistics take: floating point, of that rank."""
+    dtype, shape = tensor_meta(sd, name)
+    if not dtype.is_floating_point:
+        raise ValueError(
+            f"tensor {name!r} is {str(dtype).replace('torch.', '')}, "
+            "and integer or boolean weights are refused"
+        )
+    if len(shape) != ndim:
+        raise ValueError(
+            f"tensor {name!r} has shape {list(shape)}, not a {'matrix' if ndim == 2 else 'vector'}"
+        )
 
 
 def _read_layers(sd, found, parts, plan) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor]]]:
@@ -155,6 +172,8 @@ def gpt_neox_layers(sd: StateDict, config: dict | None = None) -> Iterator[Weigh
         raise ValueError(
             "gpt_neox: config.json with num_attention_heads is needed to cut the fused query_key_value"
         )
+    if not isinstance(heads, int) or isinstance(heads, bool) or heads < 1:
+        raise ValueError(f"gpt_neox: num_attention_heads must be a positive integer, got {heads!r}")
     found = _by_layer(sd, _NEOX_KEY, NEOX_PARTS)
     for key in (k for k in found if k[1] == NEOX_PARTS[0] and k[2] == "weight"):
         shape = tensor_meta(sd, found[key])[1]

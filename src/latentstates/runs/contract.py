@@ -22,11 +22,21 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from latentstates.io import atomic_path
 from latentstates.runs.checkpoints import list_checkpoints
 from latentstates.runs.runtime import run_seeds
+from latentstates.validation import (
+    InputError,
+    describe,
+    is_int,
+    is_number,
+    performance_columns,
+    require_increasing,
+    require_step,
+)
 
 RUN_FILE = "run.json"
 VERSION = 1
@@ -50,9 +60,11 @@ def make_run(
         raise ValueError(f"unknown run source {source!r}; known: {SOURCES}")
     if fmt not in FORMATS:
         raise ValueError(f"unknown checkpoint format {fmt!r}; known: {FORMATS}")
-    steps = [c["step"] for c in checkpoints]
-    if steps != sorted(steps) or len(set(steps)) != len(steps):
-        raise ValueError(f"task {task} seed {seed}: checkpoint steps must increase, got {steps[:10]}")
+    steps = [
+        require_step(c["step"], f"task {task} seed {seed}", f"checkpoints[{i}].step")
+        for i, c in enumerate(checkpoints)
+    ]
+    require_increasing(steps, f"task {task} seed {seed}", "checkpoints")
     return {
         "version": VERSION,
         "task": task,
@@ -80,18 +92,169 @@ def write_run(path: str | Path, run: dict[str, Any]) -> None:
 
 
 def read_run(path: str | Path) -> dict[str, Any]:
-    """Read and check a run.json; errors name the file."""
+    """Read and check a run.json (`check_run`); errors name the file and the key."""
     path = Path(path)
     try:
         run = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable run record ({exc})") from exc
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    except ValueError as exc:
+        raise InputError(path, f"not a readable run record (not JSON: {exc})") from exc
+    return check_run(run, path)
+
+
+def check_run(run: Any, path: str | Path) -> dict[str, Any]:
+    """A run record as the contract defines it, or an `InputError` naming the key that is not:
+    the task, seed, source and weight format; a spec that builds a registered kind (the config
+    schema's task settings) or names a known architecture (with an optional model config); every
+    checkpoint a mapping of an integer step (strictly increasing), a path and an optional epoch."""
+    if not isinstance(run, dict):
+        raise InputError(path, f"a run record is a mapping, got {describe(run)}")
     missing = [k for k in ("task", "seed", "source", "spec", "format", "checkpoints") if k not in run]
     if missing:
-        raise ValueError(f"{path}: run record lacks {missing}")
-    if not run["checkpoints"]:
-        raise ValueError(f"{path}: run record lists no checkpoints")
+        raise InputError(path, f"run record lacks {missing}")
+    if "version" in run and not (is_int(run["version"]) and 1 <= run["version"] <= VERSION):
+        raise InputError(
+            path,
+            f"run record version {describe(run['version'])} is not one this workflow reads (1 to {VERSION})",
+            "version",
+        )
+    if not isinstance(run["task"], str):
+        raise InputError(path, f"must be a string, got {describe(run['task'])}", "task")
+    if not (is_int(run["seed"]) and run["seed"] >= 0):
+        raise InputError(path, f"must be a non-negative integer, got {describe(run['seed'])}", "seed")
+    if run["source"] not in SOURCES:
+        raise InputError(
+            path, f"unknown run source {describe(run['source'])} (known: {', '.join(SOURCES)})", "source"
+        )
+    if run["format"] not in FORMATS:
+        raise InputError(
+            path,
+            f"unknown checkpoint format {describe(run['format'])} (known: {', '.join(FORMATS)})",
+            "format",
+        )
+    _check_spec(run["spec"], path)
+    checkpoints = run["checkpoints"]
+    if not isinstance(checkpoints, list):
+        raise InputError(path, f"must be a list of checkpoints, got {describe(checkpoints)}", "checkpoints")
+    if not checkpoints:
+        raise InputError(path, "run record lists no checkpoints", "checkpoints")
+    for i, c in enumerate(checkpoints):
+        where = f"checkpoints[{i}]"
+        if not isinstance(c, dict):
+            raise InputError(path, f"must be a mapping of step, path and epoch, got {describe(c)}", where)
+        lacks = [k for k in ("step", "path") if k not in c]
+        if lacks:
+            raise InputError(path, f"lacks {lacks}", where)
+        require_step(c["step"], path, f"{where}.step")
+        if not isinstance(c["path"], str) or not c["path"]:
+            raise InputError(path, f"must be a file path, got {describe(c['path'])}", f"{where}.path")
+        epoch = c.get("epoch")
+        if epoch is not None and not (is_number(epoch) and math.isfinite(epoch)):
+            raise InputError(path, f"must be a number or null, got {describe(epoch)}", f"{where}.epoch")
+        if "index" in c and c["index"] != i:
+            raise InputError(
+                path, f"index {describe(c['index'])} is not the checkpoint's position {i}", f"{where}.index"
+            )
+    require_increasing([c["step"] for c in checkpoints], path, "checkpoints")
     return run
+
+
+def _check_spec(spec: Any, path: str | Path) -> None:
+    """A run's model: a registered kind with its data and model settings (as a task's in the
+    config), or an architecture read off the state dict with an optional model config."""
+    from latentstates import validation
+    from latentstates.config import ConfigError, check_task_spec
+
+    if not isinstance(spec, dict):
+        raise InputError(
+            path, f"must be a mapping (a registered kind, or an architecture), got {describe(spec)}", "spec"
+        )
+    if "kind" in spec:
+        lacks = [k for k in ("kind", "data", "model", "data_seed") if k not in spec]
+        if lacks:
+            raise InputError(path, f"a registered kind's spec lacks {lacks}", "spec")
+        try:
+            check_task_spec(spec)
+        except ConfigError as exc:
+            raise InputError(path, str(exc).replace("invalid config key", "invalid key"), "spec") from None
+    elif "architecture" in spec:
+        from latentstates.runs.architectures import ARCHITECTURES
+
+        if spec["architecture"] not in ARCHITECTURES:
+            raise InputError(
+                path,
+                f"unknown architecture {describe(spec['architecture'])} "
+                f"(known: {', '.join(sorted(ARCHITECTURES))})",
+                "spec.architecture",
+            )
+        if spec.get("config") is not None:
+            validation.model_config(spec["config"], f"{path}: spec.config")
+    else:
+        raise InputError(path, "names neither a registered kind nor an architecture", "spec")
+
+
+# The performance log's integer columns besides checkpoint: the step and the run's seeds.
+LOG_INTEGERS = ("step", "seed", "init_seed", "data_seed", "order_seed")
+
+
+def check_train_log(log: pd.DataFrame, run: dict[str, Any], path: str | Path) -> pd.DataFrame:
+    """A run's performance log checked against its record: one row per checkpoint index (rows
+    past the record's checkpoints, written ahead of run.json, are left out), integer columns as
+    integers, steps equal to the record's, losses and accuracies numeric (accuracies in [0, 1]),
+    `diverged` true or false in every row. Returns the log's rows of the record's checkpoints."""
+    from latentstates.columns import PERFORMANCE_COLUMNS
+
+    if "checkpoint" not in log:
+        raise InputError(path, f"no 'checkpoint' column (has {list(log.columns)})")
+    for column in ("checkpoint", *(c for c in LOG_INTEGERS if c in log)):
+        if not pd.api.types.is_integer_dtype(log[column]):
+            sample = log[column].iloc[0] if len(log) else None
+            raise InputError(
+                path,
+                f"must hold integers, holds {log[column].dtype} (e.g. {describe(sample)})",
+                f"column {column!r}",
+            )
+    duplicated = log["checkpoint"][log["checkpoint"].duplicated()]
+    if len(duplicated):
+        raise InputError(
+            path,
+            f"more than one row for checkpoint(s) {sorted(set(duplicated.tolist()))[:5]}",
+            "column 'checkpoint'",
+        )
+    n = len(run["checkpoints"])
+    log = log[log["checkpoint"].between(0, n - 1)].sort_values("checkpoint").reset_index(drop=True)
+    absent = sorted(set(range(n)) - set(log["checkpoint"].tolist()))
+    if absent:
+        raise InputError(
+            path,
+            f"no row for checkpoint(s) {absent[:5]} of the {n} its run record lists",
+            "column 'checkpoint'",
+        )
+    if "step" in log:
+        recorded = [c["step"] for c in run["checkpoints"]]
+        differ = [i for i, s in enumerate(log["step"].tolist()) if s != recorded[i]]
+        if differ:
+            i = differ[0]
+            raise InputError(
+                path,
+                f"checkpoint {i} is at step {log['step'].iloc[i]} here and at step {recorded[i]} in run.json",
+                "column 'step'",
+            )
+    log = performance_columns(log, [c for c in ("epoch", *PERFORMANCE_COLUMNS) if c in log], path)
+    if "diverged" in log:
+        flags = log["diverged"]
+        if not pd.api.types.is_bool_dtype(flags):
+            ok = flags.map(lambda v: v in (0, 1) and not isinstance(v, str) and v == v)
+            if not ok.all():
+                first = int(np.flatnonzero(~ok.to_numpy())[0])
+                raise InputError(
+                    path,
+                    f"{describe(flags.iloc[first])} is not true or false",
+                    f"column 'diverged', row {first}",
+                )
+            log["diverged"] = flags.astype(bool)
+    return log
 
 
 def run_checkpoint_paths(run: dict[str, Any], run_file: str | Path) -> list[Path]:

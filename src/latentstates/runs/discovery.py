@@ -9,11 +9,14 @@ Snakefile's inputs (torch-free: stdlib and `columns` only, the Snakefile imports
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from latentstates.columns import CHECKPOINT_SUFFIXES
+from latentstates.validation import InputError, MissingInputError, require_step
 
 _INT = re.compile(r"\d+")
 
@@ -25,15 +28,17 @@ def run_directory(pattern: str, seed: int) -> Path:
 
 def checkpoint_files_in(directory: str | Path) -> list[Path]:
     """The checkpoint files of a run's directory (by suffix, no hidden files), sorted by name;
-    errors name the directory."""
+    errors name the directory, or the checkpoint that is a broken link."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"{directory}: checkpoint directory does not exist")
-    return sorted(
-        p
-        for p in directory.iterdir()
-        if p.suffix in CHECKPOINT_SUFFIXES and p.is_file() and not p.name.startswith(".")
+        raise MissingInputError(directory, "checkpoint directory does not exist")
+    found = sorted(
+        p for p in directory.iterdir() if p.suffix in CHECKPOINT_SUFFIXES and not p.name.startswith(".")
     )
+    broken = [p.name for p in found if p.is_symlink() and not p.exists()]
+    if broken:
+        raise InputError(directory, f"checkpoint(s) {broken[:5]} are broken symbolic links")
+    return [p for p in found if p.is_file()]
 
 
 def checkpoints_by_step(directory: str | Path, stored_step: Callable[[Path], int]) -> list[tuple[int, Path]]:
@@ -46,15 +51,15 @@ def checkpoints_by_step(directory: str | Path, stored_step: Callable[[Path], int
     directory = Path(directory)
     files = checkpoint_files_in(directory)
     if not files:
-        raise ValueError(f"{directory}: no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)})")
+        raise InputError(directory, f"no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)})")
     numbered = [_INT.findall(p.stem) for p in files]
     if all(numbered):
-        steps = [int(n[-1]) for n in numbered]
+        steps = [require_step(int(n[-1]), p, "the step in its name") for p, n in zip(files, numbered)]
     elif not any(numbered):
         steps = [stored_step(p) for p in files]
     else:
         odd = [p.name for p, n in zip(files, numbered) if not n]
-        raise ValueError(f"{directory}: some checkpoint file names have no step number: {odd[:5]}")
+        raise InputError(directory, f"some checkpoint file names have no step number: {odd[:5]}")
     seen: dict[int, Path] = {}
     for step, p in zip(steps, files):
         if step in seen:
@@ -63,7 +68,7 @@ def checkpoints_by_step(directory: str | Path, stored_step: Callable[[Path], int
             if ".safetensors" in pair and len(pair) == 2:
                 seen[step] = seen[step] if seen[step].suffix == ".safetensors" else p
                 continue
-            raise ValueError(f"{directory}: {seen[step].name} and {p.name} are both step {step}")
+            raise InputError(directory, f"{seen[step].name} and {p.name} are both step {step}")
         seen[step] = p
     return sorted(seen.items())
 
@@ -80,7 +85,51 @@ def huggingface_checkpoints(pattern: str, seed: int) -> list[tuple[int, Path]]:
     for name in glob.glob(glob.escape(before) + "*" + glob.escape(after)):
         m = regex.match(name.rstrip("/"))
         if m and Path(name).is_dir():
-            found.append((int(m[1]), Path(name)))
+            found.append((require_step(int(m[1]), name, "the step in its name"), Path(name)))
     if not found:
         raise FileNotFoundError(f"no model directories match {head!r} (huggingface path, seed {seed})")
     return sorted(found)
+
+
+# Files up to this size are fingerprinted whole; larger ones by their first and last part (a
+# checkpoint's header, a Parquet file's footer).
+WHOLE_FILE = 1 << 20
+_SAMPLE = 1 << 16
+
+
+def fingerprint(paths: Iterable[str | Path]) -> str:
+    """A digest of imported inputs as they are now: per file (a directory: every file in it) its
+    name, size, modification time and content (whole up to 1 MiB, else its first and last 64 KiB).
+    As a param of the job that reads them, a changed input reruns it also where the change leaves
+    an older modification time (a file restored from a backup with `cp -p` or `rsync -a`)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for top in sorted({Path(p) for p in paths}):
+        files = sorted(f for f in top.rglob("*") if f.is_file()) if top.is_dir() else [top]
+        for f in files:
+            digest.update(f"{f}\0".encode())
+            try:
+                st = f.stat()
+                with open(f, "rb") as fh:
+                    if st.st_size <= WHOLE_FILE:
+                        content = fh.read()
+                    else:
+                        content = fh.read(_SAMPLE)
+                        fh.seek(st.st_size - _SAMPLE)
+                        content += fh.read(_SAMPLE)
+            except OSError:
+                digest.update(b"unreadable\0")
+                continue
+            digest.update(f"{st.st_size} {st.st_mtime_ns}\0".encode())
+            digest.update(hashlib.blake2b(content, digest_size=16).digest())
+    return digest.hexdigest()
+
+
+def listed_checkpoints(run_file: str | Path) -> list[Path]:
+    """The checkpoint paths a run.json lists (relative ones from its directory); none where the
+    file cannot be read as one (the import job then says why)."""
+    run_file = Path(run_file)
+    try:
+        checkpoints = json.loads(run_file.read_text())["checkpoints"]
+        return [run_file.parent / c["path"] for c in checkpoints]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []

@@ -11,40 +11,87 @@ import numpy as np
 import pandas as pd
 
 from latentstates.columns import PERFORMANCE_COLUMNS
+from latentstates.validation import (
+    MAX_STEP,
+    InputError,
+    MissingInputError,
+    cell,
+    numeric_column,
+    performance_columns,
+    require_finite,
+    require_rows,
+)
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """A CSV or Parquet table, naming the file on failure."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
+    if not path.is_file():
+        raise MissingInputError(path, "no such file" if not path.exists() else "not a file")
     try:
         if path.suffix in (".parquet", ".pq"):
             return pd.read_parquet(path, engine="pyarrow")
         return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise InputError(path, "is empty (not even a header)") from None
     except Exception as exc:  # pandas and pyarrow raise several types
-        raise ValueError(f"{path}: not a readable table ({exc})") from exc
+        raise InputError(path, f"not a readable table ({str(exc).strip().splitlines()[0]})") from exc
 
 
 def require_columns(df: pd.DataFrame, columns: list[str], path: str | Path) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing} (has {list(df.columns)})")
+        raise InputError(path, f"missing column(s) {missing} (has {list(df.columns)})")
+
+
+def check_performance_table(table: pd.DataFrame, path: str | Path) -> pd.DataFrame:
+    """A performance table as numbers: seed and step in every row (integers), one row per (seed,
+    step), losses and accuracies numeric (accuracies in [0, 1]); other columns are ignored."""
+    require_columns(table, ["seed", "step"], path)
+    require_rows(table, path)
+    out = performance_columns(table, PERFORMANCE_COLUMNS, path)
+    for column in ("seed", "step"):
+        values = numeric_column(out, column, path, allow_missing=False)
+        fractional = values != np.floor(values)
+        if fractional.any():
+            first = int(np.flatnonzero(fractional.to_numpy())[0])
+            raise InputError(
+                path,
+                f"{values.iloc[first]} is not an integer",
+                cell(out, first, column, str(path).endswith(".csv")),
+            )
+        out[column] = values.astype(np.int64)
+    pairs = out[["seed", "step"]].duplicated()
+    if pairs.any():
+        seed, step = out.loc[pairs.idxmax(), ["seed", "step"]]
+        raise InputError(path, f"seed {seed} has more than one row for step {step}")
+    return out
 
 
 def performance_log(
     table: pd.DataFrame | None, seed: int, steps: list[int], source: str | Path
 ) -> pd.DataFrame:
-    """Per checkpoint: the performance columns the user's table gives for (seed, step), NaN
-    where it gives none."""
+    """Per checkpoint: the performance columns the user's table (`check_performance_table`)
+    gives for (seed, step), NaN where it gives none; a table with no row for this run's
+    checkpoints is an error, not a run without performance."""
     log = pd.DataFrame({"checkpoint": range(len(steps)), "step": steps, "epoch": math.nan})
     if table is None:
         perf = pd.DataFrame({"step": steps})
     else:
-        require_columns(table, ["seed", "step"], source)
         perf = table[table["seed"] == seed]
-        if perf["step"].duplicated().any():
-            raise ValueError(f"{source}: seed {seed} has more than one row for a step")
+        if perf.empty:
+            seeds = sorted(table["seed"].unique().tolist())
+            raise InputError(
+                source,
+                f"no row for seed {seed} (the table's seeds: {seeds[:10]}{' ...' if len(seeds) > 10 else ''})"
+                "; its column 'seed' must hold the runs' seeds",
+            )
+        if not perf["step"].isin(steps).any():
+            raise InputError(
+                source,
+                f"no row of seed {seed} is at one of its checkpoints' steps (table: steps "
+                f"{perf['step'].min()} to {perf['step'].max()}; checkpoints: {steps[0]} to {steps[-1]})",
+            )
         perf = perf[["step", *[c for c in PERFORMANCE_COLUMNS if c in table]]]
     log = log.merge(perf, on="step", how="left")
     for c in PERFORMANCE_COLUMNS:
@@ -59,9 +106,19 @@ KEY_COLUMNS = ("task", "seed", "run", "checkpoint", "step", "epoch", "diverged")
 
 
 def table_features(df: pd.DataFrame, run_column: str, step_column: str) -> list[str]:
-    """Default HMM features of a metrics table: its numeric columns but keys and performance."""
+    """Default HMM features of a metrics table: its columns of numbers but keys and performance.
+    A column of numbers with a stray text cell counts (the import names the cell); a column of
+    text does not."""
     skip = {run_column, step_column, *KEY_COLUMNS, *PERFORMANCE_COLUMNS}
-    return [c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c])]
+    return [c for c in df.columns if c not in skip and _numbers(df[c])]
+
+
+def _numbers(values: pd.Series) -> bool:
+    if pd.api.types.is_bool_dtype(values):
+        return False
+    if pd.api.types.is_numeric_dtype(values):
+        return True
+    return bool(pd.to_numeric(values, errors="coerce").notna().any())
 
 
 def metrics_table(
@@ -69,22 +126,56 @@ def metrics_table(
 ) -> pd.DataFrame:
     """A user's metrics table in the collated layout: seed (the run as an integer: the run label
     itself when every label is one, else its rank), run, checkpoint (position in the run),
-    step, the features, the performance columns it has (NaN otherwise) and diverged."""
+    step, the features, the performance columns it has (NaN otherwise) and diverged.
+
+    Checked first: rows present; a run label and a numeric step in every row, one row per (run,
+    step); at least one feature, each a finite number in every row; losses and accuracies numbers
+    (accuracies in [0, 1]). Errors name the file and the cell."""
+    require_rows(df, path)
     require_columns(df, [run_column, step_column, *features], path)
-    bad = [c for c in features if not pd.api.types.is_numeric_dtype(df[c])]
-    if bad:
-        raise ValueError(f"{path}: feature column(s) {bad} are not numeric")
-    if df[[run_column, step_column]].duplicated().any():
-        raise ValueError(f"{path}: more than one row for a ({run_column}, {step_column}) pair")
+    if not features:
+        raise InputError(
+            path,
+            f"no feature column: every column but {run_column!r}, {step_column!r} and performance is text "
+            f"or absent (columns {list(df.columns)}); name numeric ones in the task's hmm.features",
+        )
+    csv = str(path).endswith(".csv")
+    df = df.reset_index(drop=True)
     labels = df[run_column]
+    if labels.isna().any():
+        first = int(np.flatnonzero(labels.isna().to_numpy())[0])
+        raise InputError(path, "has no run label (every row needs one)", cell(df, first, run_column, csv))
+    steps = numeric_column(df, step_column, path, allow_missing=False)
+    require_finite(steps, step_column, path)
+    values = {c: numeric_column(df, c, path) for c in features}
+    for c, v in values.items():
+        require_finite(v, c, path)
+    pairs = pd.DataFrame({"run": labels.astype(str), "step": steps}).duplicated()
+    if pairs.any():
+        first = int(np.flatnonzero(pairs.to_numpy())[0])
+        raise InputError(
+            path,
+            f"more than one row for a ({run_column}, {step_column}) pair: run {labels.iloc[first]!r}, "
+            f"step {steps.iloc[first]:g}",
+            f"line {first + 2}" if csv else f"row {first}",
+        )
+    performance = performance_columns(
+        df, [c for c in PERFORMANCE_COLUMNS if c in df and c not in features], path
+    )
     if pd.api.types.is_integer_dtype(labels) and (labels >= 0).all():
         seed = labels.astype(int)
     else:
         order = {label: i for i, label in enumerate(sorted(labels.astype(str).unique()))}
         seed = labels.astype(str).map(order)
-    out = pd.DataFrame({"seed": seed, "run": labels.astype(str), "step": df[step_column]})
-    for c in [*features, *[c for c in PERFORMANCE_COLUMNS if c in df and c not in features]]:
-        out[c] = df[c].to_numpy()
+    integral = bool((steps == np.floor(steps)).all() and steps.abs().max() <= MAX_STEP)
+    out = pd.DataFrame(
+        {"seed": seed, "run": labels.astype(str), "step": steps.astype(np.int64) if integral else steps}
+    )
+    for c in features:
+        out[c] = values[c].to_numpy()
+    for c in PERFORMANCE_COLUMNS:
+        if c in df and c not in features:
+            out[c] = performance[c].to_numpy()
     out = out.sort_values(["seed", "step"], kind="stable").reset_index(drop=True)
     out.insert(2, "checkpoint", out.groupby("seed").cumcount())
     for c in PERFORMANCE_COLUMNS:

@@ -22,6 +22,7 @@ from latentstates.columns import PERFORMANCE_COLUMNS
 from latentstates.runs.contract import make_run, model_spec
 from latentstates.runs.discovery import checkpoints_by_step, huggingface_checkpoints, run_directory
 from latentstates.runs.external_tables import performance_log
+from latentstates.validation import InputError, MissingInputError, require_memory, require_step
 
 
 def checkpoint_steps(directory: str | Path) -> list[tuple[int, Path]]:
@@ -34,9 +35,9 @@ def _stored_step(path: Path) -> int:
     from latentstates.runs.weights import torch_file
 
     payload = torch_file(path)
-    if not isinstance(payload, dict) or not isinstance(payload.get("step"), int):
-        raise ValueError(f"{path}: no step number in the file name and no integer 'step' stored inside")
-    return payload["step"]
+    if not isinstance(payload, dict) or "step" not in payload:
+        raise InputError(path, "no step number in the file name and no 'step' stored inside")
+    return require_step(payload["step"], path, "its stored 'step'")
 
 
 def import_checkpoint_run(
@@ -48,6 +49,8 @@ def import_checkpoint_run(
     from latentstates.runs.runtime import run_seeds
 
     files = checkpoint_steps(run_directory(task_cfg["path"], seed))
+    for _, path in files:
+        check_checkpoint(path, "state_dict", model_spec(task_cfg))
     seeds = run_seeds(seed, task_cfg["data_seed"])
     log = pd.DataFrame(_evaluated_rows(task_cfg, seed, files, device, threads)).assign(**seeds)
     run = make_run(
@@ -114,11 +117,14 @@ def import_huggingface_run(
     matching the task's `path`, or `found` (step, directory), e.g. a Hub series' snapshots."""
     if found is None:
         found = huggingface_checkpoints(task_cfg["path"], seed)
+    spec = {"architecture": task_cfg["architecture"]}
+    for _, directory in found:
+        check_checkpoint(directory, "transformers", spec)
     run = make_run(
         task=task,
         seed=seed,
         source="huggingface",
-        spec={"architecture": task_cfg["architecture"]},
+        spec=spec,
         fmt="transformers",
         checkpoints=[{"step": s, "path": p.resolve()} for s, p in found],
     )
@@ -126,22 +132,52 @@ def import_huggingface_run(
 
 
 def read_written_run(directory: str | Path) -> tuple[dict, pd.DataFrame]:
-    """A run directory written by `latentstates.runs.writer`: its record with absolute checkpoint
-    paths, and its log's rows of those checkpoints (a row written ahead of run.json is left out;
-    performance columns NaN where nothing was logged)."""
-    from latentstates.runs.contract import RUN_FILE, read_run, run_checkpoint_paths
+    """A run directory written by `latentstates.runs.writer` (or by hand), checked: its record
+    (`contract.check_run`) with absolute checkpoint paths, every checkpoint there and readable
+    (`check_checkpoint`), and its log's rows of those checkpoints (`contract.check_train_log`; a
+    row written ahead of run.json is left out; performance columns NaN where nothing was logged)."""
+    from latentstates.io import read_parquet
+    from latentstates.runs.contract import RUN_FILE, check_train_log, read_run, run_checkpoint_paths
 
     directory = Path(directory)
+    if not directory.is_dir():
+        raise MissingInputError(directory, "run directory does not exist")
     run = read_run(directory / RUN_FILE)
     paths = run_checkpoint_paths(run, directory / RUN_FILE)
+    for i, p in enumerate(paths):
+        check_checkpoint(p, run["format"], run["spec"], f"{directory / RUN_FILE}: checkpoints[{i}].path")
     run["checkpoints"] = [{**c, "path": str(p.resolve())} for c, p in zip(run["checkpoints"], paths)]
-    log = pd.read_parquet(directory / "train_log.parquet")
-    log = log[log["checkpoint"] < len(paths)].reset_index(drop=True)
+    log_path = directory / "train_log.parquet"
+    log = check_train_log(read_parquet(log_path), run, log_path)
     for column in PERFORMANCE_COLUMNS:
         if column not in log:
             log[column] = math.nan
-    log["diverged"] = log["diverged"].astype(bool) if "diverged" in log else False
+    if "diverged" not in log:
+        log["diverged"] = False
     return run, log
+
+
+def check_checkpoint(path: Path, fmt: str, spec: dict, listed_in: str | None = None) -> None:
+    """What can be known of a checkpoint without reading its values, checked before any metric:
+    it exists; its headers (safetensors: dtypes, shapes, byte ranges) or pickles (safely) read;
+    an architecture finds its matrices and biases, floating point and of the right rank; no tensor
+    is too large for this machine's memory. Errors name the checkpoint (and where it is listed)."""
+    from latentstates.runs.weights import model_config, open_weights, tensor_meta
+
+    exists = path.is_dir() if fmt == "transformers" else path.is_file()
+    if not exists:
+        raise MissingInputError(listed_in or path, f"checkpoint {path} does not exist")
+    sd = open_weights(path, fmt)
+    if "architecture" in spec:
+        from latentstates.runs.architectures import get_architecture
+
+        config = spec.get("config") or model_config(path, fmt)
+        try:
+            get_architecture(spec["architecture"]).layers(sd, config)  # checks names, dtypes, ranks
+        except ValueError as exc:
+            raise InputError(path, str(exc)) from exc
+    for name in sd:
+        require_memory(path, name, tensor_meta(sd, name)[1])
 
 
 def import_written_run(task: str, task_cfg: dict, seed: int) -> tuple[dict, pd.DataFrame]:

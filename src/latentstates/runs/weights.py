@@ -5,25 +5,46 @@ or checkpoint dicts, safetensors, and Hugging Face `save_pretrained` directories
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from latentstates import validation
 from latentstates.runs.checkpoints import load_checkpoint
 from latentstates.tasks.models import fit_state
+from latentstates.validation import InputError, MissingInputError, require_memory, safetensors_layout
 
 # Keys under which checkpoint dicts written elsewhere keep the model's state dict.
 STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict")
 
 
-def torch_file(path: Path) -> Any:
-    """A `torch.save` file's content, loaded safely (`weights_only`); errors name the file."""
+def torch_file(path: Path, mmap: bool = False) -> Any:
+    """A `torch.save` file's content, loaded safely (`weights_only`: no code runs); errors name
+    the file and say in one line what is wrong."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # truncated, foreign, or pickled code (refused with weights_only)
-        raise ValueError(f"{path}: not a readable checkpoint ({exc})") from exc
+        raise InputError(path, f"not a readable checkpoint ({torch_load_error(exc)})") from exc
+
+
+def torch_load_error(exc: Exception) -> str:
+    """What `torch.load` found wrong, in one line: its weights-only refusals without the advice
+    to load the file unsafely."""
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in text:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        detail = next(
+            (line for line in lines if line.startswith(("Trying to load", "Unsupported", "Could not find"))),
+            lines[-1] if lines else "",
+        )
+        return f"it holds something other than tensors, refused since loading it could run code: {detail}"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first.replace(str(exc.filename), "").strip() if getattr(exc, "filename", None) else first
 
 
 # safetensors' dtype names (the format's header) and the torch dtypes they store.
@@ -45,40 +66,42 @@ SAFETENSORS_DTYPES = {
 
 def _safetensors_file(path: Path) -> LazyStateDict:
     """A safetensors file's tensors, each read with a plain file read when asked for: its header
-    (8 bytes of length, then JSON: dtype, shape and byte offsets per tensor) is parsed here, and
-    nothing is memory-mapped, so a checkpoint's pages never count towards the process's memory
-    (safetensors' own reader maps the file; both read the same, tests/test_metrics.py)."""
+    (8 bytes of length, then JSON: dtype, shape and byte offsets per tensor) is parsed and checked
+    against the file here (`validation.safetensors_layout`: every byte range holds exactly its
+    shape, the ranges tile the data), and nothing is memory-mapped, so a checkpoint's pages never
+    count towards the process's memory (safetensors' own reader maps the file; both read the same,
+    tests/test_metrics.py)."""
     try:
         with open(path, "rb") as f:
             size = int.from_bytes(f.read(8), "little")
-            if not 2 <= size <= 100_000_000:
-                raise ValueError(f"header length {size}")
-            header = json.loads(f.read(size))
-        start = 8 + size
-        meta, spans = {}, {}
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            dtype = SAFETENSORS_DTYPES[info["dtype"]]
-            begin, end = info["data_offsets"]
-            meta[name] = (dtype, tuple(info["shape"]))
-            spans[name] = (start + begin, end - begin)
-        ends = max((offset + n for offset, n in spans.values()), default=start)
-        if ends > path.stat().st_size:
-            raise ValueError(f"its tensors end at byte {ends}, the file has {path.stat().st_size}")
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # truncated or foreign file
-        raise ValueError(f"{path}: not a readable safetensors file ({exc!r})") from exc
+            file_size = os.fstat(f.fileno()).st_size
+            raw = f.read(size) if 2 <= size <= min(100_000_000, file_size - 8) else None
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    if raw is None:
+        raise InputError(path, f"not a safetensors file (header length {size}, file of {file_size} bytes)")
+    try:
+        header = json.loads(raw)
+    except ValueError as exc:  # the header is not JSON (UnicodeDecodeError is a ValueError)
+        raise InputError(path, f"not a safetensors file (its header is not JSON: {exc})") from exc
+    start = 8 + size
+    layout = safetensors_layout(header, file_size - start, path)
+    meta = {name: (SAFETENSORS_DTYPES[dtype], shape) for name, (dtype, shape, _, _) in layout.items()}
+    spans = {name: (start + begin, end - begin) for name, (_, _, begin, end) in layout.items()}
 
     def getter(name: str) -> Callable[[], torch.Tensor]:
         def read() -> torch.Tensor:
             (dtype, shape), (offset, nbytes) = meta[name], spans[name]
+            require_memory(path, name, shape)
             buffer = bytearray(nbytes)
             with open(path, "rb") as f:
                 f.seek(offset)
                 if f.readinto(buffer) != nbytes:  # the file shrank since its header was read
-                    raise ValueError(f"{path}: tensor {name} is truncated")
-            if not nbytes:
-                return torch.empty(shape, dtype=dtype)
+                    raise InputError(
+                        path, "is truncated (the file shrank while it was read)", f"tensor {name!r}"
+                    )
+            if not nbytes:  # no elements: a shape with a zero (the layout check allows nothing else)
+                return torch.zeros(shape, dtype=dtype)
             return torch.frombuffer(buffer, dtype=dtype).reshape(shape)
 
         return read
@@ -93,9 +116,9 @@ def state_dict_of(payload: Any, path: Path) -> dict[str, torch.Tensor]:
             if isinstance(payload.get(key), dict):
                 payload = payload[key]
                 break
-        if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        if payload and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload.items()):
             return payload
-    raise ValueError(f"{path}: no state dict (a dict of tensors, or one under {list(STATE_DICT_KEYS)})")
+    raise InputError(path, f"no state dict (a dict of tensors by name, or one under {list(STATE_DICT_KEYS)})")
 
 
 def load_weights(path: str | Path, fmt: str) -> dict[str, torch.Tensor]:
@@ -152,17 +175,17 @@ def open_weights(path: str | Path, fmt: str) -> Mapping[str, torch.Tensor]:
         return _lazy_file(path)
     if fmt == "transformers":
         return _transformers_dir(path)
-    raise ValueError(f"unknown checkpoint format {fmt!r}")
+    raise InputError(path, f"unknown checkpoint format {fmt!r} (known: workflow, state_dict, transformers)")
 
 
 def _lazy_file(path: Path) -> Mapping[str, torch.Tensor]:
+    if not path.is_file():
+        raise MissingInputError(path, "no such file" if not path.is_symlink() else "a broken symbolic link")
     if path.suffix == ".safetensors":
         return _safetensors_file(path)
-    try:  # a zip-format torch file is memory-mapped: its tensors are read as they are used
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # a legacy (non-zip) file cannot be mapped: read it whole, errors named
-        payload = torch_file(path)
-    return state_dict_of(payload, path)
+    if zipfile.is_zipfile(path):  # a zip-format torch file is memory-mapped: tensors read as used
+        return state_dict_of(torch_file(path, mmap=True), path)
+    return state_dict_of(torch_file(path), path)  # a legacy (non-zip) file is read whole
 
 
 def model_config(path: str | Path, fmt: str) -> dict:
@@ -172,33 +195,39 @@ def model_config(path: str | Path, fmt: str) -> dict:
     if fmt != "transformers" or not config.exists():
         return {}
     try:
-        return json.loads(config.read_text())
+        return validation.model_config(json.loads(config.read_text()), config)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{config}: not a readable model config ({exc})") from exc
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(config, f"not a readable model config ({exc})") from exc
 
 
 def _transformers_dir(directory: Path) -> Mapping[str, torch.Tensor]:
     if not directory.is_dir():
-        raise FileNotFoundError(f"{directory}: model directory does not exist")
+        raise MissingInputError(directory, "model directory does not exist")
     for name in ("model.safetensors", "pytorch_model.bin"):
         index = directory / f"{name}.index.json"
         if index.exists():
             try:
-                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            except (OSError, ValueError, KeyError) as exc:
-                raise ValueError(f"{index}: not a readable shard index ({exc})") from exc
+                shards = validation.shard_names(json.loads(index.read_text()), index)
+            except (OSError, ValueError) as exc:
+                if isinstance(exc, InputError):
+                    raise
+                raise InputError(index, f"not a readable shard index ({exc})") from exc
             sd: Mapping[str, torch.Tensor] | None = None
             for shard in shards:
                 part = _lazy_file(directory / shard)
                 if sd is None:
                     sd = part
+                elif isinstance(sd, LazyStateDict) and isinstance(part, LazyStateDict):
+                    sd.update(part)
                 else:
-                    sd.update(part)  # type: ignore[attr-defined]  (a dict or a LazyStateDict)
+                    sd = {**sd, **part}
             return sd or {}
-        if (directory / name).exists():
+        if (directory / name).exists() or (directory / name).is_symlink():
             return _lazy_file(directory / name)
-    raise FileNotFoundError(
-        f"{directory}: no model.safetensors or pytorch_model.bin (or sharded index) in this model directory"
+    raise MissingInputError(
+        directory, "no model.safetensors or pytorch_model.bin (or sharded index) in this model directory"
     )
 
 

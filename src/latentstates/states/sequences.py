@@ -63,7 +63,7 @@ def zscore_runs(df: pd.DataFrame, features: Sequence[str], min_std: float = 1e-8
         if len(x) < 2:
             dropped[int(seed)] = "fewer than 2 checkpoints"
             continue
-        mu, sd = x.mean(axis=0), x.std(axis=0)
+        mu, sd = _moments(x)
         z = np.where(sd > min_std, (x - mu) / np.where(sd > min_std, sd, 1.0), 0.0)
         runs.append(int(seed))
         arrays.append(z)
@@ -73,6 +73,22 @@ def zscore_runs(df: pd.DataFrame, features: Sequence[str], min_std: float = 1e-8
     return Sequences(
         runs, arrays, features, np.array(means).reshape(-1, d), np.array(stds).reshape(-1, d), dropped
     )
+
+
+# Beyond this magnitude a feature's squares overflow float64: its moments are taken at a smaller
+# scale (a power of two, so that the z-scores are the same numbers).
+_HUGE = 2.0**500
+
+
+def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, mean and standard deviation (ddof 0) of `x`, also of values too large to
+    square: those columns are scaled by a power of two first (exact), and scaled back."""
+    big = np.abs(x).max(axis=0, initial=0.0) > _HUGE
+    if not big.any():
+        return x.mean(axis=0), x.std(axis=0)
+    scale = np.where(big, np.exp2(-np.floor(np.log2(np.abs(x).max(axis=0, initial=1.0)))), 1.0)
+    y = x * scale
+    return y.mean(axis=0) / scale, y.std(axis=0) / scale
 
 
 def split_runs(runs: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:

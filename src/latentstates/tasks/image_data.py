@@ -13,11 +13,14 @@ is ever generated in their place.
 
 from __future__ import annotations
 
+import math
 import pickle
 import struct
 from pathlib import Path
 
 import numpy as np
+
+from latentstates.validation import InputError
 
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -86,27 +89,62 @@ def require(dataset: str, data_dir: str | Path, reason: str = "") -> None:
         )
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """An IDX file (MNIST's format): big-endian magic with the type and rank, then the sizes."""
+def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
+    """An IDX file (MNIST's format): big-endian magic with the type and rank, then the sizes;
+    `ndim`, where given, is the rank the file must have."""
     path = Path(path)
     raw = path.read_bytes()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path}: not an IDX file of unsigned bytes")
-    ndim = raw[3]
-    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: truncated IDX file ({data.size} of {int(np.prod(shape))} values)")
+        raise InputError(path, "not an IDX file of unsigned bytes")
+    rank = raw[3]
+    if ndim is not None and rank != ndim:
+        raise InputError(path, f"an IDX file of rank {rank}, where rank {ndim} is expected")
+    if len(raw) < 4 + 4 * rank:
+        raise InputError(path, f"truncated IDX header ({len(raw)} bytes for rank {rank})")
+    shape = struct.unpack(f">{rank}I", raw[4 : 4 + 4 * rank])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * rank)
+    if data.size != math.prod(shape):
+        raise InputError(path, f"truncated IDX file ({data.size} of {math.prod(shape)} values)")
     return data.reshape(shape)
 
 
 def mnist(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(images (N, 28, 28) uint8, labels (N,) int64) of MNIST's `train` or `test` split."""
     require("mnist", data_dir)
-    images, labels = (read_idx(mnist_dir(data_dir) / f) for f in MNIST_FILES[split])
-    if len(images) != len(labels):
-        raise ValueError(f"{mnist_dir(data_dir)}: {len(images)} {split} images but {len(labels)} labels")
+    image_file, label_file = (mnist_dir(data_dir) / f for f in MNIST_FILES[split])
+    images, labels = read_idx(image_file, ndim=3), read_idx(label_file, ndim=1)
+    if images.shape[1:] != (28, 28):
+        raise InputError(image_file, f"images of {images.shape[1]}x{images.shape[2]} pixels, not 28x28")
+    _check_labels(labels, len(images), 10, label_file)
     return images, labels.astype(np.int64)
+
+
+def _check_labels(labels: np.ndarray, n_images: int, classes: int, path: Path) -> None:
+    if len(labels) != n_images:
+        raise InputError(path, f"{len(labels)} labels for {n_images} images")
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        bad = int(np.flatnonzero((labels < 0) | (labels >= classes))[0])
+        raise InputError(path, f"label {labels[bad]} of image {bad} is not a class 0 to {classes - 1}")
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler of plain data: dicts, lists, strings, bytes, numbers and numpy arrays. Any
+    other object the file asks for is refused before it is made, so a crafted file cannot run
+    code (pickle's opcodes call only what `find_class` returns)."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which a data batch never holds")
+        return super().find_class(module, name)
 
 
 def cifar100(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -114,12 +152,26 @@ def cifar100(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     require("cifar100", data_dir)
     path = cifar100_dir(data_dir) / split
     try:
-        with path.open("rb") as f:
-            entry = pickle.load(f, encoding="latin1")  # the data set's own pickle (dicts of arrays)
-    except Exception as exc:  # truncated or foreign file
-        raise ValueError(f"{path}: not a readable CIFAR-100 batch ({exc})") from exc
-    data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return data, np.asarray(entry["fine_labels"], dtype=np.int64)
+        with path.open("rb") as f:  # the data set's own pickle: plain data only (`_ArraysOnly`)
+            entry = _ArraysOnly(f, encoding="latin1").load()
+    except Exception as exc:  # truncated, foreign, or hostile file
+        raise InputError(path, f"not a readable CIFAR-100 batch ({exc})") from exc
+    if not isinstance(entry, dict) or not {"data", "fine_labels"} <= set(entry):
+        keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+        raise InputError(
+            path, f"a CIFAR-100 batch is a mapping with 'data' and 'fine_labels', this one has {keys}"
+        )
+    data = np.asarray(entry["data"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise InputError(
+            path, f"'data' must be N x 3072 bytes (32x32 RGB), is {data.dtype} {list(data.shape)}"
+        )
+    try:
+        labels = np.asarray(entry["fine_labels"], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(path, f"'fine_labels' are not integers ({exc})") from exc
+    _check_labels(labels, len(data), 100, path)
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
 # The reader of each data set: (images, labels) of its `train` or `test` split.

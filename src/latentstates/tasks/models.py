@@ -236,8 +236,17 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int =
 
 
 def fit_state(model: torch.nn.Module, state: dict, path: str | Path) -> None:
-    """Load a state dict read from `path` into `model`, naming the file when it does not fit."""
+    """Load a state dict read from `path` into `model`, naming the file when it does not fit:
+    a missing, unexpected or misshapen tensor, or integer or boolean values where the model has
+    floating-point weights (refused rather than cast)."""
+    from latentstates.validation import InputError, require_floating
+
+    own = model.state_dict()
+    for name, tensor in state.items():
+        if name in own and own[name].is_floating_point():
+            require_floating(path, name, tensor.dtype)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise ValueError(f"{path}: weights do not fit the configured model ({exc})") from exc
+        detail = " ".join(str(exc).split("\n\t")[1:]) or str(exc)
+        raise InputError(path, f"weights do not fit the configured model: {detail}") from exc
