@@ -15,7 +15,10 @@ from latentstates.config import ConfigError, read_yaml, validate_config
 # Snakemake's own reader says only "not valid JSON or YAML": ours names the line.
 if Path("config.yaml").is_file():
     try:
-        read_yaml("config.yaml")
+        if not isinstance(read_yaml("config.yaml"), (dict, type(None))):
+            raise ConfigError(
+                "config.yaml: a config is a mapping of keys (tasks, hmm, ...)"
+            )
     except ConfigError as exc:
         raise WorkflowError(str(exc)) from None
 

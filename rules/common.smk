@@ -141,7 +141,10 @@ def import_inputs(task, group_seeds):
     for s in group_seeds:
         if t["source"] == "checkpoints":
             d = discovery.run_directory(t["path"], s)
-            found = discovery.checkpoint_files_in(d) if d.is_dir() else []
+            try:
+                found = discovery.checkpoint_files_in(d)
+            except ValueError:  # absent, or a broken link: the import job says which
+                found = []
             files += [str(p) for p in found] or [str(d)]
         else:
             try:

@@ -175,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     model = json.loads(model_path.read_text())
     if model.get("k", 0) == 0:
         parser.error(f"{model_path}: no fitted HMM")
-    fc = fitted_forecaster(task_dir, model, task_cfg["convergence_threshold"])
     run = Path(args.run)
+    if not run.exists():
+        parser.error(f"{run}: no such file or directory (the run: a metrics table or a checkpoint directory)")
+    fc = fitted_forecaster(task_dir, model, task_cfg["convergence_threshold"])
     try:
         table = _run_table(parser, args, run, task_cfg)
     except ValueError as exc:  # a bad table or checkpoint: the message names the file
@@ -209,8 +211,6 @@ def fitted_forecaster(task_dir: Path, model: dict, threshold: float) -> Forecast
 
 def _run_table(parser: argparse.ArgumentParser, args: argparse.Namespace, run: Path, task_cfg: dict):
     """The run's metrics: read from a table, or measured from its checkpoint directory."""
-    if not run.exists():
-        parser.error(f"{run}: no such file or directory (the run: a metrics table or a checkpoint directory)")
     if run.suffix in (".parquet", ".csv"):
         table = read_table(run)
         if "seed" in table and table["seed"].nunique() > 1:

@@ -5,24 +5,21 @@ Every check that fails raises `InputError`: one message naming the file (and the
 or tensor) and what was expected. Rule scripts report it as that one line, without a traceback
 (`latentstates.logs.job_log`). What each source validates: docs/operations.md#bad-inputs.
 
-Torch-free (numpy, pandas, the standard library): the Snakefile imports the table readers.
+The standard library only: every job imports it (the data and Hub environments too). The checks
+of tables' cells are the table readers' (latentstates.runs.external_tables).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 # The largest step a checkpoint may have: the tables store steps as int64.
 MAX_STEP = 2**63 - 1
-# Columns that hold fractions: accuracies.
-ACCURACY_COLUMNS = ("train_acc", "eval_acc")
 # Bytes per element of safetensors' dtypes (the format's header names).
 SAFETENSORS_ITEMSIZE = {
     "F64": 8,
@@ -57,12 +54,13 @@ class MissingInputError(InputError, FileNotFoundError):
 
 
 def is_int(value: Any) -> bool:
-    """A JSON/Python integer (bools are not)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    """An integer, also numpy's (bools are not)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def is_number(value: Any) -> bool:
-    return is_int(value) or isinstance(value, (float, np.floating))
+    """A real number, also numpy's (bools are not)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def describe(value: Any) -> str:
@@ -228,84 +226,3 @@ def model_config(config: Any, source: str | os.PathLike) -> dict:
         if key in config and not (is_int(config[key]) and config[key] > 0):
             raise InputError(source, f"must be a positive integer, got {describe(config[key])}", key)
     return config
-
-
-# ---- tables -------------------------------------------------------------------------------
-
-
-def cell(df: pd.DataFrame, position: int, column: str, csv: bool) -> str:
-    """Where a cell is, as a user finds it: the CSV line (header = line 1) or the row number."""
-    return f"column {column!r}, line {position + 2}" if csv else f"column {column!r}, row {position}"
-
-
-def numeric_column(
-    df: pd.DataFrame, column: str, source: str | os.PathLike, *, allow_missing: bool = True
-) -> pd.Series:
-    """Column `column` as float64: numbers stay, empty cells are NaN (or an error where
-    `allow_missing` is False), and any other cell (text, a bool) is an error naming it. In a CSV
-    file, text that reads as a number is that number; in a typed file (Parquet) text is refused."""
-    csv = str(source).endswith(".csv")
-    values = df[column]
-    if pd.api.types.is_bool_dtype(values):
-        raise InputError(source, "holds booleans where numbers belong", f"column {column!r}")
-    if pd.api.types.is_numeric_dtype(values):
-        out = values.astype(np.float64)
-    else:
-        out = pd.to_numeric(values, errors="coerce").astype(np.float64)
-        if csv:
-            bad = out.isna() & values.notna() & (values.astype(str).str.strip() != "")
-        else:
-            bad = ~values.map(lambda v: v is None or is_number(v))
-        if bad.any():
-            first = int(np.flatnonzero(bad.to_numpy())[0])
-            what = f"{describe(values.iloc[first])} is not a number"
-            raise InputError(source, f"{what} ({int(bad.sum())} such cell(s))", cell(df, first, column, csv))
-    if not allow_missing and out.isna().any():
-        first = int(np.flatnonzero(out.isna().to_numpy())[0])
-        raise InputError(
-            source, "is empty, and this column needs a value in every row", cell(df, first, column, csv)
-        )
-    return out.set_axis(df.index)
-
-
-def require_finite(values: pd.Series, column: str, source: str | os.PathLike) -> None:
-    """Every value finite (no NaN, no infinity), naming the first that is not."""
-    bad = ~np.isfinite(values.to_numpy(dtype=np.float64))
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise InputError(
-            source,
-            f"{values.iloc[first]} is not a finite number ({int(bad.sum())} such cell(s); a feature "
-            "needs a value at every checkpoint: fill them, or leave the column out of hmm.features)",
-            cell(values.to_frame(column), first, column, str(source).endswith(".csv")),
-        )
-
-
-def require_fractions(values: pd.Series, column: str, source: str | os.PathLike) -> None:
-    """Accuracies in [0, 1] (NaN allowed: not measured)."""
-    x = values.to_numpy(dtype=np.float64)
-    bad = ~np.isnan(x) & ((x < 0) | (x > 1))
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise InputError(
-            source,
-            f"{x[first]} is not an accuracy in [0, 1] ({int(bad.sum())} such cell(s); give fractions, "
-            "not percentages)",
-            cell(values.to_frame(column), first, column, str(source).endswith(".csv")),
-        )
-
-
-def performance_columns(df: pd.DataFrame, columns: Iterable[str], source: str | os.PathLike) -> pd.DataFrame:
-    """The losses and accuracies of a table, as numbers (accuracies in [0, 1]); NaN = not measured."""
-    out = df.copy()
-    for column in columns:
-        if column in out:
-            out[column] = numeric_column(out, column, source)
-            if column in ACCURACY_COLUMNS:
-                require_fractions(out[column], column, source)
-    return out
-
-
-def require_rows(df: pd.DataFrame, source: str | os.PathLike) -> None:
-    if df.empty:
-        raise InputError(source, f"has no rows (columns {list(df.columns)})")

@@ -28,15 +28,7 @@ import pandas as pd
 from latentstates.io import atomic_path
 from latentstates.runs.checkpoints import list_checkpoints
 from latentstates.runs.runtime import run_seeds
-from latentstates.validation import (
-    InputError,
-    describe,
-    is_int,
-    is_number,
-    performance_columns,
-    require_increasing,
-    require_step,
-)
+from latentstates.validation import InputError, describe, is_int, is_number, require_increasing, require_step
 
 RUN_FILE = "run.json"
 VERSION = 1
@@ -204,6 +196,7 @@ def check_train_log(log: pd.DataFrame, run: dict[str, Any], path: str | Path) ->
     integers, steps equal to the record's, losses and accuracies numeric (accuracies in [0, 1]),
     `diverged` true or false in every row. Returns the log's rows of the record's checkpoints."""
     from latentstates.columns import PERFORMANCE_COLUMNS
+    from latentstates.runs.external_tables import performance_columns
 
     if "checkpoint" not in log:
         raise InputError(path, f"no 'checkpoint' column (has {list(log.columns)})")

@@ -1,26 +1,102 @@
 """Tables users bring (CSV or Parquet): metrics tables for the HMM and performance tables for
-imported runs. Torch-free: the Snakefile reads a table's columns when it plans the HMM.
+imported runs, checked cell by cell where they are read (numbers where numbers belong, steps in
+every row, accuracies in [0, 1]; errors name the file, column and line). Torch-free: the
+Snakefile reads a table's columns when it plans the HMM.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from latentstates.columns import PERFORMANCE_COLUMNS
-from latentstates.validation import (
-    MAX_STEP,
-    InputError,
-    MissingInputError,
-    cell,
-    numeric_column,
-    performance_columns,
-    require_finite,
-    require_rows,
-)
+from latentstates.validation import MAX_STEP, InputError, MissingInputError, describe, is_number
+
+# Columns that hold fractions: accuracies.
+ACCURACY_COLUMNS = ("train_acc", "eval_acc")
+
+
+def cell(df: pd.DataFrame, position: int, column: str, csv: bool) -> str:
+    """Where a cell is, as a user finds it: the CSV line (header = line 1) or the row number."""
+    return f"column {column!r}, line {position + 2}" if csv else f"column {column!r}, row {position}"
+
+
+def numeric_column(
+    df: pd.DataFrame, column: str, source: str | os.PathLike, *, allow_missing: bool = True
+) -> pd.Series:
+    """Column `column` as float64: numbers stay, empty cells are NaN (or an error where
+    `allow_missing` is False), and any other cell (text, a bool) is an error naming it. In a CSV
+    file, text that reads as a number is that number; in a typed file (Parquet) text is refused."""
+    csv = str(source).endswith(".csv")
+    values = df[column]
+    if pd.api.types.is_bool_dtype(values):
+        raise InputError(source, "holds booleans where numbers belong", f"column {column!r}")
+    if pd.api.types.is_numeric_dtype(values):
+        out = values.astype(np.float64)
+    else:
+        out = pd.to_numeric(values, errors="coerce").astype(np.float64)
+        if csv:
+            bad = out.isna() & values.notna() & (values.astype(str).str.strip() != "")
+        else:
+            bad = ~values.map(lambda v: v is None or is_number(v))
+        if bad.any():
+            first = int(np.flatnonzero(bad.to_numpy())[0])
+            what = f"{describe(values.iloc[first])} is not a number"
+            raise InputError(source, f"{what} ({int(bad.sum())} such cell(s))", cell(df, first, column, csv))
+    if not allow_missing and out.isna().any():
+        first = int(np.flatnonzero(out.isna().to_numpy())[0])
+        raise InputError(
+            source, "is empty, and this column needs a value in every row", cell(df, first, column, csv)
+        )
+    return out.set_axis(df.index)
+
+
+def require_finite(values: pd.Series, column: str, source: str | os.PathLike) -> None:
+    """Every value finite (no NaN, no infinity), naming the first that is not."""
+    bad = ~np.isfinite(values.to_numpy(dtype=np.float64))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            source,
+            f"{values.iloc[first]} is not a finite number ({int(bad.sum())} such cell(s); a feature "
+            "needs a value at every checkpoint: fill them, or leave the column out of hmm.features)",
+            cell(values.to_frame(column), first, column, str(source).endswith(".csv")),
+        )
+
+
+def require_fractions(values: pd.Series, column: str, source: str | os.PathLike) -> None:
+    """Accuracies in [0, 1] (NaN allowed: not measured)."""
+    x = values.to_numpy(dtype=np.float64)
+    bad = ~np.isnan(x) & ((x < 0) | (x > 1))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            source,
+            f"{x[first]} is not an accuracy in [0, 1] ({int(bad.sum())} such cell(s); give fractions, "
+            "not percentages)",
+            cell(values.to_frame(column), first, column, str(source).endswith(".csv")),
+        )
+
+
+def performance_columns(df: pd.DataFrame, columns: Iterable[str], source: str | os.PathLike) -> pd.DataFrame:
+    """The losses and accuracies of a table, as numbers (accuracies in [0, 1]); NaN = not measured."""
+    out = df.copy()
+    for column in columns:
+        if column in out:
+            out[column] = numeric_column(out, column, source)
+            if column in ACCURACY_COLUMNS:
+                require_fractions(out[column], column, source)
+    return out
+
+
+def require_rows(df: pd.DataFrame, source: str | os.PathLike) -> None:
+    if df.empty:
+        raise InputError(source, f"has no rows (columns {list(df.columns)})")
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

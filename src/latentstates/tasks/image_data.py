@@ -133,6 +133,7 @@ class _ArraysOnly(pickle.Unpickler):
     code (pickle's opcodes call only what `find_class` returns)."""
 
     ALLOWED = {
+        ("_codecs", "encode"),  # bytes in a protocol-2 pickle written by Python 3 (as torch allows)
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("numpy.core.multiarray", "_reconstruct"),
