@@ -37,7 +37,7 @@ class Base:
     parity_states: list[tuple[int, dict]]  # (step, state dict) of seed 0
     bert: dict[str, torch.Tensor]
     neox: dict[str, torch.Tensor]
-    steps: tuple[int, ...] = (0, 10, 20)
+    steps: tuple[int, ...] = (0, 10, 20)  # of the transformer series
 
 
 @dataclass
@@ -58,6 +58,7 @@ class Case:
 
 def make_base(root: Path) -> Base:
     """Train the tiny parity run (seed 0, three checkpoints) and draw the transformer weights."""
+    from latentstates.config import validate_config
     from latentstates.runs.checkpoints import list_checkpoints, load_checkpoint
     from latentstates.runs.train import train_run
 
@@ -67,7 +68,8 @@ def make_base(root: Path) -> Base:
         "model": {"hidden": [8]},
     }
     train = {"optimizer": "sgd", "lr": 0.1, "batch_size": 16, "epochs": 2, "checkpoint_every": 1}
-    train_run({**parity, "seeds": 1, "data_seed": None, "train": train}, 0, root / "parity", progress=False)
+    task = validate_config({"tasks": {"parity": {**parity, "seeds": 1, "train": train}}})["tasks"]["parity"]
+    train_run(task, 0, root / "parity", progress=False)
     states = []
     for path in list_checkpoints(root / "parity"):
         payload = load_checkpoint(path)
@@ -199,9 +201,10 @@ def runs_task(root: Path) -> dict:
 
 
 def edit_json(path: Path, change: Callable[[dict], object]) -> None:
+    """Change a JSON file's content in place."""
     content = json.loads(path.read_text())
-    out = change(content)
-    path.write_text(json.dumps(content if out is None else out))
+    change(content)
+    path.write_text(json.dumps(content))
 
 
 def edit_log(path: Path, change: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
@@ -788,7 +791,6 @@ for _name, _culprit, _expect, _damage in [
         "checkpoints[0].epoch: must be a number",
         _run_json(_checkpoint(0, epoch="one")),
     ),
-    ("record_is_a_list", "run.json", "a run record is a mapping", _run_json(lambda r: [r])),
     (
         "missing_checkpoint_file",
         "run.json",
@@ -852,6 +854,11 @@ def _run_not_json(d: Path, base: Base) -> None:
     (d / "run.json").write_text('{"task": "x", ')
 
 
+@_runs_case("record_is_a_list", "run.json", "a run record is a mapping")
+def _record_list(d: Path, base: Base) -> None:
+    (d / "run.json").write_text(json.dumps([json.loads((d / "run.json").read_text())]))
+
+
 @_runs_case("log_not_parquet", "train_log.parquet", "not a readable Parquet file")
 def _log_garbage(d: Path, base: Base) -> None:
     (d / "train_log.parquet").write_text("step,loss\n0,1.0\n")
@@ -860,7 +867,16 @@ def _log_garbage(d: Path, base: Base) -> None:
 # Metrics tables.
 
 
-def _table_case(name: str, expect: str, damage: Callable[[pd.DataFrame], pd.DataFrame | str], **task):
+def _table_case(
+    name: str,
+    expect: str,
+    damage: Callable[[pd.DataFrame], pd.DataFrame | str],
+    repair: Callable[[pd.DataFrame], pd.DataFrame] = lambda t: t,
+    **task,
+):
+    """A metrics table case: the good table changed by `damage`; `repair` makes the good table
+    fit the task's settings where the config asks for more than it has."""
+
     def build(root: Path, base: Base) -> dict:
         good = metrics_csv(root / "table.csv")
         bad = damage(good)
@@ -871,7 +887,7 @@ def _table_case(name: str, expect: str, damage: Callable[[pd.DataFrame], pd.Data
         return table_task(root, **task)
 
     def fix(root: Path, base: Base) -> None:
-        metrics_csv(root / "table.csv")
+        repair(metrics_csv(root / "table.csv")).to_csv(root / "table.csv", index=False)
 
     case(f"table_{name}", "metrics tables", lambda r: r / "table.csv", expect, fix=fix, rule="import_table")(
         build
@@ -912,9 +928,17 @@ _table_case("run_label_missing", "column 'run', line 4: has no run label", _cell
 _table_case(
     "duplicate_run_step", "more than one row for a (run, step) pair", lambda t: pd.concat([t, t.iloc[[4]]])
 )
-_table_case("not_a_table", "not a readable table", lambda t: "run,step\njob-0,0,1.5,2.5\n")
+_table_case(
+    "not_a_table", "not a readable table", lambda t: "run,step,loss\njob-0,0,1.5\njob-0,10,1.5,2.5,3.5\n"
+)
 _table_case("empty_file", "is empty", lambda t: "")
-_table_case("missing_feature", "missing column(s) ['lr']", lambda t: t, hmm={"features": ["grad_norm", "lr"]})
+_table_case(
+    "missing_feature",
+    "missing column(s) ['lr']",
+    lambda t: t,
+    repair=lambda t: t.assign(lr=np.linspace(1.0, 0.1, len(t))),
+    hmm={"features": ["grad_norm", "lr"]},
+)
 
 
 # Image data (read by the training job).

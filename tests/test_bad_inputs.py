@@ -78,7 +78,7 @@ def test_every_bad_input_stops_naming_its_file_and_a_repaired_rerun_succeeds(mak
 
     for c in CASES:
         c.fix(roots[c.name], base)
-    snakemake(wd, *targets)
+    snakemake(wd, "--keep-going", *targets)  # a flag first: targets after --configfile are configs
     assert all((wd / t).exists() for t in targets)
     assert not any((roots[c.name] / PWNED).exists() for c in CASES)
 
@@ -116,7 +116,14 @@ def test_a_bad_config_names_its_line_or_key(tmp_path, name):
         }
         content = yaml.safe_dump({"tasks": {"bad": {**parity, **content}}})
     (tmp_path / "config.yaml").write_text(content)
-    proc = snakemake(tmp_path, "-n", check=False)
+    # As a user runs it: the working directory's config.yaml (Snakemake itself reads a file given
+    # with --configfile, before the workflow can name the line).
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "-n", "--cores", "1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     assert expect in proc.stdout + proc.stderr
 
@@ -200,7 +207,7 @@ def test_a_changed_input_is_reimported_even_when_restored_with_an_older_time(mak
     }
     wd = make_workdir({"tasks": tasks})
     targets = ["results/theirs/runs/seed0/train_log.parquet", "results/logged/metrics.parquet"]
-    snakemake(wd, *targets)
+    snakemake(wd, "--keep-going", *targets)
     first = [pd.read_parquet(wd / t) for t in targets]
 
     # Back up the inputs (times kept), change them, import again.
@@ -209,9 +216,10 @@ def test_a_changed_input_is_reimported_even_when_restored_with_an_older_time(mak
     for p, b in backups.items():
         shutil.copy2(p, b)
     parity_run(tmp_path / "other", base)
-    shutil.copy(tmp_path / "other" / "step_20.safetensors", victim)  # another checkpoint's weights
+    last = base.parity_states[-1][0]
+    shutil.copy(tmp_path / "other" / f"step_{last}.safetensors", victim)  # another checkpoint's weights
     pd.read_csv(table).assign(grad_norm=lambda t: t.grad_norm + 1).to_csv(table, index=False)
-    snakemake(wd, *targets)
+    snakemake(wd, "--keep-going", *targets)
     changed = [pd.read_parquet(wd / t) for t in targets]
     assert not changed[0].equals(first[0]) and not changed[1].equals(first[1])
 
@@ -220,7 +228,7 @@ def test_a_changed_input_is_reimported_even_when_restored_with_an_older_time(mak
         shutil.copy2(b, p)
     plan = snakemake(wd, "-n", *targets).stdout
     assert "import_theirs_seeds0_0" in plan and "import_table" in plan
-    snakemake(wd, *targets)
+    snakemake(wd, "--keep-going", *targets)
     for t, df in zip(targets, first):
         pd.testing.assert_frame_equal(pd.read_parquet(wd / t), df)
     assert "Nothing to be done" in snakemake(wd, "-n", *targets).stdout
