@@ -219,7 +219,7 @@ def test_command_line_on_a_metrics_table_and_bad_input(tiny_run, tmp_path):
         text=True,
         env=env,
     )
-    assert missing.returncode != 0 and "checkpoint directory does not exist" in missing.stderr
+    assert missing.returncode != 0 and "nope/checkpoints: no such file or directory" in missing.stderr
 
 
 def test_without_eval_accuracy_nothing_is_conditioned(known):

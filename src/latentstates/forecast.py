@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from latentstates.columns import PERFORMANCE_COLUMNS
+from latentstates.runs.checkpoints import staging_dir
 from latentstates.runs.external_tables import read_table
 from latentstates.states.forecast import METHODS, Forecast, Forecaster
 
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if model.get("k", 0) == 0:
         parser.error(f"{model_path}: no fitted HMM")
     run = Path(args.run)
-    if not run.exists():
+    if not run.exists() and not staging_dir(run).exists():  # a run still training: checkpoints.partial
         parser.error(f"{run}: no such file or directory (the run: a metrics table or a checkpoint directory)")
     fc = fitted_forecaster(task_dir, model, task_cfg["convergence_threshold"])
     try:
