@@ -92,7 +92,7 @@ def test_load_weights_reads_every_layout_safely(tmp_path):
         load_weights(tmp_path / "code.pt", "state_dict")
     raw = (tmp_path / "w.safetensors").read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(ValueError, match=r"cut\.safetensors: not a safetensors file"):
+    with pytest.raises(ValueError, match=r"cut\.safetensors: not a readable safetensors file"):
         load_weights(tmp_path / "cut.safetensors", "state_dict")
     with pytest.raises(FileNotFoundError, match="no model.safetensors or pytorch_model.bin"):
         (tmp_path / "empty_model").mkdir()

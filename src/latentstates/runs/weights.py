@@ -79,11 +79,13 @@ def _safetensors_file(path: Path) -> LazyStateDict:
     except OSError as exc:
         raise InputError(path, f"cannot be read ({exc.strerror or exc})") from exc
     if raw is None:
-        raise InputError(path, f"not a safetensors file (header length {size}, file of {file_size} bytes)")
+        raise InputError(
+            path, f"not a readable safetensors file (header length {size}, file of {file_size} bytes)"
+        )
     try:
         header = json.loads(raw)
     except ValueError as exc:  # the header is not JSON (UnicodeDecodeError is a ValueError)
-        raise InputError(path, f"not a safetensors file (its header is not JSON: {exc})") from exc
+        raise InputError(path, f"not a readable safetensors file (its header is not JSON: {exc})") from exc
     start = 8 + size
     layout = safetensors_layout(header, file_size - start, path)
     meta = {name: (SAFETENSORS_DTYPES[dtype], shape) for name, (dtype, shape, _, _) in layout.items()}
