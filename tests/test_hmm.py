@@ -436,6 +436,9 @@ def test_cross_validation_over_runs_picks_the_planted_k_and_fits_on_every_run():
     assert fit.model["train_runs"] == list(range(16)) and fit.model["val_runs"] == []
     assert selection["val_ll"].isna().all()  # no single held-out split
     seqs = zscore_runs(metrics, ["a", "b", "c"])
-    cv = hmm.cross_validate(seqs, s)
-    assert len(cv) == 4 * 4 and (cv.groupby("k")["fold"].nunique() == 4).all()
-    np.testing.assert_allclose(cv.groupby("k")["val_ll"].sum(), selection["cv_ll"], rtol=1e-12)
+    scores = hmm.fold_scores(seqs, s)
+    assert len(scores) == 4 * 16 and (scores.groupby("k")["fold"].nunique() == 4).all()
+    assert (scores.groupby("k")["seed"].nunique() == 16).all()  # every run held out once per K
+    np.testing.assert_allclose(scores.groupby("k")["val_ll"].sum(), selection["cv_ll"], rtol=1e-12)
+    # The other fold criteria read the same scores.
+    assert hmm.choose_k(fit.summary, "cv_bic") == 3 and hmm.choose_k(fit.summary, "cv_1se") == 3

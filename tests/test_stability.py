@@ -141,9 +141,10 @@ def test_k_chosen_afresh_by_cross_validation_over_runs():
     """With `hmm.criterion: cv`, each resample's K comes from folds of its distinct runs."""
     arrays, truth, times = simulate(n_runs=30, detour_runs=12, seed=0)
     model, models, paths = main_fit(arrays)
-    settings = StabilitySettings.defaults(resamples=3, restarts=1, seed=0)
+    settings = StabilitySettings.defaults(resamples=3, restarts=1, k_resamples=3, seed=0)
     cv = HMM.replace(criterion="cv", cv_folds=3, max_states=6)
     result = stability.stability(arrays, paths, times, model, models, cv, ANALYSIS, settings)
-    assert result.summary["k"]["afresh"]
-    assert result.resamples["k_afresh"].between(2, 6).all()
-    assert result.k["frequency"].sum() == pytest.approx(1.0)
+    assert result.summary["k"]["afresh"] and result.summary["k"]["perturbation"] == "refold"
+    assert result.k["k"].tolist() == list(range(1, 7))  # every K, chosen or not
+    assert result.k["count"].sum() == 3 and result.k["frequency"].sum() == pytest.approx(1.0)
+    assert result.k.loc[result.k["count"] > 0, "k"].between(2, 6).all()

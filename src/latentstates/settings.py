@@ -202,6 +202,9 @@ class StabilitySettings(_GlobalSettings):
     resamples: int
     restarts: int
     refit_k: bool
+    k_perturbation: str
+    k_resamples: int
+    subsample_fraction: float
     min_frequency: float
     min_overlap: float
     level: float

@@ -266,16 +266,35 @@ def forecast(summary: pd.DataFrame, task: str, method: str, level: float) -> plt
 def stability(
     summary: dict, k_table: pd.DataFrame, states: pd.DataFrame, resamples: pd.DataFrame, task: str
 ) -> plt.Figure:
-    """How often each finding holds across bootstrap resamples of the runs: K chosen afresh, each
-    state's presence and detour, and R² (the main fit's value marked)."""
+    """How stable each finding is: K chosen afresh under perturbations of the fit (every K from 1
+    to max_states on the axis, the main fit's marked even where it was never chosen), and across
+    bootstrap resamples of the runs each state's presence and detour, and R² (the main fit's
+    value and the interval marked)."""
     least = summary["min_frequency"]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), gridspec_kw={"width_ratios": [1, 1.6, 1]})
     ax = axes[0]
+    k_info = summary.get("k", {})
     if len(k_table):
+        ks = k_table["k"].astype(int).to_numpy()
         colours = ["tab:blue" if m else "tab:gray" for m in k_table["main"]]
-        ax.bar(k_table["k"].astype(int), k_table["frequency"], color=colours)
+        ax.bar(ks, k_table["frequency"].fillna(0), color=colours)
+        ax.set_xticks(ks)
+        ax.set_xlim(ks.min() - 0.6, ks.max() + 0.6)
+        main = int(k_info.get("main", ks[k_table["main"].to_numpy()][0] if k_table["main"].any() else 0))
+        if main:
+            ax.annotate(
+                "main",
+                (main, 0),
+                xytext=(main, 0.08),
+                ha="center",
+                fontsize=7,
+                color="tab:blue",
+                arrowprops={"arrowstyle": "-", "color": "tab:blue"},
+            )
     ax.axhline(least, color="k", lw=0.8, ls="--")
-    ax.set(xlabel="K chosen afresh", ylabel="fraction of resamples", ylim=(0, 1), title="K (blue: main fit)")
+    how = {"refold": "refolds", "subsample": "subsamples", "bootstrap": "bootstrap resamples"}
+    label = how.get(k_info.get("perturbation", "bootstrap"), "resamples")
+    ax.set(xlabel="K chosen afresh", ylabel=f"fraction of {label}", ylim=(0, 1), title="K (blue: main fit)")
     ax = axes[1]
     x = np.arange(len(states))
     palette = state_palette(len(states))

@@ -17,7 +17,7 @@ import torch
 from latentstates.settings import HMMSettings
 from latentstates.states.batched import Job, Start, fit_batch
 from latentstates.states.em import dense_hmm, floored_normal_class
-from latentstates.states.model import GaussianHMM
+from latentstates.states.model import GaussianHMM, degeneracy
 
 # What a restart may fail with (a Cholesky or k-means failure): the restart is skipped, not the fit.
 FIT_ERRORS = (RuntimeError, ValueError)
@@ -321,7 +321,8 @@ def reference_model(start: Start, settings: HMMSettings, floor: float, prior: fl
 
 @dataclass(frozen=True)
 class Restart:
-    """One seeded EM restart: the fit (None where it failed), its log-likelihoods, its error."""
+    """One seeded EM restart: the fit (None where it failed), its log-likelihoods, its error,
+    and why it is degenerate ('' if it is not: `model.degeneracy`)."""
 
     restart: int
     seed: int
@@ -330,6 +331,7 @@ class Restart:
     train_ll: float
     val_ll: float
     error: str
+    degenerate: str = ""
 
 
 def fit_restarts(
@@ -338,24 +340,38 @@ def fit_restarts(
     k: int,
     settings: HMMSettings,
     seeds: Sequence[int],
+    by: str = "val",
 ) -> tuple[list[Restart], Restart | None]:
     """One fit per seed (restart r initialised by `restart_init(r)`) and the best of them.
 
-    The best is the successful restart with the highest held-out log-likelihood, or training
-    log-likelihood without held-out runs (the first of equals). A restart that fails (FIT_ERRORS)
-    or scores a non-finite training log-likelihood is kept with its error and never best.
+    The best is the successful restart with the highest held-out log-likelihood (`by` "val",
+    the released rule), or training log-likelihood (`by` "train", or without held-out runs; the
+    first of equals). A restart that fails (FIT_ERRORS) or scores a non-finite training
+    log-likelihood is kept with its error and never best; a degenerate one (`model.degeneracy`)
+    is kept with its reason and never best either.
     """
     specs = [Spec(None, s, restart_init(r)) for r, s in enumerate(seeds)]
     restarts, best, best_score = [], None, None
     for r, (spec, (fit, error)) in enumerate(zip(specs, fit_many(train, k, settings, specs))):
         train_ll = val_ll = float("nan")
+        degenerate = ""
         if fit is not None:
             train_ll = fit.log_likelihood(train)
             val_ll = fit.log_likelihood(val) if val else float("nan")
             error = "" if math.isfinite(train_ll) else "non-finite log-likelihood"
-        restart = Restart(r, spec.seed, spec.init if k > 1 else "closed form", fit, train_ll, val_ll, error)
+            degenerate = degeneracy(fit)
+        init = spec.init if k > 1 else "closed form"
+        restart = Restart(r, spec.seed, init, fit, train_ll, val_ll, error, degenerate)
         restarts.append(restart)
-        score = val_ll if val else train_ll
-        if not error and math.isfinite(score) and (best is None or score > best_score):
+        score = val_ll if val and by == "val" else train_ll
+        if not error and not degenerate and math.isfinite(score) and (best is None or score > best_score):
             best, best_score = restart, score
     return restarts, best
+
+
+def best_of(fits: Sequence[tuple[FittedHMM | None, str]], scores: Sequence[float]) -> int | None:
+    """Index of the successful, finite, non-degenerate fit with the highest score (None if none)."""
+    ok = [
+        i for i, (f, _) in enumerate(fits) if f is not None and math.isfinite(scores[i]) and not degeneracy(f)
+    ]
+    return max(ok, key=lambda i: scores[i]) if ok else None

@@ -155,6 +155,26 @@ class GaussianHMM:
         return scores[j] - post[t] @ scores
 
 
+# Two states each of which hands over to the other at most steps: they alternate step by step.
+ALTERNATION = 0.5
+
+
+def degeneracy(hmm: GaussianHMM) -> str:
+    """Why a fit is degenerate, or '': two states that alternate step by step (each moves to the
+    other with probability above ALTERNATION, given that the run goes on). Training runs move
+    through phases that last many checkpoints; such a pair fits a period-2 pattern or splits
+    one phase's points between two thin states (near-singular covariances), which can score well
+    without meaning anything (docs/methods.md, "Choosing K")."""
+    a = np.asarray(hmm.transitions, dtype=float)
+    rows = a.sum(axis=1, keepdims=True)
+    a = np.divide(a, rows, out=np.zeros_like(a), where=rows > 0)
+    for i in range(hmm.k):
+        for j in range(i + 1, hmm.k):
+            if a[i, j] > ALTERNATION and a[j, i] > ALTERNATION:
+                return f"states {i} and {j} alternate step by step (P = {a[i, j]:.2f}, {a[j, i]:.2f})"
+    return ""
+
+
 def group_by_length(arrays: Sequence[np.ndarray]) -> list[tuple[list[int], np.ndarray]]:
     """Sequences grouped by length into (n, T, d) float64 arrays, with their indices."""
     by_len: dict[int, list[int]] = {}

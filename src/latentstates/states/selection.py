@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from latentstates.settings import HMMSettings
-from latentstates.states.fit import FittedHMM, fit_restarts, fits_without, restart_seed
+from latentstates.states.fit import FittedHMM, best_of, fit_restarts, fits_without, restart_seed
 from latentstates.states.model import GaussianHMM
 from latentstates.states.sequences import CRITERIA, Sequences, fold_runs, split_runs, zscore_runs
 
@@ -73,6 +73,7 @@ def select_model(
                     "aic_train": aic_train,
                     "bic_train": bic_train,
                     "error": restart.error,
+                    "degenerate": restart.degenerate,
                     "kept": restart is best,
                 }
             )
@@ -81,23 +82,66 @@ def select_model(
     return pd.DataFrame(rows), kept
 
 
-def cross_validate(seqs: Sequences, settings: HMMSettings) -> pd.DataFrame:
-    """Criterion cv: per K and fold of runs (`hmm.cv_folds`, seeded), the held-out
-    log-likelihood of the fold's runs under the best by it of `restarts` fits to the other runs
-    (every fold's restarts one batch); one row per (k, fold)."""
-    folds = fold_runs(list(seqs.runs), settings.cv_folds, settings.seed)
+# Criteria that score every run held out once (folds of runs); the models are then fitted on
+# every run. The others score one held-out split (the released rule) or the training runs.
+FOLD_CRITERIA = ("cv", "cv_1se", "cv_bic")
+
+
+def fold_scores(
+    seqs: Sequences, settings: HMMSettings, folds: Sequence[Sequence[int]] | None = None
+) -> pd.DataFrame:
+    """The fold criteria's data: every run's held-out log-likelihood at each K, under a fit to the
+    runs of the other folds (`hmm.cv_folds` seeded folds of runs; per fold the best of `restarts`
+    fits by training log-likelihood, degenerate fits left out; every fold's restarts one batch).
+    One row per (k, run): k, fold, seed, steps, val_ll (NaN where the fold had no usable fit)."""
+    runs = list(seqs.runs)
+    folds = folds if folds is not None else fold_runs(runs, settings.cv_folds, settings.seed)
+    steps = [len(a) for a in seqs.arrays]
     rows = []
     for k in range(1, settings.max_states + 1):
         per = settings.restarts if k > 1 else 1
-        per_fold = fits_without(seqs.arrays, seqs.runs, folds, k, settings, per, settings.seed)
+        per_fold = fits_without(seqs.arrays, runs, folds, k, settings, per, settings.seed)
         for f, (held, fits) in enumerate(zip(folds, per_fold)):
-            val = [seqs.arrays[seqs.runs.index(r)] for r in held]
-            lls = [fit.log_likelihood(val) for fit, _ in fits if fit is not None]
-            finite = [x for x in lls if math.isfinite(x)]
-            rows.append(
-                {"k": k, "fold": f, "val_ll": max(finite) if finite else float("nan"), "n_ok": len(finite)}
-            )
-    return pd.DataFrame(rows)
+            inside = np.array([r not in held for r in runs])
+            lls = [fit.log_likelihoods(seqs.arrays) if fit is not None else None for fit, _ in fits]
+            best = best_of(fits, [ll[inside].sum() if ll is not None else math.nan for ll in lls])
+            for i, r in enumerate(runs):
+                if r in held:
+                    val = float(lls[best][i]) if best is not None else math.nan
+                    rows.append({"k": k, "fold": f, "seed": r, "steps": steps[i], "val_ll": val})
+    return pd.DataFrame(rows, columns=["k", "fold", "seed", "steps", "val_ll"])
+
+
+def cv_summary(scores: pd.DataFrame, d: int, covariance: str) -> pd.DataFrame:
+    """Per K, from `fold_scores`: `cv_ll`, every run's held-out log-likelihood summed (NaN where a
+    run has none); `cv_ll_per_step`; `cv_se`, the standard error over runs of the per-step
+    difference to the best K's (runs paired); `cv_1se`, whether the K's mean is within one such
+    standard error of the best; `cv_bic`, −2 cv_ll + its parameters × log(steps)."""
+    wide = scores.pivot(index="seed", columns="k", values="val_ll")
+    steps = scores.groupby("seed")["steps"].first().reindex(wide.index).to_numpy(dtype=float)
+    total = wide.sum(min_count=len(wide))
+    per_step = wide.div(steps, axis=0)
+    best = total.idxmax() if total.notna().any() else None
+    n_steps = int(steps.sum())
+    rows = []
+    for k in wide.columns:
+        se, within = math.nan, False
+        if best is not None and math.isfinite(total[k]):
+            diff = (per_step[best] - per_step[k]).to_numpy()
+            se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
+            within = bool(diff.mean() <= se)
+        p = n_parameters(int(k), d, covariance)
+        rows.append(
+            {
+                "k": int(k),
+                "cv_ll": float(total[k]),
+                "cv_ll_per_step": float(total[k]) / n_steps,
+                "cv_se": se,
+                "cv_1se": within,
+                "cv_bic": information_criteria(float(total[k]), p, n_steps)[1],
+            }
+        )
+    return pd.DataFrame(rows, columns=["k", "cv_ll", "cv_ll_per_step", "cv_se", "cv_1se", "cv_bic"])
 
 
 def summarise_selection(table: pd.DataFrame) -> pd.DataFrame:
@@ -115,7 +159,10 @@ def summarise_selection(table: pd.DataFrame) -> pd.DataFrame:
 def choose_k(summary: pd.DataFrame, criterion: str, pinned: int | None = None) -> int:
     """K pinned by the config, else the K whose kept restart is best by the criterion.
 
-    Lowest AIC/BIC (held-out by default, `*_train` on the training runs), highest held-out LL.
+    Lowest AIC/BIC (held-out by default, `*_train` on the training runs), highest held-out LL;
+    the fold criteria (`cv_summary`): highest summed held-out LL (cv), lowest BIC of it (cv_bic),
+    the smallest K within one standard error of the best (cv_1se). A K without a kept,
+    non-degenerate fit of every run is never chosen.
     The kept restart is the model that is used, so its value counts, not the mean over restarts
     (which punishes a K whose restarts sometimes miss the optimum). Without held-out runs the
     held-out criteria fall back to their training-set versions.
@@ -125,8 +172,15 @@ def choose_k(summary: pd.DataFrame, criterion: str, pinned: int | None = None) -
             raise ValueError(f"hmm.n_states={pinned} has no successful fit")
         return int(pinned)
     ok = summary.dropna(subset=["train_ll"])
-    if criterion == "cv":
-        return int(ok.loc[ok["cv_ll"].idxmax(), "k"])
+    if criterion in FOLD_CRITERIA:
+        ok = ok.dropna(subset=["cv_ll"])
+        if ok.empty:
+            raise ValueError("no K has a held-out score in every fold")
+        if criterion == "cv":
+            return int(ok.loc[ok["cv_ll"].idxmax(), "k"])
+        if criterion == "cv_bic":
+            return int(ok.loc[ok["cv_bic"].idxmin(), "k"])
+        return int(ok.loc[ok["cv_1se"].astype(bool), "k"].min())
     column = criterion
     if ok[column].isna().all():  # no validation runs
         column = {"aic": "aic_train", "bic": "bic_train", "val_ll": "bic_train"}.get(criterion, column)
@@ -216,6 +270,7 @@ RESTART_COLUMNS = [
     "aic_train",
     "bic_train",
     "error",
+    "degenerate",
     "kept",
 ]
 
@@ -310,17 +365,15 @@ def fit_task(metrics: pd.DataFrame, settings: HMMSettings) -> TaskFit:
     if not seqs.runs:
         return _no_usable_runs(seqs, settings)
     cv = None
-    if settings.criterion == "cv":  # K by folds of runs, the models fitted on every run
-        cv = cross_validate(seqs, settings)
+    if settings.criterion in FOLD_CRITERIA:  # K by folds of runs, the models fitted on every run
+        cv = cv_summary(fold_scores(seqs, settings), len(seqs.features), settings.covariance)
         train_runs, val_runs = list(seqs.runs), []
     else:
         train_runs, val_runs = split_runs(seqs.runs, settings.val_fraction, settings.seed)
     restarts, kept = select_model(seqs, train_runs, val_runs, settings)
     summary = summarise_selection(restarts)
     if cv is not None:
-        # A K with a fold whose every restart failed has no cross-validated score.
-        summed = cv.groupby("k")["val_ll"].sum(min_count=len(cv["fold"].unique()))
-        summary = summary.merge(summed.rename("cv_ll").reset_index(), on="k", how="left")
+        summary = summary.merge(cv, on="k", how="left")
     k = choose_k(summary, settings.criterion, settings.n_states)
     summary["chosen"] = summary["k"] == k
     pinned = settings.n_states is not None

@@ -22,9 +22,15 @@ import pandas as pd
 
 from latentstates.settings import AnalysisSettings, HMMSettings, StabilitySettings
 from latentstates.states.analysis import detour_states, occupancy, regress_convergence, visit_test
-from latentstates.states.fit import Spec, fit_many, restart_init, restart_seed, start_of
+from latentstates.states.fit import Spec, best_of, fit_many, restart_init, restart_seed, start_of
 from latentstates.states.model import GaussianHMM
-from latentstates.states.selection import choose_k, information_criteria, n_parameters
+from latentstates.states.selection import (
+    FOLD_CRITERIA,
+    choose_k,
+    cv_summary,
+    information_criteria,
+    n_parameters,
+)
 from latentstates.states.sequences import fold_runs, split_runs
 
 
@@ -142,11 +148,30 @@ def refit_fixed_k(
     return out
 
 
+def perturbed_weights(n: int, settings: StabilitySettings) -> np.ndarray:
+    """(k_resamples, n) weights of the runs in the perturbations under which K is chosen afresh
+    (`stability.k_perturbation`): refold, every run once (only the split or folds and the
+    restarts' seeds change: the amount of information is the task's own); subsample,
+    round(subsample_fraction × n) runs drawn without replacement; bootstrap, n runs drawn with
+    replacement (about 63 % distinct: criteria that depend on the amount of data shift)."""
+    if settings.k_perturbation == "bootstrap":
+        return bootstrap_weights(n, settings.k_resamples, settings.seed + 1)
+    if settings.k_perturbation == "refold":
+        return np.ones((settings.k_resamples, n), dtype=np.int64)
+    rng = np.random.default_rng([settings.seed, 0x5AB5])
+    m = max(2, round(settings.subsample_fraction * n))
+    out = np.zeros((settings.k_resamples, n), dtype=np.int64)
+    for b in range(settings.k_resamples):
+        out[b, rng.choice(n, m, replace=False)] = 1
+    return out
+
+
 def held_out_splits(w: np.ndarray, hmm: HMMSettings, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(training, held-out) weights of one resample's runs as the task's criterion splits them:
-    one seeded split of its distinct runs (`hmm.val_fraction`), or `hmm.cv_folds` folds (cv)."""
+    """(training, held-out) weights of one perturbation's runs as the task's criterion splits
+    them: one seeded split of its distinct runs (`hmm.val_fraction`), or `hmm.cv_folds` folds
+    (the fold criteria)."""
     distinct = np.flatnonzero(w).tolist()
-    if hmm.criterion == "cv":
+    if hmm.criterion in FOLD_CRITERIA:
         held_sets = fold_runs(distinct, hmm.cv_folds, seed)
     else:
         held_sets = [split_runs(distinct, hmm.val_fraction, seed)[1]]
@@ -158,47 +183,88 @@ def held_out_splits(w: np.ndarray, hmm: HMMSettings, seed: int) -> list[tuple[np
     return out
 
 
+def fresh_specs(weights: np.ndarray, k: int, restarts: int, seed: int) -> list:
+    """Per row of `weights` (in order), `restarts` seeded initialisations as the HMM stage's
+    (new seeds from `seed`); k = 1: closed form."""
+    if k == 1:
+        return [Spec(list(w), 0) for w in weights]
+    return [
+        Spec(list(w), restart_seed(seed + 1 + b, k, r), restart_init(r))
+        for b, w in enumerate(weights)
+        for r in range(restarts)
+    ]
+
+
 def choose_k_afresh(
-    arrays: Sequence[np.ndarray],
-    weights: np.ndarray,
-    models: dict[int, GaussianHMM],
-    hmm: HMMSettings,
-    settings: StabilitySettings,
+    arrays: Sequence[np.ndarray], weights: np.ndarray, hmm: HMMSettings, settings: StabilitySettings
 ) -> list[int | None]:
-    """Per resample, K by the task's criterion, as the HMM stage chooses it: its distinct runs
-    split into training and held-out runs (or folds, for cv; seeded per resample), K = 1 ..
-    max_states fitted (EM from the stage's model of each K, `models`, and from fresh starts),
-    per K and split the restart with the best held-out log-likelihood (None where no K could be
-    fitted)."""
+    """Per perturbation (a row of `weights`, `perturbed_weights`), K by the task's criterion as the
+    HMM stage chooses it: the perturbation's runs split into training and held-out runs, or folds
+    (seeded per perturbation, never the stage's own split), K = 1 .. max_states fitted from
+    `stability.restarts` fresh initialisations per split (no warm start: the stage's models saw
+    the held-out runs), per K and split the best restart (by held-out log-likelihood for the
+    single-split criteria, by training log-likelihood for the fold criteria; degenerate fits left
+    out). None where no K could be fitted."""
     d = arrays[0].shape[1]
     lengths = np.array([len(a) for a in arrays])
+    folds = hmm.criterion in FOLD_CRITERIA
     splits = [held_out_splits(w, hmm, settings.seed + 1 + b) for b, w in enumerate(weights)]
     pairs = [(b, train, val) for b, per_b in enumerate(splits) for train, val in per_b]
     rows: list[list[dict]] = [[] for _ in weights]
+    scores: list[list[dict]] = [[] for _ in weights]
     for k in range(1, hmm.max_states + 1):
-        specs = resample_specs(np.stack([train for _, train, _ in pairs]), k, models.get(k), settings)
+        train_weights = np.stack([train for _, train, _ in pairs])
+        specs = fresh_specs(train_weights, k, settings.restarts, settings.seed + 7919 * k)
         per = len(specs) // len(pairs)
         fits = fit_many(arrays, k, hmm, specs)
-        scores: dict[int, list[tuple[float, float, int, int]]] = {b: [] for b in range(len(weights))}
+        found: dict[int, list[tuple[float, float, int, int]]] = {b: [] for b in range(len(weights))}
         for i, (b, train_w, val_w) in enumerate(pairs):
             chunk = fits[i * per : (i + 1) * per]
             per_run = [f.log_likelihoods(arrays) if f is not None else None for f, _ in chunk]
             val_ll = np.array([val_w @ ll if ll is not None else np.nan for ll in per_run])
             train_ll = np.array([train_w @ ll if ll is not None else np.nan for ll in per_run])
-            best = _best(chunk, val_ll if val_w.any() else train_ll)
-            if best is not None:
-                scores[b].append((train_ll[best], val_ll[best], int(train_w @ lengths), int(val_w @ lengths)))
-        p = n_parameters(k, d, hmm.covariance)
-        for b, found in scores.items():
-            if len(found) < len(splits[b]):  # a split with no fit: this K has no score
+            best = best_of(chunk, train_ll if folds or not val_w.any() else val_ll)
+            if best is None:
                 continue
-            train_ll, val_ll, n_train, n_val = found[0]
+            found[b].append((train_ll[best], val_ll[best], int(train_w @ lengths), int(val_w @ lengths)))
+            for j in np.flatnonzero(val_w) if folds else []:
+                scores[b].append(
+                    {
+                        "k": k,
+                        "fold": i,
+                        "seed": int(j),
+                        "steps": int(val_w[j] * lengths[j]),
+                        "val_ll": float(val_w[j] * per_run[best][j]),
+                    }
+                )
+        p = n_parameters(k, d, hmm.covariance)
+        for b, got in found.items():
+            if len(got) < len(splits[b]):  # a split with no fit: this K has no score
+                continue
+            train_ll, val_ll, n_train, n_val = got[0]
             aic, bic = information_criteria(val_ll, p, n_val)
             aic_train, bic_train = information_criteria(train_ll, p, n_train)
-            cv_ll = sum(v for _, v, _, _ in found)
-            names = ["k", "train_ll", "val_ll", "aic", "bic", "aic_train", "bic_train", "cv_ll"]
-            rows[b].append(dict(zip(names, [k, train_ll, val_ll, aic, bic, aic_train, bic_train, cv_ll])))
-    return [choose_k(pd.DataFrame(r), hmm.criterion) if r else None for r in rows]
+            names = ["k", "train_ll", "val_ll", "aic", "bic", "aic_train", "bic_train"]
+            rows[b].append(dict(zip(names, [k, train_ll, val_ll, aic, bic, aic_train, bic_train])))
+    chosen: list[int | None] = []
+    for b in range(len(weights)):
+        table = pd.DataFrame(rows[b])
+        if table.empty:
+            chosen.append(None)
+            continue
+        if folds:
+            per_run = pd.DataFrame(scores[b], columns=["k", "fold", "seed", "steps", "val_ll"])
+            complete = per_run.groupby("k")["seed"].count() == int((weights[b] > 0).sum())
+            per_run = per_run[per_run["k"].isin(complete[complete].index)]
+            if per_run.empty:
+                chosen.append(None)
+                continue
+            table = table.merge(cv_summary(per_run, d, hmm.covariance), on="k", how="left")
+        try:
+            chosen.append(choose_k(table, hmm.criterion))
+        except ValueError:  # no K scored in every fold
+            chosen.append(None)
+    return chosen
 
 
 @dataclass
@@ -210,6 +276,28 @@ class Stability:
     states: pd.DataFrame
     edges: pd.DataFrame
     summary: dict
+
+
+def k_distribution(chosen: Sequence[int], max_states: int, k_main: int) -> pd.DataFrame:
+    """Every K from 1 to max_states with how often it was chosen afresh (count, frequency), and
+    which is the main fit's (marked also where it was never chosen)."""
+    ks = np.arange(1, max(max_states, k_main, *chosen, 1) + 1)
+    counts = np.array([sum(c == k for c in chosen) for k in ks])
+    freq = counts / len(chosen) if chosen else np.full(len(ks), np.nan)
+    return pd.DataFrame({"k": ks, "count": counts, "frequency": freq, "main": ks == k_main})
+
+
+def bias_corrected_interval(estimate: float, values: Sequence[float], level: float) -> tuple[float, float]:
+    """The percentile interval of resampled values moved back by their median bias (median of the
+    resamples − the estimate), clipped to [0, 1]: for a value bounded at 0 such as R². A resample
+    repeats runs, which inflates R², so the plain percentile interval lies above the estimate and
+    never reaches 0 for an R² near 0; this one contains the estimate (docs/methods.md)."""
+    low, high = interval(values, level)
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if not (np.isfinite(estimate) and v.size):
+        return float("nan"), float("nan")
+    bias = float(np.median(v)) - estimate
+    return float(np.clip(low - bias, 0.0, 1.0)), float(np.clip(high - bias, 0.0, 1.0))
 
 
 def interval(values: Sequence[float], level: float) -> tuple[float, float]:
@@ -245,14 +333,12 @@ def stability(
     main = findings(main_paths, times, k_main, analysis)
     fits = refit_fixed_k(arrays, weights, main_model, hmm, settings)
     pinned = hmm.n_states is not None
-    afresh = (
-        choose_k_afresh(arrays, weights, models, hmm, settings) if settings.refit_k and not pinned else None
-    )
+    k_weights = perturbed_weights(n, settings)
+    afresh = choose_k_afresh(arrays, k_weights, hmm, settings) if settings.refit_k and not pinned else None
     main_occupancy = np.bincount(np.concatenate(main_paths), minlength=k_main)
     rows, presence, detour, effects, edge_hits = [], [], [], [], []
     for b, (w, hmm_b) in enumerate(zip(weights, fits)):
         row = {"resample": b, "n_distinct_runs": int((w > 0).sum())}
-        row["k_afresh"] = afresh[b] if afresh is not None else (k_main if pinned else None)
         if hmm_b is None:
             rows.append({**row, "fitted": False})
             continue
@@ -318,14 +404,12 @@ def stability(
         },
         columns=["source", "target", "frequency", "stable"],
     )
-    chosen = resamples["k_afresh"].dropna().astype(int) if "k_afresh" in resamples else pd.Series(dtype=int)
-    k_table = chosen.value_counts(normalize=True).rename("frequency").rename_axis("k").reset_index()
-    k_table = k_table.sort_values("k").reset_index(drop=True)
-    k_table["main"] = k_table["k"] == k_main
-    k_freq = float(k_table.loc[k_table["main"], "frequency"].sum()) if len(chosen) else float("nan")
+    chosen = [k for k in afresh if k is not None] if afresh is not None else []
+    k_table = k_distribution(chosen, hmm.max_states, k_main)
+    k_freq = float(k_table.loc[k_table["main"], "frequency"].sum()) if chosen else float("nan")
     r2_values = resamples["r2"].to_numpy(dtype=float) if "r2" in resamples else np.array([])
     significant = resamples["f_pvalue"].to_numpy(dtype=float) < analysis.detour_alpha if fitted else []
-    r2_low, r2_high = interval(r2_values, level)
+    r2_low, r2_high = bias_corrected_interval(main.r2, r2_values, level)
     summary = {
         "resamples": settings.resamples,
         "resamples_fitted": fitted,
@@ -337,6 +421,9 @@ def stability(
             "frequency": k_freq,
             "stable": bool(k_freq >= least),
             "afresh": afresh is not None,
+            "perturbation": settings.k_perturbation,
+            "perturbations": len(chosen),
+            "distribution": {str(int(k)): float(f) for k, f in zip(k_table["k"], k_table["frequency"]) if f},
         },
         "r2": {
             "main": main.r2,
@@ -391,8 +478,8 @@ def stability_of_task(
 def empty_stability(settings: StabilitySettings) -> Stability:
     """The tables of a task without a fitted HMM (no usable runs)."""
     return Stability(
-        pd.DataFrame(columns=["resample", "n_distinct_runs", "k_afresh", "fitted"]),
-        pd.DataFrame(columns=["k", "frequency", "main"]),
+        pd.DataFrame(columns=["resample", "n_distinct_runs", "fitted"]),
+        pd.DataFrame(columns=["k", "count", "frequency", "main"]),
         pd.DataFrame(columns=STATE_COLUMNS),
         pd.DataFrame(columns=["source", "target", "frequency", "stable"]),
         {"resamples": settings.resamples, "resamples_fitted": 0, "status": "no fitted HMM", "detours": []},

@@ -1,0 +1,114 @@
+"""Choosing K: degenerate fits, the perturbations under which K's stability is measured, the
+interval of a bounded statistic, and recovery of a known K on simulated runs."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from latentstates.settings import HMMSettings, StabilitySettings
+from latentstates.states import selection, stability
+from latentstates.states.model import GaussianHMM, degeneracy
+
+
+def _chain(k: int, stay: float) -> np.ndarray:
+    a = np.eye(k) * stay
+    for i in range(k - 1):
+        a[i, i + 1] = 1 - stay
+    a[-1, -1] = 1.0
+    return a * 0.99  # pomegranate's rows: 1 − end
+
+
+def test_alternating_states_are_degenerate_and_phases_are_not():
+    d = 2
+    means, covs = np.zeros((3, d)), np.stack([np.eye(d)] * 3)
+    phases = GaussianHMM(np.array([1.0, 0, 0]), _chain(3, 0.9), np.full(3, 0.01), means, covs, "full")
+    assert degeneracy(phases) == ""
+    flip = np.array([[0.05, 0.94, 0.0], [0.9, 0.09, 0.0], [0.0, 0.0, 0.99]])
+    alternating = GaussianHMM(np.array([0.5, 0.5, 0]), flip, np.full(3, 0.01), means, covs, "full")
+    assert "states 0 and 1 alternate step by step" in degeneracy(alternating)
+
+
+def _period_two_runs(n_runs=12, length=60, seed=0) -> pd.DataFrame:
+    """Runs whose first feature flips sign at every checkpoint (a period-2 pattern with almost no
+    noise): two thin states that alternate fit it far better than one Gaussian."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for r in range(n_runs):
+        flip = np.where(np.arange(length) % 2, 1.0, -1.0) + rng.normal(0, 0.01, length)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "seed": r,
+                    "checkpoint": range(length),
+                    "step": range(length),
+                    "a": flip,
+                    "b": rng.normal(size=length),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.mark.parametrize("criterion", ["bic", "cv_1se"])
+def test_a_degenerate_optimum_is_recognised_and_never_chosen(criterion):
+    s = HMMSettings.defaults(
+        features=["a", "b"], max_states=3, restarts=4, max_iter=30, criterion=criterion, cv_folds=3
+    )
+    fit = selection.fit_task(_period_two_runs(), s)
+    restarts = fit.restarts
+    two = restarts[(restarts["k"] == 2) & (restarts["error"] == "")]
+    # Every two-state fit is the alternating one, and far better by likelihood than one state...
+    assert two["degenerate"].str.contains("alternate step by step").all()
+    one_ll = restarts.loc[restarts["k"] == 1, "train_ll"].iloc[0]
+    assert (two["train_ll"] > one_ll + 1000).all()
+    # ...yet it is never kept, and the chosen model is not degenerate.
+    assert not (restarts["kept"] & (restarts["degenerate"] != "")).any()
+    assert fit.model["k"] != 2
+    assert degeneracy(GaussianHMM.from_json(fit.model)) == ""
+
+
+def test_perturbations_refold_every_run_or_subsample_without_replacement():
+    refold = stability.perturbed_weights(20, StabilitySettings.defaults(k_resamples=5))
+    assert refold.shape == (5, 20) and (refold == 1).all()
+    sub = stability.perturbed_weights(
+        20, StabilitySettings.defaults(k_perturbation="subsample", subsample_fraction=0.8, k_resamples=50)
+    )
+    assert set(np.unique(sub)) == {0, 1} and (sub.sum(axis=1) == 16).all()  # 16 distinct runs
+    assert len({tuple(row) for row in sub}) > 40  # different subsets
+    boot = stability.perturbed_weights(20, StabilitySettings.defaults(k_perturbation="bootstrap", k_resamples=50))
+    assert (boot.sum(axis=1) == 20).all() and (boot > 1).any()
+
+
+def test_k_distribution_lists_every_k_and_marks_the_main_one_never_chosen():
+    table = stability.k_distribution([2, 3, 3, 4], max_states=6, k_main=5)
+    assert table["k"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert table["count"].tolist() == [0, 1, 2, 1, 0, 0]
+    assert table.loc[table["main"], "k"].tolist() == [5] and table["frequency"].sum() == pytest.approx(1)
+
+
+@pytest.mark.slow
+def test_the_r2_interval_reaches_zero_where_there_is_no_effect():
+    """Convergence times that have nothing to do with the states: R² is near 0, and bootstrap
+    resamples (repeated runs) inflate it. The percentile interval then misses 0 in almost every
+    simulation; the median-bias-corrected interval covers it in most."""
+    from latentstates.settings import AnalysisSettings
+
+    analysis = AnalysisSettings.defaults()
+    rng = np.random.default_rng(0)
+    percentile_covers, corrected_covers, sims, n = 0, 0, 25, 30
+    for _ in range(sims):
+        paths = [rng.integers(0, 3, 50) for _ in range(n)]
+        times = rng.normal(20, 5, n)
+        main = stability.findings(paths, times, 3, analysis).r2
+        weights = stability.bootstrap_weights(n, 80, int(rng.integers(1 << 30)))
+        r2 = []
+        for w in weights:
+            drawn = np.repeat(np.arange(n), w)
+            r2.append(stability.findings([paths[i] for i in drawn], times[drawn], 3, analysis).r2)
+        low, high = stability.interval(r2, 0.9)
+        percentile_covers += low <= 0.0
+        c_low, c_high = stability.bias_corrected_interval(main, r2, 0.9)
+        assert c_low <= main <= c_high
+        corrected_covers += c_low <= 0.0
+    assert percentile_covers <= 0.1 * sims
+    assert corrected_covers >= 0.8 * sims
