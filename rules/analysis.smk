@@ -44,13 +44,16 @@ rule analysis:
 
 rule summary_table:
     input:
-        summaries=expand(path("analysis_summary"), task=TASKS),
-        forecasts=expand(path("table", table="forecast_summary", ext="csv"), task=TASKS),
+        summaries=expand(path("analysis_summary"), task=MAIN_TASKS),
+        forecasts=expand(
+            path("table", table="forecast_summary", ext="csv"), task=MAIN_TASKS
+        ),
         stability=(
-            expand(path("stability", table="summary", ext="json"), task=TASKS)
+            expand(path("stability", table="summary", ext="json"), task=MAIN_TASKS)
             if config["stability"]["enabled"]
             else []
         ),
+        replication=path("replication", ext="csv") if SEED_SETS else [],
     output:
         csv=reported(
             path("summary", ext="csv"),

@@ -3,7 +3,7 @@ import functools
 import json
 from pathlib import Path
 
-from latentstates.config import task_hessian, task_hmm, task_llc
+from latentstates.config import seed_set_name, task_hessian, task_hmm, task_llc
 from latentstates.runs import discovery
 from latentstates.tasks.image_data import KIND_DATASETS, expected_files
 from latentstates.provenance import code_digest
@@ -14,11 +14,22 @@ TASKS = sorted(config["tasks"])
 SOURCE = {t: config["tasks"][t]["source"] for t in TASKS}
 RUN_TASKS = [t for t in TASKS if SOURCE[t] != "table"]
 TABLE_TASKS = [t for t in TASKS if SOURCE[t] == "table"]
+# The tasks analysed and reported; the further seed sets of a task with `replicates` (tasks
+# <task>_set<i>) only get their runs, metrics and HMM: K chosen on each set alone.
+MAIN_TASKS = [t for t in TASKS if not config["tasks"][t].get("replicate_of")]
+SEED_SETS = {
+    t: [t]
+    + [seed_set_name(t, i) for i in range(2, config["tasks"][t]["replicates"] + 1)]
+    for t in MAIN_TASKS
+    if config["tasks"][t]["replicates"] > 1
+}
 # Tasks whose runs get the local learning coefficient (a registered model: its loss and data).
 LLC_TASKS = [
     t
     for t in RUN_TASKS
-    if task_llc(config, t)["enabled"] and config["tasks"][t].get("kind")
+    if task_llc(config, t)["enabled"]
+    and config["tasks"][t].get("kind")
+    and t in MAIN_TASKS
 ]
 # Recipe comparisons through one shared HMM (rules/comparison.smk).
 COMPARISONS = sorted(config["comparisons"])
@@ -50,6 +61,7 @@ PATHS = {
     "table": f"{RESULTS}/{{task}}/analysis/{{table}}.{{ext}}",
     "analysis_summary": f"{RESULTS}/{{task}}/analysis/summary.json",
     "summary": f"{RESULTS}/summary.{{ext}}",
+    "replication": f"{RESULTS}/replication.{{ext}}",
     "comparison_hmm": f"{COMPARISON}/hmm/{{table}}.{{ext}}",
     "comparison_table": f"{COMPARISON}/analysis/{{table}}.{{ext}}",
     "comparison_figure": f"{COMPARISON}/figures/{{figure}}.{{ext}}",
@@ -257,25 +269,29 @@ def gpu_jobs():
 def final_outputs():
     figures = [
         path("figure", task=t, figure=f, ext=e)
-        for t in TASKS
+        for t in MAIN_TASKS
         for f in FIGURES
         for e in FIGURE_FORMATS
     ]
     interactive = [
-        path("figure", task=t, figure=f, ext="html") for t in TASKS for f in INTERACTIVE
+        path("figure", task=t, figure=f, ext="html")
+        for t in MAIN_TASKS
+        for f in INTERACTIVE
     ]
     tables = [
         path(n, task=t)
-        for t in TASKS
+        for t in MAIN_TASKS
         for n in ("selection", "model", "states", "excluded")
     ]
     if config["stability"]["enabled"]:
         tables += [
             path("stability", task=t, table=n, ext="csv")
-            for t in TASKS
+            for t in MAIN_TASKS
             for n in ("k", "states", "edges")
         ]
     summary = [path("summary", ext=e) for e in ("csv", "md", "tex")]
+    if SEED_SETS:
+        summary += [path("replication", ext=e) for e in ("csv", "md", "tex")]
     llc = [
         path("figure", task=t, figure="llc", ext=e)
         for t in LLC_TASKS

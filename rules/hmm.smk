@@ -33,3 +33,31 @@ rule hmm:
         hmm=lambda wc: canonical(hmm_settings(wc.task)),
     script:
         "../workflow/scripts/hmm.py"
+
+
+# K chosen on each seed set of a task with `replicates` alone: do the sets agree?
+rule replication:
+    input:
+        models=[path("model", task=s) for t in SEED_SETS for s in SEED_SETS[t]],
+    output:
+        csv=reported(
+            path("replication", ext="csv"),
+            caption="replication",
+            category="Summary",
+            result="K across seed sets",
+        ),
+        md=path("replication", ext="md"),
+        tex=path("replication", ext="tex"),
+    log:
+        f"{RESULTS}/logs/replication.log",
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        runtime=5,
+    params:
+        code=code("replication.py"),
+        sets=canonical(SEED_SETS),
+        seeds=canonical({s: seeds(s) for t in SEED_SETS for s in SEED_SETS[t]}),
+    script:
+        "../workflow/scripts/replication.py"

@@ -75,7 +75,9 @@ def test_perturbations_refold_every_run_or_subsample_without_replacement():
     )
     assert set(np.unique(sub)) == {0, 1} and (sub.sum(axis=1) == 16).all()  # 16 distinct runs
     assert len({tuple(row) for row in sub}) > 40  # different subsets
-    boot = stability.perturbed_weights(20, StabilitySettings.defaults(k_perturbation="bootstrap", k_resamples=50))
+    boot = stability.perturbed_weights(
+        20, StabilitySettings.defaults(k_perturbation="bootstrap", k_resamples=50)
+    )
     assert (boot.sum(axis=1) == 20).all() and (boot > 1).any()
 
 
@@ -112,3 +114,68 @@ def test_the_r2_interval_reaches_zero_where_there_is_no_effect():
         corrected_covers += c_low <= 0.0
     assert percentile_covers <= 0.1 * sims
     assert corrected_covers >= 0.8 * sims
+
+
+def test_replicates_add_disjoint_seed_sets_and_validating_twice_changes_nothing(config):
+    from latentstates.config import validate_config
+
+    cfg = config()
+    cfg["tasks"]["sparse_parity"]["replicates"] = 3
+    again = validate_config(cfg)
+    tasks = again["tasks"]
+    sets = ["sparse_parity", "sparse_parity_set2", "sparse_parity_set3"]
+    assert all(t in tasks for t in sets)
+    firsts = [tasks[t]["first_seed"] for t in sets]
+    seeds = tasks["sparse_parity"]["seeds"]
+    assert firsts == [0, seeds, 2 * seeds]  # disjoint, as many seeds each
+    assert tasks["sparse_parity_set2"]["replicate_of"] == "sparse_parity"
+    assert tasks["sparse_parity_set2"]["replicates"] == 1
+    # The LLC and the Hessian are not HMM features of the tiny config: the further sets skip them.
+    assert tasks["sparse_parity_set2"]["llc"]["enabled"] is False
+    assert tasks["sparse_parity_set2"]["hessian"]["enabled"] is False
+    assert validate_config(again) == again
+
+
+def test_replicates_need_a_task_trained_here(config, tmp_path):
+    from latentstates.config import ConfigError, validate_config
+
+    cfg = config()
+    cfg["tasks"]["logged"] = {"source": "table", "path": str(tmp_path / "t.csv"), "replicates": 2}
+    with pytest.raises(ConfigError, match="tasks.logged.replicates"):
+        validate_config(cfg)
+
+
+def test_the_replication_table_counts_the_sets_that_agree():
+    sets = {"a": ["a", "a_set2", "a_set3"], "b": ["b", "b_set2"]}
+    models = {"a": {"k": 5, "criterion": "cv_1se"}, "a_set2": {"k": 5}, "a_set3": {"k": 4}}
+    models |= {"b": {"k": 3, "criterion": "cv_1se"}, "b_set2": {"k": 3}}
+    seeds = {"a": [0, 1], "a_set2": [2, 3], "a_set3": [4, 5], "b": [0], "b_set2": [1]}
+    table = selection.replication_table(sets, models, seeds).set_index("task")
+    assert table.loc["a", "k"] == "5 / 5 / 4" and table.loc["a", "agreement"] == "2/3"
+    assert table.loc["a", "seeds"] == "0–1 / 2–3 / 4–5" and not table.loc["a", "replicates"]
+    assert table.loc["b", "agreement"] == "2/2" and table.loc["b", "replicates"]
+
+
+@pytest.mark.slow
+def test_a_config_with_replicates_plans_each_set_up_to_its_hmm_and_the_replication_table(
+    tmp_path, tiny_config
+):
+    import yaml
+
+    from conftest import dry_run
+
+    tiny_config["tasks"]["sparse_parity"]["replicates"] = 2
+    path = tmp_path / "replicated.yaml"
+    path.write_text(yaml.safe_dump(tiny_config))
+    (tmp_path / "wd").mkdir()
+    plan = dry_run(tmp_path / "wd", path)
+    counts = {}  # the plan's job counts: "rule count" lines
+    for line in plan.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    assert "train_sparse_parity_set2_seeds3_4" in counts and "metrics_sparse_parity_set2_seeds5_5" in counts
+    assert counts["hmm"] == 3 and counts["replication"] == 1 and counts["analysis"] == 2
+    # The further set gets its HMM, not the analyses, figures or stability of a task.
+    assert "results/sparse_parity_set2/hmm/model.json" in plan
+    assert "results/sparse_parity_set2/analysis" not in plan and "sparse_parity_set2/stability" not in plan

@@ -127,6 +127,42 @@ def _check_run_path(name: str, task: dict) -> None:
         )
 
 
+def seed_set_name(task: str, i: int) -> str:
+    """The task of seed set i (2, 3, ...) of `task` (set 1 is the task itself)."""
+    return f"{task}_set{i}"
+
+
+def _add_seed_sets(config: dict) -> None:
+    """Each task with `replicates: n > 1` gets n − 1 further tasks, `<task>_set<i>`, each the same
+    task on the next `seeds` seeds, that the HMM stage chooses K on alone. Idempotent: a config
+    validated twice has the same tasks."""
+    for name, task in list(config["tasks"].items()):
+        if task["replicates"] == 1 or task.get("replicate_of"):
+            continue
+        if task["source"] != "train":
+            raise ConfigError(
+                f"invalid config key 'tasks.{name}.replicates': only a task trained here has fresh seeds "
+                f"for further seed sets (source {task['source']})"
+            )
+        features = task_hmm(config, name)["features"]
+        for i in range(2, task["replicates"] + 1):
+            other = seed_set_name(name, i)
+            if other in config["tasks"] and config["tasks"][other].get("replicate_of") != name:
+                raise ConfigError(
+                    f"invalid config key 'tasks.{other}': the name of seed set {i} of task {name} "
+                    f"(tasks.{name}.replicates) is taken"
+                )
+            copy_ = copy.deepcopy(task)
+            copy_.update(
+                first_seed=task["first_seed"] + (i - 1) * task["seeds"], replicates=1, replicate_of=name
+            )
+            if "llc" not in features:
+                copy_["llc"] = {**copy_["llc"], "enabled": False}
+            if "hessian_top_eig" not in features:
+                copy_["hessian"] = {**copy_["hessian"], "enabled": False}
+            config["tasks"][other] = copy_
+
+
 def check_task_spec(spec: dict) -> None:
     """A run record's spec of a registered kind (kind, data, model, data_seed) as the config
     schema allows it in a task; raises ConfigError naming the key."""
@@ -160,6 +196,7 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
             _check_run_path(name, task)
         if task.get("kind") == "modular_addition" and task["model"]["d_model"] % task["model"]["n_heads"]:
             raise ConfigError(f"invalid config key 'tasks.{name}.model.n_heads': must divide d_model")
+    _add_seed_sets(config)
     for name, comparison in config["comparisons"].items():
         prefix = f"comparisons.{name}"
         unknown = [t for t in comparison["tasks"] if t not in config["tasks"]]

@@ -1,5 +1,7 @@
-"""One summary table across tasks: K, R², p, detour states, the most used edge's feature changes,
-the forecast's error against the naive forecast, and each finding's frequency across resamples."""
+"""One summary table across tasks: K with how often it is chosen again (refits, seed sets), R², p,
+detour states, the most used edge's feature changes, the forecast's error against the naive
+forecast, and each finding's frequency across resamples. Numbers are written as text of their
+precision."""
 
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
@@ -28,13 +30,36 @@ def mark(stable: bool) -> str:
     return " ✓" if stable else ""
 
 
+PERTURBATIONS = {"refold": "refolds", "subsample": "subsamples", "bootstrap": "bootstrap resamples"}
+
+
+def k_stability_cell(st: dict | None) -> str:
+    """'5: 80 %, 4: 20 % of 10 refolds' — how often each K is chosen afresh."""
+    k = (st or {}).get("k", {})
+    if not k.get("afresh") or not k.get("distribution"):
+        return "–"
+    dist = sorted(k["distribution"].items(), key=lambda kv: (-kv[1], int(kv[0])))
+    parts = ", ".join(f"{kk}: {f:.0%}" for kk, f in dist)
+    return f"{parts} of {k['perturbations']} {PERTURBATIONS.get(k['perturbation'], 'resamples')}"
+
+
+def seed_sets_cell(task: str, replication: pd.DataFrame | None) -> str:
+    """'3/3 (5 / 5 / 5)' — seed sets whose K is the task's."""
+    if replication is None or task not in set(replication["task"]):
+        return "–"
+    row = replication.set_index("task").loc[task]
+    return f"{row['agreement']} ({row['k']})"
+
+
 def findings_cell(s: dict, st: dict) -> str:
     """'K = 5 (64 %); detour 2 (71 %) ✓; R² 0.93 [0.86, 0.96] ✓' from the stability summary."""
     if not st.get("resamples_fitted"):
         return "–"
     k = st["k"]
     parts = [
-        f"K = {k['main']} ({k['frequency']:.0%})" + mark(k["stable"]) if k["afresh"] else f"K = {k['main']}"
+        f"K = {k['main']} ({k['frequency']:.0%})" + mark(k["stable"])
+        if k["afresh"] and number(k["frequency"])
+        else f"K = {k['main']}"
     ]
     parts += [f"detour {d['state']} ({d['frequency']:.0%})" + mark(d["stable"]) for d in st["detours"]]
     r2 = st["r2"]
@@ -44,9 +69,18 @@ def findings_cell(s: dict, st: dict) -> str:
     return "; ".join(parts)
 
 
+def fixed(v, digits: int = 2) -> str:
+    return f"{v:.{digits}f}" if number(v) else "–"
+
+
+def p_value(v) -> str:
+    return ("< 1e-4" if v < 1e-4 else f"{v:.2g}") if number(v) else "–"
+
+
 with job_log(snakemake.log[0]):
     rows = []
     stabilities = [read_json(p) for p in snakemake.input.stability] or [None] * len(snakemake.input.summaries)
+    replication = pd.read_csv(snakemake.input.replication) if snakemake.input.replication else None
     # The inputs are expanded over the same tasks in the same order.
     for p, fp, st in zip(snakemake.input.summaries, snakemake.input.forecasts, stabilities):
         s = read_json(p)
@@ -56,10 +90,12 @@ with job_log(snakemake.log[0]):
                 "K": s["k"],
                 "K_by": "pinned" if s.get("pinned") else s.get("criterion"),
                 "K_at_boundary": s.get("at_boundary", False),
+                "K_refitted": k_stability_cell(st),
+                "K_seed_sets": seed_sets_cell(s["task"], replication),
                 "runs": s["n_runs"],
                 "converged": s["n_converged"],
-                "R2": s["r2"],
-                "p": s["f_pvalue"],
+                "R2": fixed(s["r2"]),
+                "p": p_value(s["f_pvalue"]),
                 "detour_states": s["detour_states"],
                 "top_edge": s.get("top_edge", ""),
                 "forecast_mae_vs_naive": forecast_cell(fp, snakemake.params.method),
@@ -67,8 +103,6 @@ with job_log(snakemake.log[0]):
         )
         if st is not None:
             rows[-1]["findings"] = findings_cell(s, st)
-            rows[-1]["K_frequency"] = st.get("k", {}).get("frequency")
-            rows[-1]["R2_interval"] = [st["r2"]["low"], st["r2"]["high"]] if "r2" in st else None
     df = pd.DataFrame(rows)
     write_table(
         df,

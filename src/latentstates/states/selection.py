@@ -400,3 +400,32 @@ def fit_task(metrics: pd.DataFrame, settings: HMMSettings) -> TaskFit:
     # Every K's kept fit (states as fitted, unnumbered): the stability stage starts from them.
     models = {"models": {str(j): fit.to_json() for j, fit in sorted(kept.items())}}
     return TaskFit(restarts, summary, model, states, _excluded_table(seqs.dropped), models)
+
+
+def seed_range(seeds: Sequence[int]) -> str:
+    """'0–23' for consecutive seeds, else the seeds."""
+    seeds = sorted(seeds)
+    if seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}–{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
+    return ", ".join(map(str, seeds))
+
+
+def replication_table(
+    sets: dict[str, list[str]], models: dict[str, dict], seeds: dict[str, list[int]]
+) -> pd.DataFrame:
+    """Per task with seed sets (the task first, then <task>_set2 …): the K chosen on each set alone
+    (model.json's), the sets' seeds, how many sets agree with the first set's K, and whether all do."""
+    rows = []
+    for task, names in sets.items():
+        ks = [int(models[n]["k"]) for n in names]
+        rows.append(
+            {
+                "task": task,
+                "criterion": models[names[0]].get("criterion", ""),
+                "k": " / ".join(map(str, ks)),
+                "seeds": " / ".join(seed_range(seeds[n]) for n in names),
+                "agreement": f"{sum(k == ks[0] for k in ks)}/{len(ks)}",
+                "replicates": len(set(ks)) == 1,
+            }
+        )
+    return pd.DataFrame(rows, columns=["task", "criterion", "k", "seeds", "agreement", "replicates"])
