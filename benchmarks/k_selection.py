@@ -50,8 +50,17 @@ def choices(k: int, sim: int, args: argparse.Namespace) -> dict:
     )
     table, _ = simulate(scenario, 1000 * k + sim)
     seqs = zscore_runs(table, features(scenario))
+    if args.zscore == "pooled":  # one mean and scale for every run, instead of each run's own
+        x = table[features(scenario)].to_numpy(dtype=float)
+        mu, sd = x.mean(axis=0), x.std(axis=0)
+        seqs.arrays = [(g[features(scenario)].to_numpy(dtype=float) - mu) / sd for _, g in table.groupby("seed")]
     settings = HMMSettings.defaults(
-        features=features(scenario), max_states=args.max_states, restarts=args.restarts, seed=sim
+        features=features(scenario),
+        max_states=args.max_states,
+        restarts=args.restarts,
+        max_iter=args.max_iter,
+        tol=args.tol,
+        seed=sim,
     )
     began = time.perf_counter()
     train, val = split_runs(seqs.runs, settings.val_fraction, settings.seed)
@@ -95,7 +104,12 @@ def main() -> None:
     parser.add_argument("--separation", type=float, default=2.0)
     parser.add_argument("--ar", type=float, default=0.0, help="lag-1 autocorrelation within a state")
     parser.add_argument("--restarts", type=int, default=10)
+    parser.add_argument(
+        "--zscore", choices=["run", "pooled"], default="run", help="each run's own z-scores (the workflow's), or pooled"
+    )
     parser.add_argument("--max-states", type=int, default=9)
+    parser.add_argument("--max-iter", type=int, default=32, help="EM iterations per fit (hmm.max_iter)")
+    parser.add_argument("--tol", type=float, default=0.1, help="EM's stopping tolerance (hmm.tol)")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default=None, help="CSV of every simulation's choices")
     args = parser.parse_args()
