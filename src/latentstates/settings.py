@@ -87,6 +87,7 @@ class HMMSettings(_Settings):
     val_fraction: float
     criterion: str
     cv_folds: int
+    cv_restarts: int
     n_states: int | None
     seed: int
 
@@ -202,6 +203,7 @@ class StabilitySettings(_GlobalSettings):
     resamples: int
     restarts: int
     refit_k: bool
+    k_restarts: int
     k_perturbation: str
     k_resamples: int
     subsample_fraction: float

@@ -91,15 +91,16 @@ def fold_scores(
     seqs: Sequences, settings: HMMSettings, folds: Sequence[Sequence[int]] | None = None
 ) -> pd.DataFrame:
     """The fold criteria's data: every run's held-out log-likelihood at each K, under a fit to the
-    runs of the other folds (`hmm.cv_folds` seeded folds of runs; per fold the best of `restarts`
-    fits by training log-likelihood, degenerate fits left out; every fold's restarts one batch).
+    runs of the other folds (`hmm.cv_folds` seeded folds of runs; per fold the best of
+    `hmm.cv_restarts` fits by training log-likelihood, degenerate fits left out; every fold's
+    restarts one batch).
     One row per (k, run): k, fold, seed, steps, val_ll (NaN where the fold had no usable fit)."""
     runs = list(seqs.runs)
     folds = folds if folds is not None else fold_runs(runs, settings.cv_folds, settings.seed)
     steps = [len(a) for a in seqs.arrays]
     rows = []
     for k in range(1, settings.max_states + 1):
-        per = settings.restarts if k > 1 else 1
+        per = settings.cv_restarts if k > 1 else 1
         per_fold = fits_without(seqs.arrays, runs, folds, k, settings, per, settings.seed)
         for f, (held, fits) in enumerate(zip(folds, per_fold)):
             inside = np.array([r not in held for r in runs])

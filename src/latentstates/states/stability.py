@@ -201,7 +201,7 @@ def choose_k_afresh(
     """Per perturbation (a row of `weights`, `perturbed_weights`), K by the task's criterion as the
     HMM stage chooses it: the perturbation's runs split into training and held-out runs, or folds
     (seeded per perturbation, never the stage's own split), K = 1 .. max_states fitted from
-    `stability.restarts` fresh initialisations per split (no warm start: the stage's models saw
+    `stability.k_restarts` fresh initialisations per split (no warm start: the stage's models saw
     the held-out runs), per K and split the best restart (by held-out log-likelihood for the
     single-split criteria, by training log-likelihood for the fold criteria; degenerate fits left
     out). None where no K could be fitted."""
@@ -214,7 +214,7 @@ def choose_k_afresh(
     scores: list[list[dict]] = [[] for _ in weights]
     for k in range(1, hmm.max_states + 1):
         train_weights = np.stack([train for _, train, _ in pairs])
-        specs = fresh_specs(train_weights, k, settings.restarts, settings.seed + 7919 * k)
+        specs = fresh_specs(train_weights, k, settings.k_restarts, settings.seed + 7919 * k)
         per = len(specs) // len(pairs)
         fits = fit_many(arrays, k, hmm, specs)
         found: dict[int, list[tuple[float, float, int, int]]] = {b: [] for b in range(len(weights))}
