@@ -10,7 +10,7 @@ import pandas as pd
 from latentstates.columns import NO_PERFORMANCE
 from latentstates.settings import AnalysisSettings
 from latentstates.states.model import GaussianHMM
-from latentstates.states.sequences import zscore_runs
+from latentstates.states.sequences import pooled_zscores, zscore_runs
 
 
 def paths_by_run(states: pd.DataFrame) -> dict[int, np.ndarray]:
@@ -290,7 +290,7 @@ def analyse_task(
         return _nothing_decoded(metrics, threshold, ranking, occupancy_kind)
     hmm = GaussianHMM.from_json(model)
     edges = transition_edges(paths, hmm.transitions)
-    seqs = zscore_runs(metrics, model["features"])
+    seqs = zscore_runs(metrics, model["features"], pooled=pooled_zscores(model))
     sequences = dict(zip(seqs.runs, seqs.arrays))
     changes = feature_changes(sequences, paths, edges, hmm, model["features"], ranking, settings.top_features)
     occ = occupancy(paths, k, fraction=occupancy_kind == "fraction")

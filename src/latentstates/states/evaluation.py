@@ -69,7 +69,7 @@ def evaluate(
     """
     features = model["features"]
     k = int(model["k"])
-    seqs = zscore_runs(metrics, features)
+    seqs = zscore_runs(metrics, features, pooled=hmm.zscore == "pooled")
     usable = seqs.runs
     by_seed = {s: g for s, g in metrics.sort_values(["seed", "checkpoint"]).groupby("seed")}
     truth = convergence_times(metrics[metrics["seed"].isin(usable)], threshold)

@@ -223,14 +223,22 @@ def number_states(fit: GaussianHMM, arrays: Sequence[np.ndarray]) -> tuple[Gauss
     return fit.permuted(perm), perm, paths
 
 
-def model_record(hmm: GaussianHMM, seqs: Sequences, train_runs: Sequence[int], **extra: Any) -> dict:
+def model_record(
+    hmm: GaussianHMM, seqs: Sequences, train_runs: Sequence[int], zscore: str = "run", **extra: Any
+) -> dict:
     """model.json's content: parameters, features, training runs, every usable run's z-score
     statistics, and `extra`."""
     return {
         **hmm.to_json(),
         "features": seqs.features,
         "train_runs": list(train_runs),
-        "zscore": {"runs": seqs.runs, "mean": seqs.mean.tolist(), "std": seqs.std.tolist(), "ddof": 0},
+        "zscore": {
+            "kind": zscore,
+            "runs": seqs.runs,
+            "mean": seqs.mean.tolist(),
+            "std": seqs.std.tolist(),
+            "ddof": 0,
+        },
         **extra,
     }
 
@@ -361,7 +369,7 @@ def fit_task(metrics: pd.DataFrame, settings: HMMSettings) -> TaskFit:
         settings = settings.replace(features=[f for f in settings.features if f not in dropped])
     else:
         dropped = []
-    seqs = zscore_runs(metrics, settings.features)
+    seqs = zscore_runs(metrics, settings.features, pooled=settings.zscore == "pooled")
     seqs.dropped.update(diverged)
     if not seqs.runs:
         return _no_usable_runs(seqs, settings)
@@ -387,6 +395,7 @@ def fit_task(metrics: pd.DataFrame, settings: HMMSettings) -> TaskFit:
         hmm,
         seqs,
         train_runs,
+        settings.zscore,
         criterion=settings.criterion,
         pinned=pinned,
         at_boundary=bool(boundary),

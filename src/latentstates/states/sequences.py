@@ -43,17 +43,23 @@ def analysed_metrics(path: str | os.PathLike, model: dict) -> pd.DataFrame:
     return first_checkpoints(read_parquet(path, columns=columns), model.get("first_n"))
 
 
-def zscore_runs(df: pd.DataFrame, features: Sequence[str], min_std: float = 1e-8) -> Sequences:
-    """Z-score each run's features over time (ddof 0); report, not hide, runs that cannot be used.
+def zscore_runs(
+    df: pd.DataFrame, features: Sequence[str], min_std: float = 1e-8, pooled: bool = False
+) -> Sequences:
+    """Z-score the features over time (ddof 0), each run by its own mean and deviation (the
+    released procedure) or, `pooled`, every run by the mean and deviation of all usable runs
+    together (`hmm.zscore`); report, not hide, runs that cannot be used.
 
-    A run is dropped (with its reason in `dropped`) when a feature is NaN/inf somewhere; a feature
-    that is constant within a run (std < `min_std`) is set to 0 there rather than divided by zero.
+    A run is dropped (with its reason in `dropped`) when a feature is NaN/inf somewhere or it has
+    fewer than 2 checkpoints; a feature that is constant (std < `min_std`: within the run, or
+    pooled over the runs) is set to 0 there rather than divided by zero. `mean` and `std` hold
+    each run's statistics (pooled: the same row for every run).
     """
     features = list(features)
     missing = [f for f in features if f not in df.columns]
     if missing:
         raise ValueError(f"metrics table lacks HMM features {missing}")
-    runs, arrays, means, stds, dropped = [], [], [], [], {}
+    runs, raw, dropped = [], [], {}
     for seed, g in df.sort_values(["seed", "checkpoint"]).groupby("seed", sort=True):
         x = g[features].to_numpy(dtype=np.float64)
         bad = [f for f, ok in zip(features, np.isfinite(x).all(axis=0)) if not ok]
@@ -63,16 +69,26 @@ def zscore_runs(df: pd.DataFrame, features: Sequence[str], min_std: float = 1e-8
         if len(x) < 2:
             dropped[int(seed)] = "fewer than 2 checkpoints"
             continue
-        mu, sd = _moments(x)
-        z = np.where(sd > min_std, (x - mu) / np.where(sd > min_std, sd, 1.0), 0.0)
         runs.append(int(seed))
-        arrays.append(z)
-        means.append(mu)
-        stds.append(sd)
+        raw.append(x)
     d = len(features)
-    return Sequences(
-        runs, arrays, features, np.array(means).reshape(-1, d), np.array(stds).reshape(-1, d), dropped
-    )
+    if pooled and raw:
+        mu, sd = _moments(np.concatenate(raw))
+        stats = [(mu, sd)] * len(raw)
+    else:
+        stats = [_moments(x) for x in raw]
+    arrays = [
+        np.where(sd > min_std, (x - mu) / np.where(sd > min_std, sd, 1.0), 0.0)
+        for x, (mu, sd) in zip(raw, stats)
+    ]
+    means = np.array([mu for mu, _ in stats]).reshape(-1, d)
+    stds = np.array([sd for _, sd in stats]).reshape(-1, d)
+    return Sequences(runs, arrays, features, means, stds, dropped)
+
+
+def pooled_zscores(model: dict) -> bool:
+    """Whether a fitted model's runs were z-scored together (model.json's `zscore.kind`)."""
+    return model.get("zscore", {}).get("kind") == "pooled"
 
 
 # Beyond this magnitude a feature's squares overflow float64: its moments are taken at a smaller

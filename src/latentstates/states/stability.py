@@ -457,14 +457,14 @@ def stability_of_task(
     z-scored as the stage did, their main-fit paths, the main model (model.json), the kept
     model of each K (models.json), and convergence times where the runs have eval accuracy."""
     from latentstates.states.analysis import convergence_times, paths_by_run
-    from latentstates.states.sequences import zscore_runs
+    from latentstates.states.sequences import pooled_zscores, zscore_runs
 
     paths = paths_by_run(states)
     if model["k"] == 0 or not paths:
         return empty_stability(settings)
     runs = sorted(paths)
     used = metrics[metrics["seed"].isin(runs)]
-    seqs = zscore_runs(used, model["features"])
+    seqs = zscore_runs(used, model["features"], pooled=pooled_zscores(model))
     if seqs.runs != runs:
         raise ValueError(f"the decoded runs {runs} are not the runs the metrics z-score to {seqs.runs}")
     times = None
