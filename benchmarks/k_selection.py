@@ -7,7 +7,9 @@ read off the same fits:
 
 - the released rule and its kin on one 80/20 split of the runs (bic, aic, val_ll);
 - BIC and AIC of the fits to every run (bic_train, aic_train);
-- folds of runs, every run held out once (cv, cv_1se, cv_bic).
+- folds of runs, every run held out once (cv, cv_1se, cv_bic);
+
+with the runs z-scored each on its own (the released procedure) or pooled (`--zscore`).
 
 Prints one table: per criterion and true K, how often K was recovered and where it missed (the
 chosen K minus the true one, with counts). Seeds: simulation s of K uses seed 1000 K + s.
@@ -49,15 +51,12 @@ def choices(k: int, sim: int, args: argparse.Namespace) -> dict:
         k=k, runs=args.runs, length=args.length, noise=args.noise, separation=args.separation, ar=args.ar
     )
     table, _ = simulate(scenario, 1000 * k + sim)
-    seqs = zscore_runs(table, features(scenario))
-    if args.zscore == "pooled":  # one mean and scale for every run, instead of each run's own
-        x = table[features(scenario)].to_numpy(dtype=float)
-        mu, sd = x.mean(axis=0), x.std(axis=0)
-        seqs.arrays = [(g[features(scenario)].to_numpy(dtype=float) - mu) / sd for _, g in table.groupby("seed")]
+    seqs = zscore_runs(table, features(scenario), pooled=args.zscore == "pooled")
     settings = HMMSettings.defaults(
         features=features(scenario),
         max_states=args.max_states,
         restarts=args.restarts,
+        cv_restarts=args.restarts,
         max_iter=args.max_iter,
         tol=args.tol,
         seed=sim,
@@ -105,7 +104,10 @@ def main() -> None:
     parser.add_argument("--ar", type=float, default=0.0, help="lag-1 autocorrelation within a state")
     parser.add_argument("--restarts", type=int, default=10)
     parser.add_argument(
-        "--zscore", choices=["run", "pooled"], default="run", help="each run's own z-scores (the workflow's), or pooled"
+        "--zscore",
+        choices=["run", "pooled"],
+        default="run",
+        help="hmm.zscore: each run's own statistics, or pooled",
     )
     parser.add_argument("--max-states", type=int, default=9)
     parser.add_argument("--max-iter", type=int, default=32, help="EM iterations per fit (hmm.max_iter)")

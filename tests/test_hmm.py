@@ -430,6 +430,7 @@ def test_cross_validation_over_runs_picks_the_planted_k_and_fits_on_every_run():
         criterion="cv",
         cv_folds=4,
         cv_restarts=3,
+        cv_repeats=1,
     )
     fit = hmm.fit_task(metrics, s)
     selection = fit.summary.set_index("k")

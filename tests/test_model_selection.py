@@ -179,3 +179,71 @@ def test_a_config_with_replicates_plans_each_set_up_to_its_hmm_and_the_replicati
     # The further set gets its HMM, not the analyses, figures or stability of a task.
     assert "results/sparse_parity_set2/hmm/model.json" in plan
     assert "results/sparse_parity_set2/analysis" not in plan and "sparse_parity_set2/stability" not in plan
+
+
+def _planted_metrics(seed: int, n_runs: int = 16) -> pd.DataFrame:
+    """Ragged runs of a known left-to-right 3-state Gaussian HMM (tests/test_hmm.py's), as a
+    metrics table."""
+    from test_hmm import planted
+
+    arrays, _ = planted(n_runs=n_runs, seed=seed)
+    return pd.concat(
+        pd.DataFrame(
+            {
+                "seed": i,
+                "checkpoint": range(len(a)),
+                "step": range(len(a)),
+                "a": a[:, 0],
+                "b": a[:, 1],
+                "c": a[:, 2],
+            }
+        )
+        for i, a in enumerate(arrays)
+    )
+
+
+@pytest.mark.slow
+def test_the_default_criterion_recovers_a_planted_k_and_per_run_zscores_inflate_it():
+    """The default criterion (cv_1se) on runs of a known 3-state HMM: K = 3 in every simulation
+    when the runs are z-scored together (an affine map of HMM data is HMM data). Z-scored each on
+    its own (the released procedure), a run's statistics depend on how long it stays in each
+    state, so the same state lands elsewhere in different runs, and every criterion adds states
+    (docs/methods.md, "Choosing K")."""
+    assert HMMSettings.defaults().criterion == "cv_1se"
+    pooled, per_run = [], []
+    for seed in range(5):
+        metrics = _planted_metrics(seed)
+        common = dict(features=["a", "b", "c"], max_states=5, restarts=5, max_iter=40, tol=0.01)
+        common |= dict(covariance_prior=1e-2, cv_folds=4)
+        pooled.append(selection.fit_task(metrics, HMMSettings.defaults(**common, zscore="pooled")).model["k"])
+        per_run.append(selection.fit_task(metrics, HMMSettings.defaults(**common, zscore="run")).model["k"])
+    assert pooled == [3] * 5
+    assert sum(k > 3 for k in per_run) >= 4
+
+
+def test_repeated_folds_average_each_run_and_each_repeat_chooses_alone():
+    metrics = _planted_metrics(0, n_runs=12)
+    s = HMMSettings.defaults(
+        features=["a", "b", "c"],
+        max_states=3,
+        restarts=2,
+        cv_restarts=2,
+        cv_folds=3,
+        cv_repeats=3,
+        max_iter=20,
+    )
+    from latentstates.states.sequences import zscore_runs
+
+    seqs = zscore_runs(metrics, ["a", "b", "c"])
+    scores = selection.fold_scores(seqs, s)
+    # Every run held out once per repeat and K, in folds that differ between repeats.
+    assert (scores.groupby(["repeat", "k"])["seed"].nunique() == 12).all() and len(scores) == 3 * 3 * 12
+    folds = scores[scores["k"] == 2].pivot(index="seed", columns="repeat", values="fold")
+    assert not (folds[0] == folds[1]).all()
+    cv = selection.cv_summary(scores, 3, "full")
+    mean = scores.groupby(["k", "seed"])["val_ll"].mean().groupby("k").sum()
+    np.testing.assert_allclose(cv.set_index("k")["cv_ll"], mean, rtol=1e-12)
+    choices = selection.repeat_choices(scores, 3, "full", "cv_1se")
+    assert len(choices) == 3 and all(1 <= k <= 3 for k in choices)
+    fit = selection.fit_task(metrics, s.replace(criterion="cv_1se"))
+    assert fit.model["k_repeats"] == choices

@@ -42,7 +42,14 @@ def simulate(n_runs: int, detour_runs: int, seed: int, detour_steps=(10, 16)):
 
 
 HMM = HMMSettings.defaults(
-    max_states=6, restarts=8, covariance="full", max_iter=40, tol=0.01, covariance_prior=1e-2, seed=0
+    max_states=6,
+    restarts=8,
+    covariance="full",
+    max_iter=40,
+    tol=0.01,
+    covariance_prior=1e-2,
+    seed=0,
+    criterion="bic",
 )
 ANALYSIS = AnalysisSettings.defaults()
 

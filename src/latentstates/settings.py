@@ -88,6 +88,7 @@ class HMMSettings(_Settings):
     criterion: str
     cv_folds: int
     cv_restarts: int
+    cv_repeats: int
     zscore: str
     n_states: int | None
     seed: int

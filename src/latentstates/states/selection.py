@@ -36,9 +36,14 @@ def information_criteria(ll: float, n_params: int, n_steps: int) -> tuple[float,
 
 
 def select_model(
-    seqs: Sequences, train_runs: Sequence[int], val_runs: Sequence[int], settings: HMMSettings
+    seqs: Sequences,
+    train_runs: Sequence[int],
+    val_runs: Sequence[int],
+    settings: HMMSettings,
+    ks: Sequence[int] | None = None,
 ) -> tuple[pd.DataFrame, dict[int, FittedHMM]]:
-    """Fit K = 1..max_states with restarts; keep per K the restart with the best held-out LL.
+    """Fit K = 1..max_states (or `ks`) with restarts; keep per K the restart with the best
+    held-out LL (training LL without held-out runs).
 
     Returns one row per (K, restart) and the kept model per K. As the released
     model_selection.py, `aic` and `bic` are computed on the held-out runs (held-out
@@ -51,7 +56,7 @@ def select_model(
     n_val = sum(len(a) for a in val)
     d = len(seqs.features)
     rows, kept = [], {}
-    for k in range(1, settings.max_states + 1):
+    for k in ks if ks is not None else range(1, settings.max_states + 1):
         seeds = [restart_seed(settings.seed, k, r) for r in range(settings.restarts if k > 1 else 1)]
         restarts, best = fit_restarts(train, val, k, settings, seeds)
         p = n_parameters(k, d, settings.covariance)
@@ -91,34 +96,69 @@ def fold_scores(
     seqs: Sequences, settings: HMMSettings, folds: Sequence[Sequence[int]] | None = None
 ) -> pd.DataFrame:
     """The fold criteria's data: every run's held-out log-likelihood at each K, under a fit to the
-    runs of the other folds (`hmm.cv_folds` seeded folds of runs; per fold the best of
-    `hmm.cv_restarts` fits by training log-likelihood, degenerate fits left out; every fold's
-    restarts one batch).
-    One row per (k, run): k, fold, seed, steps, val_ll (NaN where the fold had no usable fit)."""
+    runs of the other folds, in each of `hmm.cv_repeats` seeded assignments of the runs to
+    `hmm.cv_folds` folds (repeat r: folds seeded `hmm.seed + r`, restarts seeded apart; per fold
+    the best of `hmm.cv_restarts` fits by training log-likelihood, degenerate fits left out; every
+    fold's restarts one batch). `folds` fixes one assignment instead. One row per (repeat, k,
+    run): repeat, k, fold, seed, steps, val_ll (NaN where the fold had no usable fit)."""
     runs = list(seqs.runs)
-    folds = folds if folds is not None else fold_runs(runs, settings.cv_folds, settings.seed)
     steps = [len(a) for a in seqs.arrays]
+    assignments = (
+        [folds]
+        if folds is not None
+        else [fold_runs(runs, settings.cv_folds, settings.seed + r) for r in range(settings.cv_repeats)]
+    )
     rows = []
-    for k in range(1, settings.max_states + 1):
-        per = settings.cv_restarts if k > 1 else 1
-        per_fold = fits_without(seqs.arrays, runs, folds, k, settings, per, settings.seed)
-        for f, (held, fits) in enumerate(zip(folds, per_fold)):
-            inside = np.array([r not in held for r in runs])
-            lls = [fit.log_likelihoods(seqs.arrays) if fit is not None else None for fit, _ in fits]
-            best = best_of(fits, [ll[inside].sum() if ll is not None else math.nan for ll in lls])
-            for i, r in enumerate(runs):
-                if r in held:
-                    val = float(lls[best][i]) if best is not None else math.nan
-                    rows.append({"k": k, "fold": f, "seed": r, "steps": steps[i], "val_ll": val})
-    return pd.DataFrame(rows, columns=["k", "fold", "seed", "steps", "val_ll"])
+    for repeat, assignment in enumerate(assignments):
+        seed = settings.seed + 7919 * repeat  # repeat 0: the seeds of a single assignment
+        for k in range(1, settings.max_states + 1):
+            per = settings.cv_restarts if k > 1 else 1
+            per_fold = fits_without(seqs.arrays, runs, assignment, k, settings, per, seed)
+            for f, (held, fits) in enumerate(zip(assignment, per_fold)):
+                inside = np.array([r not in held for r in runs])
+                lls = [fit.log_likelihoods(seqs.arrays) if fit is not None else None for fit, _ in fits]
+                best = best_of(fits, [ll[inside].sum() if ll is not None else math.nan for ll in lls])
+                for i, r in enumerate(runs):
+                    if r in held:
+                        val = float(lls[best][i]) if best is not None else math.nan
+                        rows.append(
+                            {"repeat": repeat, "k": k, "fold": f, "seed": r, "steps": steps[i], "val_ll": val}
+                        )
+    return pd.DataFrame(rows, columns=["repeat", "k", "fold", "seed", "steps", "val_ll"])
+
+
+def repeat_choices(scores: pd.DataFrame, d: int, covariance: str, criterion: str) -> list[int | None]:
+    """The K that each repeat's fold assignment alone chooses by the fold criterion `criterion`
+    (None where no K is scored in every fold): how much K moves with the folds and the luck of
+    the restarts, the data unchanged."""
+    out = []
+    for _, group in scores.groupby("repeat", sort=True):
+        try:
+            out.append(fold_choice(cv_summary(group, d, covariance), criterion))
+        except ValueError:
+            out.append(None)
+    return out
+
+
+def fold_choice(cv: pd.DataFrame, criterion: str) -> int:
+    """K by a fold criterion from `cv_summary`'s table alone (Ks without a score left out)."""
+    ok = cv.dropna(subset=["cv_ll"])
+    if ok.empty:
+        raise ValueError("no K has a held-out score in every fold")
+    if criterion == "cv":
+        return int(ok.loc[ok["cv_ll"].idxmax(), "k"])
+    if criterion == "cv_bic":
+        return int(ok.loc[ok["cv_bic"].idxmin(), "k"])
+    return int(ok.loc[ok["cv_1se"].astype(bool), "k"].min())
 
 
 def cv_summary(scores: pd.DataFrame, d: int, covariance: str) -> pd.DataFrame:
     """Per K, from `fold_scores`: `cv_ll`, every run's held-out log-likelihood summed (NaN where a
     run has none); `cv_ll_per_step`; `cv_se`, the standard error over runs of the per-step
     difference to the best K's (runs paired); `cv_1se`, whether the K's mean is within one such
-    standard error of the best; `cv_bic`, −2 cv_ll + its parameters × log(steps)."""
-    wide = scores.pivot(index="seed", columns="k", values="val_ll")
+    standard error of the best; `cv_bic`, −2 cv_ll + its parameters × log(steps). With several
+    repeats (fold assignments), each run's held-out log-likelihood is its mean over them."""
+    wide = scores.groupby(["seed", "k"])["val_ll"].mean().unstack("k")
     steps = scores.groupby("seed")["steps"].first().reindex(wide.index).to_numpy(dtype=float)
     total = wide.sum(min_count=len(wide))
     per_step = wide.div(steps, axis=0)
@@ -174,14 +214,7 @@ def choose_k(summary: pd.DataFrame, criterion: str, pinned: int | None = None) -
         return int(pinned)
     ok = summary.dropna(subset=["train_ll"])
     if criterion in FOLD_CRITERIA:
-        ok = ok.dropna(subset=["cv_ll"])
-        if ok.empty:
-            raise ValueError("no K has a held-out score in every fold")
-        if criterion == "cv":
-            return int(ok.loc[ok["cv_ll"].idxmax(), "k"])
-        if criterion == "cv_bic":
-            return int(ok.loc[ok["cv_bic"].idxmin(), "k"])
-        return int(ok.loc[ok["cv_1se"].astype(bool), "k"].min())
+        return fold_choice(ok, criterion)
     column = criterion
     if ok[column].isna().all():  # no validation runs
         column = {"aic": "aic_train", "bic": "bic_train", "val_ll": "bic_train"}.get(criterion, column)
@@ -359,6 +392,30 @@ def missing_features(metrics: pd.DataFrame, features: Sequence[str]) -> list[str
     return [f for f in features if f in metrics and not metrics[f].notna().any()]
 
 
+def _select_by_folds(
+    seqs: Sequences, settings: HMMSettings
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[int, FittedHMM], int, list[int | None]]:
+    """The fold criteria: every run's held-out log-likelihood at each K (`fold_scores`, averaged
+    over the repeats), every K fitted on every run with `cv_restarts` restarts (the curves of the
+    figure, and the check that K has a usable fit), K chosen, then the chosen K fitted with all
+    `restarts` (the first `cv_restarts` of them the same fits again): (restarts table, summary,
+    kept fits, K, the K each repeat alone chooses)."""
+    every = list(seqs.runs)
+    scores = fold_scores(seqs, settings)
+    cv = cv_summary(scores, len(seqs.features), settings.covariance)
+    repeats = repeat_choices(scores, len(seqs.features), settings.covariance, settings.criterion)
+    first = settings.replace(restarts=min(settings.cv_restarts, settings.restarts))
+    restarts, kept = select_model(seqs, every, [], first)
+    k = choose_k(summarise_selection(restarts).merge(cv, on="k", how="left"), settings.criterion)
+    if settings.restarts > first.restarts and k > 1:
+        more, refit = select_model(seqs, every, [], settings, ks=[k])
+        restarts = pd.concat([restarts[restarts["k"] != k], more]).sort_values(["k", "restart"])
+        restarts = restarts.reset_index(drop=True)
+        kept[k] = refit[k]
+    summary = summarise_selection(restarts).merge(cv, on="k", how="left")
+    return restarts, summary, kept, k, repeats
+
+
 def fit_task(metrics: pd.DataFrame, settings: HMMSettings) -> TaskFit:
     """Z-score, split, select K, decode every usable run; states numbered by time of first use.
     Features missing for every run are left out (`model["dropped_features"]`)."""
@@ -373,19 +430,20 @@ def fit_task(metrics: pd.DataFrame, settings: HMMSettings) -> TaskFit:
     seqs.dropped.update(diverged)
     if not seqs.runs:
         return _no_usable_runs(seqs, settings)
-    cv = None
-    if settings.criterion in FOLD_CRITERIA:  # K by folds of runs, the models fitted on every run
-        cv = cv_summary(fold_scores(seqs, settings), len(seqs.features), settings.covariance)
+    pinned = settings.n_states is not None
+    repeats: list[int | None] = []
+    if settings.criterion in FOLD_CRITERIA and not pinned:
+        restarts, summary, kept, k, repeats = _select_by_folds(seqs, settings)
         train_runs, val_runs = list(seqs.runs), []
     else:
-        train_runs, val_runs = split_runs(seqs.runs, settings.val_fraction, settings.seed)
-    restarts, kept = select_model(seqs, train_runs, val_runs, settings)
-    summary = summarise_selection(restarts)
-    if cv is not None:
-        summary = summary.merge(cv, on="k", how="left")
-    k = choose_k(summary, settings.criterion, settings.n_states)
+        if settings.criterion in FOLD_CRITERIA:  # K pinned: the model is fitted on every run
+            train_runs, val_runs = list(seqs.runs), []
+        else:
+            train_runs, val_runs = split_runs(seqs.runs, settings.val_fraction, settings.seed)
+        restarts, kept = select_model(seqs, train_runs, val_runs, settings)
+        summary = summarise_selection(restarts)
+        k = choose_k(summary, settings.criterion, settings.n_states)
     summary["chosen"] = summary["k"] == k
-    pinned = settings.n_states is not None
     boundary = boundary_note(k, settings.max_states, pinned)
     if boundary:
         logger.warning("%s", boundary)
@@ -402,6 +460,7 @@ def fit_task(metrics: pd.DataFrame, settings: HMMSettings) -> TaskFit:
         boundary_warning=boundary,
         val_runs=val_runs,
         restart_seed=int(kept_seed),
+        k_repeats=repeats,
         excluded_runs={str(s): why for s, why in sorted(seqs.dropped.items())},
         dropped_features={f: "missing for every run" for f in dropped},
         settings=dict(sorted(settings.to_dict().items())),

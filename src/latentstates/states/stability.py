@@ -148,6 +148,17 @@ def refit_fixed_k(
     return out
 
 
+def refolds_fitted(hmm: HMMSettings, settings: StabilitySettings, k_repeats) -> bool:
+    """Whether K's refolds are the HMM stage's own: a fold criterion chose K over `hmm.cv_repeats`
+    fold assignments of every run (model.json's `k_repeats`), which is what a refold does."""
+    return bool(
+        settings.k_perturbation == "refold"
+        and hmm.criterion in FOLD_CRITERIA
+        and k_repeats
+        and len(k_repeats) > 1
+    )
+
+
 def perturbed_weights(n: int, settings: StabilitySettings) -> np.ndarray:
     """(k_resamples, n) weights of the runs in the perturbations under which K is chosen afresh
     (`stability.k_perturbation`): refold, every run once (only the split or folds and the
@@ -317,6 +328,7 @@ def stability(
     hmm: HMMSettings,
     analysis: AnalysisSettings,
     settings: StabilitySettings,
+    k_repeats: Sequence[int | None] | None = None,
 ) -> Stability:
     """Frequencies and intervals of the main fit's findings over bootstrap resamples of the runs.
 
@@ -333,8 +345,12 @@ def stability(
     main = findings(main_paths, times, k_main, analysis)
     fits = refit_fixed_k(arrays, weights, main_model, hmm, settings)
     pinned = hmm.n_states is not None
-    k_weights = perturbed_weights(n, settings)
-    afresh = choose_k_afresh(arrays, k_weights, hmm, settings) if settings.refit_k and not pinned else None
+    afresh = None
+    if settings.refit_k and not pinned:
+        if refolds_fitted(hmm, settings, k_repeats):  # the HMM stage's repeats are the refolds
+            afresh = list(k_repeats)
+        else:
+            afresh = choose_k_afresh(arrays, perturbed_weights(n, settings), hmm, settings)
     main_occupancy = np.bincount(np.concatenate(main_paths), minlength=k_main)
     rows, presence, detour, effects, edge_hits = [], [], [], [], []
     for b, (w, hmm_b) in enumerate(zip(weights, fits)):
@@ -472,7 +488,17 @@ def stability_of_task(
         times = convergence_times(used, threshold).loc[runs, "convergence_checkpoint"].to_numpy(dtype=float)
     kept = {int(k): GaussianHMM.from_json(m) for k, m in models["models"].items()}
     main = GaussianHMM.from_json(model)
-    return stability(seqs.arrays, [paths[r] for r in runs], times, main, kept, hmm, analysis, settings)
+    return stability(
+        seqs.arrays,
+        [paths[r] for r in runs],
+        times,
+        main,
+        kept,
+        hmm,
+        analysis,
+        settings,
+        model.get("k_repeats"),
+    )
 
 
 def empty_stability(settings: StabilitySettings) -> Stability:
