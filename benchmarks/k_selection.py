@@ -35,14 +35,9 @@ def choices(k: int, sim: int, args: argparse.Namespace) -> dict:
     import torch
 
     from latentstates.settings import HMMSettings
-    from latentstates.states.selection import (
-        FOLD_CRITERIA,
-        choose_k,
-        cv_summary,
-        fold_scores,
-        select_model,
-        summarise_selection,
-    )
+    from latentstates.states.criteria import FOLD_CRITERIA, cv_summary
+    from latentstates.states.folds import fold_scores
+    from latentstates.states.selection import choose_k, select_model, summarise_selection
     from latentstates.states.sequences import split_runs, zscore_runs
     from latentstates.states.simulate import Scenario, features, simulate
 

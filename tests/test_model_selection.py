@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from latentstates.settings import HMMSettings, StabilitySettings
-from latentstates.states import selection, stability
+from latentstates.states import criteria, folds, k_stability, selection, stability
 from latentstates.states.model import GaussianHMM, degeneracy
 
 
@@ -68,21 +68,21 @@ def test_a_degenerate_optimum_is_recognised_and_never_chosen(criterion):
 
 
 def test_perturbations_refold_every_run_or_subsample_without_replacement():
-    refold = stability.perturbed_weights(20, StabilitySettings.defaults(k_resamples=5))
+    refold = k_stability.perturbed_weights(20, StabilitySettings.defaults(k_resamples=5))
     assert refold.shape == (5, 20) and (refold == 1).all()
-    sub = stability.perturbed_weights(
+    sub = k_stability.perturbed_weights(
         20, StabilitySettings.defaults(k_perturbation="subsample", subsample_fraction=0.8, k_resamples=50)
     )
     assert set(np.unique(sub)) == {0, 1} and (sub.sum(axis=1) == 16).all()  # 16 distinct runs
     assert len({tuple(row) for row in sub}) > 40  # different subsets
-    boot = stability.perturbed_weights(
+    boot = k_stability.perturbed_weights(
         20, StabilitySettings.defaults(k_perturbation="bootstrap", k_resamples=50)
     )
     assert (boot.sum(axis=1) == 20).all() and (boot > 1).any()
 
 
 def test_k_distribution_lists_every_k_and_marks_the_main_one_never_chosen():
-    table = stability.k_distribution([2, 3, 3, 4], max_states=6, k_main=5)
+    table = k_stability.k_distribution([2, 3, 3, 4], max_states=6, k_main=5)
     assert table["k"].tolist() == [1, 2, 3, 4, 5, 6]
     assert table["count"].tolist() == [0, 1, 2, 1, 0, 0]
     assert table.loc[table["main"], "k"].tolist() == [5] and table["frequency"].sum() == pytest.approx(1)
@@ -150,7 +150,7 @@ def test_the_replication_table_counts_the_sets_that_agree():
     models = {"a": {"k": 5, "criterion": "cv_1se"}, "a_set2": {"k": 5}, "a_set3": {"k": 4}}
     models |= {"b": {"k": 3, "criterion": "cv_1se"}, "b_set2": {"k": 3}}
     seeds = {"a": [0, 1], "a_set2": [2, 3], "a_set3": [4, 5], "b": [0], "b_set2": [1]}
-    table = selection.replication_table(sets, models, seeds).set_index("task")
+    table = criteria.replication_table(sets, models, seeds).set_index("task")
     assert table.loc["a", "k"] == "5 / 5 / 4" and table.loc["a", "agreement"] == "2/3"
     assert table.loc["a", "seeds"] == "0–1 / 2–3 / 4–5" and not table.loc["a", "replicates"]
     assert table.loc["b", "agreement"] == "2/2" and table.loc["b", "replicates"]
@@ -214,7 +214,7 @@ def test_the_default_criterion_recovers_a_planted_k_and_per_run_zscores_inflate_
     for seed in range(5):
         metrics = _planted_metrics(seed)
         common = dict(features=["a", "b", "c"], max_states=5, restarts=5, max_iter=40, tol=0.01)
-        common |= dict(covariance_prior=1e-2, cv_folds=4)
+        common |= dict(covariance_prior=1e-2, cv_folds=4, cv_repeats=1)
         pooled.append(selection.fit_task(metrics, HMMSettings.defaults(**common, zscore="pooled")).model["k"])
         per_run.append(selection.fit_task(metrics, HMMSettings.defaults(**common, zscore="run")).model["k"])
     assert pooled == [3] * 5
@@ -235,15 +235,15 @@ def test_repeated_folds_average_each_run_and_each_repeat_chooses_alone():
     from latentstates.states.sequences import zscore_runs
 
     seqs = zscore_runs(metrics, ["a", "b", "c"])
-    scores = selection.fold_scores(seqs, s)
+    scores = folds.fold_scores(seqs, s)
     # Every run held out once per repeat and K, in folds that differ between repeats.
     assert (scores.groupby(["repeat", "k"])["seed"].nunique() == 12).all() and len(scores) == 3 * 3 * 12
-    folds = scores[scores["k"] == 2].pivot(index="seed", columns="repeat", values="fold")
-    assert not (folds[0] == folds[1]).all()
-    cv = selection.cv_summary(scores, 3, "full")
+    assignment = scores[scores["k"] == 2].pivot(index="seed", columns="repeat", values="fold")
+    assert not (assignment[0] == assignment[1]).all()
+    cv = criteria.cv_summary(scores, 3, "full")
     mean = scores.groupby(["k", "seed"])["val_ll"].mean().groupby("k").sum()
     np.testing.assert_allclose(cv.set_index("k")["cv_ll"], mean, rtol=1e-12)
-    choices = selection.repeat_choices(scores, 3, "full", "cv_1se")
+    choices = folds.repeat_choices(scores, 3, "full", "cv_1se")
     assert len(choices) == 3 and all(1 <= k <= 3 for k in choices)
     fit = selection.fit_task(metrics, s.replace(criterion="cv_1se"))
     assert fit.model["k_repeats"] == choices

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from latentstates.settings import AnalysisSettings, HMMSettings, StabilitySettings
-from latentstates.states import selection, stability
+from latentstates.states import k_stability, selection, stability
 from latentstates.states.sequences import Sequences, split_runs
 
 # Five states: 0 start, 1 detour (delays convergence), 2 middle, 3 converged, 4 late (visited by
@@ -133,13 +133,13 @@ def test_an_effect_carried_by_two_runs_comes_out_unstable():
 
 def test_cross_validation_splits_a_resample_into_folds_of_its_distinct_runs():
     w = stability.bootstrap_weights(20, 1, seed=5)[0]
-    splits = stability.held_out_splits(w, HMM.replace(criterion="cv", cv_folds=3), seed=1)
+    splits = k_stability.held_out_splits(w, HMM.replace(criterion="cv", cv_folds=3), seed=1)
     assert len(splits) == 3
     held = [set(np.flatnonzero(val)) for _, val in splits]
     assert set.union(*held) == set(np.flatnonzero(w)) and sum(map(len, held)) == (w > 0).sum()
     for train, val in splits:
         assert (train + val == w).all() and not (train * val).any()  # a run is never on both sides
-    [(train, val)] = stability.held_out_splits(w, HMM, seed=1)  # the stage's one split
+    [(train, val)] = k_stability.held_out_splits(w, HMM, seed=1)  # the stage's one split
     assert (train + val == w).all() and 0 < (val > 0).sum() < (w > 0).sum()
 
 

@@ -7,7 +7,7 @@ import json
 from latentstates.io import read_json
 from latentstates.logs import job_log
 from latentstates.report.tables import write_table
-from latentstates.states.selection import replication_table
+from latentstates.states.criteria import replication_table
 
 with job_log(snakemake.log[0]) as logger:
     sets = json.loads(snakemake.params.sets)

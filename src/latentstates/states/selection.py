@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,27 +11,19 @@ import numpy as np
 import pandas as pd
 
 from latentstates.settings import HMMSettings
-from latentstates.states.fit import FittedHMM, best_of, fit_restarts, fits_without, restart_seed
+from latentstates.states.criteria import (
+    FOLD_CRITERIA,
+    cv_summary,
+    fold_choice,
+    information_criteria,
+    n_parameters,
+)
+from latentstates.states.fit import FittedHMM, fit_restarts, restart_seed
+from latentstates.states.folds import fold_scores, repeat_choices
 from latentstates.states.model import GaussianHMM
-from latentstates.states.sequences import CRITERIA, Sequences, fold_runs, split_runs, zscore_runs
+from latentstates.states.sequences import CRITERIA, Sequences, split_runs, zscore_runs
 
 logger = logging.getLogger("latentstates")
-
-
-def n_parameters(k: int, d: int, covariance: str) -> int:
-    """Free parameters of the scored model: (k−1) starts + k(k−1) transitions + emissions.
-
-    As hmmlearn's count: the likelihood is that of the observed length (no end probability).
-    """
-    emission = 2 * d if covariance == "diag" else d + d * (d + 1) // 2
-    return (k - 1) + k * (k - 1) + k * emission
-
-
-def information_criteria(ll: float, n_params: int, n_steps: int) -> tuple[float, float]:
-    """(AIC, BIC) of a log-likelihood over `n_steps` time steps (hmmlearn's definitions)."""
-    if n_steps == 0:
-        return float("nan"), float("nan")
-    return 2 * n_params - 2 * ll, n_params * math.log(n_steps) - 2 * ll
 
 
 def select_model(
@@ -85,104 +76,6 @@ def select_model(
         if best is not None:
             kept[k] = best.fit
     return pd.DataFrame(rows), kept
-
-
-# Criteria that score every run held out once (folds of runs); the models are then fitted on
-# every run. The others score one held-out split (the released rule) or the training runs.
-FOLD_CRITERIA = ("cv", "cv_1se", "cv_bic")
-
-
-def fold_scores(
-    seqs: Sequences, settings: HMMSettings, folds: Sequence[Sequence[int]] | None = None
-) -> pd.DataFrame:
-    """The fold criteria's data: every run's held-out log-likelihood at each K, under a fit to the
-    runs of the other folds, in each of `hmm.cv_repeats` seeded assignments of the runs to
-    `hmm.cv_folds` folds (repeat r: folds seeded `hmm.seed + r`, restarts seeded apart; per fold
-    the best of `hmm.cv_restarts` fits by training log-likelihood, degenerate fits left out; every
-    fold's restarts one batch). `folds` fixes one assignment instead. One row per (repeat, k,
-    run): repeat, k, fold, seed, steps, val_ll (NaN where the fold had no usable fit)."""
-    runs = list(seqs.runs)
-    steps = [len(a) for a in seqs.arrays]
-    assignments = (
-        [folds]
-        if folds is not None
-        else [fold_runs(runs, settings.cv_folds, settings.seed + r) for r in range(settings.cv_repeats)]
-    )
-    rows = []
-    for repeat, assignment in enumerate(assignments):
-        seed = settings.seed + 7919 * repeat  # repeat 0: the seeds of a single assignment
-        for k in range(1, settings.max_states + 1):
-            per = settings.cv_restarts if k > 1 else 1
-            per_fold = fits_without(seqs.arrays, runs, assignment, k, settings, per, seed)
-            for f, (held, fits) in enumerate(zip(assignment, per_fold)):
-                inside = np.array([r not in held for r in runs])
-                lls = [fit.log_likelihoods(seqs.arrays) if fit is not None else None for fit, _ in fits]
-                best = best_of(fits, [ll[inside].sum() if ll is not None else math.nan for ll in lls])
-                for i, r in enumerate(runs):
-                    if r in held:
-                        val = float(lls[best][i]) if best is not None else math.nan
-                        rows.append(
-                            {"repeat": repeat, "k": k, "fold": f, "seed": r, "steps": steps[i], "val_ll": val}
-                        )
-    return pd.DataFrame(rows, columns=["repeat", "k", "fold", "seed", "steps", "val_ll"])
-
-
-def repeat_choices(scores: pd.DataFrame, d: int, covariance: str, criterion: str) -> list[int | None]:
-    """The K that each repeat's fold assignment alone chooses by the fold criterion `criterion`
-    (None where no K is scored in every fold): how much K moves with the folds and the luck of
-    the restarts, the data unchanged."""
-    out = []
-    for _, group in scores.groupby("repeat", sort=True):
-        try:
-            out.append(fold_choice(cv_summary(group, d, covariance), criterion))
-        except ValueError:
-            out.append(None)
-    return out
-
-
-def fold_choice(cv: pd.DataFrame, criterion: str) -> int:
-    """K by a fold criterion from `cv_summary`'s table alone (Ks without a score left out)."""
-    ok = cv.dropna(subset=["cv_ll"])
-    if ok.empty:
-        raise ValueError("no K has a held-out score in every fold")
-    if criterion == "cv":
-        return int(ok.loc[ok["cv_ll"].idxmax(), "k"])
-    if criterion == "cv_bic":
-        return int(ok.loc[ok["cv_bic"].idxmin(), "k"])
-    return int(ok.loc[ok["cv_1se"].astype(bool), "k"].min())
-
-
-def cv_summary(scores: pd.DataFrame, d: int, covariance: str) -> pd.DataFrame:
-    """Per K, from `fold_scores`: `cv_ll`, every run's held-out log-likelihood summed (NaN where a
-    run has none); `cv_ll_per_step`; `cv_se`, the standard error over runs of the per-step
-    difference to the best K's (runs paired); `cv_1se`, whether the K's mean is within one such
-    standard error of the best; `cv_bic`, −2 cv_ll + its parameters × log(steps). With several
-    repeats (fold assignments), each run's held-out log-likelihood is its mean over them."""
-    wide = scores.groupby(["seed", "k"])["val_ll"].mean().unstack("k")
-    steps = scores.groupby("seed")["steps"].first().reindex(wide.index).to_numpy(dtype=float)
-    total = wide.sum(min_count=len(wide))
-    per_step = wide.div(steps, axis=0)
-    best = total.idxmax() if total.notna().any() else None
-    n_steps = int(steps.sum())
-    rows = []
-    for k in wide.columns:
-        se, within = math.nan, False
-        if best is not None and math.isfinite(total[k]):
-            diff = (per_step[best] - per_step[k]).to_numpy()
-            se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
-            within = bool(diff.mean() <= se)
-        p = n_parameters(int(k), d, covariance)
-        rows.append(
-            {
-                "k": int(k),
-                "cv_ll": float(total[k]),
-                "cv_ll_per_step": float(total[k]) / n_steps,
-                "cv_se": se,
-                "cv_1se": within,
-                "cv_bic": information_criteria(float(total[k]), p, n_steps)[1],
-            }
-        )
-    return pd.DataFrame(rows, columns=["k", "cv_ll", "cv_ll_per_step", "cv_se", "cv_1se", "cv_bic"])
 
 
 def summarise_selection(table: pd.DataFrame) -> pd.DataFrame:
@@ -469,32 +362,3 @@ def fit_task(metrics: pd.DataFrame, settings: HMMSettings) -> TaskFit:
     # Every K's kept fit (states as fitted, unnumbered): the stability stage starts from them.
     models = {"models": {str(j): fit.to_json() for j, fit in sorted(kept.items())}}
     return TaskFit(restarts, summary, model, states, _excluded_table(seqs.dropped), models)
-
-
-def seed_range(seeds: Sequence[int]) -> str:
-    """'0–23' for consecutive seeds, else the seeds."""
-    seeds = sorted(seeds)
-    if seeds == list(range(seeds[0], seeds[-1] + 1)):
-        return f"{seeds[0]}–{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
-    return ", ".join(map(str, seeds))
-
-
-def replication_table(
-    sets: dict[str, list[str]], models: dict[str, dict], seeds: dict[str, list[int]]
-) -> pd.DataFrame:
-    """Per task with seed sets (the task first, then <task>_set2 …): the K chosen on each set alone
-    (model.json's), the sets' seeds, how many sets agree with the first set's K, and whether all do."""
-    rows = []
-    for task, names in sets.items():
-        ks = [int(models[n]["k"]) for n in names]
-        rows.append(
-            {
-                "task": task,
-                "criterion": models[names[0]].get("criterion", ""),
-                "k": " / ".join(map(str, ks)),
-                "seeds": " / ".join(seed_range(seeds[n]) for n in names),
-                "agreement": f"{sum(k == ks[0] for k in ks)}/{len(ks)}",
-                "replicates": len(set(ks)) == 1,
-            }
-        )
-    return pd.DataFrame(rows, columns=["task", "criterion", "k", "seeds", "agreement", "replicates"])
