@@ -431,47 +431,37 @@ def _not_json(root: Path, base: Base) -> dict:
     return ckpt_task(root, base)
 
 
-@case(
-    "ckpt_pt_boolean_weights",
-    "checkpoint files",
-    lambda r: r / "run0" / "step_0.pt",
-    "integer or boolean weights",
-    fix=_fix_parity("pt"),
-)
-def _bool_weights(root: Path, base: Base) -> dict:
-    parity_run(root / "run0", base, "pt")
+def _pt_case(name: str, expect: str, write: Callable[[Path, Base], None], hostile: bool = False) -> None:
+    """A parity run of torch files whose first checkpoint `write` replaces."""
+
+    def build(root: Path, base: Base) -> dict:
+        parity_run(root / "run0", base, "pt")
+        write(root / "run0" / "step_0.pt", base)
+        return ckpt_task(root, base)
+
+    culprit = lambda r: r / "run0" / "step_0.pt"  # noqa: E731
+    case(f"ckpt_pt_{name}", "checkpoint files", culprit, expect, fix=_fix_parity("pt"), hostile=hostile)(
+        build
+    )
+
+
+def _bool_weights(path: Path, base: Base) -> None:
     sd = dict(base.parity_states[0][1])
     name = next(iter(sd))
     sd[name] = sd[name] > 0
-    torch.save(sd, root / "run0" / "step_0.pt")
-    return ckpt_task(root, base)
+    torch.save(sd, path)
 
 
-@case(
-    "ckpt_pt_hostile_pickle",
-    "checkpoint files",
-    lambda r: r / "run0" / "step_0.pt",
+_pt_case("boolean_weights", "integer or boolean weights", _bool_weights)
+_pt_case(
+    "hostile_pickle",
     "could run code",
-    fix=_fix_parity("pt"),
+    lambda path, base: torch.save({**base.parity_states[0][1], "extra": Hostile(path.parents[1])}, path),
     hostile=True,
 )
-def _hostile_checkpoint(root: Path, base: Base) -> dict:
-    parity_run(root / "run0", base, "pt")
-    torch.save({**base.parity_states[0][1], "extra": Hostile(root)}, root / "run0" / "step_0.pt")
-    return ckpt_task(root, base)
-
-
-@case(
-    "ckpt_pt_garbage",
-    "checkpoint files",
-    lambda r: r / "run0" / "step_0.pt",
-    "not a readable checkpoint",
-    fix=_fix_parity("pt"),
+_pt_case(
+    "garbage", "not a readable checkpoint", lambda path, base: path.write_bytes(b"these are not weights")
 )
-def _garbage(root: Path, base: Base) -> dict:
-    parity_run(root / "run0", base, "pt")
-    (root / "run0" / "step_0.pt").write_bytes(b"these are not weights")
-    return ckpt_task(root, base)
 
 
 @case(

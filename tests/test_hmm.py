@@ -405,9 +405,10 @@ def test_first_checkpoints_window():
     assert first_checkpoints(df, None) is df
 
 
-def test_cross_validation_over_runs_picks_the_planted_k_and_fits_on_every_run():
-    arrays, _ = planted(n_runs=16)
-    metrics = pd.concat(
+def planted_metrics(n_runs: int = 16, seed: int = 0) -> pd.DataFrame:
+    """`planted` runs as a metrics table (features a, b, c)."""
+    arrays, _ = planted(n_runs=n_runs, seed=seed)
+    return pd.concat(
         pd.DataFrame(
             {
                 "seed": i,
@@ -420,6 +421,10 @@ def test_cross_validation_over_runs_picks_the_planted_k_and_fits_on_every_run():
         )
         for i, a in enumerate(arrays)
     )
+
+
+def test_cross_validation_over_runs_picks_the_planted_k_and_fits_on_every_run():
+    metrics = planted_metrics(n_runs=16)
     s = settings(
         features=["a", "b", "c"],
         max_states=4,

@@ -182,24 +182,10 @@ def test_a_config_with_replicates_plans_each_set_up_to_its_hmm_and_the_replicati
 
 
 def _planted_metrics(seed: int, n_runs: int = 16) -> pd.DataFrame:
-    """Ragged runs of a known left-to-right 3-state Gaussian HMM (tests/test_hmm.py's), as a
-    metrics table."""
-    from test_hmm import planted
+    """Ragged runs of a known left-to-right 3-state Gaussian HMM (tests/test_hmm.py's)."""
+    from test_hmm import planted_metrics
 
-    arrays, _ = planted(n_runs=n_runs, seed=seed)
-    return pd.concat(
-        pd.DataFrame(
-            {
-                "seed": i,
-                "checkpoint": range(len(a)),
-                "step": range(len(a)),
-                "a": a[:, 0],
-                "b": a[:, 1],
-                "c": a[:, 2],
-            }
-        )
-        for i, a in enumerate(arrays)
-    )
+    return planted_metrics(n_runs=n_runs, seed=seed)
 
 
 @pytest.mark.slow

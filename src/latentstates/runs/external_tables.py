@@ -58,29 +58,30 @@ def numeric_column(
 
 def require_finite(values: pd.Series, column: str, source: str | os.PathLike) -> None:
     """Every value finite (no NaN, no infinity), naming the first that is not."""
-    bad = ~np.isfinite(values.to_numpy(dtype=np.float64))
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise InputError(
-            source,
-            f"{values.iloc[first]} is not a finite number ({int(bad.sum())} such cell(s); a feature "
-            "needs a value at every checkpoint: fill them, or leave the column out of hmm.features)",
-            cell(values.to_frame(column), first, column, str(source).endswith(".csv")),
-        )
+    x = values.to_numpy(dtype=np.float64)
+    _refuse_cells(
+        ~np.isfinite(x),
+        x,
+        "is not a finite number",
+        "a feature needs a value at every checkpoint: fill them, or leave the column out of hmm.features",
+        column,
+        source,
+    )
 
 
 def require_fractions(values: pd.Series, column: str, source: str | os.PathLike) -> None:
     """Accuracies in [0, 1] (NaN allowed: not measured)."""
     x = values.to_numpy(dtype=np.float64)
     bad = ~np.isnan(x) & ((x < 0) | (x > 1))
+    _refuse_cells(bad, x, "is not an accuracy in [0, 1]", "give fractions, not percentages", column, source)
+
+
+def _refuse_cells(bad: np.ndarray, x: np.ndarray, what: str, advice: str, column: str, source) -> None:
+    """Stop at the first `bad` cell of a column, naming it, how many there are and what to do."""
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise InputError(
-            source,
-            f"{x[first]} is not an accuracy in [0, 1] ({int(bad.sum())} such cell(s); give fractions, "
-            "not percentages)",
-            cell(values.to_frame(column), first, column, str(source).endswith(".csv")),
-        )
+        where = cell(pd.DataFrame({column: x}), first, column, str(source).endswith(".csv"))
+        raise InputError(source, f"{x[first]} {what} ({int(bad.sum())} such cell(s); {advice})", where)
 
 
 def performance_columns(df: pd.DataFrame, columns: Iterable[str], source: str | os.PathLike) -> pd.DataFrame:
