@@ -27,6 +27,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pandas as pd
 
+from latentstates.settings import HMMSettings
+
 CRITERIA = ["bic", "aic", "val_ll", "bic_train", "aic_train", "cv", "cv_1se", "cv_bic"]
 
 
@@ -34,7 +36,6 @@ def choices(k: int, sim: int, args: argparse.Namespace) -> dict:
     """Every criterion's K for one simulation."""
     import torch
 
-    from latentstates.settings import HMMSettings
     from latentstates.states.criteria import FOLD_CRITERIA, cv_summary
     from latentstates.states.folds import fold_scores
     from latentstates.states.selection import choose_k, select_model, summarise_selection
@@ -51,7 +52,9 @@ def choices(k: int, sim: int, args: argparse.Namespace) -> dict:
         features=features(scenario),
         max_states=args.max_states,
         restarts=args.restarts,
-        cv_restarts=args.restarts,
+        cv_restarts=args.cv_restarts,
+        cv_repeats=args.cv_repeats,
+        splits=args.splits,
         max_iter=args.max_iter,
         tol=args.tol,
         seed=sim,
@@ -97,14 +100,22 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.1)
     parser.add_argument("--separation", type=float, default=2.0)
     parser.add_argument("--ar", type=float, default=0.0, help="lag-1 autocorrelation within a state")
-    parser.add_argument("--restarts", type=int, default=10)
+    defaults = HMMSettings.defaults()
+    parser.add_argument(
+        "--restarts", type=int, default=10, help="restarts of the single split's and the every-run fits"
+    )
+    parser.add_argument("--cv-restarts", type=int, default=defaults.cv_restarts, help="hmm.cv_restarts")
+    parser.add_argument("--cv-repeats", type=int, default=defaults.cv_repeats, help="hmm.cv_repeats")
+    parser.add_argument(
+        "--splits", action=argparse.BooleanOptionalAction, default=defaults.splits, help="hmm.splits"
+    )
     parser.add_argument(
         "--zscore",
         choices=["run", "pooled"],
         default="run",
         help="hmm.zscore: each run's own statistics, or pooled",
     )
-    parser.add_argument("--max-states", type=int, default=9)
+    parser.add_argument("--max-states", type=int, default=defaults.max_states)
     parser.add_argument("--max-iter", type=int, default=32, help="EM iterations per fit (hmm.max_iter)")
     parser.add_argument("--tol", type=float, default=0.1, help="EM's stopping tolerance (hmm.tol)")
     parser.add_argument("--jobs", type=int, default=1)
@@ -117,8 +128,10 @@ def main() -> None:
         results.to_csv(args.out, index=False)
     print(
         f"{args.sims} simulations per K: {args.runs} runs x {args.length} checkpoints, 14 features of rank 4 "
-        f"(noise {args.noise}), separation {args.separation}, AR {args.ar}, {args.restarts} restarts, "
-        f"K = 1..{args.max_states}; {results['seconds'].sum():.0f} s of fits"
+        f"(noise {args.noise}), separation {args.separation}, AR {args.ar}, z-scores {args.zscore}, "
+        f"{args.restarts} restarts ({args.cv_restarts} per fold, {args.cv_repeats} fold assignments)"
+        f"{' and splits' if args.splits else ''}, K = 1..{args.max_states}; "
+        f"{results['seconds'].sum():.0f} s of fits"
     )
     print(table(results).to_markdown(index=False))
 

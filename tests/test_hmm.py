@@ -436,13 +436,14 @@ def test_cross_validation_over_runs_picks_the_planted_k_and_fits_on_every_run():
         cv_folds=4,
         cv_restarts=3,
         cv_repeats=1,
+        zscore="pooled",  # HMM data stay HMM data (per-run z-scores add states: test_model_selection)
     )
     fit = hmm.fit_task(metrics, s)
     selection = fit.summary.set_index("k")
     assert fit.model["k"] == 3 and selection["cv_ll"].idxmax() == 3
     assert fit.model["train_runs"] == list(range(16)) and fit.model["val_runs"] == []
     assert selection["val_ll"].isna().all()  # no single held-out split
-    seqs = zscore_runs(metrics, ["a", "b", "c"])
+    seqs = zscore_runs(metrics, ["a", "b", "c"], pooled=True)
     scores = hmm.fold_scores(seqs, s)
     assert len(scores) == 4 * 16 and (scores.groupby("k")["fold"].nunique() == 4).all()
     assert (scores.groupby("k")["seed"].nunique() == 16).all()  # every run held out once per K

@@ -89,6 +89,7 @@ class HMMSettings(_Settings):
     cv_folds: int
     cv_restarts: int
     cv_repeats: int
+    splits: bool
     zscore: str
     n_states: int | None
     seed: int

@@ -23,7 +23,8 @@ def fold_scores(
     runs of the other folds, in each of `hmm.cv_repeats` seeded assignments of the runs to
     `hmm.cv_folds` folds (repeat r: folds seeded `hmm.seed + r`, restarts seeded apart; per fold
     the best of `hmm.cv_restarts` fits by training log-likelihood, degenerate fits left out; every
-    fold's restarts one batch). `folds` fixes one assignment instead. One row per (repeat, k,
+    fold's fits one batch; with `hmm.splits` also every split of the fold's best (K−1)-state
+    fit). `folds` fixes one assignment instead. One row per (repeat, k,
     run): repeat, k, fold, seed, steps, val_ll (NaN where the fold had no usable fit)."""
     runs = list(seqs.runs)
     steps = [len(a) for a in seqs.arrays]
@@ -35,13 +36,16 @@ def fold_scores(
     rows = []
     for repeat, assignment in enumerate(assignments):
         seed = settings.seed + 7919 * repeat  # repeat 0: the seeds of a single assignment
+        previous: list = [None] * len(assignment)
         for k in range(1, settings.max_states + 1):
             per = settings.cv_restarts if k > 1 else 1
-            per_fold = fits_without(seqs.arrays, runs, assignment, k, settings, per, seed)
+            grow = previous if settings.splits and k > 1 else None
+            per_fold = fits_without(seqs.arrays, runs, assignment, k, settings, per, seed, grow)
             for f, (held, fits) in enumerate(zip(assignment, per_fold)):
                 inside = np.array([r not in held for r in runs])
                 lls = [fit.log_likelihoods(seqs.arrays) if fit is not None else None for fit, _ in fits]
                 best = best_of(fits, [ll[inside].sum() if ll is not None else math.nan for ll in lls])
+                previous[f] = fits[best][0] if best is not None else None
                 for i, r in enumerate(runs):
                     if r in held:
                         val = float(lls[best][i]) if best is not None else math.nan

@@ -11,7 +11,7 @@ import pandas as pd
 
 from latentstates.settings import HMMSettings, StabilitySettings
 from latentstates.states.criteria import FOLD_CRITERIA, cv_summary, information_criteria, n_parameters
-from latentstates.states.fit import Spec, best_of, fit_many, restart_init, restart_seed
+from latentstates.states.fit import Spec, best_of, fit_many, restart_init, restart_seed, split_specs
 from latentstates.states.selection import choose_k
 from latentstates.states.sequences import fold_runs, split_runs
 
@@ -87,7 +87,8 @@ def choose_k_afresh(
     HMM stage chooses it: the perturbation's runs split into training and held-out runs, or folds
     (seeded per perturbation, never the stage's own split), K = 1 .. max_states fitted from
     `stability.k_restarts` fresh initialisations per split (no warm start: the stage's models saw
-    the held-out runs), per K and split the best restart (by held-out log-likelihood for the
+    the held-out runs) and, with `hmm.splits`, the splits of the split's own best (K−1)-state
+    fit, per K and split the best restart (by held-out log-likelihood for the
     single-split criteria, by training log-likelihood for the fold criteria; degenerate fits left
     out). None where no K could be fitted."""
     d = arrays[0].shape[1]
@@ -97,18 +98,26 @@ def choose_k_afresh(
     pairs = [(b, train, val) for b, per_b in enumerate(splits) for train, val in per_b]
     rows: list[list[dict]] = [[] for _ in weights]
     scores: list[list[dict]] = [[] for _ in weights]
+    previous: list = [None] * len(pairs)  # per split, its best (K−1)-state fit (hmm.splits)
     for k in range(1, hmm.max_states + 1):
         train_weights = np.stack([train for _, train, _ in pairs])
-        specs = fresh_specs(train_weights, k, settings.k_restarts, settings.seed + 7919 * k)
-        per = len(specs) // len(pairs)
+        fresh = fresh_specs(train_weights, k, settings.k_restarts, settings.seed + 7919 * k)
+        per = len(fresh) // len(pairs)
+        specs, ends = [], []
+        for i in range(len(pairs)):
+            specs += fresh[i * per : (i + 1) * per]
+            if hmm.splits and k > 1:
+                specs += split_specs(previous[i], [int(w) for w in train_weights[i]])
+            ends.append(len(specs))
         fits = fit_many(arrays, k, hmm, specs)
         found: dict[int, list[tuple[float, float, int, int]]] = {b: [] for b in range(len(weights))}
         for i, (b, train_w, val_w) in enumerate(pairs):
-            chunk = fits[i * per : (i + 1) * per]
+            chunk = fits[(ends[i - 1] if i else 0) : ends[i]]
             per_run = [f.log_likelihoods(arrays) if f is not None else None for f, _ in chunk]
             val_ll = np.array([val_w @ ll if ll is not None else np.nan for ll in per_run])
             train_ll = np.array([train_w @ ll if ll is not None else np.nan for ll in per_run])
             best = best_of(chunk, train_ll if folds or not val_w.any() else val_ll)
+            previous[i] = chunk[best][0] if best is not None else None
             if best is None:
                 continue
             found[b].append((train_ll[best], val_ll[best], int(train_w @ lengths), int(val_w @ lengths)))

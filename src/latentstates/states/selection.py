@@ -32,9 +32,11 @@ def select_model(
     val_runs: Sequence[int],
     settings: HMMSettings,
     ks: Sequence[int] | None = None,
+    previous: FittedHMM | None = None,
 ) -> tuple[pd.DataFrame, dict[int, FittedHMM]]:
-    """Fit K = 1..max_states (or `ks`) with restarts; keep per K the restart with the best
-    held-out LL (training LL without held-out runs).
+    """Fit K = 1..max_states (or `ks`) with restarts, and (`hmm.splits`) from every split of the
+    kept (K−1)-state fit (`previous` for the first K of `ks`); keep per K the restart with the
+    best held-out LL (training LL without held-out runs).
 
     Returns one row per (K, restart) and the kept model per K. As the released
     model_selection.py, `aic` and `bic` are computed on the held-out runs (held-out
@@ -49,7 +51,10 @@ def select_model(
     rows, kept = [], {}
     for k in ks if ks is not None else range(1, settings.max_states + 1):
         seeds = [restart_seed(settings.seed, k, r) for r in range(settings.restarts if k > 1 else 1)]
-        restarts, best = fit_restarts(train, val, k, settings, seeds)
+        grow = kept.get(k - 1, previous if k == (ks[0] if ks else 1) else None)
+        restarts, best = fit_restarts(
+            train, val, k, settings, seeds, previous=grow if settings.splits else None
+        )
         p = n_parameters(k, d, settings.covariance)
         for restart in restarts:
             aic, bic = information_criteria(restart.val_ll, p, n_val)
@@ -301,7 +306,7 @@ def _select_by_folds(
     restarts, kept = select_model(seqs, every, [], first)
     k = choose_k(summarise_selection(restarts).merge(cv, on="k", how="left"), settings.criterion)
     if settings.restarts > first.restarts and k > 1:
-        more, refit = select_model(seqs, every, [], settings, ks=[k])
+        more, refit = select_model(seqs, every, [], settings, ks=[k], previous=kept.get(k - 1))
         restarts = pd.concat([restarts[restarts["k"] != k], more]).sort_values(["k", "restart"])
         restarts = restarts.reset_index(drop=True)
         kept[k] = refit[k]
