@@ -22,7 +22,7 @@ import pandas as pd
 
 from latentstates.settings import AnalysisSettings, HMMSettings, StabilitySettings
 from latentstates.states.analysis import detour_states, occupancy, regress_convergence, visit_test
-from latentstates.states.fit import Spec, fit_many, restart_init, restart_seed, start_of
+from latentstates.states.fit import Spec, fit_many, restart_init, restart_seed
 from latentstates.states.k_stability import (
     bootstrap_weights,
     choose_k_afresh,
@@ -31,6 +31,7 @@ from latentstates.states.k_stability import (
     refolds_fitted,
 )
 from latentstates.states.model import GaussianHMM
+from latentstates.states.starts import start_of
 
 
 def agreement(
