@@ -194,7 +194,10 @@ def test_hmm_change_reruns_only_hmm_and_downstream(tiny_run, tmp_path):
     snakemake(wd)
     assert train_log.stat().st_mtime_ns == before
     restarts = pd.read_csv(wd / "results" / "sparse_parity" / "hmm" / "model_selection_restarts.csv")
-    assert restarts["restart"].max() == 2
+    split = restarts["init"].str.startswith("split")
+    assert restarts.loc[~split, "restart"].max() == 2  # the 3 seeded restarts...
+    # ...and K − 1 splits of the kept (K−1)-state fit, numbered after them (hmm.splits)
+    assert (restarts[split].groupby("k").size() == restarts[split].groupby("k")["k"].first() - 1).all()
     assert "Nothing to be done" in snakemake(wd, "--dry-run").stdout
 
 
