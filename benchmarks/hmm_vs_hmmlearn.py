@@ -48,7 +48,8 @@ sys.path.insert(0, str(REPO / "src"))
 from latentstates.config import load_config  # noqa: E402
 from latentstates.device import configure_torch, resolve_device  # noqa: E402
 from latentstates.settings import HMMSettings  # noqa: E402
-from latentstates.states.fit import fit_restarts, restart_seed  # noqa: E402
+from latentstates.states.batched import Start  # noqa: E402
+from latentstates.states.fit import Spec, fit_many, fit_restarts, restart_seed  # noqa: E402
 from latentstates.states.model import GaussianHMM, degeneracy  # noqa: E402
 from latentstates.states.sequences import split_runs, zscore_runs  # noqa: E402
 
@@ -75,9 +76,6 @@ def polished(model: GaussianHMM, train: Sequence[np.ndarray], settings: HMMSetti
     hmmlearn's fit: the optimum of hmmlearn's basin under our objective. hmmlearn's own training
     LL is not comparable: its covariances carry no prior (on the digits, eigenvalues of 5e-7,
     ours 7e-7 after the prior; 0.06 nats per step at K = 1, where there is nothing to optimise)."""
-    from latentstates.states.batched import Start
-    from latentstates.states.fit import Spec, fit_many
-
     end = len(train) / sum(len(a) for a in train)
     start = Start(model.starts, model.transitions * (1 - end), np.full(model.k, end), model.means, model.covs)
     [(fit, _)] = fit_many(train, model.k, settings, [Spec(None, 0, "hmmlearn", start)])

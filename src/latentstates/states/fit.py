@@ -160,18 +160,24 @@ def fits_without(
     `restart_init(r)`), then the splits of the fold's best (k−1)-state fit `previous[f]`
     (`split_specs`; none where it is None), every fold's fits one batch (`fit_many`). `runs`
     names `arrays`."""
-    specs, sizes = [], []
+    groups = []
     for f, held in enumerate(folds):
         weights = [int(r not in held) for r in runs]
         mine = [
             Spec(weights, restart_seed(seed, k, 1000 * (f + 1) + i), restart_init(i)) for i in range(restarts)
         ]
-        mine += split_specs(previous[f] if previous is not None else None, weights)
-        specs += mine
-        sizes.append(len(mine))
-    fits = fit_many(arrays, k, settings, specs)
-    ends = np.cumsum(sizes)
-    return [fits[e - n : e] for e, n in zip(ends, sizes)]
+        groups.append(mine + split_specs(previous[f] if previous is not None else None, weights))
+    return fit_groups(arrays, k, settings, groups)
+
+
+def fit_groups(
+    arrays: Sequence[np.ndarray], k: int, settings: HMMSettings, groups: Sequence[Sequence[Spec]]
+) -> list[list[tuple[FittedHMM | None, str]]]:
+    """`fit_many` of every group's specs as one batch, the fits handed back group by group (groups
+    may differ in size, e.g. where one has no smaller fit to split)."""
+    fits = fit_many(arrays, k, settings, [spec for group in groups for spec in group])
+    ends = np.cumsum([len(group) for group in groups])
+    return [fits[end - len(group) : end] for end, group in zip(ends, groups)]
 
 
 def fit_hmm(

@@ -11,7 +11,7 @@ import pandas as pd
 
 from latentstates.settings import HMMSettings, StabilitySettings
 from latentstates.states.criteria import FOLD_CRITERIA, cv_summary, information_criteria, n_parameters
-from latentstates.states.fit import Spec, best_of, fit_many, restart_init, restart_seed, split_specs
+from latentstates.states.fit import Spec, best_of, fit_groups, restart_init, restart_seed, split_specs
 from latentstates.states.selection import choose_k
 from latentstates.states.sequences import fold_runs, split_runs
 
@@ -103,16 +103,13 @@ def choose_k_afresh(
         train_weights = np.stack([train for _, train, _ in pairs])
         fresh = fresh_specs(train_weights, k, settings.k_restarts, settings.seed + 7919 * k)
         per = len(fresh) // len(pairs)
-        specs, ends = [], []
-        for i in range(len(pairs)):
-            specs += fresh[i * per : (i + 1) * per]
-            if hmm.splits and k > 1:
-                specs += split_specs(previous[i], [int(w) for w in train_weights[i]])
-            ends.append(len(specs))
-        fits = fit_many(arrays, k, hmm, specs)
+        groups = [
+            fresh[i * per : (i + 1) * per]
+            + split_specs(previous[i] if hmm.splits and k > 1 else None, [int(w) for w in train_weights[i]])
+            for i in range(len(pairs))
+        ]
         found: dict[int, list[tuple[float, float, int, int]]] = {b: [] for b in range(len(weights))}
-        for i, (b, train_w, val_w) in enumerate(pairs):
-            chunk = fits[(ends[i - 1] if i else 0) : ends[i]]
+        for i, ((b, train_w, val_w), chunk) in enumerate(zip(pairs, fit_groups(arrays, k, hmm, groups))):
             per_run = [f.log_likelihoods(arrays) if f is not None else None for f, _ in chunk]
             val_ll = np.array([val_w @ ll if ll is not None else np.nan for ll in per_run])
             train_ll = np.array([train_w @ ll if ll is not None else np.nan for ll in per_run])

@@ -49,9 +49,9 @@ def select_model(
     n_val = sum(len(a) for a in val)
     d = len(seqs.features)
     rows, kept = [], {}
-    for k in ks if ks is not None else range(1, settings.max_states + 1):
+    for i, k in enumerate(ks if ks is not None else range(1, settings.max_states + 1)):
         seeds = [restart_seed(settings.seed, k, r) for r in range(settings.restarts if k > 1 else 1)]
-        grow = kept.get(k - 1, previous if k == (ks[0] if ks else 1) else None)
+        grow = kept.get(k - 1) if i else previous
         restarts, best = fit_restarts(
             train, val, k, settings, seeds, previous=grow if settings.splits else None
         )
