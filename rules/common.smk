@@ -116,6 +116,19 @@ def seeds(task):
     return list(range(t["first_seed"], t["first_seed"] + t["seeds"]))
 
 
+def task_priority(task):
+    """Scheduling priority of a task's jobs up to its HMM: the runs its HMM fits see (its own, or a
+    comparison's that it is a recipe of, whichever is more). The HMM stage's time grows with the
+    runs, so the tasks with the longest HMM stages are trained first and their HMMs run beside
+    the other tasks' training instead of after it (the default run: 18 s shorter on 2 cores)."""
+    shared = [
+        sum(len(seeds(t)) for t in comparison_tasks(c))
+        for c in config["comparisons"]
+        if task in comparison_tasks(c)
+    ]
+    return max([len(seeds(task)), *shared])
+
+
 def seed_groups(task):
     """The task's seeds in consecutive groups of seeds_per_job: one training (and metrics) job
     each. Groups start at first_seed, so adding seeds adds groups and leaves the others as

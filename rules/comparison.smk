@@ -23,6 +23,7 @@ rule comparison_hmm:
     conda:
         "../envs/hmm.yaml"
     threads: 1
+    priority: lambda wc: sum(len(seeds(t)) for t in comparison_tasks(wc.comparison))
     resources:
         mem_mb=4000,
         runtime=60,

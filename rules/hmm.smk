@@ -25,6 +25,7 @@ rule hmm:
     conda:
         "../envs/hmm.yaml"
     threads: 1
+    priority: lambda wc: task_priority(wc.task)
     resources:
         mem_mb=4000,
         runtime=60,

@@ -24,6 +24,7 @@ for _task in RUN_TASKS:
             conda:
                 "../envs/torch.yaml"
             threads: config["threads"]
+            priority: task_priority(_task)
             resources:
                 gpu=gpu_jobs(),
                 mem_mb=2000,
@@ -52,6 +53,7 @@ rule collate:
     conda:
         "../envs/analysis.yaml"
     threads: 1
+    priority: lambda wc: task_priority(wc.task)
     resources:
         mem_mb=2000,
     params:

@@ -23,6 +23,7 @@ for _task in RUN_TASKS:
                 conda:
                     "../envs/torch.yaml"
                 threads: config["threads"]
+                priority: task_priority(_task)
                 resources:
                     gpu=gpu_jobs(),
                     mem_mb=2000,
@@ -78,6 +79,7 @@ for _task in RUN_TASKS:
                 conda:
                     "../envs/torch.yaml"
                 threads: config["threads"]
+                priority: task_priority(_task)
                 resources:
                     gpu=gpu_jobs(),
                     mem_mb=2000,
