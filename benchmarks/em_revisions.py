@@ -3,11 +3,12 @@
 Usage: python benchmarks/em_revisions.py REV [RESULTS_DIR] [--config config.yaml] [--tasks a,b]
                                          [--ks 2,4,6,8] [--repeats 3]
 
-`src/latentstates/states/batched.py` as it is at REV (e.g. `HEAD~1`, a tag) is loaded beside the
-working tree's, and both fit the batches the fold criteria run (`folds.fold_scores`): for each task's
-collated table (RESULTS_DIR/<task>/metrics.parquet), its z-scored runs and each K, one batch of
-`hmm.cv_folds` × (`hmm.cv_restarts` + K − 1) fits, each fold's runs weighted 0 in its fits, every fit
-started from the same seeded parameters in both. Printed per K: the best of `--repeats` timings of
+`src/latentstates/states/baum_welch.py` as it is at REV (e.g. `HEAD~1`, a tag; before its rename,
+`states/batched.py`) is loaded beside the working tree's, and both fit the batches the fold
+criteria run (`folds.fold_scores`): for each task's collated table
+(RESULTS_DIR/<task>/metrics.parquet), its z-scored runs and each K, one batch of `hmm.cv_folds` ×
+(`hmm.cv_restarts` + K − 1) fits, each fold's runs weighted 0 in its fits, every fit started from
+the same seeded parameters in both. Printed per K: the best of `--repeats` timings of
 each, their ratio, and the largest difference of the fits' log-likelihoods (the same arithmetic up to
 the order of sums: ~1e-11). One thread, as a workflow job.
 """
@@ -35,18 +36,24 @@ from latentstates.config import load_config  # noqa: E402
 from latentstates.device import configure_torch, resolve_device  # noqa: E402
 from latentstates.io import read_parquet  # noqa: E402
 from latentstates.settings import HMMSettings  # noqa: E402
-from latentstates.states import batched  # noqa: E402
-from latentstates.states.fit import plan, restart_init, restart_seed, Spec  # noqa: E402
+from latentstates.states import baum_welch  # noqa: E402
+from latentstates.states.fit import Spec, plan, restart_init, restart_seed  # noqa: E402
 from latentstates.states.sequences import fold_runs, zscore_runs  # noqa: E402
 
-MODULE = "src/latentstates/states/batched.py"
+MODULES = ("src/latentstates/states/baum_welch.py", "src/latentstates/states/batched.py")  # renamed
 
 
 def module_at(rev: str):
-    """`batched.py` as it is at git revision `rev`, imported under its own name."""
-    text = subprocess.run(
-        ["git", "-C", str(REPO), "show", f"{rev}:{MODULE}"], check=True, capture_output=True, text=True
-    ).stdout
+    """The batched EM's module as it is at git revision `rev`, imported under its own name."""
+    for module in MODULES:
+        shown = subprocess.run(
+            ["git", "-C", str(REPO), "show", f"{rev}:{module}"], capture_output=True, text=True
+        )
+        if shown.returncode == 0:
+            text = shown.stdout
+            break
+    else:
+        raise SystemExit(f"{rev} has none of {', '.join(MODULES)}")
     path = Path(tempfile.mkdtemp()) / "batched_at_rev.py"
     path.write_text(text)
     spec = importlib.util.spec_from_file_location("batched_at_rev", path)
@@ -56,7 +63,7 @@ def module_at(rev: str):
     return module
 
 
-def fold_jobs(arrays, runs, k: int, settings: HMMSettings) -> list[batched.Job]:
+def fold_jobs(arrays, runs, k: int, settings: HMMSettings) -> list[baum_welch.Job]:
     """The jobs of one fold-stage batch: per fold, `cv_restarts` seeded starts and K − 1 more
     (standing in for the splits, which start from a smaller fit), the fold's runs weighted 0."""
     jobs = []
@@ -71,8 +78,12 @@ def fold_jobs(arrays, runs, k: int, settings: HMMSettings) -> list[batched.Job]:
 def timed(module, arrays, jobs, settings: HMMSettings, repeats: int):
     """Best time of `repeats` fits of `jobs` by `module.fit_batch`, and the outcomes."""
     theirs = [
-        module.Job(module.Start(*(getattr(j.start, f) for f in ("starts", "edges", "ends", "means", "covs"))),
-                   j.weights, j.floor, j.prior)
+        module.Job(
+            module.Start(*(getattr(j.start, f) for f in ("starts", "edges", "ends", "means", "covs"))),
+            j.weights,
+            j.floor,
+            j.prior,
+        )
         for j in jobs
     ]
     best, out = np.inf, None
@@ -97,7 +108,8 @@ def main() -> None:
     other = module_at(args.rev)
     tasks = args.tasks.split(",") if args.tasks else sorted(config["tasks"])
     ks = [int(k) for k in args.ks.split(",")]
-    print(f"{'task':22s} {'K':>2s} {'fits':>4s} {args.rev + ' s':>10s} {'this s':>8s} {'ratio':>6s} {'max |dLL|':>9s}")
+    head = f"{'task':22s} {'K':>2s} {'fits':>4s} {args.rev + ' s':>10s} {'this s':>8s} {'ratio':>6s}"
+    print(f"{head} {'max |dLL|':>9s}")
     for task in tasks:
         settings = HMMSettings.of_task(config, task)
         table = read_parquet(Path(args.results) / task / "metrics.parquet")
@@ -105,13 +117,11 @@ def main() -> None:
         for k in ks:
             jobs = fold_jobs(seqs.arrays, list(seqs.runs), k, settings)
             t_old, old = timed(other, seqs.arrays, jobs, settings, args.repeats)
-            t_new, new = timed(batched, seqs.arrays, jobs, settings, args.repeats)
-            diff = max(
-                (abs(a.log_likelihood - b.log_likelihood) for a, b in zip(old, new) if not (a.error or b.error)),
-                default=float("nan"),
-            )
-            print(f"{task:22s} {k:2d} {len(jobs):4d} {t_old:10.2f} {t_new:8.2f} {t_old / t_new:6.2f} {diff:9.1e}",
-                  flush=True)
+            t_new, new = timed(baum_welch, seqs.arrays, jobs, settings, args.repeats)
+            both = [(a, b) for a, b in zip(old, new) if not (a.error or b.error)]
+            diff = max((abs(a.log_likelihood - b.log_likelihood) for a, b in both), default=float("nan"))
+            row = f"{task:22s} {k:2d} {len(jobs):4d} {t_old:10.2f} {t_new:8.2f} {t_old / t_new:6.2f}"
+            print(f"{row} {diff:9.1e}", flush=True)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO / "src"))
 from latentstates.config import load_config  # noqa: E402
 from latentstates.device import configure_torch, resolve_device  # noqa: E402
 from latentstates.settings import HMMSettings  # noqa: E402
-from latentstates.states.batched import Start  # noqa: E402
+from latentstates.states.baum_welch import Start  # noqa: E402
 from latentstates.states.fit import Spec, fit_many, fit_restarts, restart_seed  # noqa: E402
 from latentstates.states.model import GaussianHMM, degeneracy  # noqa: E402
 from latentstates.states.sequences import split_runs, zscore_runs  # noqa: E402

@@ -120,7 +120,8 @@ def task_priority(task):
     """Scheduling priority of a task's jobs up to its HMM: the runs its HMM fits see (its own, or a
     comparison's that it is a recipe of, whichever is more). The HMM stage's time grows with the
     runs, so the tasks with the longest HMM stages are trained first and their HMMs run beside
-    the other tasks' training instead of after it (the default run: 18 s shorter on 2 cores)."""
+    the other tasks' training instead of after it (the default run: 18 s shorter on 2 cores).
+    """
     shared = [
         sum(len(seeds(t)) for t in comparison_tasks(c))
         for c in config["comparisons"]

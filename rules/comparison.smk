@@ -20,10 +20,10 @@ rule comparison_hmm:
         log("comparison_hmm", comparison=True),
     benchmark:
         bench("comparison_hmm", comparison=True)
+    priority: lambda wc: sum(len(seeds(t)) for t in comparison_tasks(wc.comparison))
     conda:
         "../envs/hmm.yaml"
     threads: 1
-    priority: lambda wc: sum(len(seeds(t)) for t in comparison_tasks(wc.comparison))
     resources:
         mem_mb=4000,
         runtime=60,

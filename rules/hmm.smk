@@ -22,10 +22,10 @@ rule hmm:
         log("hmm"),
     benchmark:
         bench("hmm")
+    priority: lambda wc: task_priority(wc.task)
     conda:
         "../envs/hmm.yaml"
     threads: 1
-    priority: lambda wc: task_priority(wc.task)
     resources:
         mem_mb=4000,
         runtime=60,

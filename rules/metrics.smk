@@ -21,10 +21,10 @@ for _task in RUN_TASKS:
                 log("metrics", (_task, _group)),
             benchmark:
                 bench("metrics", (_task, _group))
+            priority: task_priority(_task)
             conda:
                 "../envs/torch.yaml"
             threads: config["threads"]
-            priority: task_priority(_task)
             resources:
                 gpu=gpu_jobs(),
                 mem_mb=2000,
@@ -50,10 +50,10 @@ rule collate:
         bench("collate")
     wildcard_constraints:
         task="|".join(RUN_TASKS) or "^$",
+    priority: lambda wc: task_priority(wc.task)
     conda:
         "../envs/analysis.yaml"
     threads: 1
-    priority: lambda wc: task_priority(wc.task)
     resources:
         mem_mb=2000,
     params:

@@ -20,10 +20,10 @@ for _task in RUN_TASKS:
                     log("train", (_task, _group)),
                 benchmark:
                     bench("train", (_task, _group))
+                priority: task_priority(_task)
                 conda:
                     "../envs/torch.yaml"
                 threads: config["threads"]
-                priority: task_priority(_task)
                 resources:
                     gpu=gpu_jobs(),
                     mem_mb=2000,
@@ -76,10 +76,10 @@ for _task in RUN_TASKS:
                     log("import", (_task, _group)),
                 benchmark:
                     bench("import", (_task, _group))
+                priority: task_priority(_task)
                 conda:
                     "../envs/torch.yaml"
                 threads: config["threads"]
-                priority: task_priority(_task)
                 resources:
                     gpu=gpu_jobs(),
                     mem_mb=2000,

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from conftest import REPO
+from latentstates.forecast.evaluation import evaluate, summarise
+from latentstates.forecast.model import Forecaster
 from latentstates.settings import ForecastSettings, HMMSettings
-from latentstates.states.evaluation import evaluate, summarise
-from latentstates.states.forecast import Forecaster
 
 FEATURES = ["f0", "f1", "f2"]
 # A left-to-right chain 0 → 1 → 2 with a detour 0 → 3 → 1 that some runs take; a run has
@@ -240,7 +240,7 @@ def test_partial_run_reads_eval_accuracy_from_checkpoints_and_skips_a_torn_newes
     # its log row, so eval accuracy needs no resume state.
     from conftest import TINY
     from latentstates.config import load_config
-    from latentstates.forecast import partial_run_table
+    from latentstates.forecast.partial_runs import partial_run_table
     from latentstates.runs.checkpoints import list_checkpoints
     from latentstates.runs.train import train_run
 
@@ -268,7 +268,7 @@ def test_partial_run_stops_at_a_missing_checkpoint_with_eval_accuracy_aligned(tm
     table there, and each checkpoint keeps its own eval accuracy (from the training log)."""
     from conftest import TINY
     from latentstates.config import load_config
-    from latentstates.forecast import partial_run_table
+    from latentstates.forecast.partial_runs import partial_run_table
     from latentstates.runs.checkpoints import list_checkpoints
     from latentstates.runs.train import train_run
 

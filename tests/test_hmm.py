@@ -8,7 +8,7 @@ from scipy.stats import multivariate_normal
 from sklearn.metrics import adjusted_rand_score
 
 from latentstates.settings import HMMSettings
-from latentstates.states import batched, em
+from latentstates.states import baum_welch, pomegranate_reference
 from latentstates.states import fit as fitting
 from latentstates.states import selection as hmm
 from latentstates.states.fit import covariance_floor, fit_hmm
@@ -231,7 +231,7 @@ def test_m_step_adds_the_prior_over_the_state_weight(cov):
     rng = np.random.default_rng(3)
     x = rng.normal(size=(50, 3)) * np.array([1.0, 0.1, 1e-4])
     w = rng.uniform(0.0, 1.0, size=50)
-    normal = em.floored_normal_class()(1e-12, 0.5, covariance_type=cov).double()
+    normal = pomegranate_reference.floored_normal_class()(1e-12, 0.5, covariance_type=cov).double()
     normal.summarize(torch.tensor(x), sample_weight=torch.tensor(w)[:, None])
     normal.from_summaries()
     expected = np.cov(x.T, aweights=w, bias=True) + 0.5 / w.sum() * np.eye(3)
@@ -348,7 +348,7 @@ def test_batched_fit_stops_each_fit_at_pomegranates_iteration():
     hmm_settings = settings(covariance="full", max_iter=40, tol=0.5)
     specs = [fitting.Spec(None, s, fitting.restart_init(s)) for s in range(4)]
     jobs = [fitting.plan(runs, 3, hmm_settings, spec) for spec in specs]
-    outcomes = batched.fit_batch(runs, jobs, "full", 40, 0.5)
+    outcomes = baum_welch.fit_batch(runs, jobs, "full", 40, 0.5)
     for spec, job, outcome in zip(specs, jobs, outcomes):
         model = fitting.reference_model(job.start, hmm_settings, job.floor, job.prior, spec.seed)
         logps = []
@@ -374,13 +374,13 @@ def test_scaled_and_log_space_expectations_agree_on_a_padded_batch():
     runs = [r[: 20 + 5 * i] for i, r in enumerate(runs)]
     hmm_settings = settings(covariance="full", max_iter=3)
     jobs = [fitting.plan(runs, 3, hmm_settings, fitting.Spec(None, s, "kmeans")) for s in (2, 3)]
-    data = batched._Data(runs, "full")
-    p = batched._Params.stack([j.start for j in jobs])
-    e, failed = batched.emission_log_densities(p, data, "full")
+    data = baum_welch._Data(runs, "full")
+    p = baum_welch._Params.stack([j.start for j in jobs])
+    e, failed = baum_welch.emission_log_densities(p, data, "full")
     assert not failed.any()
-    *scaled, bad = batched.scaled_expectations(e, p, data)
+    *scaled, bad = baum_welch.scaled_expectations(e, p, data)
     assert not bad.any()
-    for a, b in zip(scaled, batched.log_expectations(e, p, data)):
+    for a, b in zip(scaled, baum_welch.log_expectations(e, p, data)):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12)
 
 
@@ -388,8 +388,8 @@ def test_emission_densities_are_scipys():
     runs, _ = planted(n_runs=3)
     hmm_settings = settings(covariance="full")
     job = fitting.plan(runs, 3, hmm_settings, fitting.Spec(None, 7, "kmeans"))
-    data = batched._Data(runs, "full")
-    e, _ = batched.emission_log_densities(batched._Params.stack([job.start]), data, "full")
+    data = baum_welch._Data(runs, "full")
+    e, _ = baum_welch.emission_log_densities(baum_welch._Params.stack([job.start]), data, "full")
     for i, run in enumerate(runs):
         for s in range(3):
             expected = multivariate_normal(job.start.means[s], job.start.covs[s]).logpdf(run)

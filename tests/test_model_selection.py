@@ -239,7 +239,7 @@ def test_a_split_of_the_best_smaller_fit_reaches_the_optimum_that_restarts_miss(
     """A simulated 5-state chain (4 phases and a detour) z-scored together: every one of 10
     seeded restarts merges two states (≤ 0.05 nats/step), while the best split of the best
     4-state fit reaches the optimum EM finds from the true states themselves (0.26)."""
-    from latentstates.states.batched import Start
+    from latentstates.states.baum_welch import Start
     from latentstates.states.fit import Spec, fit_many, restart_init, restart_seed, split_specs
     from latentstates.states.sequences import zscore_runs
     from latentstates.states.simulate import Scenario, features, simulate

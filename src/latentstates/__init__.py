@@ -10,14 +10,16 @@ Top level, torch-free (the Snakefile and every job import them):
     columns     names shared by tables and the Snakefile
     provenance  which package code each rule runs, and its digest (a rule's `code` param)
     io, logs, disk   atomic outputs, job logs, and a full disk reported by file
-Top level, with torch: `device` (device, threads, deterministic kernels); the command line
-`python -m latentstates.forecast`; `config_reference` (docs/configuration.md from the schema).
+Top level, with torch: `device` (device, threads, deterministic kernels), the command line
+`python -m latentstates.llc_calibration`; `config_reference` (docs/configuration.md from the schema).
 
 Stages:
     tasks/    data sets, models, seed-batched replicas, the task registry, closed-form Hessians
     runs/     the run contract (run.json), checkpoints, training, runs brought from elsewhere
     measure/  weight metrics, the Hessian's top eigenvalue, metrics of every checkpoint of a run
-    states/   metric sequences, the Gaussian HMM (model, EM, fit, selection), analyses, forecast
+    states/   metric sequences, the Gaussian HMM (model, EM, fit, selection), its analyses
+    forecast/ a run's convergence forecast under the fitted HMM, its evaluation, and the command
+              line `python -m latentstates.forecast` for a run still training
     report/   figures, interactive views, tables
 """
 

@@ -15,6 +15,7 @@ an edit of a settings class does not retrain every run.
 from __future__ import annotations
 
 import ast
+import copy
 import functools
 import hashlib
 import sys
@@ -90,11 +91,24 @@ def reached(
 
 @functools.cache
 def code_digest(script: str | Path) -> str:
-    """A short digest of the code `script` runs (itself and the package modules it reaches)."""
+    """A short digest of the code `script` runs (itself and the package modules it reaches): their
+    syntax trees without docstrings, so comments, formatting and docs change nothing."""
     files, _ = reached(script, skip=CONFIG_PLUMBING)
     h = hashlib.sha256()
     for path in sorted(files):
         name = path.relative_to(REPO) if path.is_relative_to(REPO) else path
         h.update(name.as_posix().encode())
-        h.update(ast.dump(files[path]).encode())
+        h.update(ast.dump(without_docstrings(files[path])).encode())
     return h.hexdigest()[:16]
+
+
+def without_docstrings(tree: ast.AST) -> ast.AST:
+    """A copy of `tree` without the docstrings of its module, classes and functions."""
+    tree = copy.deepcopy(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                if isinstance(body[0].value.value, str):
+                    node.body = body[1:] or [ast.Pass()]
+    return tree

@@ -11,7 +11,7 @@ from latentstates.logs import job_log
 from latentstates.report.tables import write_table
 from latentstates.device import configure_torch, resolve_device
 from latentstates.settings import ForecastSettings, HMMSettings
-from latentstates.states.evaluation import EVALUATION_COLUMNS, evaluate, summarise
+from latentstates.forecast.evaluation import EVALUATION_COLUMNS, evaluate, summarise
 from latentstates.states.sequences import analysed_metrics
 
 with job_log(snakemake.log[0]) as logger:

@@ -1,1 +1,9 @@
-"""Measure: weight metrics, the Hessian's top eigenvalue, per-checkpoint extraction."""
+"""Measure: weight metrics, the Hessian's top eigenvalue, per-checkpoint extraction.
+
+Modules:
+    metrics   the paper's weight statistics of one checkpoint (pure functions on tensors)
+    hessian   the Hessian's top eigenvalue by Lanczos-accelerated power iteration
+    llc       the local learning coefficient of a checkpoint by SGLD (pure torch functions)
+    llc_runs  the local learning coefficient of a metrics job's runs
+    extract   every checkpoint of a run → one row of metrics
+"""

@@ -1,14 +1,22 @@
-"""States: metric sequences, the Gaussian HMM, its analyses and the forecast. Tables in, tables
-out: nothing here imports torch models or checkpoints.
+"""States: metric sequences, the Gaussian HMM and its analyses. Tables in, tables out: nothing
+here imports torch models or checkpoints.
 
-    sequences   runs → z-scored arrays, the seeded train/held-out split, model-selection criteria
-    model       GaussianHMM: the parameters and all of the model's mathematics (densities,
-                likelihood, Viterbi, filter, the feature gradient, model.json)
-    em          pomegranate's EM with a covariance prior and floor, and a padded E-step
-    starts      where EM starts: k-means, time segments, a warm start, a split of a smaller fit
-    fit         one fit, batches of fits, and the best of restarts and splits (`fit_restarts`)
-    selection   the HMM stage of a task: K by the criterion, decoding, the tables it writes
-    analysis    transitions, feature changes per edge, convergence regression, detour states
-    forecast    a run's convergence forecast from its first checkpoints (`Forecaster`)
-    evaluation  the forecast cross-validated over runs held out of the fit
+Modules:
+    sequences              runs → z-scored arrays, the seeded train/held-out split and folds
+    model                  GaussianHMM: the parameters and all of the model's mathematics
+                           (densities, likelihood, Viterbi, filter, the feature gradient, model.json)
+    baum_welch             the EM that runs: many fits at once, a leading dimension over fits
+    pomegranate_reference  pomegranate's DenseHMM with the covariance prior and floor: the
+                           reference the batched EM is tested against
+    starts                 where EM starts: k-means, time segments, a warm start, a split of a smaller fit
+    fit                    batches of fits, restarts and splits, and the best of them
+    criteria               how K is scored: parameters, information criteria, the fold criteria
+    folds                  the fold criteria's fits: every run held out once per fold assignment
+    selection              the HMM stage of a task: K by the criterion, decoding, the tables it writes
+    analysis               transitions, feature changes per edge, convergence regression, detours
+    stability              each finding across resampled runs, refitted
+    k_stability            K chosen afresh under perturbations that keep the runs' information
+    simulate               runs simulated from an HMM with a known K (the criteria's outside check)
+    comparison             recipes compared through one shared HMM: its fit and permutation tests
+    llc                    the local learning coefficient per state
 """

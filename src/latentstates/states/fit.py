@@ -1,7 +1,7 @@
 """Fitting the Gaussian HMM by Baum-Welch: batches of fits, restarts and splits (where each
 starts: `states.starts`).
 
-The fits run batched (`states.batched`), each equal to pomegranate's own fit of it
+The fits run batched (`states.baum_welch`), each equal to pomegranate's own fit of it
 (`fit_hmm(..., reference=True)`, tested to 1e-9).
 """
 
@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from latentstates.settings import HMMSettings
-from latentstates.states.batched import Job, Start, fit_batch
-from latentstates.states.em import dense_hmm, floored_normal_class
+from latentstates.states.baum_welch import Job, Start, fit_batch
 from latentstates.states.model import GaussianHMM, degeneracy
+from latentstates.states.pomegranate_reference import dense_hmm, floored_normal_class
 from latentstates.states.starts import floored, initial_start, split_starts
 
 # What a restart may fail with (a Cholesky or k-means failure): the restart is skipped, not the fit.
@@ -51,7 +51,7 @@ class FittedHMM(GaussianHMM):
 
     @classmethod
     def of_start(cls, params: Start, covariance: str) -> FittedHMM:
-        """The parameters of a batched fit (`batched.Outcome.params`)."""
+        """The parameters of a batched fit (`baum_welch.Outcome.params`)."""
         return cls(params.starts, params.edges, params.ends, params.means, params.covs, covariance)
 
 
@@ -120,7 +120,7 @@ def plan(arrays: Sequence[np.ndarray], k: int, settings: HMMSettings, spec: Spec
 def fit_many(
     arrays: Sequence[np.ndarray], k: int, settings: HMMSettings, specs: Sequence[Spec]
 ) -> list[tuple[FittedHMM | None, str]]:
-    """Every spec's k-state fit to `arrays`, all at once (`batched.fit_batch`): (fit, '') or
+    """Every spec's k-state fit to `arrays`, all at once (`baum_welch.fit_batch`): (fit, '') or
     (None, error) per spec, in order. Each fit equals `fit_hmm` of the runs its weights repeat
     with its seed and initialisation (pomegranate's fit, to 1e-9); k = 1 in closed form."""
     out: list[tuple[FittedHMM | None, str]] = [(None, "")] * len(specs)

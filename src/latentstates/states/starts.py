@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from latentstates.states.batched import Start
+from latentstates.states.baum_welch import Start
 from latentstates.states.model import GaussianHMM
 
 INIT_COVARIANCE_RIDGE = 1e-3

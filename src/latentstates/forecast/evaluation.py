@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pandas as pd
 
+from latentstates.forecast.model import METHODS, Forecaster
 from latentstates.settings import ForecastSettings, HMMSettings
 from latentstates.states.analysis import convergence_times
 from latentstates.states.fit import fits_without
-from latentstates.states.forecast import METHODS, Forecaster
 from latentstates.states.selection import model_record, number_states
 from latentstates.states.sequences import Sequences, fold_runs, zscore_runs
 

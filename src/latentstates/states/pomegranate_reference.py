@@ -1,5 +1,5 @@
 """pomegranate's EM with a covariance prior and floor in the M-step: the reference that the
-batched fits (`states.batched`) are tested against (`fit.fit_hmm(..., reference=True)`).
+batched fits (`states.baum_welch`) are tested against (`fit.fit_hmm(..., reference=True)`).
 
 The class is built on first use (`functools.cache`): importing pomegranate takes seconds.
 """
