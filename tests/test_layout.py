@@ -21,9 +21,9 @@ ALLOWED = {
     "forecast": {"states", "forecast"},
     "report": {"states", "report"},
 }
-# Modules that are command lines composing the stages (and what only they use), not libraries
-# under them: paths in the package without `.py`.
-COMMAND_LINES = {"llc_calibration", "forecast/__main__", "forecast/partial_runs"}
+# Modules that compose the stages, not libraries under them: the command lines (and what only
+# they use) and the public API a notebook calls; paths in the package without `.py`.
+COMMAND_LINES = {"llc_calibration", "forecast/__main__", "forecast/partial_runs", "api"}
 MAX_LINES = 420
 
 

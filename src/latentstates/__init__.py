@@ -24,3 +24,25 @@ Stages:
 """
 
 __version__ = "0.1.0"
+
+from latentstates._lazy import exports
+
+__all__, __getattr__, __dir__ = exports(
+    __name__,
+    {
+        "read_metrics": ".api",
+        "fit_states": ".api",
+        "analyse_states": ".api",
+        "plot_states": ".api",
+        "plot_transitions": ".api",
+        "hmm_settings": ".api",
+        "HMMSettings": ".settings",
+        "AnalysisSettings": ".settings",
+        "load_config": ".config",
+        "GaussianHMM": ".states.model",
+        "TaskFit": ".states.selection",
+        "RunWriter": ".runs.writer",
+        "LatentStatesCallback": ".runs.callbacks",
+        "Forecaster": ".forecast.model",
+    },
+)

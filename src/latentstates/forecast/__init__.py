@@ -9,3 +9,16 @@ Modules:
     partial_runs  a run still training (checkpoints, also `.partial`, or a written run) as a table
     __main__      the command line: `python -m latentstates.forecast TASK_DIR RUN`
 """
+
+from latentstates._lazy import exports
+
+__all__, __getattr__, __dir__ = exports(
+    __name__,
+    {
+        "Forecaster": ".model",
+        "Forecast": ".model",
+        "evaluate": ".evaluation",
+        "summarise": ".evaluation",
+        "partial_run_table": ".partial_runs",
+    },
+)

@@ -7,3 +7,17 @@ Modules:
     llc_runs  the local learning coefficient of a metrics job's runs
     extract   every checkpoint of a run → one row of metrics
 """
+
+from latentstates._lazy import exports
+
+__all__, __getattr__, __dir__ = exports(
+    __name__,
+    {
+        "weight_metrics": ".metrics",
+        "matrix_metrics": ".metrics",
+        "top_eigenvalue": ".hessian",
+        "metrics_of_run": ".extract",
+        "llc_estimates": ".llc",
+        "LLCEstimate": ".llc",
+    },
+)

@@ -6,3 +6,18 @@ Modules:
     comparisons  figures and tables of recipe comparisons
     tables       a DataFrame written as CSV, Markdown and LaTeX
 """
+
+from latentstates._lazy import exports
+
+__all__, __getattr__, __dir__ = exports(
+    __name__,
+    {
+        "training_curves": ".plots",
+        "transition_graph": ".plots",
+        "model_selection": ".plots",
+        "convergence_regression": ".plots",
+        "stability": ".plots",
+        "save": ".plots",
+        "write_table": ".tables",
+    },
+)

@@ -14,3 +14,16 @@ Modules:
     hub              checkpoint series on the Hugging Face Hub: a repository per seed, a revision per step
     external_tables  metrics and performance tables that users bring (CSV, Parquet)
 """
+
+from latentstates._lazy import exports
+
+__all__, __getattr__, __dir__ = exports(
+    __name__,
+    {
+        "RunWriter": ".writer",
+        "LatentStatesCallback": ".callbacks",
+        "train_group": ".train",
+        "read_table": ".external_tables",
+        "metrics_table": ".external_tables",
+    },
+)

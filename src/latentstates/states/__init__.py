@@ -20,3 +20,24 @@ Modules:
     comparison             recipes compared through one shared HMM: its fit and permutation tests
     llc                    the local learning coefficient per state
 """
+
+from latentstates._lazy import exports
+
+__all__, __getattr__, __dir__ = exports(
+    __name__,
+    {
+        "GaussianHMM": ".model",
+        "zscore_runs": ".sequences",
+        "Sequences": ".sequences",
+        "fit_hmm": ".fit",
+        "FittedHMM": ".fit",
+        "select_model": ".selection",
+        "fit_task": ".selection",
+        "TaskFit": ".selection",
+        "analyse_task": ".analysis",
+        "stability_of_task": ".stability",
+        "choose_k_afresh": ".k_stability",
+        "Scenario": ".simulate",
+        "fit_shared": ".comparison",
+    },
+)

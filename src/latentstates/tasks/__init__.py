@@ -10,3 +10,15 @@ Modules:
     stacked_resnet  a seed group's ResNet18s as one network of grouped convolutions
     exact_hessian   Hessians a task knows in closed form, and the eigenpair every method returns
 """
+
+from latentstates._lazy import exports
+
+__all__, __getattr__, __dir__ = exports(
+    __name__,
+    {
+        "TaskKind": ".registry",
+        "TASKS": ".registry",
+        "get_task": ".registry",
+        "register": ".registry",
+    },
+)
