@@ -1,7 +1,8 @@
 """One summary table across tasks: K with how often it is chosen again (refits, seed sets), R², p,
 detour states, the most used edge's feature changes, the forecast's error against the naive
-forecast, and each finding's frequency across resamples. Numbers are written as text of their
-precision."""
+forecast, and each finding's frequency across resamples. The CSV keeps every number at full
+precision; the Markdown and LaTeX tables are formatted for people (plain headers, R² with its
+interval, p as a bound)."""
 
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
@@ -69,45 +70,95 @@ def findings_cell(s: dict, st: dict) -> str:
     return "; ".join(parts)
 
 
-def fixed(v, digits: int = 2) -> str:
-    return f"{v:.{digits}f}" if number(v) else "–"
-
-
 def p_value(v) -> str:
     return ("< 1e-4" if v < 1e-4 else f"{v:.2g}") if number(v) else "–"
 
 
+# The Markdown and LaTeX tables' headers (the CSV keeps the column names).
+HEADERS = {
+    "task": "task",
+    "K": "K",
+    "K_by": "K chosen by",
+    "K_refitted": "K refitted",
+    "K_seed_sets": "K on seed sets",
+    "runs": "runs",
+    "converged": "converged",
+    "R2": "R² [interval]",
+    "p": "p",
+    "detour_states": "detour states",
+    "top_edge": "most used edge: top feature changes",
+    "forecast_mae_vs_naive": "forecast error, ours vs naive (fraction seen)",
+    "findings": "findings (how often each recurs)",
+}
+
+
+# How K was chosen, in words (hmm.criterion).
+CRITERIA = {
+    "cv_1se": "folds, 1 SE",
+    "cv": "folds",
+    "cv_bic": "folds, BIC",
+    "bic": "held-out BIC",
+    "aic": "held-out AIC",
+    "val_ll": "held-out LL",
+    "bic_train": "training BIC",
+    "aic_train": "training AIC",
+    "pinned": "pinned",
+}
+
+
+def r2_cell(v, st: dict | None) -> str:
+    """'0.92 [0.85, 0.98]': R² with its interval from the stability stage, where there is one."""
+    if not number(v):
+        return "–"
+    r2 = (st or {}).get("r2", {})
+    low, high = r2.get("low"), r2.get("high")
+    return f"{v:.2f} [{low:.2f}, {high:.2f}]" if number(low) and number(high) else f"{v:.2f}"
+
+
+def readable(row: dict, st: dict | None) -> dict:
+    """One row for people: K marked where it lies on the searched range's edge, R² with its
+    interval, p as a bound, detour states as a list."""
+    out = dict(row)
+    out["K"] = f"{row['K']} (at max_states)" if row["K_at_boundary"] else str(row["K"])
+    out["K_by"] = CRITERIA.get(row["K_by"], row["K_by"])
+    out["R2"] = r2_cell(row["R2"], st)
+    out["p"] = p_value(row["p"])
+    out["detour_states"] = ", ".join(map(str, row["detour_states"])) or "none"
+    del out["K_at_boundary"]
+    return {HEADERS[k]: v for k, v in out.items() if k in HEADERS}
+
+
 with job_log(snakemake.log[0]):
-    rows = []
+    rows, people = [], []
     stabilities = [read_json(p) for p in snakemake.input.stability] or [None] * len(snakemake.input.summaries)
     replication = pd.read_csv(snakemake.input.replication) if snakemake.input.replication else None
     # The inputs are expanded over the same tasks in the same order.
     for p, fp, st in zip(snakemake.input.summaries, snakemake.input.forecasts, stabilities):
         s = read_json(p)
-        rows.append(
-            {
-                "task": s["task"],
-                "K": s["k"],
-                "K_by": "pinned" if s.get("pinned") else s.get("criterion"),
-                "K_at_boundary": s.get("at_boundary", False),
-                "K_refitted": k_stability_cell(st),
-                "K_seed_sets": seed_sets_cell(s["task"], replication),
-                "runs": s["n_runs"],
-                "converged": s["n_converged"],
-                "R2": fixed(s["r2"]),
-                "p": p_value(s["f_pvalue"]),
-                "detour_states": s["detour_states"],
-                "top_edge": s.get("top_edge", ""),
-                "forecast_mae_vs_naive": forecast_cell(fp, snakemake.params.method),
-            }
-        )
+        row = {
+            "task": s["task"],
+            "K": s["k"],
+            "K_by": "pinned" if s.get("pinned") else s.get("criterion"),
+            "K_at_boundary": s.get("at_boundary", False),
+            "K_refitted": k_stability_cell(st),
+            "K_seed_sets": seed_sets_cell(s["task"], replication),
+            "runs": s["n_runs"],
+            "converged": s["n_converged"],
+            "R2": s["r2"] if number(s["r2"]) else float("nan"),
+            "p": s["f_pvalue"] if number(s["f_pvalue"]) else float("nan"),
+            "detour_states": s["detour_states"],
+            "top_edge": s.get("top_edge", ""),
+            "forecast_mae_vs_naive": forecast_cell(fp, snakemake.params.method),
+        }
         if st is not None:
-            rows[-1]["findings"] = findings_cell(s, st)
-    df = pd.DataFrame(rows)
+            row["findings"] = findings_cell(s, st)
+        people.append(readable(row, st))
+        rows.append(row | {"detour_states": " ".join(map(str, s["detour_states"]))})
     write_table(
-        df,
+        pd.DataFrame(rows),
         snakemake.output.csv,
         snakemake.output.md,
         snakemake.output.tex,
         caption="Convergence time regressed on latent-state occupancy, per task",
+        readable=pd.DataFrame(people),
     )

@@ -54,9 +54,19 @@ def to_latex(df: pd.DataFrame, caption: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(df: pd.DataFrame, csv: str | Path, md: str | Path, tex: str | Path, caption: str) -> None:
-    """Write the same table as CSV, Markdown and LaTeX (each atomically)."""
+def write_table(
+    df: pd.DataFrame,
+    csv: str | Path,
+    md: str | Path,
+    tex: str | Path,
+    caption: str,
+    readable: pd.DataFrame | None = None,
+) -> None:
+    """Write the same table as CSV, Markdown and LaTeX (each atomically); with `readable`, the
+    Markdown and LaTeX show that version for people (formatted numbers, plain headers) and the
+    CSV keeps `df`'s full precision."""
     write_csv(df, csv)
-    for path, text in ((md, to_markdown(df)), (tex, to_latex(df, caption))):
+    shown = df if readable is None else readable
+    for path, text in ((md, to_markdown(shown)), (tex, to_latex(shown, caption))):
         with atomic_path(path) as tmp:
             Path(tmp).write_text(text)
