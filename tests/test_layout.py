@@ -153,3 +153,8 @@ def test_a_docstring_or_comment_edit_reruns_nothing_a_code_edit_reruns(tmp_path)
     assert digest('"""A job, reworded."""\n\ndef f(x):\n    """x, twice."""\n    return 2 * x\n') == base
     assert digest('"""A job."""\n\ndef f(x):\n    """Twice x."""\n    return 3 * x\n') != base
     assert digest('"""A job."""\n\ndef f(x):\n    """Twice x."""\n    return "2 * x"\n') != base
+    exported = (
+        "from latentstates._lazy import exports\n"
+        '__all__, __getattr__, __dir__ = exports(__name__, {"f": ".job"})\n'
+    )
+    assert digest('"""A job."""\n\ndef f(x):\n    return 2 * x\n' + exported) == base

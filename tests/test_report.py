@@ -122,3 +122,20 @@ def test_interactive_views_render_offline(browser, tiny_run, task, view):
         ("step" in hover) if view == "training_curves" else ("probability" in hover)
     )
     page.close()
+
+
+def test_a_view_carries_its_figure_and_plotly_compressed(tmp_path):
+    """`save_html` packs plotly.js and the figure gzip-compressed; `read_figure` gets it back."""
+    import plotly.graph_objects as go
+    from plotly.offline import get_plotlyjs
+
+    from latentstates.report.interactive import read_figure, save_html
+
+    fig = go.Figure(go.Scatter(x=list(range(500)), y=[i % 7 for i in range(500)], name="seed 3"))
+    fig.update_layout(title="task: a view")
+    save_html(fig, tmp_path / "view.html")
+    back = read_figure(tmp_path / "view.html")
+    assert back["data"][0]["name"] == "seed 3" and back["data"][0]["y"][:8] == [0, 1, 2, 3, 4, 5, 6, 0]
+    assert back["layout"]["title"]["text"] == "task: a view"
+    size = (tmp_path / "view.html").stat().st_size
+    assert size < 0.5 * len(get_plotlyjs())  # plotly.js alone, uncompressed

@@ -25,6 +25,8 @@ PACKAGE = Path(__file__).resolve().parent
 REPO = PACKAGE.parents[1]
 SCRIPTS = REPO / "workflow" / "scripts"
 CONFIG_PLUMBING = frozenset({PACKAGE / "config.py", PACKAGE / "settings.py"})
+# Import machinery of the packages' public names (`_lazy.exports`): it computes nothing.
+EXPORTS = PACKAGE / "_lazy.py"
 
 
 def _module_file(name: str) -> Path | None:
@@ -92,8 +94,9 @@ def reached(
 @functools.cache
 def code_digest(script: str | Path) -> str:
     """A short digest of the code `script` runs (itself and the package modules it reaches): their
-    syntax trees without docstrings, so comments, formatting and docs change nothing."""
-    files, _ = reached(script, skip=CONFIG_PLUMBING)
+    syntax trees without docstrings and export tables, so comments, formatting, docs and public
+    names change nothing."""
+    files, _ = reached(script, skip=CONFIG_PLUMBING | {EXPORTS})
     h = hashlib.sha256()
     for path in sorted(files):
         name = path.relative_to(REPO) if path.is_relative_to(REPO) else path
@@ -103,12 +106,26 @@ def code_digest(script: str | Path) -> str:
 
 
 def without_docstrings(tree: ast.AST) -> ast.AST:
-    """A copy of `tree` without the docstrings of its module, classes and functions."""
+    """A copy of `tree` without the docstrings of its module, classes and functions, and without a
+    package's table of public names (`__all__, __getattr__, __dir__ = exports(...)`: what a name
+    is imported as changes nothing computed)."""
     tree = copy.deepcopy(tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
             body = node.body
             if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
                 if isinstance(body[0].value.value, str):
-                    node.body = body[1:] or [ast.Pass()]
+                    body = body[1:]
+            node.body = [b for b in body if not _exports(b)] or [ast.Pass()]
     return tree
+
+
+def _exports(node: ast.AST) -> bool:
+    """The statement `__all__, __getattr__, __dir__ = exports(...)` or its import (`_lazy`)."""
+    if isinstance(node, ast.ImportFrom) and node.module == "latentstates._lazy":
+        return True
+    if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+        return False
+    target = node.targets[0]
+    names = [e.id for e in target.elts if isinstance(e, ast.Name)] if isinstance(target, ast.Tuple) else []
+    return names == ["__all__", "__getattr__", "__dir__"]

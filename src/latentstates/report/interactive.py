@@ -1,6 +1,14 @@
-"""Interactive (plotly) views, written as self-contained HTML that opens offline."""
+"""Interactive (plotly) views, written as self-contained HTML that opens offline (plotly.js and the
+figure inside each file, gzip-compressed)."""
 
 from __future__ import annotations
+
+import base64
+import functools
+import gzip
+import html
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,10 +24,60 @@ def _hex(rgb) -> str:
     return "#" + "".join(f"{int(round(c * 255)):02x}" for c in rgb)
 
 
+# The page of one view: plotly.js and the figure gzip-compressed inside it (base64, in the JSON
+# block `packed`), unpacked by the browser's DecompressionStream (Chrome 80, Firefox 113, Safari
+# 16.4 and later), then drawn by Plotly.newPlot.
+PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>html, body {{ margin: 0; height: 100%; }} #view {{ width: 100%; height: 100%; }}</style>
+</head><body><div id="view"></div>
+<script>
+async function unpack(b64) {{
+  const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+  return await new Response(stream).text();
+}}
+window.addEventListener("DOMContentLoaded", async () => {{
+  const packed = JSON.parse(document.getElementById("packed").textContent);
+  (0, eval)(await unpack(packed.plotly));  // defines window.Plotly
+  const figure = JSON.parse(await unpack(packed.figure));
+  await Plotly.newPlot("view", figure.data, figure.layout, {{responsive: true, displaylogo: false}});
+}});
+</script>
+<script id="packed" type="application/json">{{"plotly": "{plotly}", "figure": "{figure}"}}</script>
+</body></html>
+"""
+
+
+@functools.cache
+def _packed_plotly() -> str:
+    """plotly.js as shipped with the plotly package, gzip-compressed and base64-encoded (4.8 MB →
+    2.0 MB for plotly 7.1)."""
+    from plotly.offline import get_plotlyjs
+
+    return _pack(get_plotlyjs())
+
+
+def _pack(text: str) -> str:
+    return base64.b64encode(gzip.compress(text.encode(), compresslevel=9, mtime=0)).decode("ascii")
+
+
+def read_figure(path) -> dict:
+    """The plotly figure (data, layout) inside a view written by `save_html`."""
+    text = Path(path).read_text(encoding="utf-8")
+    start = text.index('<script id="packed" type="application/json">')
+    block = text[text.index(">", start) + 1 : text.index("</script>", start)]
+    packed = json.loads(block)["figure"]
+    return json.loads(gzip.decompress(base64.b64decode(packed)).decode())
+
+
 def save_html(fig: go.Figure, path) -> None:
-    """Write a figure as one HTML file with plotly.js inlined (no network needed)."""
+    """Write a figure as one self-contained HTML file that opens offline: plotly.js and the figure
+    inside it, gzip-compressed (a view of the default run: 2–3 MB instead of 6–8)."""
+    title = html.escape(fig.layout.title.text or "view") if fig.layout.title else "view"
+    page = PAGE.format(title=title, plotly=_packed_plotly(), figure=_pack(fig.to_json()))
     with atomic_path(path) as tmp:
-        fig.write_html(tmp, include_plotlyjs=True, full_html=True)
+        Path(tmp).write_text(page, encoding="utf-8")
 
 
 def training_curves(
