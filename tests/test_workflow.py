@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -379,3 +380,27 @@ def test_bad_config_stops_with_the_key(tiny_config, make_workdir, mutate, key):
     err = proc.stdout + proc.stderr
     assert f"invalid config key '{key}'" in err
     assert not (wd / "results").exists()
+
+
+def test_the_pomegranate_engine_gives_the_same_k_and_states(tiny_run, tmp_path):
+    """`hmm.engine: pomegranate` runs the same model selection through pomegranate's own DenseHMM,
+    one fit at a time: the same K, kept restarts and decoded states as the batched EM."""
+    import yaml
+
+    wd = tmp_path / "copy"
+    shutil.copytree(tiny_run, wd, symlinks=True)
+    cfg = yaml.safe_load((wd / "config.yaml").read_text())
+    cfg["hmm"]["engine"] = "pomegranate"
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    hmm_dirs = [f"results/{task}/hmm" for task in TASKS] + ["results/comparisons/both/hmm"]
+    snakemake(wd, *[f"{d}/model.json" for d in hmm_dirs])
+    for d in hmm_dirs:
+        ours, theirs = (json.loads((root / d / "model.json").read_text()) for root in (tiny_run, wd))
+        assert theirs["settings"]["engine"] == "pomegranate" and ours["settings"]["engine"] == "batched"
+        assert theirs["k"] == ours["k"], d
+        np.testing.assert_allclose(theirs["means"], ours["means"], rtol=1e-6, atol=1e-6)
+        states = [pd.read_parquet(root / d / "states.parquet") for root in (tiny_run, wd)]
+        pd.testing.assert_frame_equal(*states)
+        restarts = [pd.read_csv(root / d / "model_selection_restarts.csv") for root in (tiny_run, wd)]
+        kept = [r.loc[r["kept"], ["k", "restart"]].reset_index(drop=True) for r in restarts]
+        pd.testing.assert_frame_equal(*kept)

@@ -90,6 +90,7 @@ class HMMSettings(_Settings):
     cv_restarts: int
     cv_repeats: int
     splits: bool
+    engine: str
     zscore: str
     n_states: int | None
     seed: int

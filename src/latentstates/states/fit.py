@@ -7,6 +7,7 @@ The fits run batched (`states.baum_welch`), each equal to pomegranate's own fit 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Sequence
@@ -122,7 +123,10 @@ def fit_many(
 ) -> list[tuple[FittedHMM | None, str]]:
     """Every spec's k-state fit to `arrays`, all at once (`baum_welch.fit_batch`): (fit, '') or
     (None, error) per spec, in order. Each fit equals `fit_hmm` of the runs its weights repeat
-    with its seed and initialisation (pomegranate's fit, to 1e-9); k = 1 in closed form."""
+    with its seed and initialisation (pomegranate's fit, to 1e-9); k = 1 in closed form. With
+    `hmm.engine: pomegranate`, pomegranate's DenseHMM fits them one at a time (`reference_fit`)."""
+    if settings.engine == "pomegranate":
+        return [reference_fit(arrays, k, settings, spec) for spec in specs]
     out: list[tuple[FittedHMM | None, str]] = [(None, "")] * len(specs)
     jobs, where = [], []
     for i, spec in enumerate(specs):
@@ -234,6 +238,29 @@ def single_gaussian(arrays: Sequence[np.ndarray], settings: HMMSettings) -> Fitt
         floored(cov, settings.covariance, floor)[None],
         settings.covariance,
     )
+
+
+def reference_fit(
+    arrays: Sequence[np.ndarray], k: int, settings: HMMSettings, spec: Spec
+) -> tuple[FittedHMM | None, str]:
+    """`spec`'s fit by pomegranate's own DenseHMM (`hmm.engine: pomegranate`): the runs its weights
+    repeat, from the start `plan` gives the batched fit; (fit, '') or (None, error)."""
+    seen = repeated(arrays, spec.weights)
+    try:
+        if k == 1:
+            return single_gaussian(seen, settings), ""
+        job = plan(arrays, k, settings, spec)
+        torch.manual_seed(spec.seed)
+        model = reference_model(job.start, settings, job.floor, job.prior, spec.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            model.fit([torch.tensor(a, dtype=torch.float64) for a in seen])
+        fit = dataclasses.replace(FittedHMM.of(model, settings.covariance), model=None)
+    except FIT_ERRORS as exc:
+        return None, str(exc)
+    if not all(np.isfinite(v).all() for v in (fit.transitions, fit.means, fit.covs)):
+        return None, "non-finite parameters"
+    return fit, ""
 
 
 def reference_model(start: Start, settings: HMMSettings, floor: float, prior: float, seed: int):
