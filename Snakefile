@@ -26,6 +26,9 @@ if Path("config.yaml").is_file():
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 try:
     _validated = validate_config(config)
 except ConfigError as exc:
