@@ -69,6 +69,7 @@ def report(tiny_run):
 def test_report_holds_every_figure_and_table(report):
     html = report.read_text(errors="replace")
     assert report.stat().st_size > 100_000
+    assert "Where to start" in html  # the front page (workflow/report/workflow.rst)
     for task in TASKS:
         assert task in html
         for fig in FIGURES:
