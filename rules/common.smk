@@ -116,18 +116,22 @@ def seeds(task):
     return list(range(t["first_seed"], t["first_seed"] + t["seeds"]))
 
 
+def known_runs(task):
+    """The number of runs a task trains or imports (0 for a metrics table: unknown until read)."""
+    return len(seeds(task)) if "seeds" in config["tasks"][task] else 0
+
+
 def task_priority(task):
     """Scheduling priority of a task's jobs up to its HMM: the runs its HMM fits see (its own, or a
     comparison's that it is a recipe of, whichever is more). The HMM stage's time grows with the
     runs, so the tasks with the longest HMM stages are trained first and their HMMs run beside
-    the other tasks' training instead of after it (the default run: 18 s shorter on 2 cores).
-    """
+    the other tasks' training instead of after it."""
     shared = [
-        sum(len(seeds(t)) for t in comparison_tasks(c))
+        sum(known_runs(t) for t in comparison_tasks(c))
         for c in config["comparisons"]
         if task in comparison_tasks(c)
     ]
-    return max([len(seeds(task)), *shared])
+    return max([known_runs(task), *shared])
 
 
 def seed_groups(task):

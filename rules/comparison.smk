@@ -20,7 +20,7 @@ rule comparison_hmm:
         log("comparison_hmm", comparison=True),
     benchmark:
         bench("comparison_hmm", comparison=True)
-    priority: lambda wc: sum(len(seeds(t)) for t in comparison_tasks(wc.comparison))
+    priority: lambda wc: sum(known_runs(t) for t in comparison_tasks(wc.comparison))
     conda:
         "../envs/hmm.yaml"
     threads: 1
