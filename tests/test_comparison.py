@@ -15,11 +15,11 @@ from latentstates.settings import ComparisonSettings, HMMSettings
 from latentstates.states.comparison import (
     compare_recipes,
     convergence_regression,
-    fit_shared,
     number_runs,
     permutation_pvalues,
     pool_runs,
 )
+from latentstates.states.selection import fit_shared
 from latentstates.states.stability import agreement, match_states
 
 # Four states: 0 start, 1 middle, 2 detour (between the middle and convergence), 3 converged.

@@ -9,7 +9,7 @@ from latentstates.io import read_parquet, write_csv, write_json, write_parquet
 from latentstates.logs import job_log
 from latentstates.settings import HMMSettings
 from latentstates.states.comparison import with_recipes
-from latentstates.states.comparison import fit_shared
+from latentstates.states.selection import fit_shared
 from latentstates.states.sequences import first_checkpoints
 
 with job_log(snakemake.log[0]) as logger:

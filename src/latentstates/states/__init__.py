@@ -12,12 +12,12 @@ Modules:
     fit                    batches of fits, restarts and splits, and the best of them
     criteria               how K is scored: parameters, information criteria, the fold criteria
     folds                  the fold criteria's fits: every run held out once per fold assignment
-    selection              the HMM stage of a task: K by the criterion, decoding, the tables it writes
+    selection              the HMM stage of a task (and of a comparison's pooled runs): K, decoding, tables
     analysis               transitions, feature changes per edge, convergence regression, detours
     stability              each finding across resampled runs, refitted
     k_stability            K chosen afresh under perturbations that keep the runs' information
     simulate               runs simulated from an HMM with a known K (the criteria's outside check)
-    comparison             recipes compared through one shared HMM: its fit and permutation tests
+    comparison             recipes compared through one shared HMM: its runs and permutation tests
     llc                    the local learning coefficient per state
 """
 
@@ -38,6 +38,6 @@ __all__, __getattr__, __dir__ = exports(
         "stability_of_task": ".stability",
         "choose_k_afresh": ".k_stability",
         "Scenario": ".simulate",
-        "fit_shared": ".comparison",
+        "fit_shared": ".selection",
     },
 )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from latentstates.settings import ComparisonSettings, HMMSettings
+from latentstates.settings import ComparisonSettings
 from latentstates.states.analysis import (
     convergence_times,
     holm,
@@ -24,7 +24,6 @@ from latentstates.states.analysis import (
     paths_by_run,
     transition_edges,
 )
-from latentstates.states.selection import TaskFit, fit_task
 
 RUN_COLUMNS = ["run", "recipe", "seed"]
 # tests.csv: the per-recipe means (mean_<recipe>) come after the test's identity.
@@ -50,25 +49,6 @@ def pool_runs(metrics: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFr
             runs.append({"run": len(runs), "recipe": recipe, "seed": int(seed)})
     table = pd.DataFrame(runs, columns=RUN_COLUMNS)
     return number_runs(metrics, table), table
-
-
-def fit_shared(metrics: dict[str, pd.DataFrame], settings: HMMSettings) -> tuple[TaskFit, pd.DataFrame]:
-    """One HMM over the runs of every recipe of a comparison (the HMM stage's selection of K and
-    restarts on the pooled runs), and the table of runs. The fit's `seed` columns are run
-    numbers (`pool_runs`)."""
-    missing = {r: sorted(set(settings.features) - set(df.columns)) for r, df in metrics.items()}
-    missing = {r: m for r, m in missing.items() if m}
-    if missing:
-        raise ValueError(f"the recipes lack the comparison's HMM features: {missing}")
-    pooled, runs = pool_runs(metrics)
-    fit = fit_task(pooled, settings)
-    fit.model["recipes"] = list(metrics)
-    fit.model["excluded_runs"] = {
-        f"{r.recipe} seed {r.seed}": fit.model["excluded_runs"][str(r.run)]
-        for r in runs.itertuples()
-        if str(r.run) in fit.model["excluded_runs"]
-    }
-    return fit, runs
 
 
 def number_runs(metrics: dict[str, pd.DataFrame], runs: pd.DataFrame) -> pd.DataFrame:

@@ -367,3 +367,24 @@ def fit_task(metrics: pd.DataFrame, settings: HMMSettings) -> TaskFit:
     # Every K's kept fit (states as fitted, unnumbered): the stability stage starts from them.
     models = {"models": {str(j): fit.to_json() for j, fit in sorted(kept.items())}}
     return TaskFit(restarts, summary, model, states, _excluded_table(seqs.dropped), models)
+
+
+def fit_shared(metrics: dict[str, pd.DataFrame], settings: HMMSettings) -> tuple[TaskFit, pd.DataFrame]:
+    """One HMM over the runs of every recipe of a comparison (the HMM stage's selection of K and
+    restarts on the pooled runs), and the table of runs. The fit's `seed` columns are run
+    numbers (`states.comparison.pool_runs`)."""
+    missing = {r: sorted(set(settings.features) - set(df.columns)) for r, df in metrics.items()}
+    missing = {r: m for r, m in missing.items() if m}
+    if missing:
+        raise ValueError(f"the recipes lack the comparison's HMM features: {missing}")
+    from latentstates.states.comparison import pool_runs  # the comparison stage's run table
+
+    pooled, runs = pool_runs(metrics)
+    fit = fit_task(pooled, settings)
+    fit.model["recipes"] = list(metrics)
+    fit.model["excluded_runs"] = {
+        f"{r.recipe} seed {r.seed}": fit.model["excluded_runs"][str(r.run)]
+        for r in runs.itertuples()
+        if str(r.run) in fit.model["excluded_runs"]
+    }
+    return fit, runs
