@@ -54,7 +54,7 @@ def hmm_settings(metrics: pd.DataFrame, settings: HMMSettings | None = None, **o
     if not present:
         from latentstates.runs.external_tables import table_features
 
-        present = [f for f in table_features(metrics, "seed", "step") if f not in ("checkpoint", "run")]
+        present = table_features(metrics, "seed", "step")  # keys, performance and flags left out
     return settings.replace(features=present)
 
 
