@@ -32,7 +32,7 @@ from latentstates.device import resolve_device  # noqa: E402
 from latentstates.measure.extract import batches_hessians, metrics_of_runs  # noqa: E402
 from latentstates.runs.contract import trained_run  # noqa: E402
 from latentstates.runs.train import train_group  # noqa: E402
-from latentstates.settings import HessianSettings  # noqa: E402
+from latentstates.settings import HessianSettings, TaskSpec  # noqa: E402
 
 
 def relative(a: pd.Series, b: pd.Series) -> float:
@@ -62,11 +62,15 @@ def main() -> None:
     seeds = list(range(args.seeds))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cpu_logs = train_group(task, seeds, [tmp / f"cpu{s}" for s in seeds], device="cpu", progress=False)
-        gpu_logs = train_group(task, seeds, [tmp / f"gpu{s}" for s in seeds], device=gpu, progress=False)
+        cpu_logs = train_group(
+            TaskSpec.from_dict(task), seeds, [tmp / f"cpu{s}" for s in seeds], device="cpu", progress=False
+        )
+        gpu_logs = train_group(
+            TaskSpec.from_dict(task), seeds, [tmp / f"gpu{s}" for s in seeds], device=gpu, progress=False
+        )
         worst: dict[str, float] = {}
         dirs = [tmp / f"cpu{s}" for s in seeds]
-        runs = [trained_run(task, s, d, log) for s, d, log in zip(seeds, dirs, cpu_logs)]
+        runs = [trained_run(TaskSpec.from_dict(task), s, d, log) for s, d, log in zip(seeds, dirs, cpu_logs)]
         batch = {"auto": "auto", "true": True, "false": False}[args.batch_runs]
         hessian = HessianSettings.of_task(cfg, args.task)
         reference = list(

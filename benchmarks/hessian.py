@@ -46,7 +46,7 @@ from latentstates.measure.hessian import top_eigenvalues  # noqa: E402
 from latentstates.runs.checkpoints import list_checkpoints, load_checkpoint  # noqa: E402
 from latentstates.runs.runtime import build_run  # noqa: E402
 from latentstates.runs.train import train_run  # noqa: E402
-from latentstates.settings import HessianSettings  # noqa: E402
+from latentstates.settings import HessianSettings, TaskSpec  # noqa: E402
 from latentstates.tasks.registry import get_task  # noqa: E402
 
 
@@ -102,7 +102,7 @@ def arpack_top(loss, params):
 
 
 def sweep(method, task_cfg, paths, hessian_cfg, device, run_seed=0):
-    kind, split, model = build_run(task_cfg, run_seed)
+    kind, split, model = build_run(TaskSpec.from_dict(task_cfg).run_spec, run_seed)
     model.to(device).eval()
     batch = hessian_cfg.batch_size or len(split.x_train)
     x, y = split.x_train[:batch].to(device), split.y_train[:batch].to(device)
@@ -135,7 +135,9 @@ def sweep_together(task_cfg, runs, hessian_cfg, device):
     product for all runs at each checkpoint position. Returns seconds, products (per run, summed),
     batched products, and each run's eigenvalues."""
     seeds = [seed for seed, _ in runs]
-    _, replicas, losses = stacked_hessian_losses(task_cfg, seeds, hessian_cfg.batch_size, device)
+    _, replicas, losses = stacked_hessian_losses(
+        TaskSpec.from_dict(task_cfg).run_spec, seeds, hessian_cfg.batch_size, device
+    )
     gens = [torch.Generator().manual_seed(hessian_cfg.seed) for _ in runs]
     vectors, used, batched, elapsed = [None] * len(runs), 0, 0, 0.0
     eigs = [[] for _ in runs]
@@ -169,7 +171,9 @@ def run_checkpoints(args, task_cfg, hessian_cfg, run_seed: int, out: Path | None
     ckpt = Path(args.checkpoints or default)
     if out is not None or not ckpt.is_dir():
         ckpt = out or Path(tempfile.mkdtemp()) / "checkpoints"
-        train_run(task_cfg, run_seed, ckpt, device="cpu" if out else args.device, progress=False)
+        train_run(
+            TaskSpec.from_dict(task_cfg), run_seed, ckpt, device="cpu" if out else args.device, progress=False
+        )
     return list_checkpoints(ckpt)[:: args.stride or hessian_cfg.stride]
 
 

@@ -34,7 +34,11 @@ from latentstates.config import load_config  # noqa: E402
 from latentstates.measure.extract import run_metrics  # noqa: E402
 from latentstates.runs.runtime import build_run  # noqa: E402
 from latentstates.runs.train import schedule, train_group  # noqa: E402
-from latentstates.settings import HessianSettings, TrainSettings  # noqa: E402
+from latentstates.settings import (  # noqa: E402
+    HessianSettings,
+    TaskSpec,  # noqa: E402
+    TrainSettings,
+)
 from latentstates.tasks import image_data  # noqa: E402
 
 
@@ -70,7 +74,9 @@ def seconds_per_seed_epoch(task: dict, group: int, device: str, tmp: Path, resum
     dirs = [tmp / f"{task['kind']}_{task['train'].get('stacking', 'auto')}_{group}_{s}" for s in seeds]
     sync(device)
     start = time.perf_counter()
-    logs = train_group(task, seeds, dirs, device=device, progress=False, resume_every=resume_every)
+    logs = train_group(
+        TaskSpec.from_dict(task), seeds, dirs, device=device, progress=False, resume_every=resume_every
+    )
     sync(device)
     return (time.perf_counter() - start) / (group * task["train"]["epochs"]), dirs, logs[0]
 
@@ -126,7 +132,7 @@ def main() -> None:
                 task["data"]["dir"] = str(tmp / "data")
             full_epochs = task["train"]["epochs"]
             task["train"]["epochs"] = epochs
-            n_train = len(build_run(task, 0)[1].x_train)
+            n_train = len(build_run(TaskSpec.from_dict(task).run_spec, 0)[1].x_train)
             epoch_share = 1.0  # of the real data set's epoch that a timed epoch is
             if "dir" in task["data"]:  # image files written at --scale
                 n_train, epoch_share = round(n_train / args.scale), args.scale
@@ -151,7 +157,13 @@ def main() -> None:
             n_ckpt = len(list(dirs[0].glob("*.pt")))
             start = time.perf_counter()
             run_metrics(
-                task, 0, dirs[0], log, hessian.replace(enabled=False), device=args.device, progress=False
+                TaskSpec.from_dict(task),
+                0,
+                dirs[0],
+                log,
+                hessian.replace(enabled=False),
+                device=args.device,
+                progress=False,
             )
             per_ckpt = (time.perf_counter() - start) / n_ckpt
             per_hessian, products = 0.0, "not timed"
@@ -162,7 +174,13 @@ def main() -> None:
                     (few / p.name).write_bytes(p.read_bytes())
                 start = time.perf_counter()
                 table = run_metrics(
-                    task, 0, few, log, hessian.replace(stride=1), device=args.device, progress=False
+                    TaskSpec.from_dict(task),
+                    0,
+                    few,
+                    log,
+                    hessian.replace(stride=1),
+                    device=args.device,
+                    progress=False,
                 )
                 per_hessian = (time.perf_counter() - start) / len(table) - per_ckpt
                 products = f"{table['hessian_iters'].mean():.0f} products, batch {hessian.batch_size}"

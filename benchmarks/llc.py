@@ -48,7 +48,7 @@ from latentstates.runs.contract import trained_run  # noqa: E402
 from latentstates.runs.runtime import build_run  # noqa: E402
 from latentstates.runs.train import train_group  # noqa: E402
 from latentstates.runs.weights import load_into  # noqa: E402
-from latentstates.settings import LLCSettings  # noqa: E402
+from latentstates.settings import LLCSettings, TaskSpec  # noqa: E402
 
 
 def checkpoint_and_loader(run: dict, path: Path, llc: LLCSettings, device: torch.device, seed: int):
@@ -168,8 +168,8 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         dirs = [Path(tmp) / f"seed{s}" for s in seeds]
-        logs = train_group(task, seeds, dirs, device=args.device, progress=False)
-        runs = [trained_run(task, s, d, log) for s, d, log in zip(seeds, dirs, logs)]
+        logs = train_group(TaskSpec.from_dict(task), seeds, dirs, device=args.device, progress=False)
+        runs = [trained_run(TaskSpec.from_dict(task), s, d, log) for s, d, log in zip(seeds, dirs, logs)]
         last = len(runs[0]["checkpoints"]) - 1
         for run in runs:  # the last checkpoint only
             run["checkpoints"] = run["checkpoints"][last:]

@@ -35,7 +35,7 @@ from latentstates.runs.checkpoints import list_checkpoints, load_checkpoint  # n
 from latentstates.runs.runtime import build_run  # noqa: E402
 from latentstates.runs.train import train_run  # noqa: E402
 from latentstates.runs.weights import load_into  # noqa: E402
-from latentstates.settings import HessianSettings  # noqa: E402
+from latentstates.settings import HessianSettings, TaskSpec  # noqa: E402
 
 
 def per_matrix_metrics(matrices, biases) -> dict[str, float]:
@@ -51,7 +51,7 @@ def per_matrix_metrics(matrices, biases) -> dict[str, float]:
 
 
 def table(fn, task_cfg, paths) -> tuple[pd.DataFrame, float]:
-    kind, _, model = build_run(task_cfg, 0)
+    kind, _, model = build_run(TaskSpec.from_dict(task_cfg).run_spec, 0)
     start = time.perf_counter()
     rows = []
     with torch.no_grad():
@@ -72,7 +72,7 @@ def main() -> None:
     ckpt = Path(args.checkpoints or REPO / "results" / args.task / "runs" / "seed0" / "checkpoints")
     if not ckpt.is_dir():
         ckpt = Path(tempfile.mkdtemp()) / "checkpoints"
-        train_run(task_cfg, 0, ckpt, device="cpu", progress=False)
+        train_run(TaskSpec.from_dict(task_cfg), 0, ckpt, device="cpu", progress=False)
     paths = list_checkpoints(ckpt)
     table(weight_metrics, task_cfg, paths[:5])  # warm up both paths (imports, allocator)
     base, t_base = table(per_matrix_metrics, task_cfg, paths)
@@ -92,7 +92,7 @@ def main() -> None:
         log[col] = 0.0
     start = time.perf_counter()
     hessian = HessianSettings.of_task(cfg, args.task)
-    run_metrics(task_cfg, 0, ckpt, log, hessian, device="cpu", progress=False)
+    run_metrics(TaskSpec.from_dict(task_cfg), 0, ckpt, log, hessian, device="cpu", progress=False)
     whole = time.perf_counter() - start
     stride = hessian.stride
     print(f"  whole run_metrics, the Hessian every {stride}: {n / whole:.1f} checkpoints/s")

@@ -41,9 +41,10 @@ JOB = """
 import json, sys
 from latentstates.io import write_parquet
 from latentstates.runs.train import train_group
+from latentstates.settings import TaskSpec
 spec = json.loads(sys.argv[1])
 logs = train_group(
-    spec["task"], spec["seeds"], spec["dirs"], device=spec["device"], progress=False,
+    TaskSpec.from_dict(spec["task"]), spec["seeds"], spec["dirs"], device=spec["device"], progress=False,
     resume_every=spec["resume_every"],
 )
 for log, out in zip(logs, spec["logs"]):

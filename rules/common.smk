@@ -61,6 +61,7 @@ PATHS = {
     "table": f"{RESULTS}/{{task}}/analysis/{{table}}.{{ext}}",
     "analysis_summary": f"{RESULTS}/{{task}}/analysis/summary.json",
     "summary": f"{RESULTS}/summary.{{ext}}",
+    "views": f"{RESULTS}/interactive.html",
     "replication": f"{RESULTS}/replication.{{ext}}",
     "comparison_hmm": f"{COMPARISON}/hmm/{{table}}.{{ext}}",
     "comparison_table": f"{COMPARISON}/analysis/{{table}}.{{ext}}",
@@ -270,14 +271,9 @@ def canonical(obj):
 
 def task_config(task):
     """Everything that determines a run's training or import (and so its run record)."""
-    t = config["tasks"][task]
-    keys = {
-        "train": ("kind", "data_seed", "data", "model", "train"),
-        "checkpoints": ("source", "kind", "data_seed", "data", "model", "path"),
-        "huggingface": ("source", "architecture", "path", "hub"),
-        "runs": ("source", "path"),
-    }[t["source"]]
-    return canonical({k: t.get(k) for k in keys})
+    from latentstates.settings import TaskSpec
+
+    return canonical(TaskSpec.of_task(config, task).run_keys())
 
 
 def gpu_jobs():
@@ -307,7 +303,7 @@ def final_outputs():
             for t in MAIN_TASKS
             for n in ("k", "states", "edges")
         ]
-    summary = [path("summary", ext=e) for e in ("csv", "md", "tex")]
+    summary = [*(path("summary", ext=e) for e in ("csv", "md", "tex")), path("views")]
     if SEED_SETS:
         summary += [path("replication", ext=e) for e in ("csv", "md", "tex")]
     llc = [
@@ -317,6 +313,23 @@ def final_outputs():
     ]
     llc += [path("table", task=t, table="llc_states", ext="csv") for t in LLC_TASKS]
     return [*figures, *interactive, *tables, *summary, *llc, *comparison_outputs()]
+
+
+def interactive_views():
+    """Every interactive view of the run as (group, label, file): each task's, then each
+    comparison's, in the order interactive_views' page lists them."""
+    labels = {"training_curves": "training curves", "transition_graph": "transition graph"}
+    views = []
+    for t in MAIN_TASKS:
+        views += [(t, labels[f], path("figure", task=t, figure=f, ext="html")) for f in INTERACTIVE]
+        if t in LLC_TASKS:
+            views.append((t, "local learning coefficient", path("figure", task=t, figure="llc", ext="html")))
+    for c in COMPARISONS:
+        views += [
+            (f"comparison {c}", labels[f], path("comparison_figure", comparison=c, figure=f, ext="html"))
+            for f in INTERACTIVE
+        ]
+    return views
 
 
 def comparison_tasks(comparison):

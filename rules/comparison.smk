@@ -119,18 +119,8 @@ rule plot_comparison:
             comparison=True,
         ),
         curves_svg=path("comparison_figure", figure="training_curves", ext="svg"),
-        curves_html=reported(
-            path("comparison_figure", figure="training_curves", ext="html"),
-            caption="comparison_interactive_curves",
-            result="training curves by shared state (interactive)",
-            comparison=True,
-        ),
-        graph_html=reported(
-            path("comparison_figure", figure="transition_graph", ext="html"),
-            caption="comparison_interactive_graph",
-            result="shared transition graph (interactive)",
-            comparison=True,
-        ),
+        curves_html=path("comparison_figure", figure="training_curves", ext="html"),
+        graph_html=path("comparison_figure", figure="transition_graph", ext="html"),
     log:
         log("plot_comparison", comparison=True),
     conda:

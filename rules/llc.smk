@@ -20,12 +20,7 @@ rule llc_analysis:
             result="LLC by state",
         ),
         svg=path("figure", figure="llc", ext="svg"),
-        html=reported(
-            path("figure", figure="llc", ext="html"),
-            caption="llc_interactive",
-            subcategory="Local learning coefficient",
-            result="LLC by state (interactive)",
-        ),
+        html=path("figure", figure="llc", ext="html"),
     log:
         log("llc_analysis"),
     benchmark:

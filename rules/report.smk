@@ -85,18 +85,9 @@ rule interactive:
         edges=path("table", table="edges", ext="csv"),
         summary=path("analysis_summary"),
     output:
-        curves=reported(
-            path("figure", figure="training_curves", ext="html"),
-            caption="interactive_curves",
-            subcategory="Interactive",
-            result="training curves (interactive)",
-        ),
-        graph=reported(
-            path("figure", figure="transition_graph", ext="html"),
-            caption="interactive_graph",
-            subcategory="Interactive",
-            result="transition graph (interactive)",
-        ),
+        # Each view opens alone; the report embeds them through interactive_views' one page.
+        curves=path("figure", figure="training_curves", ext="html"),
+        graph=path("figure", figure="transition_graph", ext="html"),
     log:
         log("interactive"),
     conda:
@@ -106,3 +97,26 @@ rule interactive:
         code=code("interactive.py"),
     script:
         "../workflow/scripts/interactive.py"
+
+
+# Every interactive view in one page (plotly.js once): what the report embeds.
+rule interactive_views:
+    input:
+        [file for _, _, file in interactive_views()],
+    output:
+        reported(
+            path("views"),
+            caption="interactive_views",
+            category="Interactive views",
+            result="every task's and comparison's interactive views",
+        ),
+    log:
+        f"{RESULTS}/logs/interactive_views.log",
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    params:
+        code=code("interactive_views.py"),
+        views=[(group, label) for group, label, _ in interactive_views()],
+    script:
+        "../workflow/scripts/interactive_views.py"

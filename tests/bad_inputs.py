@@ -61,6 +61,7 @@ def make_base(root: Path) -> Base:
     from latentstates.config import validate_config
     from latentstates.runs.checkpoints import list_checkpoints, load_checkpoint
     from latentstates.runs.train import train_run
+    from latentstates.settings import TaskSpec
 
     parity = {
         "kind": "sparse_parity",
@@ -69,7 +70,7 @@ def make_base(root: Path) -> Base:
     }
     train = {"optimizer": "sgd", "lr": 0.1, "batch_size": 16, "epochs": 2, "checkpoint_every": 1}
     task = validate_config({"tasks": {"parity": {**parity, "seeds": 1, "train": train}}})["tasks"]["parity"]
-    train_run(task, 0, root / "parity", progress=False)
+    train_run(TaskSpec.from_dict(task), 0, root / "parity", progress=False)
     states = []
     for path in list_checkpoints(root / "parity"):
         payload = load_checkpoint(path)

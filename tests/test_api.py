@@ -33,13 +33,13 @@ def test_the_notebook_example_of_the_docs_runs_on_a_table_of_ones_own(tmp_path, 
     namespace: dict = {}
     exec(compile(docs_example(), "docs/api.md", "exec"), namespace)
     fit, found, metrics = namespace["fit"], namespace["found"], namespace["metrics"]
-    assert len(fit.states) == len(table) and set(fit.states["state"]) == set(range(fit.model["k"]))
-    assert fit.model["features"] == [f"f{i}" for i in range(6)]
-    assert found["summary"]["k"] == fit.model["k"] >= 2
-    assert found["summary"]["n_converged"] == metrics["run"].nunique()  # every run reaches 0.95
+    assert len(fit.states) == len(table) and set(fit.states["state"]) == set(range(fit.model.k))
+    assert fit.model.features == [f"f{i}" for i in range(6)]
+    assert found.summary["k"] == fit.model.k >= 2
+    assert found.summary["n_converged"] == metrics["run"].nunique()  # every run reaches 0.95
     assert (tmp_path / "states.png").stat().st_size > 10_000
     assert (tmp_path / "transitions.png").stat().st_size > 10_000
-    assert f"K = {fit.model['k']}" in capsys.readouterr().out
+    assert f"K = {fit.model.k}" in capsys.readouterr().out
 
 
 def test_read_metrics_names_the_cell_of_a_bad_table(tmp_path):

@@ -18,6 +18,7 @@ from latentstates.runs.contract import read_run, run_checkpoint_paths
 from latentstates.runs.sources import import_written_run
 from latentstates.runs.weights import load_weights
 from latentstates.runs.writer import RunWriter
+from latentstates.settings import TaskSpec
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")  # the Trainer needs it
@@ -110,7 +111,7 @@ def test_a_written_run_is_readable_after_every_checkpoint_and_resumes(tmp_path):
     assert [c["step"] for c in read_run(tmp_path / "run" / "run.json")["checkpoints"]] == [0, 10, 20, 30]
     # A checkpoint file written when the run was killed before run.json: not part of the run.
     (tmp_path / "run" / "checkpoints" / "step000000040.safetensors").write_bytes(b"half")
-    run, log = import_written_run("own", {"path": str(tmp_path / "run")}, 3)
+    run, log = import_written_run(TaskSpec(name="own", source="runs", path=str(tmp_path / "run")), 3)
     assert len(run["checkpoints"]) == len(log) == 4 and run["source"] == "callback"
 
 

@@ -79,7 +79,7 @@ def run_comparison(p_base: float, p_other: float, n_runs: int, seed: int):
     pooled = number_runs(metrics, runs)
     out = compare_recipes(pooled, fit.states, fit.model, runs, {"base": 0.9, "other": 0.9}, SETTINGS)
     fitted = [g.sort_values("checkpoint")["state"].to_numpy() for _, g in fit.states.groupby("seed")]
-    to_true = match_states(agreement(base_paths + other_paths, fitted, 4, fit.model["k"]))
+    to_true = match_states(agreement(base_paths + other_paths, fitted, 4, fit.model.k))
     return out, to_true
 
 
@@ -232,5 +232,5 @@ def test_a_comparison_gets_the_global_hmm_with_its_overrides(tiny_task):
     )
     hmm = HMMSettings.of_comparison(config, "c")
     assert (hmm.restarts, hmm.n_states) == (3, 2)  # the task's own override does not apply
-    assert ComparisonSettings.of_config(config, "c") == ComparisonSettings.defaults(tasks=["t", "u"])
+    assert ComparisonSettings.of_comparison(config, "c") == ComparisonSettings.defaults(tasks=["t", "u"])
     assert json.dumps(config["comparisons"]["c"], sort_keys=True)  # plain data (a rule's param)

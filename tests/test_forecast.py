@@ -15,7 +15,8 @@ import yaml
 from conftest import REPO
 from latentstates.forecast.evaluation import evaluate, summarise
 from latentstates.forecast.model import Forecaster
-from latentstates.settings import ForecastSettings, HMMSettings
+from latentstates.settings import ForecastSettings, HMMSettings, TaskSpec
+from latentstates.states.model import GaussianHMM, StateModel, ZScores
 
 FEATURES = ["f0", "f1", "f2"]
 # A left-to-right chain 0 → 1 → 2 with a detour 0 → 3 → 1 that some runs take; a run has
@@ -34,16 +35,10 @@ LENGTH = 80
 SIMULATE = ForecastSettings.defaults(method="simulate", level=0.8, samples=2000)
 
 
-def _known_model() -> dict:
-    return {
-        "k": 4,
-        "covariance": "full",
-        "starts": STARTS,
-        "transitions": TRANSITIONS,
-        "means": MEANS,
-        "covs": COVS,
-        "features": FEATURES,
-    }
+def _known_hmm() -> GaussianHMM:
+    return GaussianHMM.from_json(
+        {"covariance": "full", "starts": STARTS, "transitions": TRANSITIONS, "means": MEANS, "covs": COVS}
+    )
 
 
 def _simulate_runs(n: int, seed: int) -> pd.DataFrame:
@@ -61,19 +56,16 @@ def _simulate_runs(n: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _identity_zscore(model: dict, runs: list[int]) -> dict:
+def _identity_zscore(hmm: GaussianHMM, runs: list[int]) -> StateModel:
     """The known model lives in raw units: normalising statistics of 0 and 1."""
-    return {
-        **model,
-        "train_runs": runs,
-        "zscore": {"runs": runs, "mean": [[0.0] * 3] * len(runs), "std": [[1.0] * 3] * len(runs)},
-    }
+    scores = ZScores("run", runs, [[0.0] * 3] * len(runs), [[1.0] * 3] * len(runs))
+    return StateModel(hmm, "full", FEATURES, train_runs=runs, zscore=scores)
 
 
 @pytest.fixture(scope="module")
 def known():
     fitted = _simulate_runs(300, seed=1)
-    model = _identity_zscore(_known_model(), list(range(300)))
+    model = _identity_zscore(_known_hmm(), list(range(300)))
     fc = Forecaster.fit(model, fitted, threshold=0.5, detour_states=[3])
     return fc, _simulate_runs(300, seed=2)
 
@@ -129,7 +121,7 @@ def test_detour_flag_and_current_state_on_a_known_path(known):
 
 def test_forecast_at_t_ignores_later_checkpoints():
     metrics = _simulate_runs(12, seed=3)
-    model = _identity_zscore(_known_model(), list(range(12)))
+    model = _identity_zscore(_known_hmm(), list(range(12)))
     hmm = HMMSettings.defaults(covariance="full", max_iter=10, tol=0.1, var_floor=1e-5, covariance_prior=1e-2)
     settings = ForecastSettings.defaults(fractions=[0.25, 0.5], folds=3, restarts=1, samples=200, seed=0)
     before = evaluate(metrics, model, 0.5, settings, hmm)
@@ -160,8 +152,9 @@ def test_command_line_on_a_run_still_training(tiny_run, tmp_path):
         "import json, sys; sys.path.insert(0, sys.argv[1]);"
         "from latentstates.config import validate_config;"
         "from latentstates.runs.train import train_run;"
+        "from latentstates.settings import TaskSpec;"
         "cfg = validate_config({'tasks': {'t': json.loads(sys.argv[2])}})['tasks']['t'];"
-        "train_run(cfg, 7, sys.argv[3], device='cpu', progress=False)"
+        "train_run(TaskSpec.from_dict(cfg), 7, sys.argv[3], device='cpu', progress=False)"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", script, str(REPO / "src"), json.dumps(task_cfg), str(ckpt)],
@@ -246,13 +239,15 @@ def test_partial_run_reads_eval_accuracy_from_checkpoints_and_skips_a_torn_newes
 
     cfg = load_config(TINY)["tasks"]["sparse_parity"]
     cfg["train"]["epochs"] = 5
-    log = train_run(cfg, 2, tmp_path / "done" / "checkpoints", progress=False, resume_every=1e9)
+    log = train_run(
+        TaskSpec.from_dict(cfg), 2, tmp_path / "done" / "checkpoints", progress=False, resume_every=1e9
+    )
     staging = tmp_path / "running" / "checkpoints.partial"
     staging.parent.mkdir()
     os.rename(tmp_path / "done" / "checkpoints", staging)
     newest = list_checkpoints(staging)[-1]
     newest.write_bytes(newest.read_bytes()[:200])
-    table = partial_run_table(cfg, 2, tmp_path / "running" / "checkpoints")
+    table = partial_run_table(TaskSpec.from_dict(cfg), 2, tmp_path / "running" / "checkpoints")
     assert table["checkpoint"].tolist() == log["checkpoint"].tolist()[:-1]
     assert table["eval_acc"].tolist() == log["eval_acc"].tolist()[:-1]
     # A torn file anywhere else, or in a finished run's directory, is an error naming it.
@@ -260,7 +255,7 @@ def test_partial_run_reads_eval_accuracy_from_checkpoints_and_skips_a_torn_newes
     finished.parent.mkdir()
     os.rename(staging, finished)
     with pytest.raises(ValueError, match=newest.name):
-        partial_run_table(cfg, 2, finished)
+        partial_run_table(TaskSpec.from_dict(cfg), 2, finished)
 
 
 def test_partial_run_stops_at_a_missing_checkpoint_with_eval_accuracy_aligned(tmp_path):
@@ -275,13 +270,13 @@ def test_partial_run_stops_at_a_missing_checkpoint_with_eval_accuracy_aligned(tm
     cfg = load_config(TINY)["tasks"]["sparse_parity"]
     cfg["train"]["epochs"] = 6
     directory = tmp_path / "seed2" / "checkpoints"
-    log = train_run(cfg, 2, directory, progress=False, resume_every=1e9)
+    log = train_run(TaskSpec.from_dict(cfg), 2, directory, progress=False, resume_every=1e9)
     log.to_parquet(tmp_path / "seed2" / "train_log.parquet")
     paths = list_checkpoints(directory)
     paths[3].unlink()
-    table = partial_run_table(cfg, 2, directory)
+    table = partial_run_table(TaskSpec.from_dict(cfg), 2, directory)
     assert table["checkpoint"].tolist() == [0, 1, 2]
     assert table["eval_acc"].tolist() == log["eval_acc"].tolist()[:3]
     paths[0].unlink()
     with pytest.raises(ValueError, match="must start at index 0"):
-        partial_run_table(cfg, 2, directory)
+        partial_run_table(TaskSpec.from_dict(cfg), 2, directory)

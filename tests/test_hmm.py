@@ -440,8 +440,8 @@ def test_cross_validation_over_runs_picks_the_planted_k_and_fits_on_every_run():
     )
     fit = hmm.fit_task(metrics, s)
     selection = fit.summary.set_index("k")
-    assert fit.model["k"] == 3 and selection["cv_ll"].idxmax() == 3
-    assert fit.model["train_runs"] == list(range(16)) and fit.model["val_runs"] == []
+    assert fit.model.k == 3 and selection["cv_ll"].idxmax() == 3
+    assert fit.model.train_runs == list(range(16)) and fit.model.val_runs == []
     assert selection["val_ll"].isna().all()  # no single held-out split
     seqs = zscore_runs(metrics, ["a", "b", "c"], pooled=True)
     scores = hmm.fold_scores(seqs, s)

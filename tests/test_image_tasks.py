@@ -19,7 +19,7 @@ from latentstates.measure.hessian import top_eigenvalue
 from latentstates.runs.checkpoints import checkpoint_path
 from latentstates.runs.runtime import build_run
 from latentstates.runs.train import train_group
-from latentstates.settings import HessianSettings
+from latentstates.settings import HessianSettings, TaskSpec
 from latentstates.tasks import image_data
 from latentstates.tasks.models import ImageInput, ResNet18, random_crop_flip
 from latentstates.tasks.replicas import Replicas
@@ -101,8 +101,8 @@ def test_image_tasks_read_the_prepared_files_shared_by_every_seed(tmp_path):
     written = write_mnist(tmp_path, n_train=20, n_test=8)
     cfg = validate_config({"data_dir": str(tmp_path), "tasks": _tasks(tmp_path)})["tasks"]
     assert cfg["mnist"]["data"]["dir"] == str(tmp_path)  # the global data_dir
-    _, split0, model = build_run(cfg["mnist"], 0)
-    _, split1, _ = build_run(cfg["mnist"], 1)
+    _, split0, model = build_run(TaskSpec.from_dict(cfg["mnist"]).run_spec, 0)
+    _, split1, _ = build_run(TaskSpec.from_dict(cfg["mnist"]).run_spec, 1)
     assert split0.x_train is split1.x_train  # read once, shared by the seeds of a job
     np.testing.assert_array_equal(split0.x_train.numpy(), written["train"][0])
     assert [tuple(w.shape) for w in (layer.weight for layer in model.layers)] == [
@@ -188,9 +188,13 @@ def test_cifar_seeds_batched_equal_seeds_alone(tmp_path):
     write_cifar100(tmp_path, n_train=16, n_test=4)
     task = validate_config({"tasks": _tasks(tmp_path)})["tasks"]["cifar"]
     task["train"].update(batch_size=8, epochs=2, checkpoint_every=2)  # 4 steps, a new data order at step 2
-    batched = train_group(task, [0, 1], [tmp_path / "b0", tmp_path / "b1"], device="cpu", progress=False)
+    batched = train_group(
+        TaskSpec.from_dict(task), [0, 1], [tmp_path / "b0", tmp_path / "b1"], device="cpu", progress=False
+    )
     for seed in (0, 1):
-        alone = train_group(task, [seed], [tmp_path / f"a{seed}"], device="cpu", progress=False)[0]
+        alone = train_group(
+            TaskSpec.from_dict(task), [seed], [tmp_path / f"a{seed}"], device="cpu", progress=False
+        )[0]
         assert alone["checkpoint"].tolist() == batched[seed]["checkpoint"].tolist() == [0, 1, 2]
         cols = ["train_loss", "train_acc", "eval_loss", "eval_acc"]
         np.testing.assert_array_equal(batched[seed][cols], alone[cols])
@@ -212,10 +216,14 @@ def test_cifar_seeds_trained_as_grouped_convolutions_follow_each_seed_alone(tmp_
     write_cifar100(tmp_path, n_train=16, n_test=4)
     task = validate_config({"tasks": _tasks(tmp_path)})["tasks"]["cifar"]
     task["train"].update(batch_size=8, epochs=2, checkpoint_every=2, stacking="grouped")
-    grouped = train_group(task, [0, 1], [tmp_path / "g0", tmp_path / "g1"], device="cpu", progress=False)
+    grouped = train_group(
+        TaskSpec.from_dict(task), [0, 1], [tmp_path / "g0", tmp_path / "g1"], device="cpu", progress=False
+    )
     task["train"]["stacking"] = "one_by_one"
     for seed in (0, 1):
-        alone = train_group(task, [seed], [tmp_path / f"a{seed}"], device="cpu", progress=False)[0]
+        alone = train_group(
+            TaskSpec.from_dict(task), [seed], [tmp_path / f"a{seed}"], device="cpu", progress=False
+        )[0]
         cols = ["train_loss", "eval_loss"]
         np.testing.assert_allclose(grouped[seed][cols], alone[cols], rtol=1e-8)
         a = torch.load(checkpoint_path(tmp_path / f"a{seed}", 2), weights_only=True)["model"]

@@ -18,6 +18,7 @@ from latentstates.measure.llc import (
     llc_estimates,
     sgld_traces,
 )
+from latentstates.settings import TaskSpec
 
 
 def generators(count: int, seed: int = 0) -> list[torch.Generator]:
@@ -259,8 +260,8 @@ def test_a_seed_groups_runs_together_equal_each_run_alone(tmp_path, tiny_config)
     runs, files = [], []
     for seed in (0, 1):
         out = tmp_path / f"seed{seed}"
-        log = train_run(task, seed, out, progress=False)
-        runs.append(trained_run(task, seed, out, log))
+        log = train_run(TaskSpec.from_dict(task), seed, out, progress=False)
+        runs.append(trained_run(TaskSpec.from_dict(task), seed, out, log))
         files.append(out / "run.json")
     llc = LLCSettings.of_task(config, "sparse_parity")
     both = group_llcs(runs, files, llc, device="cpu", progress=False)
@@ -385,8 +386,8 @@ def test_agrees_with_devinterp_on_a_trained_checkpoint(tmp_path, tiny_config):
     config = validate_config(tiny_config)
     task = config["tasks"]["sparse_parity"]
     task["train"]["epochs"] = 40
-    log = train_run(task, 0, tmp_path, progress=False)
-    run = trained_run(task, 0, tmp_path, log)
+    log = train_run(TaskSpec.from_dict(task), 0, tmp_path, progress=False)
+    run = trained_run(TaskSpec.from_dict(task), 0, tmp_path, log)
     run["checkpoints"] = run["checkpoints"][-1:]
     settings = {"chains": 16, "draws": 200, "burn_in": 50, "batch_size": 32, "epsilon": 1e-3}
     llc = LLCSettings.from_dict({**config["metrics"]["llc"], **settings, "stride": 1})

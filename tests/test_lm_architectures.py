@@ -246,10 +246,10 @@ def test_the_hmm_leaves_out_features_no_run_has():
         features=["l1", "l2", "var_b"], max_states=2, restarts=2, val_fraction=0.0, criterion="bic_train"
     )
     fit = fit_task(pd.concat(rows, ignore_index=True), settings)
-    assert fit.model["features"] == ["l1", "l2"] and fit.model["dropped_features"] == {
+    assert fit.model.features == ["l1", "l2"] and fit.model.dropped_features == {
         "var_b": "missing for every run"
     }
-    assert fit.model["excluded_runs"] == {} and fit.model["k"] == 2
+    assert fit.model.excluded_runs == {} and fit.model.k == 2
 
 
 # ---------------------------------------------------------------- series through the workflow

@@ -7,7 +7,7 @@ import pytest
 
 from latentstates.settings import HMMSettings, StabilitySettings
 from latentstates.states import criteria, folds, k_stability, selection, stability
-from latentstates.states.model import GaussianHMM, degeneracy
+from latentstates.states.model import GaussianHMM, StateModel, degeneracy
 
 
 def _chain(k: int, stay: float) -> np.ndarray:
@@ -63,8 +63,8 @@ def test_a_degenerate_optimum_is_recognised_and_never_chosen(criterion):
     assert (two["train_ll"] > one_ll + 1000).all()
     # ...yet it is never kept, and the chosen model is not degenerate.
     assert not (restarts["kept"] & (restarts["degenerate"] != "")).any()
-    assert fit.model["k"] != 2
-    assert degeneracy(GaussianHMM.from_json(fit.model)) == ""
+    assert fit.model.k != 2
+    assert degeneracy(fit.model.hmm) == ""
 
 
 def test_perturbations_refold_every_run_or_subsample_without_replacement():
@@ -147,8 +147,13 @@ def test_replicates_need_a_task_trained_here(config, tmp_path):
 
 def test_the_replication_table_counts_the_sets_that_agree():
     sets = {"a": ["a", "a_set2", "a_set3"], "b": ["b", "b_set2"]}
-    models = {"a": {"k": 5, "criterion": "cv_1se"}, "a_set2": {"k": 5}, "a_set3": {"k": 4}}
-    models |= {"b": {"k": 3, "criterion": "cv_1se"}, "b_set2": {"k": 3}}
+
+    def model(k, criterion=None):
+        hmm = GaussianHMM(np.full(k, 1 / k), np.eye(k), None, np.zeros((k, 1)), np.ones((k, 1)), "diag")
+        return StateModel(hmm, "diag", ["l2"], criterion=criterion)
+
+    models = {"a": model(5, "cv_1se"), "a_set2": model(5), "a_set3": model(4)}
+    models |= {"b": model(3, "cv_1se"), "b_set2": model(3)}
     seeds = {"a": [0, 1], "a_set2": [2, 3], "a_set3": [4, 5], "b": [0], "b_set2": [1]}
     table = criteria.replication_table(sets, models, seeds).set_index("task")
     assert table.loc["a", "k"] == "5 / 5 / 4" and table.loc["a", "agreement"] == "2/3"
@@ -201,8 +206,8 @@ def test_the_default_criterion_recovers_a_planted_k_and_per_run_zscores_inflate_
         metrics = _planted_metrics(seed)
         common = dict(features=["a", "b", "c"], max_states=5, restarts=5, max_iter=40, tol=0.01)
         common |= dict(covariance_prior=1e-2, cv_folds=4, cv_repeats=1)
-        pooled.append(selection.fit_task(metrics, HMMSettings.defaults(**common, zscore="pooled")).model["k"])
-        per_run.append(selection.fit_task(metrics, HMMSettings.defaults(**common, zscore="run")).model["k"])
+        pooled.append(selection.fit_task(metrics, HMMSettings.defaults(**common, zscore="pooled")).model.k)
+        per_run.append(selection.fit_task(metrics, HMMSettings.defaults(**common, zscore="run")).model.k)
     assert pooled == [3] * 5
     assert sum(k > 3 for k in per_run) >= 4
 
@@ -232,7 +237,7 @@ def test_repeated_folds_average_each_run_and_each_repeat_chooses_alone():
     choices = folds.repeat_choices(scores, 3, "full", "cv_1se")
     assert len(choices) == 3 and all(1 <= k <= 3 for k in choices)
     fit = selection.fit_task(metrics, s.replace(criterion="cv_1se"))
-    assert fit.model["k_repeats"] == choices
+    assert fit.model.k_repeats == choices
 
 
 def test_a_split_of_the_best_smaller_fit_reaches_the_optimum_that_restarts_miss():

@@ -30,7 +30,7 @@ from latentstates.runs.checkpoints import (
     staging_dir,
 )
 from latentstates.runs.train import train_group, train_run
-from latentstates.settings import HessianSettings, HMMSettings
+from latentstates.settings import HessianSettings, HMMSettings, TaskSpec
 from latentstates.states.selection import fit_task
 
 HESSIAN = HessianSettings.defaults(batch_size=64, stride=2, tol=1e-3, max_iter=20, seed=0, krylov_dim=20)
@@ -138,12 +138,15 @@ def test_a_kill_at_any_file_operation_leaves_a_common_readable_resume_state(tmp_
 @pytest.mark.parametrize("seeds", [[0], [0, 1, 2]], ids=["alone", "group"])
 def test_killed_training_resumes_bit_identical_even_past_a_corrupt_state(tmp_path, seeds, caplog, config):
     cfg = _slow_parity(config)
-    reference = train_group(cfg, seeds, [tmp_path / f"reference{s}" for s in seeds], progress=False)
+    reference = train_group(
+        TaskSpec.from_dict(cfg), seeds, [tmp_path / f"reference{s}" for s in seeds], progress=False
+    )
 
     dirs = [tmp_path / f"killed{s}" for s in seeds]
     code = (
         "import sys, yaml; from latentstates.runs.train import train_group; "
-        f"train_group(yaml.safe_load(sys.stdin), {seeds!r}, {[str(d) for d in dirs]!r}, "
+        "from latentstates.settings import TaskSpec; "
+        f"train_group(TaskSpec.from_dict(yaml.safe_load(sys.stdin)), {seeds!r}, {[str(d) for d in dirs]!r}, "
         "progress=False, resume_every=0)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, text=True)
@@ -168,7 +171,7 @@ def test_killed_training_resumes_bit_identical_even_past_a_corrupt_state(tmp_pat
     step = torch.load(staging_dir(dirs[0]) / f"resume_{expected:06d}.pt", weights_only=True)["step"]
 
     with caplog.at_level(logging.INFO, logger="latentstates"):
-        resumed = train_group(cfg, seeds, dirs, progress=False)
+        resumed = train_group(TaskSpec.from_dict(cfg), seeds, dirs, progress=False)
     assert f"{newest}: unreadable resume state" in caplog.text
     assert f"resuming from step {step} " in caplog.text  # the newest state every run can read
     for seed, d, log, ref in zip(seeds, dirs, resumed, reference):
@@ -246,32 +249,32 @@ def test_snakemake_rerun_after_kill_matches_uninterrupted_run(make_workdir, tiny
 
 def test_bad_checkpoint_inputs_name_the_file(tmp_path, config):
     cfg = config()["tasks"]["sparse_parity"]
-    log = train_run(cfg, 0, tmp_path / "run", progress=False)
+    log = train_run(TaskSpec.from_dict(cfg), 0, tmp_path / "run", progress=False)
 
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match=str(empty)):
-        run_metrics(cfg, 0, empty, log, HESSIAN, progress=False)
+        run_metrics(TaskSpec.from_dict(cfg), 0, empty, log, HESSIAN, progress=False)
     with pytest.raises(FileNotFoundError, match="missing"):
-        run_metrics(cfg, 0, tmp_path / "missing", log, HESSIAN, progress=False)
+        run_metrics(TaskSpec.from_dict(cfg), 0, tmp_path / "missing", log, HESSIAN, progress=False)
 
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     (wrong / "ckpt_000000.pt").write_text("not a checkpoint")
     with pytest.raises(ValueError, match=r"wrong/ckpt_000000\.pt: not a readable checkpoint"):
-        run_metrics(cfg, 0, wrong, log, HESSIAN, progress=False)
+        run_metrics(TaskSpec.from_dict(cfg), 0, wrong, log, HESSIAN, progress=False)
 
     truncated = tmp_path / "truncated"
     shutil.copytree(tmp_path / "run", truncated)
     victim = list_checkpoints(truncated)[3]
     victim.write_bytes(victim.read_bytes()[:200])
     with pytest.raises(ValueError, match=rf"{victim.name}: not a readable checkpoint"):
-        run_metrics(cfg, 0, truncated, log, HESSIAN, progress=False)
+        run_metrics(TaskSpec.from_dict(cfg), 0, truncated, log, HESSIAN, progress=False)
 
     other = config()["tasks"]["sparse_parity"]
     other["model"]["hidden"] = [7]
     with pytest.raises(ValueError, match="do not fit the configured model"):
-        run_metrics(other, 0, tmp_path / "run", log, HESSIAN, progress=False)
+        run_metrics(TaskSpec.from_dict(other), 0, tmp_path / "run", log, HESSIAN, progress=False)
 
 
 def test_tables_with_missing_columns_or_garbage_name_the_file(tmp_path):

@@ -74,9 +74,12 @@ def test_report_holds_every_figure_and_table(report):
         assert task in html
         for fig in FIGURES:
             assert f"{fig}.png" in html
+    # The interactive views through one page that carries plotly.js once, not each view's file.
+    assert '"filename": "interactive.html"' in html
+    assert (
+        '"filename": "training_curves.html"' not in html and '"filename": "transition_graph.html"' not in html
+    )
     for name in [
-        "training_curves.html",
-        "transition_graph.html",
         "summary.csv",
         "edges.csv",
         "regression.csv",
@@ -123,6 +126,55 @@ def test_interactive_views_render_offline(browser, tiny_run, task, view):
         ("step" in hover) if view == "training_curves" else ("probability" in hover)
     )
     page.close()
+
+
+def test_the_page_of_every_view_shows_each_one(browser, tiny_run):
+    """results/interactive.html (the report's interactive page): a menu of every task's and
+    comparison's views, each drawn when chosen, no script errors."""
+    from latentstates.report.interactive import read_figure
+
+    path = tiny_run / "results" / "interactive.html"
+    plot = "document.querySelector('.js-plotly-plot')"
+    page, errors = _open(browser, path, ready=f"{plot} !== null && {plot}.data !== undefined")
+    buttons = page.locator("#menu button")
+    labels = buttons.all_inner_texts()
+    groups = page.locator("#menu h4").all_inner_texts()
+    assert groups == ["modular_addition", "sparse_parity", "comparison both"]  # the tasks' order
+    assert labels.count("training curves") == 3 and labels.count("transition graph") == 3
+    assert "local learning coefficient" in labels  # sparse_parity estimates the LLC
+    for i in range(len(labels)):
+        buttons.nth(i).click()
+        expected = read_figure(path, i)["layout"]["title"]["text"]
+        page.wait_for_function(f"{plot}.layout.title.text === {expected!r}", timeout=60_000)
+        assert page.evaluate(f"{plot}.data.length") == len(read_figure(path, i)["data"])
+    assert errors == []
+    # The page's figures are the views' own.
+    assert read_figure(path, 0) == read_figure(
+        tiny_run / "results" / TASKS[0] / "figures" / "training_curves.html"
+    )
+    page.close()
+
+
+def test_a_page_of_views_is_smaller_than_its_views(tmp_path):
+    """combine_views keeps each figure and plotly.js once."""
+    import plotly.graph_objects as go
+
+    from latentstates.report.interactive import combine_views, read_figure, save_html
+
+    views = []
+    for i in range(3):
+        fig = go.Figure(go.Scatter(x=list(range(100)), y=[i] * 100, name=f"seed {i}"))
+        fig.update_layout(title=f"view {i}")
+        save_html(fig, tmp_path / f"{i}.html")
+        views.append(("task", f"view {i}", tmp_path / f"{i}.html"))
+    combine_views(views, tmp_path / "all.html")
+    assert [read_figure(tmp_path / "all.html", i)["layout"]["title"]["text"] for i in range(3)] == [
+        "view 0",
+        "view 1",
+        "view 2",
+    ]
+    one = (tmp_path / "0.html").stat().st_size
+    assert (tmp_path / "all.html").stat().st_size < 1.1 * one
 
 
 def test_a_view_carries_its_figure_and_plotly_compressed(tmp_path):

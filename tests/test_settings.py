@@ -70,3 +70,28 @@ def test_a_bad_override_names_the_key():
         HMMSettings.defaults(restarts=0)
     with pytest.raises(ConfigError, match="lacks"):
         HMMSettings.from_dict({"restarts": 2})
+
+
+def test_every_field_has_its_gist_beside_it_and_the_schemas_description():
+    """Each settings field is documented where it is defined (a comment beside it) and fully in the
+    schema, from which docs/configuration.md is generated."""
+    import inspect
+    import re
+
+    from latentstates import settings
+    from latentstates.config import section_schema
+
+    classes = [
+        c
+        for c in vars(settings).values()
+        if isinstance(c, type) and dataclasses.is_dataclass(c) and issubclass(c, settings._Settings)
+    ]
+    assert len(classes) >= 8
+    for cls in classes:
+        source = inspect.getsource(cls)
+        described = section_schema(cls.SECTION)["properties"]
+        for f in dataclasses.fields(cls):
+            assert re.search(rf"^    {f.name}: [^\n]+  # \S", source, re.M), (
+                f"{cls.__name__}.{f.name}: no comment"
+            )
+            assert described[f.name].get("description"), f"schema {cls.SECTION}.{f.name}: no description"

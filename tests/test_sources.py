@@ -20,6 +20,7 @@ from latentstates.runs.external_tables import metrics_table, performance_log, re
 from latentstates.runs.sources import checkpoint_steps
 from latentstates.runs.train import train_run
 from latentstates.runs.weights import load_weights
+from latentstates.settings import TaskSpec
 
 
 class Payload:  # pickled code in a checkpoint: refused by weights_only
@@ -206,7 +207,7 @@ def _plain_state_dict_runs(task_cfg, root, seeds):
 
     for seed in seeds:
         out = root / "trained" / f"seed{seed}"
-        train_run(task_cfg, seed, out, progress=False)
+        train_run(TaskSpec.from_dict(task_cfg), seed, out, progress=False)
         dest = root / "theirs" / f"run{seed}"
         dest.mkdir(parents=True)
         for ckpt in sorted(out.glob("ckpt_*.pt")):

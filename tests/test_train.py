@@ -8,13 +8,13 @@ from latentstates.columns import PAPER_FEATURES
 from latentstates.measure.extract import run_metrics
 from latentstates.runs.checkpoints import list_checkpoints, load_checkpoint
 from latentstates.runs.train import train_group, train_run
-from latentstates.settings import HessianSettings, HMMSettings, TrainSettings
+from latentstates.settings import HessianSettings, HMMSettings, TaskSpec, TrainSettings
 
 
 def test_training_is_deterministic_and_checkpoints_every_interval(tmp_path, config):
     cfg = config()["tasks"]["modular_addition"]
-    a = train_run(cfg, 1, tmp_path / "a", progress=False)
-    b = train_run(cfg, 1, tmp_path / "b", progress=False)
+    a = train_run(TaskSpec.from_dict(cfg), 1, tmp_path / "a", progress=False)
+    b = train_run(TaskSpec.from_dict(cfg), 1, tmp_path / "b", progress=False)
     pd.testing.assert_frame_equal(a, b)
     total, every = cfg["train"]["epochs"], cfg["train"]["checkpoint_every"]
     assert a["step"].tolist() == list(range(0, total + 1, every))
@@ -28,24 +28,24 @@ def test_training_is_deterministic_and_checkpoints_every_interval(tmp_path, conf
 
 def test_different_seeds_differ(tmp_path, config):
     cfg = config()["tasks"]["sparse_parity"]
-    a = train_run(cfg, 0, tmp_path / "a", progress=False)
-    b = train_run(cfg, 1, tmp_path / "b", progress=False)
+    a = train_run(TaskSpec.from_dict(cfg), 0, tmp_path / "a", progress=False)
+    b = train_run(TaskSpec.from_dict(cfg), 1, tmp_path / "b", progress=False)
     assert not a["train_loss"].equals(b["train_loss"])
 
 
 def test_parity_learns(tmp_path, config):
     cfg = config()["tasks"]["sparse_parity"]
     cfg["train"]["epochs"] = 200
-    log = train_run(cfg, 0, tmp_path, progress=False)
+    log = train_run(TaskSpec.from_dict(cfg), 0, tmp_path, progress=False)
     assert log["train_acc"].iloc[-1] > 0.95 and log["eval_acc"].iloc[-1] > 0.9
     assert log["train_acc"].iloc[-1] > log["train_acc"].iloc[0] + 0.3
 
 
 def test_metrics_of_a_run(tmp_path, config):
     cfg = config()["tasks"]["sparse_parity"]
-    log = train_run(cfg, 0, tmp_path, progress=False)
+    log = train_run(TaskSpec.from_dict(cfg), 0, tmp_path, progress=False)
     hess = HessianSettings.defaults(batch_size=64, stride=2, tol=1e-3, max_iter=30, seed=0, krylov_dim=20)
-    df = run_metrics(cfg, 0, tmp_path, log, hess, progress=False)
+    df = run_metrics(TaskSpec.from_dict(cfg), 0, tmp_path, log, hess, progress=False)
     assert len(df) == len(log)
     assert set(PAPER_FEATURES) <= set(df.columns)
     assert df[PAPER_FEATURES].notna().all().all()
@@ -57,12 +57,14 @@ def test_metrics_of_a_run(tmp_path, config):
 def test_hessian_batch_size_zero_is_the_whole_training_set(tmp_path, config):
     cfg = config()["tasks"]["sparse_parity"]
     cfg["train"]["epochs"] = 4
-    log = train_run(cfg, 0, tmp_path, progress=False)
+    log = train_run(TaskSpec.from_dict(cfg), 0, tmp_path, progress=False)
     n_train = cfg["data"]["n_train"]
     hess = HessianSettings.defaults(stride=2, tol=1e-6, max_iter=60, seed=0, krylov_dim=20)
-    whole = run_metrics(cfg, 0, tmp_path, log, hess.replace(batch_size=0), progress=False)
-    full = run_metrics(cfg, 0, tmp_path, log, hess.replace(batch_size=n_train), progress=False)
-    part = run_metrics(cfg, 0, tmp_path, log, hess.replace(batch_size=32), progress=False)
+    whole = run_metrics(TaskSpec.from_dict(cfg), 0, tmp_path, log, hess.replace(batch_size=0), progress=False)
+    full = run_metrics(
+        TaskSpec.from_dict(cfg), 0, tmp_path, log, hess.replace(batch_size=n_train), progress=False
+    )
+    part = run_metrics(TaskSpec.from_dict(cfg), 0, tmp_path, log, hess.replace(batch_size=32), progress=False)
     pd.testing.assert_series_equal(whole["hessian_top_eig"], full["hessian_top_eig"])
     assert not np.allclose(whole["hessian_top_eig"].dropna(), part["hessian_top_eig"].dropna())
 
@@ -75,8 +77,8 @@ def test_diverged_run_is_flagged_kept_and_left_out_of_the_hmm(tmp_path, config):
     frames = []
     for seed, lr in [(0, 0.1), (1, 0.1), (2, 0.1), (3, 50.0)]:
         cfg["train"]["lr"] = lr
-        log = train_run(cfg, seed, tmp_path / str(seed), progress=False)
-        df = run_metrics(cfg, seed, tmp_path / str(seed), log, hess, progress=False)
+        log = train_run(TaskSpec.from_dict(cfg), seed, tmp_path / str(seed), progress=False)
+        df = run_metrics(TaskSpec.from_dict(cfg), seed, tmp_path / str(seed), log, hess, progress=False)
         df["seed"] = seed
         frames.append(df)
     bad = frames[-1]
@@ -103,7 +105,7 @@ def test_diverged_run_is_flagged_kept_and_left_out_of_the_hmm(tmp_path, config):
     assert fit.excluded["seed"].tolist() == [3]
     assert "diverged" in fit.excluded["reason"].iloc[0]
     assert sorted(fit.states["seed"].unique()) == [0, 1, 2]
-    assert "3" in fit.model["excluded_runs"]
+    assert "3" in fit.model.excluded_runs
 
 
 def _plain_training(cfg: dict, seed: int, steps: int, batches: list | None = None) -> dict[str, torch.Tensor]:
@@ -113,7 +115,7 @@ def _plain_training(cfg: dict, seed: int, steps: int, batches: list | None = Non
     from latentstates.runs.runtime import build_run, run_seeds
     from latentstates.runs.train import schedule
 
-    kind, split, model = build_run(cfg, seed)
+    kind, split, model = build_run(TaskSpec.from_dict(cfg).run_spec, seed)
     train = cfg["train"]
     if train["optimizer"] == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"])
@@ -152,13 +154,17 @@ def test_seeds_trained_together_equal_seeds_trained_alone(task, tmp_path, config
     from latentstates.runs.runtime import build_run
     from latentstates.runs.train import schedule
 
-    _, steps_per_epoch, _ = schedule(len(build_run(cfg, 0)[1].x_train), TrainSettings.from_dict(cfg["train"]))
+    _, steps_per_epoch, _ = schedule(
+        len(build_run(TaskSpec.from_dict(cfg).run_spec, 0)[1].x_train), TrainSettings.from_dict(cfg["train"])
+    )
     cfg["train"]["epochs"] = -(-300 // steps_per_epoch)  # a few hundred steps
     total = cfg["train"]["epochs"] * steps_per_epoch
     seeds = [3, 4, 5]
-    together = train_group(cfg, seeds, [tmp_path / f"group{s}" for s in seeds], progress=False)
+    together = train_group(
+        TaskSpec.from_dict(cfg), seeds, [tmp_path / f"group{s}" for s in seeds], progress=False
+    )
     for seed, log in zip(seeds, together):
-        alone = train_run(cfg, seed, tmp_path / f"alone{seed}", progress=False)
+        alone = train_run(TaskSpec.from_dict(cfg), seed, tmp_path / f"alone{seed}", progress=False)
         assert log["checkpoint"].tolist() == alone["checkpoint"].tolist()
         assert log["step"].tolist() == alone["step"].tolist()
         pd.testing.assert_frame_equal(log, alone, check_exact=False, atol=1e-5, rtol=0)
@@ -179,9 +185,9 @@ def test_diverging_seeds_of_a_group_stop_where_they_would_alone(tmp_path, config
     cfg = config()["tasks"]["modular_addition"]
     cfg["train"]["lr"] = 3.0  # seed 0 diverges two steps after seeds 1 and 2
     seeds = [0, 1, 2]
-    logs = train_group(cfg, seeds, [tmp_path / f"g{s}" for s in seeds], progress=False)
+    logs = train_group(TaskSpec.from_dict(cfg), seeds, [tmp_path / f"g{s}" for s in seeds], progress=False)
     for seed, log in zip(seeds, logs):
-        alone = train_run(cfg, seed, tmp_path / f"a{seed}", progress=False)
+        alone = train_run(TaskSpec.from_dict(cfg), seed, tmp_path / f"a{seed}", progress=False)
         assert log["diverged"].iloc[-1] and not log["diverged"].iloc[:-1].any()
         pd.testing.assert_frame_equal(log, alone)
         assert len(list_checkpoints(tmp_path / f"g{seed}")) == len(log)
@@ -209,8 +215,8 @@ def test_running_train_metrics_are_the_epochs_batches_as_released(tmp_path, conf
     cfg = config()["tasks"]["sparse_parity"]
     cfg["train"].update(epochs=4, checkpoint_every=1, checkpoint_unit="epoch", train_metrics="running")
     seeds = [3, 4]
-    logs = train_group(cfg, seeds, [tmp_path / f"s{s}" for s in seeds], progress=False)
-    n = len(build_run(cfg, 0)[1].x_train)
+    logs = train_group(TaskSpec.from_dict(cfg), seeds, [tmp_path / f"s{s}" for s in seeds], progress=False)
+    n = len(build_run(TaskSpec.from_dict(cfg).run_spec, 0)[1].x_train)
     _, per_epoch, _ = schedule(n, TrainSettings.from_dict(cfg["train"]))
     for seed, log in zip(seeds, logs):
         batches = []
@@ -233,10 +239,14 @@ def test_checkpoints_carry_their_log_rows_and_resume_states_follow_resume_every(
     monkeypatch.setattr(train_module, "save_resume", lambda d, i, p: (written.append(i), real(d, i, p)))
     cfg = config()["tasks"]["sparse_parity"]
     cfg["train"]["epochs"] = 6
-    every = train_group(cfg, [0, 1], [tmp_path / "a0", tmp_path / "a1"], progress=False, resume_every=0)
+    every = train_group(
+        TaskSpec.from_dict(cfg), [0, 1], [tmp_path / "a0", tmp_path / "a1"], progress=False, resume_every=0
+    )
     assert sorted(written) == sorted(2 * every[0]["checkpoint"].tolist())  # both runs, each checkpoint
     written.clear()
-    never = train_group(cfg, [0, 1], [tmp_path / "b0", tmp_path / "b1"], progress=False, resume_every=1e9)
+    never = train_group(
+        TaskSpec.from_dict(cfg), [0, 1], [tmp_path / "b0", tmp_path / "b1"], progress=False, resume_every=1e9
+    )
     assert written == []
     for a, b in zip(every, never):  # resume states change no output
         pd.testing.assert_frame_equal(a, b)

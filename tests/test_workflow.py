@@ -192,6 +192,7 @@ def test_hmm_change_reruns_only_hmm_and_downstream(tiny_run, tmp_path):
         "comparison": 1,
         "plot_comparison": 1,
         "comparison_table": 1,
+        "interactive_views": 1,  # the page of every view, for the report
     }
     train_log = wd / "results" / "sparse_parity" / "runs" / "seed0" / "train_log.parquet"
     before = train_log.stat().st_mtime_ns

@@ -17,10 +17,15 @@ Everything is re-exported by `latentstates` (`latentstates.__all__`), imported o
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from latentstates.settings import AnalysisSettings, HMMSettings
+
+if TYPE_CHECKING:
+    from latentstates.states.analysis import TaskAnalysis
+    from latentstates.states.selection import TaskFit
 
 COLLATED = ("seed", "checkpoint", "step")  # the workflow's metrics table (results/<task>/metrics.parquet)
 
@@ -58,43 +63,43 @@ def hmm_settings(metrics: pd.DataFrame, settings: HMMSettings | None = None, **o
     return settings.replace(features=present)
 
 
-def fit_states(metrics: pd.DataFrame, settings: HMMSettings | None = None, **overrides):
+def fit_states(metrics: pd.DataFrame, settings: HMMSettings | None = None, **overrides) -> TaskFit:
     """Select K and fit the Gaussian HMM to the runs of `metrics` as the workflow's rule hmm does
     (`states.selection.fit_task`; settings: `hmm_settings`, e.g. `max_states=6`,
-    `criterion="bic"`, `n_states=4`): a `TaskFit` with the model (`fit.model`, model.json's
-    content), every run's decoded states (`fit.states`) and the selection tables."""
+    `criterion="bic"`, `n_states=4`): a `TaskFit` with the state model (`fit.model`, a
+    `StateModel`: what model.json holds; `fit.model.k`, `fit.model.hmm.means`, ...), every run's
+    decoded states (`fit.states`) and the selection tables."""
     from latentstates.states.selection import fit_task
     from latentstates.states.sequences import first_checkpoints
 
     settings = hmm_settings(metrics, settings, **overrides)
-    fit = fit_task(first_checkpoints(metrics, settings.first_n), settings)
-    fit.model["first_n"] = settings.first_n
-    return fit
+    return fit_task(first_checkpoints(metrics, settings.first_n), settings)
 
 
 def analyse_states(
-    metrics: pd.DataFrame, fit, threshold: float = 0.9, settings: AnalysisSettings | None = None
-) -> dict:
-    """The paper's analyses of a fit (rule analysis): `edges` (transitions with their feature
-    changes), `runs` (occupancy, convergence), `coefficients` (the convergence regression) and
-    `summary` (K, R², detour states, ...). `threshold`: the eval accuracy that counts as converged."""
+    metrics: pd.DataFrame, fit: TaskFit, threshold: float = 0.9, settings: AnalysisSettings | None = None
+) -> TaskAnalysis:
+    """The paper's analyses of a fit (rule analysis), a `TaskAnalysis`: `edges` (transitions with
+    their feature changes), `runs` (occupancy, convergence), `coefficients` (the convergence
+    regression) and `summary` (K, R², detour states, ...). `threshold`: the eval accuracy that
+    counts as converged."""
     from latentstates.states.analysis import analyse_task
     from latentstates.states.sequences import first_checkpoints
 
     settings = settings or AnalysisSettings.defaults()
-    metrics = first_checkpoints(metrics, fit.model.get("first_n"))
+    metrics = first_checkpoints(metrics, fit.model.first_n)
     return analyse_task(metrics, fit.states, fit.model, threshold, settings)
 
 
-def plot_states(metrics: pd.DataFrame, fit, title: str = "", max_runs: int = 6):
+def plot_states(metrics: pd.DataFrame, fit: TaskFit, title: str = "", max_runs: int = 6):
     """Training curves with each checkpoint coloured by its decoded state (a matplotlib Figure)."""
     from latentstates.report.plots import training_curves
 
-    return training_curves(metrics, fit.states, fit.model["k"], title, max_runs, list(fit.model["features"]))
+    return training_curves(metrics, fit.states, fit.model.k, title, max_runs, list(fit.model.features))
 
 
-def plot_transitions(fit, analysis: dict, title: str = ""):
+def plot_transitions(fit: TaskFit, analysis: TaskAnalysis, title: str = ""):
     """The transition graph of `analyse_states`' edges, detour states ringed (a matplotlib Figure)."""
     from latentstates.report.plots import transition_graph
 
-    return transition_graph(fit.model["k"], analysis["edges"], analysis["summary"]["detour_states"], title)
+    return transition_graph(fit.model.k, analysis.edges, analysis.summary["detour_states"], title)

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
     }
     llc = dataclasses.replace(llc, **{k: v for k, v in overrides.items() if v is not None})
-    n = len(build_run(run["spec"], run["seed"])[1].x_train)
+    n = len(build_run(run["spec"], run["seed"]).split.x_train)
     nbetas = [f * (llc.nbeta or default_nbeta(n)) for f in args.nbeta_factors]
     table = sweep(run, run_file, llc, args.epsilons, nbetas, args.device)
     out = Path(args.out)

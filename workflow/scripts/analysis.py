@@ -4,16 +4,17 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 import json
 
-from latentstates.io import read_json, read_parquet, write_csv, write_json
+from latentstates.io import read_parquet, write_csv, write_json
 from latentstates.logs import job_log
 from latentstates.report.tables import write_table
 from latentstates.settings import AnalysisSettings
 from latentstates.states.analysis import analyse_task
+from latentstates.states.model import StateModel
 from latentstates.states.sequences import analysed_metrics
 
 with job_log(snakemake.log[0]) as logger:
     settings = AnalysisSettings.from_dict(json.loads(snakemake.params.analysis))
-    model = read_json(snakemake.input.model)
+    model = StateModel.read(snakemake.input.model)
     metrics = analysed_metrics(snakemake.input.metrics, model)
     out = analyse_task(
         metrics,
@@ -23,7 +24,7 @@ with job_log(snakemake.log[0]) as logger:
         settings,
     )
     task = snakemake.wildcards.task
-    edges = out["edges"]
+    edges = out.edges
     write_table(
         edges,
         snakemake.output.edges,
@@ -31,10 +32,10 @@ with job_log(snakemake.log[0]) as logger:
         snakemake.output.edges_tex,
         caption=f"{task}: state transitions with their top feature changes (z units)",
     )
-    write_csv(out["runs"], snakemake.output.runs)
-    write_csv(out["coefficients"], snakemake.output.coefficients)
-    write_json({"task": task, **out["summary"]}, snakemake.output.summary)
-    s = out["summary"]
+    write_csv(out.runs, snakemake.output.runs)
+    write_csv(out.coefficients, snakemake.output.coefficients)
+    write_json({"task": task, **out.summary}, snakemake.output.summary)
+    s = out.summary
     if s.get("status"):
         logger.warning("%s: %s", task, s["status"])
     else:

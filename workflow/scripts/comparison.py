@@ -6,16 +6,17 @@ import json
 
 import pandas as pd
 
-from latentstates.io import read_json, read_parquet, write_csv, write_json
+from latentstates.io import read_parquet, write_csv, write_json
 from latentstates.logs import job_log
 from latentstates.report.tables import write_table
 from latentstates.settings import ComparisonSettings
 from latentstates.states.comparison import compare_recipes, number_runs
+from latentstates.states.model import StateModel
 from latentstates.states.sequences import analysed_metrics
 
 with job_log(snakemake.log[0]) as logger:
     settings = ComparisonSettings.from_dict(json.loads(snakemake.params.comparison))
-    model = read_json(snakemake.input.model)
+    model = StateModel.read(snakemake.input.model)
     runs = pd.read_csv(snakemake.input.runs)
     metrics = number_runs(
         {t: analysed_metrics(snakemake.input[f"metrics_{t}"], model) for t in snakemake.params.tasks},

@@ -5,7 +5,7 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 import json
 
 from latentstates.device import configure_torch, resolve_device
-from latentstates.io import read_parquet, write_csv, write_json, write_parquet
+from latentstates.io import read_parquet, write_csv, write_parquet
 from latentstates.logs import job_log
 from latentstates.settings import HMMSettings
 from latentstates.states.comparison import with_recipes
@@ -24,15 +24,14 @@ with job_log(snakemake.log[0]) as logger:
         except (KeyError, ValueError) as exc:
             raise ValueError(f"{path}: lacks the comparison's HMM features ({exc})") from None
     fit, runs = fit_shared(metrics, settings)
-    for run, why in fit.model["excluded_runs"].items():
+    for run, why in fit.model.excluded_runs.items():
         logger.warning("%s left out of the shared HMM: %s", run, why)
     name = snakemake.wildcards.comparison
-    fit.model["comparison"] = name
-    fit.model["first_n"] = settings.first_n
+    fit.model = fit.model.replace(comparison=name)
     write_csv(fit.summary, snakemake.output.selection)
     write_csv(fit.restarts, snakemake.output.restarts)
-    write_json(fit.model, snakemake.output.model)
+    fit.model.write(snakemake.output.model)
     write_parquet(with_recipes(fit.states, runs), snakemake.output.states)
     write_csv(runs, snakemake.output.runs)
     write_csv(with_recipes(fit.excluded, runs), snakemake.output.excluded)
-    logger.info("%s: shared K = %d over %d runs of %s", name, fit.model["k"], len(runs), list(metrics))
+    logger.info("%s: shared K = %d over %d runs of %s", name, fit.model.k, len(runs), list(metrics))

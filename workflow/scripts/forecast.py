@@ -6,21 +6,22 @@ import json
 
 import pandas as pd
 
-from latentstates.io import read_json, write_csv
+from latentstates.io import write_csv
 from latentstates.logs import job_log
 from latentstates.report.tables import write_table
 from latentstates.device import configure_torch, resolve_device
 from latentstates.settings import ForecastSettings, HMMSettings
 from latentstates.forecast.evaluation import EVALUATION_COLUMNS, evaluate, summarise
+from latentstates.states.model import StateModel
 from latentstates.states.sequences import analysed_metrics
 
 with job_log(snakemake.log[0]) as logger:
     configure_torch(snakemake.threads, resolve_device("cpu"))
     settings = ForecastSettings.from_dict(json.loads(snakemake.params.forecast))
-    model = read_json(snakemake.input.model)
+    model = StateModel.read(snakemake.input.model)
     task = snakemake.wildcards.task
     metrics = analysed_metrics(snakemake.input.metrics, model)
-    if model["k"] == 0 or metrics["eval_acc"].isna().all():
+    if model.k == 0 or metrics["eval_acc"].isna().all():
         # Every run excluded (e.g. diverged), or no eval accuracy to converge by (an imported
         # series without a performance table): empty tables (the figure says why).
         logger.warning("%s: no fitted HMM or no eval accuracy: nothing to forecast", task)

@@ -19,16 +19,15 @@ with job_log(snakemake.log[0]) as logger:
     )
     metrics = first_checkpoints(metrics, settings.first_n)
     fit = fit_task(metrics, settings)
-    fit.model["first_n"] = settings.first_n
-    for seed, why in fit.model["excluded_runs"].items():
+    for seed, why in fit.model.excluded_runs.items():
         logger.warning("run seed %s left out of the HMM: %s", seed, why)
     fit.states.insert(0, "task", snakemake.wildcards.task)
-    fit.model["task"] = snakemake.wildcards.task
+    fit.model = fit.model.replace(task=snakemake.wildcards.task)
     write_csv(fit.summary, snakemake.output.selection)
     write_csv(fit.restarts, snakemake.output.restarts)
-    write_json(fit.model, snakemake.output.model)
+    fit.model.write(snakemake.output.model)
     write_json(fit.models, snakemake.output.models)
     write_parquet(fit.states, snakemake.output.states)
     fit.excluded.insert(0, "task", snakemake.wildcards.task)
     write_csv(fit.excluded, snakemake.output.excluded)
-    logger.info("chosen K = %d", fit.model["k"])
+    logger.info("chosen K = %d", fit.model.k)

@@ -11,28 +11,29 @@ from latentstates.logs import job_log
 from latentstates.runs.contract import write_run
 from latentstates.runs.external_tables import check_performance_table, read_table
 from latentstates.runs.sources import import_checkpoint_run, import_huggingface_run, import_written_run
+from latentstates.settings import TaskSpec
 
 with job_log(snakemake.log[0]) as logger:
-    task = json.loads(snakemake.params.task)
     name = snakemake.params.name
+    task = TaskSpec.from_dict(json.loads(snakemake.params.task), name)
     perf_path = snakemake.params.performance
     perf = check_performance_table(read_table(perf_path), perf_path) if perf_path else None
-    if task["source"] == "huggingface" and perf is None:
+    if task.source == "huggingface" and perf is None:
         logger.warning(
             "task %s: no performance table: metrics and HMM run, convergence analyses are skipped", name
         )
     # A Hub series: the fetch job's snapshot directory of every (seed, step).
-    hub = json.loads(Path(snakemake.input[0]).read_text()) if task.get("hub") else {}
+    hub = json.loads(Path(snakemake.input[0]).read_text()) if task.hub else {}
     for seed, log_out, run_out in zip(snakemake.params.seeds, snakemake.output.logs, snakemake.output.runs):
-        if task["source"] == "runs":
-            run, log = import_written_run(name, task, seed)
-        elif task["source"] == "checkpoints":
+        if task.source == "runs":
+            run, log = import_written_run(task, seed)
+        elif task.source == "checkpoints":
             run, log = import_checkpoint_run(
-                name, task, seed, device=snakemake.params.device, threads=snakemake.threads
+                task, seed, device=snakemake.params.device, threads=snakemake.threads
             )
         else:
             found = [(step, Path(p)) for step, p in hub[str(seed)]] if hub else None
-            run, log = import_huggingface_run(name, task, seed, perf, perf_path, found)
+            run, log = import_huggingface_run(task, seed, perf, perf_path, found)
         write_parquet(log, log_out)
         write_run(run_out, run)
         logger.info(

@@ -5,16 +5,16 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 import json
 
-from latentstates.io import read_json, read_parquet, write_csv, write_json
+from latentstates.io import read_parquet, write_csv, write_json
 from latentstates.logs import job_log
 from latentstates.report import interactive, plots
 from latentstates.settings import LLCSettings
 from latentstates.states import llc as lc
+from latentstates.states.model import StateModel
 
 with job_log(snakemake.log[0]) as logger:
     settings = LLCSettings.from_dict(json.loads(snakemake.params.llc))
-    model = read_json(snakemake.input.model)
-    k = model["k"]
+    k = StateModel.read(snakemake.input.model).k
     data = lc.with_states(read_parquet(snakemake.input.metrics), read_parquet(snakemake.input.states))
     per_state = lc.llc_by_state(data, k, seed=settings.seed)
     changes = lc.transitions(data)

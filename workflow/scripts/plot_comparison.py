@@ -8,16 +8,17 @@ import pandas as pd
 from latentstates.io import read_json, read_parquet
 from latentstates.logs import job_log
 from latentstates.report import comparisons, interactive, plots
+from latentstates.states.model import StateModel
 
 with job_log(snakemake.log[0]):
     name = snakemake.wildcards.comparison
     recipes = list(snakemake.params.tasks)
-    model = read_json(snakemake.input.model)
+    model = StateModel.read(snakemake.input.model)
     summary = read_json(snakemake.input.summary)
     states = read_parquet(snakemake.input.states)
     edges = pd.read_csv(snakemake.input.edges)
     tests = pd.read_csv(snakemake.input.tests)
-    k = model["k"]
+    k = model.k
     present = summary["recipes"]
     fig = comparisons.transition_graph(k, edges, tests, present, name)
     plots.save(fig, [snakemake.output.graph_png, snakemake.output.graph_svg])
@@ -35,7 +36,7 @@ with job_log(snakemake.log[0]):
     keyed = metrics.merge(runs, on=["recipe", "seed"]).drop(columns="seed").rename(columns={"run": "seed"})
     names = {int(r.run): f"{r.recipe} seed {r.seed}" for r in runs.itertuples()}
     decoded = states[["run", "checkpoint", "state"]].rename(columns={"run": "seed"})
-    fig = interactive.training_curves(keyed, decoded, k, name, features=model["features"], names=names)
+    fig = interactive.training_curves(keyed, decoded, k, name, features=model.features, names=names)
     interactive.save_html(fig, snakemake.output.curves_html)
     hover = comparisons.edge_hover(edges, tests, present)
     specific = summary["recipe_specific_states"]

@@ -4,15 +4,15 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 import json
 
-from latentstates.io import read_json
 from latentstates.logs import job_log
 from latentstates.report.tables import write_table
 from latentstates.states.criteria import replication_table
+from latentstates.states.model import StateModel
 
 with job_log(snakemake.log[0]) as logger:
     sets = json.loads(snakemake.params.sets)
     names = [s for task in sets for s in sets[task]]
-    models = {name: read_json(path) for name, path in zip(names, snakemake.input.models)}
+    models = {name: StateModel.read(path) for name, path in zip(names, snakemake.input.models)}
     table = replication_table(sets, models, json.loads(snakemake.params.seeds))
     write_table(
         table,

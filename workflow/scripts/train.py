@@ -10,9 +10,10 @@ from latentstates.io import write_parquet
 from latentstates.logs import job_log
 from latentstates.runs.contract import trained_run, write_run
 from latentstates.runs.train import train_group
+from latentstates.settings import TaskSpec
 
 with job_log(snakemake.log[0]) as logger:
-    task = json.loads(snakemake.params.task)
+    task = TaskSpec.from_dict(json.loads(snakemake.params.task), snakemake.params.name)
     seeds = list(snakemake.params.seeds)
     logger.info("training seeds %s together", seeds)
     logs = train_group(
@@ -27,7 +28,5 @@ with job_log(snakemake.log[0]) as logger:
     outputs = zip(seeds, logs, snakemake.output.checkpoints, snakemake.output.logs, snakemake.output.runs)
     for seed, log, checkpoints, log_out, run_out in outputs:
         write_parquet(log, log_out)
-        write_run(
-            run_out, trained_run(task, seed, checkpoints, log, snakemake.params.name, Path(run_out).parent)
-        )
+        write_run(run_out, trained_run(task, seed, checkpoints, log, Path(run_out).parent))
         logger.info("seed %d: final eval accuracy %.3f", seed, log["eval_acc"].iloc[-1])

@@ -20,6 +20,8 @@ from latentstates.forecast.model import METHODS, Forecast, Forecaster
 from latentstates.forecast.partial_runs import contiguous, partial_run_table, written_run_table
 from latentstates.runs.checkpoints import staging_dir
 from latentstates.runs.external_tables import read_table
+from latentstates.settings import TaskSpec
+from latentstates.states.model import StateModel
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if task not in config["tasks"]:
         parser.error(f"task {task!r} (from {task_dir}) is not in {args.config}")
-    task_cfg = config["tasks"][task]
+    spec = TaskSpec.of_task(config, task)
     settings = ForecastSettings.from_config(config)
     settings = settings.replace(method=args.method or settings.method, level=args.level or settings.level)
     model_path = task_dir / "hmm" / "model.json"
@@ -58,23 +60,26 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"{model_path}: no fitted HMM here (is {task_dir} a task's results directory, after its hmm job?)"
         )
-    model = json.loads(model_path.read_text())
-    if model.get("k", 0) == 0:
+    try:
+        model = StateModel.read(model_path)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if model.k == 0:
         parser.error(f"{model_path}: no fitted HMM")
     run = Path(args.run)
     if not run.exists() and not staging_dir(run).exists():  # a run still training: checkpoints.partial
         parser.error(f"{run}: no such file or directory (the run: a metrics table or a checkpoint directory)")
-    fc = fitted_forecaster(task_dir, model, task_cfg["convergence_threshold"])
+    fc = fitted_forecaster(task_dir, model, config["tasks"][task]["convergence_threshold"])
     try:
-        table = _run_table(parser, args, run, task_cfg)
+        table = _run_table(parser, args, run, spec)
     except ValueError as exc:  # a bad table or checkpoint: the message names the file
         parser.error(str(exc))
-    missing = [f for f in model["features"] if f not in table]
+    missing = [f for f in model.features if f not in table]
     if missing:
         parser.error(f"{run}: lacks the HMM's features {missing}")
     table = contiguous(table, str(run))
     acc = table["eval_acc"].to_numpy(dtype=float) if "eval_acc" in table else None
-    out = fc.forecast(table[model["features"]].to_numpy(dtype=float), acc, settings)
+    out = fc.forecast(table[model.features].to_numpy(dtype=float), acc, settings)
     if args.json:
         print(json.dumps({"task": task, "run": str(run), "length": fc.length, **out.as_dict()}, indent=2))
     else:
@@ -82,20 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def fitted_forecaster(task_dir: Path, model: dict, threshold: float) -> Forecaster:
+def fitted_forecaster(task_dir: Path, model: StateModel, threshold: float) -> Forecaster:
     """The forecaster of a task's results directory: its model, fitted runs and detour states."""
     from latentstates.states.sequences import first_checkpoints
 
     summary_path = task_dir / "analysis" / "summary.json"
     detours = json.loads(summary_path.read_text())["detour_states"] if summary_path.exists() else []
     fitted = pd.read_parquet(
-        task_dir / "metrics.parquet", columns=["seed", "checkpoint", "step", "eval_acc", *model["features"]]
+        task_dir / "metrics.parquet", columns=["seed", "checkpoint", "step", "eval_acc", *model.features]
     )
-    fitted = first_checkpoints(fitted, model.get("first_n"))
+    fitted = first_checkpoints(fitted, model.first_n)
     return Forecaster.fit(model, fitted, threshold, detours)
 
 
-def _run_table(parser: argparse.ArgumentParser, args: argparse.Namespace, run: Path, task_cfg: dict):
+def _run_table(parser: argparse.ArgumentParser, args: argparse.Namespace, run: Path, spec: TaskSpec):
     """The run's metrics: read from a table, or measured from its checkpoint directory."""
     if run.suffix in (".parquet", ".csv"):
         table = read_table(run)
@@ -113,7 +118,7 @@ def _run_table(parser: argparse.ArgumentParser, args: argparse.Namespace, run: P
         if not parent.startswith("seed") or not parent[4:].isdigit():
             parser.error(f"cannot tell the run's seed from {run}: pass --seed")
         seed = int(parent[4:])
-    return partial_run_table(task_cfg, seed, run)
+    return partial_run_table(spec, seed, run)
 
 
 def _report(task: str, run: Path, fc: Forecaster, out: Forecast) -> str:

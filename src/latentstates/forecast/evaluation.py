@@ -11,7 +11,8 @@ from latentstates.forecast.model import METHODS, Forecaster
 from latentstates.settings import ForecastSettings, HMMSettings
 from latentstates.states.analysis import convergence_times
 from latentstates.states.fit import fits_without
-from latentstates.states.selection import model_record, number_states
+from latentstates.states.model import StateModel
+from latentstates.states.selection import number_states, state_model
 from latentstates.states.sequences import Sequences, fold_runs, zscore_runs
 
 EVALUATION_COLUMNS = [
@@ -34,8 +35,8 @@ EVALUATION_COLUMNS = [
 
 def fold_models(
     seqs: Sequences, folds: list[list[int]], k: int, settings: ForecastSettings, hmm: HMMSettings
-) -> list[dict]:
-    """model.json's content of the HMM fitted without each fold's runs: the task's K, the best
+) -> list[StateModel]:
+    """The state model of the HMM fitted without each fold's runs: the task's K, the best
     training likelihood of `settings.restarts` seeded restarts, states numbered as the workflow's.
     Every fold's restarts run as one batch (each fold's runs weighted 0)."""
     trains = [[r for r in seqs.runs if r not in held] for held in folds]
@@ -51,24 +52,24 @@ def fold_models(
         if best is None:
             raise RuntimeError(f"forecast evaluation: every HMM fit of fold {fold} failed")
         numbered, _, _ = number_states(best, arrays)
-        out.append(model_record(numbered, seqs, train))
+        out.append(state_model(numbered, seqs, train))
     return out
 
 
 def evaluate(
-    metrics: pd.DataFrame, model: dict, threshold: float, settings: ForecastSettings, hmm: HMMSettings
+    metrics: pd.DataFrame, model: StateModel, threshold: float, settings: ForecastSettings, hmm: HMMSettings
 ) -> pd.DataFrame:
     """Forecasts at each fraction of training for every run, from HMMs fitted without it.
 
-    Runs are split into folds; per fold an HMM with the task's K (`model["k"]`) and the HMM
+    Runs are split into folds; per fold an HMM with the task's K (`model.k`) and the HMM
     settings `hmm` is fitted on the other runs (`fold_models`) and each held-out run is forecast
     from its first round(fraction × T) checkpoints by every method. One row per (run, fraction,
     method), with the two baselines: the fitted runs' mean convergence time (`naive`) and, as
     ours, the known time once converged and otherwise the mean of the fitted runs' times that
     are ≥ t (`naive_conditional`).
     """
-    features = model["features"]
-    k = int(model["k"])
+    features = model.features
+    k = model.k
     seqs = zscore_runs(metrics, features, pooled=hmm.zscore == "pooled")
     usable = seqs.runs
     by_seed = {s: g for s, g in metrics.sort_values(["seed", "checkpoint"]).groupby("seed")}

@@ -31,7 +31,7 @@ import pandas as pd
 
 from latentstates.settings import ForecastSettings
 from latentstates.states.analysis import convergence_times
-from latentstates.states.model import GaussianHMM
+from latentstates.states.model import GaussianHMM, StateModel
 
 METHODS = ("simulate", "regression")
 
@@ -87,23 +87,22 @@ class Forecaster:
 
     @classmethod
     def fit(
-        cls, model: dict, metrics: pd.DataFrame, threshold: float, detour_states=(), runs=None
+        cls, model: StateModel, metrics: pd.DataFrame, threshold: float, detour_states=(), runs=None
     ) -> Forecaster:
-        """From `model.json`'s dict and the collated metrics; `runs` default: the model's train runs."""
-        features = model["features"]
-        z = model["zscore"]
-        runs = list(model["train_runs"] if runs is None else runs)
-        pos = {int(r): i for i, r in enumerate(z["runs"])}
+        """From a task's state model and the collated metrics; `runs` default: the model's train runs."""
+        features = model.features
+        z = model.zscore
+        runs = list(model.train_runs if runs is None else runs)
+        pos = {int(r): i for i, r in enumerate(z.runs)}
         missing = [r for r in runs if r not in pos]
         if missing:
             raise ValueError(f"model.json has no z-score statistics for runs {missing}")
         idx = [pos[r] for r in runs]
-        mean = np.asarray(z["mean"], dtype=float)[idx].mean(axis=0)
-        std = np.asarray(z["std"], dtype=float)[idx].mean(axis=0)
+        mean = np.asarray(z.mean, dtype=float)[idx].mean(axis=0)
+        std = np.asarray(z.std, dtype=float)[idx].mean(axis=0)
         sub = metrics[metrics["seed"].isin(runs)].sort_values(["seed", "checkpoint"])
         length = int(sub.groupby("seed").size().max())
-        hmm = GaussianHMM.from_json(model)
-        self = cls(hmm, threshold, length, mean, std, [], np.empty(0), sorted(detour_states))
+        self = cls(model.hmm, threshold, length, mean, std, [], np.empty(0), sorted(detour_states))
         posts, times = [], []
         conv = convergence_times(sub, threshold)["convergence_checkpoint"]
         for seed, g in sub.groupby("seed", sort=True):

@@ -12,9 +12,10 @@ import pandas as pd
 
 from latentstates.columns import PERFORMANCE_COLUMNS
 from latentstates.runs.checkpoints import staging_dir
+from latentstates.settings import TaskSpec
 
 
-def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.DataFrame:
+def partial_run_table(task: TaskSpec, seed: int, directory: str | Path) -> pd.DataFrame:
     """Weight statistics of the checkpoints a run has written so far, and its eval accuracy.
 
     `directory` is the run's checkpoint directory, or its `.partial` staging directory while it
@@ -22,7 +23,7 @@ def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.Da
     they carried one: from the newest resume state, else the run's training log).
     """
     from latentstates.runs.checkpoints import list_checkpoints
-    from latentstates.runs.contract import RUN_FILE, make_run, model_spec
+    from latentstates.runs.contract import RUN_FILE, make_run
 
     directory = Path(directory)
     if not directory.is_dir() and staging_dir(directory).is_dir():
@@ -33,7 +34,7 @@ def partial_run_table(task_cfg: dict, seed: int, directory: str | Path) -> pd.Da
         task="",
         seed=seed,
         source="train",
-        spec=model_spec(task_cfg),
+        spec=task.run_spec,
         fmt="workflow",
         checkpoints=checkpoints,
     )

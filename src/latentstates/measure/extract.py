@@ -24,7 +24,7 @@ from latentstates.runs.architectures import get_architecture
 from latentstates.runs.contract import epoch_or_nan, run_checkpoint_paths, trained_run
 from latentstates.runs.runtime import build_run
 from latentstates.runs.weights import load_into, model_config, open_weights
-from latentstates.settings import HessianSettings, LLCSettings
+from latentstates.settings import HessianSettings, LLCSettings, TaskSpec
 from latentstates.tasks.models import finite_weights
 from latentstates.tasks.registry import get_task
 from latentstates.tasks.replicas import Replicas, loops_replicas
@@ -82,16 +82,17 @@ def _hessian_schedule(run: dict, stride: int) -> list[int]:
     return [i for i, c in enumerate(run["checkpoints"]) if c["index"] % stride == 0]
 
 
-def stacked_hessian_losses(task_cfg: dict, seeds: list[int], batch_size: int, device: torch.device):
-    """The runs `seeds` of one task for their Hessians together: (their models, on `device` in
-    eval mode, to load checkpoints into; the models stacked as `Replicas`; a function giving each
-    replica's loss on its own run's Hessian batch, the first `batch_size` training examples)."""
-    built = [build_run(task_cfg, seed) for seed in seeds]
-    kind = built[0][0]
-    models = [model.to(device).eval() for _, _, model in built]
-    hb = batch_size or len(built[0][1].x_train)
-    x = torch.stack([split.x_train[:hb] for _, split, _ in built]).to(device)
-    y = torch.stack([split.y_train[:hb] for _, split, _ in built]).to(device)
+def stacked_hessian_losses(spec: dict, seeds: list[int], batch_size: int, device: torch.device):
+    """The runs `seeds` of one run spec (`TaskSpec.run_spec`, a run record's `spec`) for their
+    Hessians together: (their models, on `device` in eval mode, to load checkpoints into; the
+    models stacked as `Replicas`; a function giving each replica's loss on its own run's Hessian
+    batch, the first `batch_size` training examples)."""
+    built = [build_run(spec, seed) for seed in seeds]
+    kind = built[0].kind
+    models = [run.model.to(device).eval() for run in built]
+    hb = batch_size or len(built[0].split.x_train)
+    x = torch.stack([run.split.x_train[:hb] for run in built]).to(device)
+    y = torch.stack([run.split.y_train[:hb] for run in built]).to(device)
     replicas = Replicas(models).eval()
     return models, replicas, lambda: replicas.losses(kind, replicas(x), y)
 
@@ -177,7 +178,7 @@ def metrics_of_runs(
 
 
 def run_metrics(
-    task_cfg: dict,
+    task: TaskSpec,
     seed: int,
     checkpoint_dir: str | Path,
     train_log: pd.DataFrame,
@@ -187,7 +188,7 @@ def run_metrics(
     progress: bool = True,
 ) -> pd.DataFrame:
     """`metrics_of_run` of a run trained by this workflow, given its checkpoint directory."""
-    run = trained_run(task_cfg, seed, checkpoint_dir, train_log)
+    run = trained_run(task, seed, checkpoint_dir, train_log)
     return metrics_of_run(run, Path(checkpoint_dir), train_log, hessian, device, threads, progress)
 
 

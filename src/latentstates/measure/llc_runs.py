@@ -58,7 +58,7 @@ def group_llcs(
     found: list[dict[int, LLCEstimate]] = [{} for _ in runs]
     built = [build_run(run["spec"], run["seed"]) for run in runs]
     groups: dict[tuple, list[int]] = {}
-    for i, (run, (_, split, _)) in enumerate(zip(runs, built)):
+    for i, (run, split) in enumerate(zip(runs, (b.split for b in built))):
         key = (tuple(c["index"] for c in run["checkpoints"]), tuple(split.x_train.shape))
         groups.setdefault(key, []).append(i)
     for members in groups.values():
@@ -77,11 +77,11 @@ def group_llcs(
 def _llcs_together(
     runs, run_files, built, llc: LLCSettings, dev: torch.device, progress: bool, found
 ) -> None:
-    kind = built[0][0]
-    models = [model.to(dev).eval() for _, _, model in built]
-    n = len(built[0][1].x_train)
-    x = torch.stack([split.x_train for _, split, _ in built]).to(dev)
-    y = torch.stack([split.y_train for _, split, _ in built]).to(dev)
+    kind = built[0].kind
+    models = [b.model.to(dev).eval() for b in built]
+    n = len(built[0].split.x_train)
+    x = torch.stack([b.split.x_train for b in built]).to(dev)
+    y = torch.stack([b.split.y_train for b in built]).to(dev)
     chains = llc.chains
     replicas = Replicas([model for model in models for _ in range(chains)]).eval()
     run_of = torch.arange(len(runs), device=dev).repeat_interleave(chains)

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 
 from latentstates.io import atomic_path
 from latentstates.report.plots import curve_columns, graph_positions, state_palette
+from latentstates.states.model import StateModel
 
 HOVER_METRICS = ["l2", "spectral", "code_sparsity", "hessian_top_eig"]
 
@@ -24,13 +25,24 @@ def _hex(rgb) -> str:
     return "#" + "".join(f"{int(round(c * 255)):02x}" for c in rgb)
 
 
-# The page of one view: plotly.js and the figure gzip-compressed inside it (base64, in the JSON
-# block `packed`), unpacked by the browser's DecompressionStream (Chrome 80, Firefox 113, Safari
-# 16.4 and later), then drawn by Plotly.newPlot.
+# A page of one or more views: plotly.js once and each figure gzip-compressed inside it (base64, in
+# the JSON block `packed`), unpacked by the browser's DecompressionStream (Chrome 80, Firefox 113,
+# Safari 16.4 and later), then drawn by Plotly.react. A page of several views lists them in a menu
+# (grouped by task) and unpacks a figure when it is chosen.
 PAGE = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{title}</title>
-<style>html, body {{ margin: 0; height: 100%; }} #view {{ width: 100%; height: 100%; }}</style>
-</head><body><div id="view"></div>
+<style>
+html, body {{ margin: 0; height: 100%; font-family: sans-serif; }}
+body {{ display: flex; }}
+#menu {{ flex: 0 0 15em; overflow-y: auto; border-right: 1px solid #ddd; padding: 0.5em; font-size: 14px; }}
+#menu[hidden] {{ display: none; }}
+#menu h4 {{ margin: 0.8em 0 0.2em; }}
+#menu button {{ display: block; width: 100%; text-align: left; border: 0; background: none;
+  padding: 0.3em 0.5em; cursor: pointer; font: inherit; }}
+#menu button.shown {{ background: #e6edf7; font-weight: bold; }}
+#view {{ flex: 1; height: 100%; min-width: 0; }}
+</style>
+</head><body><nav id="menu" hidden></nav><div id="view"></div>
 <script>
 async function unpack(b64) {{
   const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
@@ -40,11 +52,28 @@ async function unpack(b64) {{
 window.addEventListener("DOMContentLoaded", async () => {{
   const packed = JSON.parse(document.getElementById("packed").textContent);
   (0, eval)(await unpack(packed.plotly));  // defines window.Plotly
-  const figure = JSON.parse(await unpack(packed.figure));
-  await Plotly.newPlot("view", figure.data, figure.layout, {{responsive: true, displaylogo: false}});
+  const menu = document.getElementById("menu"), buttons = [];
+  async function show(i) {{
+    const figure = JSON.parse(await unpack(packed.views[i].figure));
+    buttons.forEach((b, j) => b.classList.toggle("shown", i === j));
+    await Plotly.react("view", figure.data, figure.layout, {{responsive: true, displaylogo: false}});
+  }}
+  let group = null;
+  packed.views.forEach((v, i) => {{
+    if (v.group && v.group !== group) {{
+      const h = menu.appendChild(document.createElement("h4"));
+      h.textContent = group = v.group;
+    }}
+    const b = menu.appendChild(document.createElement("button"));
+    b.textContent = v.label;
+    b.onclick = () => show(i);
+    buttons.push(b);
+  }});
+  menu.hidden = packed.views.length < 2;
+  await show(0);
 }});
 </script>
-<script id="packed" type="application/json">{{"plotly": "{plotly}", "figure": "{figure}"}}</script>
+<script id="packed" type="application/json">{packed}</script>
 </body></html>
 """
 
@@ -62,22 +91,46 @@ def _pack(text: str) -> str:
     return base64.b64encode(gzip.compress(text.encode(), compresslevel=9, mtime=0)).decode("ascii")
 
 
-def read_figure(path) -> dict:
-    """The plotly figure (data, layout) inside a view written by `save_html`."""
+def _write_page(path, title: str, views: list[dict]) -> None:
+    """A page of `views` ({group, label, figure: packed}), the first shown on opening."""
+    packed = json.dumps({"plotly": _packed_plotly(), "views": views}).replace("</", "<\\/")
+    page = PAGE.format(title=html.escape(title), packed=packed)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(page, encoding="utf-8")
+
+
+def _views(path) -> list[dict]:
+    """The packed views of a page written here ({group, label, figure})."""
     text = Path(path).read_text(encoding="utf-8")
     start = text.index('<script id="packed" type="application/json">')
     block = text[text.index(">", start) + 1 : text.index("</script>", start)]
-    packed = json.loads(block)["figure"]
+    return json.loads(block)["views"]
+
+
+def read_figure(path, view: int = 0) -> dict:
+    """The plotly figure (data, layout) of a page's `view` (its only one, for `save_html`'s)."""
+    packed = _views(path)[view]["figure"]
     return json.loads(gzip.decompress(base64.b64decode(packed)).decode())
 
 
 def save_html(fig: go.Figure, path) -> None:
     """Write a figure as one self-contained HTML file that opens offline: plotly.js and the figure
     inside it, gzip-compressed (a view of the default run: 2–3 MB instead of 6–8)."""
-    title = html.escape(fig.layout.title.text or "view") if fig.layout.title else "view"
-    page = PAGE.format(title=title, plotly=_packed_plotly(), figure=_pack(fig.to_json()))
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(page, encoding="utf-8")
+    title = (fig.layout.title.text if fig.layout.title else None) or "view"
+    _write_page(path, title, [{"group": "", "label": title, "figure": _pack(fig.to_json())}])
+
+
+def combine_views(views: list[tuple[str, str, str | Path]], path, title: str = "Interactive views") -> None:
+    """One page of several views written by `save_html`, given as (group, label, file): plotly.js
+    once (a report that embeds this page instead of each view carries it once, not N times)."""
+    _write_page(
+        path,
+        title,
+        [
+            {"group": group, "label": label, "figure": _views(file)[0]["figure"]}
+            for group, label, file in views
+        ],
+    )
 
 
 def training_curves(
@@ -164,11 +217,11 @@ def training_curves(
 
 
 def transition_graph(
-    model: dict, edges: pd.DataFrame, detours: list[int], task: str, ringed: str = "detour"
+    model: StateModel, edges: pd.DataFrame, detours: list[int], task: str, ringed: str = "detour"
 ) -> go.Figure:
     """States as nodes (hover: mean feature values), edges as arrows (hover: probability, runs,
     changes); the `detours` ringed red, described as `ringed`."""
-    k = model["k"]
+    k = model.k
     if k == 0:
         fig = go.Figure()
         fig.update_layout(
@@ -180,7 +233,7 @@ def transition_graph(
         return fig
     pos = graph_positions(k)
     colours = [_hex(c) for c in state_palette(k)]
-    features, means = model["features"], np.asarray(model["means"])
+    features, means = model.features, model.hmm.means
     fig = go.Figure()
     for e in edges.itertuples():
         (x0, y0), (x1, y1) = pos[e.source], pos[e.target]

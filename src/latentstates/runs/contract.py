@@ -28,6 +28,7 @@ import pandas as pd
 from latentstates.io import atomic_path
 from latentstates.runs.checkpoints import list_checkpoints
 from latentstates.runs.runtime import run_seeds
+from latentstates.settings import TaskSpec
 from latentstates.validation import InputError, describe, is_int, is_number, require_increasing, require_step
 
 RUN_FILE = "run.json"
@@ -261,11 +262,10 @@ def epoch_or_nan(checkpoint: dict[str, Any]) -> float:
 
 
 def trained_run(
-    task_cfg: dict,
+    task: TaskSpec,
     seed: int,
     checkpoint_dir: str | Path,
     train_log: pd.DataFrame,
-    task: str = "",
     run_dir: str | Path | None = None,
 ) -> dict:
     """Run record of a run trained by this workflow: the checkpoint files in `checkpoint_dir`,
@@ -278,10 +278,10 @@ def trained_run(
     if missing:
         raise ValueError(f"train log has no row for checkpoints {missing[:5]}")
     return make_run(
-        task=task,
+        task=task.name,
         seed=seed,
         source="train",
-        spec=model_spec(task_cfg),
+        spec=task.run_spec,
         fmt="workflow",
         checkpoints=[
             {
@@ -291,10 +291,5 @@ def trained_run(
             }
             for i, p in zip(indices, paths)
         ],
-        seeds=run_seeds(seed, task_cfg["data_seed"]),
+        seeds=run_seeds(seed, task.data_seed),
     )
-
-
-def model_spec(task_cfg: dict) -> dict:
-    """What builds a registered kind's model and data (a run record's `spec`)."""
-    return {k: task_cfg[k] for k in ("kind", "data", "model", "data_seed")}

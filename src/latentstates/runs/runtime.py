@@ -3,6 +3,8 @@ and threads: `latentstates.device`)."""
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import torch
 from torch import nn
 
@@ -24,14 +26,23 @@ def run_seeds(seed: int, data_seed: int | None) -> dict[str, int]:
     }
 
 
-def build_run(task_cfg: dict, seed: int) -> tuple[TaskKind, Split, nn.Module]:
-    """Task kind, data and freshly initialised model of one run."""
-    kind = get_task(task_cfg["kind"])
-    seeds = run_seeds(seed, task_cfg["data_seed"])
-    split = kind.make_data(task_cfg["data"], seeds["data_seed"])
+class BuiltRun(NamedTuple):
+    """One run as its seed builds it: the task kind, its data and the freshly initialised model."""
+
+    kind: TaskKind
+    split: Split
+    model: nn.Module
+
+
+def build_run(spec: dict[str, Any], seed: int) -> BuiltRun:
+    """Task kind, data and freshly initialised model of run `seed` of a run spec (kind, data,
+    model, data_seed: `TaskSpec.run_spec`, a run record's `spec`)."""
+    kind = get_task(spec["kind"])
+    seeds = run_seeds(seed, spec["data_seed"])
+    split = kind.make_data(spec["data"], seeds["data_seed"])
     torch.manual_seed(seeds["init_seed"])
-    model = kind.make_model(task_cfg["model"], task_cfg["data"])
-    return kind, split, model
+    model = kind.make_model(spec["model"], spec["data"])
+    return BuiltRun(kind, split, model)
 
 
 # Examples per forward pass in evaluation: bounds the activations held at once (all replicas of

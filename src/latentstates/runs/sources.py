@@ -19,9 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 from latentstates.columns import PERFORMANCE_COLUMNS
-from latentstates.runs.contract import make_run, model_spec
+from latentstates.runs.contract import make_run
 from latentstates.runs.discovery import checkpoints_by_step, huggingface_checkpoints, run_directory
 from latentstates.runs.external_tables import performance_log
+from latentstates.settings import TaskSpec
 from latentstates.validation import InputError, MissingInputError, require_memory, require_step
 
 
@@ -41,23 +42,23 @@ def _stored_step(path: Path) -> int:
 
 
 def import_checkpoint_run(
-    task: str, task_cfg: dict, seed: int, device: str = "auto", threads: int = 1
+    task: TaskSpec, seed: int, device: str = "auto", threads: int = 1
 ) -> tuple[dict, pd.DataFrame]:
     """Run record and performance log of one run of a registered kind from its directory
-    (`task_cfg["path"]` with {seed}): every checkpoint is loaded (safely) and evaluated on the
+    (`task.path` with {seed}): every checkpoint is loaded (safely) and evaluated on the
     run's training and test data as training evaluates; non-finite weights or losses flag it."""
     from latentstates.runs.runtime import run_seeds
 
-    files = checkpoint_steps(run_directory(task_cfg["path"], seed))
+    files = checkpoint_steps(run_directory(task.path, seed))
     for _, path in files:
-        check_checkpoint(path, "state_dict", model_spec(task_cfg))
-    seeds = run_seeds(seed, task_cfg["data_seed"])
-    log = pd.DataFrame(_evaluated_rows(task_cfg, seed, files, device, threads)).assign(**seeds)
+        check_checkpoint(path, "state_dict", task.run_spec)
+    seeds = run_seeds(seed, task.data_seed)
+    log = pd.DataFrame(_evaluated_rows(task, seed, files, device, threads)).assign(**seeds)
     run = make_run(
-        task=task,
+        task=task.name,
         seed=seed,
         source="checkpoints",
-        spec=model_spec(task_cfg),
+        spec=task.run_spec,
         fmt="state_dict",
         checkpoints=[{"step": s, "path": p.resolve()} for s, p in files],
         seeds=seeds,
@@ -66,7 +67,7 @@ def import_checkpoint_run(
 
 
 def _evaluated_rows(
-    task_cfg: dict, seed: int, files: list[tuple[int, Path]], device: str, threads: int
+    task: TaskSpec, seed: int, files: list[tuple[int, Path]], device: str, threads: int
 ) -> list[dict]:
     """The performance log rows of checkpoint `files` (step, path) of one run, as training logs."""
     import torch
@@ -78,7 +79,7 @@ def _evaluated_rows(
 
     dev = resolve_device(device)
     configure_torch(threads, dev)
-    kind, split, model = build_run(task_cfg, seed)
+    kind, split, model = build_run(task.run_spec, seed)
     model.to(dev)
     replicas = Replicas([model])
     data = [t[None].to(dev) for t in (split.x_train, split.y_train, split.x_test, split.y_test)]
@@ -106,8 +107,7 @@ def _evaluated_rows(
 
 
 def import_huggingface_run(
-    task: str,
-    task_cfg: dict,
+    task: TaskSpec,
     seed: int,
     performance: pd.DataFrame | None,
     performance_path: str | None,
@@ -116,12 +116,12 @@ def import_huggingface_run(
     """Run record and performance log of one run of Hugging Face model directories: those
     matching the task's `path`, or `found` (step, directory), e.g. a Hub series' snapshots."""
     if found is None:
-        found = huggingface_checkpoints(task_cfg["path"], seed)
-    spec = {"architecture": task_cfg["architecture"]}
+        found = huggingface_checkpoints(task.path, seed)
+    spec = {"architecture": task.architecture}
     for _, directory in found:
         check_checkpoint(directory, "transformers", spec)
     run = make_run(
-        task=task,
+        task=task.name,
         seed=seed,
         source="huggingface",
         spec=spec,
@@ -180,12 +180,12 @@ def check_checkpoint(path: Path, fmt: str, spec: dict, listed_in: str | None = N
         require_memory(path, name, tensor_meta(sd, name)[1])
 
 
-def import_written_run(task: str, task_cfg: dict, seed: int) -> tuple[dict, pd.DataFrame]:
+def import_written_run(task: TaskSpec, seed: int) -> tuple[dict, pd.DataFrame]:
     """Run record and performance log of a run directory written by `latentstates.runs.writer`
-    (`task_cfg["path"]` with {seed}), under the task's name and seed."""
-    written, log = read_written_run(run_directory(task_cfg["path"], seed))
+    (`task.path` with {seed}), under the task's name and seed."""
+    written, log = read_written_run(run_directory(task.path, seed))
     run = make_run(
-        task=task,
+        task=task.name,
         seed=seed,
         source=written["source"],
         spec=written["spec"],

@@ -32,7 +32,7 @@ from latentstates.runs.checkpoints import (
     staging_dir,
 )
 from latentstates.runs.runtime import build_run, correct_counts, evaluate, run_seeds
-from latentstates.settings import TrainSettings
+from latentstates.settings import TaskSpec, TrainSettings
 from latentstates.tasks.replicas import Replicas, split_optimizer_state, stack_optimizer_states
 
 logger = logging.getLogger("latentstates")
@@ -109,7 +109,7 @@ class GroupTrainer:
 
     def __init__(
         self,
-        task_cfg: dict,
+        task: TaskSpec,
         seeds: list[int],
         checkpoint_dirs: list[str | Path],
         device: str,
@@ -118,23 +118,23 @@ class GroupTrainer:
     ):
         self.dev = resolve_device(device)
         configure_torch(threads, self.dev)
-        runs = [build_run(task_cfg, seed) for seed in seeds]
-        self.label = task_cfg["kind"]
+        runs = [build_run(task.run_spec, seed) for seed in seeds]
+        self.label = task.kind
         self.seeds = seeds
-        self.kind = runs[0][0]
-        self.train = TrainSettings.from_dict(task_cfg["train"])
+        self.kind = runs[0].kind
+        self.train = task.training()
         stacking = self.train.stacking
         grouped = stacking == "grouped" or (stacking == "auto" and self.dev.type == "cuda")
-        self.model = Replicas([m.to(self.dev) for _, _, m in runs], grouped=grouped)
-        self.x_tr = _stack([s.x_train for _, s, _ in runs], "training inputs", self.dev)
-        self.y_tr = _stack([s.y_train for _, s, _ in runs], "training labels", self.dev)
-        self.x_te = _stack([s.x_test for _, s, _ in runs], "test inputs", self.dev)
-        self.y_te = _stack([s.y_test for _, s, _ in runs], "test labels", self.dev)
+        self.model = Replicas([r.model.to(self.dev) for r in runs], grouped=grouped)
+        self.x_tr = _stack([r.split.x_train for r in runs], "training inputs", self.dev)
+        self.y_tr = _stack([r.split.y_train for r in runs], "training labels", self.dev)
+        self.x_te = _stack([r.split.x_test for r in runs], "test inputs", self.dev)
+        self.y_te = _stack([r.split.y_test for r in runs], "test labels", self.dev)
         self.n_runs, self.n_train = self.x_tr.shape[:2]
         self.optimizer = make_optimizer(self.model.parameters(), self.train)
         self.batch, self.steps_per_epoch, self.interval = schedule(self.n_train, self.train)
         self.total = self.train.epochs * self.steps_per_epoch
-        self.run_info = [run_seeds(seed, task_cfg["data_seed"]) for seed in seeds]
+        self.run_info = [run_seeds(seed, task.data_seed) for seed in seeds]
         self.orders = [torch.Generator().manual_seed(info["order_seed"]) for info in self.run_info]
         self.checkpoint_dirs = checkpoint_dirs
         self.work = [staging_dir(d) for d in checkpoint_dirs]
@@ -290,7 +290,7 @@ class GroupTrainer:
 
 
 def train_group(
-    task_cfg: dict,
+    task: TaskSpec,
     seeds: list[int],
     checkpoint_dirs: list[str | Path],
     device: str = "auto",
@@ -311,13 +311,13 @@ def train_group(
     """
     if len(seeds) != len(checkpoint_dirs):
         raise ValueError(f"{len(seeds)} seeds for {len(checkpoint_dirs)} checkpoint directories")
-    trainer = GroupTrainer(task_cfg, seeds, checkpoint_dirs, device, threads, resume_every)
+    trainer = GroupTrainer(task, seeds, checkpoint_dirs, device, threads, resume_every)
     trainer.train_from(trainer.start(), progress)
     return trainer.publish()
 
 
 def train_run(
-    task_cfg: dict,
+    task: TaskSpec,
     seed: int,
     checkpoint_dir: str | Path,
     device: str = "auto",
@@ -326,4 +326,4 @@ def train_run(
     resume_every: float = math.inf,
 ) -> pd.DataFrame:
     """Train one run alone (a group of one); see `train_group`."""
-    return train_group(task_cfg, [seed], [checkpoint_dir], device, threads, progress, resume_every)[0]
+    return train_group(task, [seed], [checkpoint_dir], device, threads, progress, resume_every)[0]

@@ -4,7 +4,8 @@ here imports torch models or checkpoints.
 Modules:
     sequences              runs → z-scored arrays, the seeded train/held-out split and folds
     model                  GaussianHMM: the parameters and all of the model's mathematics
-                           (densities, likelihood, Viterbi, filter, the feature gradient, model.json)
+                           (densities, likelihood, Viterbi, filter, the feature gradient);
+                           StateModel: a fitted model with what it was fitted on (model.json)
     baum_welch             the EM that runs: many fits at once, a leading dimension over fits
     pomegranate_reference  pomegranate's DenseHMM with the covariance prior and floor: the
                            reference the batched EM is tested against
@@ -27,6 +28,9 @@ __all__, __getattr__, __dir__ = exports(
     __name__,
     {
         "GaussianHMM": ".model",
+        "StateModel": ".model",
+        "ZScores": ".model",
+        "read_kept_fits": ".model",
         "zscore_runs": ".sequences",
         "Sequences": ".sequences",
         "fit_hmm": ".fit",
@@ -35,6 +39,7 @@ __all__, __getattr__, __dir__ = exports(
         "fit_task": ".selection",
         "TaskFit": ".selection",
         "analyse_task": ".analysis",
+        "TaskAnalysis": ".analysis",
         "stability_of_task": ".stability",
         "choose_k_afresh": ".k_stability",
         "Scenario": ".simulate",

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from latentstates.columns import NO_PERFORMANCE
 from latentstates.settings import AnalysisSettings
-from latentstates.states.model import GaussianHMM
-from latentstates.states.sequences import pooled_zscores, zscore_runs
+from latentstates.states.model import GaussianHMM, StateModel
+from latentstates.states.sequences import zscore_runs
 
 
 def paths_by_run(states: pd.DataFrame) -> dict[int, np.ndarray]:
@@ -273,26 +274,40 @@ COEFFICIENT_COLUMNS = [
 ]
 
 
+@dataclass
+class TaskAnalysis:
+    """The paper's analyses of one task's decoded runs (what rule analysis writes)."""
+
+    edges: pd.DataFrame
+    """Transitions between states with their probability, runs and feature changes (edges.csv)."""
+    runs: pd.DataFrame
+    """Per run: convergence, occupancy of each state, the regression's fit (runs.csv)."""
+    coefficients: pd.DataFrame
+    """The convergence regression's coefficients and each state's visit test (regression.csv)."""
+    summary: dict
+    """K, R² and its p, detour states, the most used edge, ... (summary.json)."""
+
+
 def analyse_task(
     metrics: pd.DataFrame,
     states: pd.DataFrame,
-    model: dict,
+    model: StateModel,
     threshold: float,
     settings: AnalysisSettings,
-) -> dict:
-    """All per-task analyses of model.json's `model`: edge table with feature changes, per-run
+) -> TaskAnalysis:
+    """All per-task analyses of a fitted state model: edge table with feature changes, per-run
     table, regression, detours."""
     ranking, occupancy_kind = settings.feature_ranking, settings.occupancy
     detour_alpha = settings.detour_alpha
     paths = paths_by_run(states)
-    k = model["k"]
+    k = model.k
     if k == 0 or not paths:
         return _nothing_decoded(metrics, threshold, ranking, occupancy_kind)
-    hmm = GaussianHMM.from_json(model)
+    hmm = model.hmm
     edges = transition_edges(paths, hmm.transitions)
-    seqs = zscore_runs(metrics, model["features"], pooled=pooled_zscores(model))
+    seqs = zscore_runs(metrics, model.features, pooled=model.pooled_zscores)
     sequences = dict(zip(seqs.runs, seqs.arrays))
-    changes = feature_changes(sequences, paths, edges, hmm, model["features"], ranking, settings.top_features)
+    changes = feature_changes(sequences, paths, edges, hmm, model.features, ranking, settings.top_features)
     occ = occupancy(paths, k, fraction=occupancy_kind == "fraction")
     # Runs without eval accuracy (an imported series without a performance table): everything
     # but convergence, the regression and the detour test.
@@ -347,31 +362,33 @@ def analyse_task(
         "detour_states": detours,
         "detour_rule": convergence["detour_rule"],
         "top_edge": top_edge,
-        "criterion": model.get("criterion"),
-        "pinned": model.get("pinned", False),
-        "at_boundary": model.get("at_boundary", False),
+        "criterion": model.criterion,
+        "pinned": bool(model.pinned),
+        "at_boundary": model.at_boundary,
         "feature_ranking": ranking,
         "occupancy": occupancy_kind,
     }
     if not performance:
         summary["status"] = NO_PERFORMANCE
-    return {
-        "edges": changes if not changes.empty else pd.DataFrame(columns=EDGE_COLUMNS),
-        "runs": runs.reset_index(),
-        "coefficients": coefficients,
-        "summary": summary,
-    }
+    return TaskAnalysis(
+        changes if not changes.empty else pd.DataFrame(columns=EDGE_COLUMNS),
+        runs.reset_index(),
+        coefficients,
+        summary,
+    )
 
 
-def _nothing_decoded(metrics: pd.DataFrame, threshold: float, ranking: str, occupancy_kind: str) -> dict:
+def _nothing_decoded(
+    metrics: pd.DataFrame, threshold: float, ranking: str, occupancy_kind: str
+) -> TaskAnalysis:
     """Analyses of a task whose HMM has no decoded run: convergence per run, nothing else."""
     conv = convergence_times(metrics, threshold).reset_index()
     conv["fitted"] = np.nan
-    return {
-        "edges": pd.DataFrame(columns=EDGE_COLUMNS),
-        "runs": conv,
-        "coefficients": pd.DataFrame(columns=COEFFICIENT_COLUMNS),
-        "summary": {
+    return TaskAnalysis(
+        pd.DataFrame(columns=EDGE_COLUMNS),
+        conv,
+        pd.DataFrame(columns=COEFFICIENT_COLUMNS),
+        {
             "k": 0,
             "n_runs": 0,
             "n_converged": int(conv["converged"].sum()),
@@ -384,4 +401,4 @@ def _nothing_decoded(metrics: pd.DataFrame, threshold: float, ranking: str, occu
             "occupancy": occupancy_kind,
             "status": "no usable runs for the HMM",
         },
-    }
+    )

@@ -24,6 +24,7 @@ from latentstates.states.analysis import (
     paths_by_run,
     transition_edges,
 )
+from latentstates.states.model import StateModel
 
 RUN_COLUMNS = ["run", "recipe", "seed"]
 # tests.csv: the per-recipe means (mean_<recipe>) come after the test's identity.
@@ -172,7 +173,7 @@ def convergence_regression(
 def compare_recipes(
     metrics: pd.DataFrame,
     states: pd.DataFrame,
-    model: dict,
+    model: StateModel,
     runs: pd.DataFrame,
     thresholds: dict[str, float],
     settings: ComparisonSettings,
@@ -181,14 +182,14 @@ def compare_recipes(
     `metrics` and `states`; `runs` maps it to recipe and seed; convergence by each recipe's own
     threshold)."""
     recipes = list(dict.fromkeys(runs["recipe"]))
-    k = int(model["k"])
+    k = model.k
     paths = paths_by_run(states)
     decoded = runs[runs["run"].isin(list(paths))].set_index("run").loc[list(paths)]
     labels = decoded["recipe"].to_numpy()
     present = [r for r in recipes if (labels == r).any()]
     occ = occupancy(paths, k, fraction=True)
     visits = (occ > 0).astype(float)
-    edge_table = transition_edges(paths, np.asarray(model["transitions"]))
+    edge_table = transition_edges(paths, model.hmm.transitions)
     edges = list(zip(edge_table["source"].astype(int), edge_table["target"].astype(int)))
     use = _edge_use(paths, edges)
 

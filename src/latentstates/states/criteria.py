@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from latentstates.states.model import StateModel
 
 
 def n_parameters(k: int, d: int, covariance: str) -> int:
@@ -85,17 +89,17 @@ def seed_range(seeds: Sequence[int]) -> str:
 
 
 def replication_table(
-    sets: dict[str, list[str]], models: dict[str, dict], seeds: dict[str, list[int]]
+    sets: dict[str, list[str]], models: dict[str, StateModel], seeds: dict[str, list[int]]
 ) -> pd.DataFrame:
     """Per task with seed sets (the task first, then <task>_set2 …): the K chosen on each set alone
     (model.json's), the sets' seeds, how many sets agree with the first set's K, and whether all do."""
     rows = []
     for task, names in sets.items():
-        ks = [int(models[n]["k"]) for n in names]
+        ks = [models[n].k for n in names]
         rows.append(
             {
                 "task": task,
-                "criterion": models[names[0]].get("criterion", ""),
+                "criterion": models[names[0]].criterion or "",
                 "k": " / ".join(map(str, ks)),
                 "seeds": " / ".join(seed_range(seeds[n]) for n in names),
                 "agreement": f"{sum(k == ks[0] for k in ks)}/{len(ks)}",

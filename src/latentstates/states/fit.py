@@ -33,7 +33,7 @@ class FittedHMM(GaussianHMM):
     model: object = None
 
     @classmethod
-    def of(cls, model, covariance: str) -> FittedHMM:
+    def from_pomegranate(cls, model, covariance: str) -> FittedHMM:
         """The parameters of pomegranate's fitted `model`."""
 
         def probabilities(logs: torch.Tensor) -> np.ndarray:
@@ -51,7 +51,7 @@ class FittedHMM(GaussianHMM):
         )
 
     @classmethod
-    def of_start(cls, params: Start, covariance: str) -> FittedHMM:
+    def from_start(cls, params: Start, covariance: str) -> FittedHMM:
         """The parameters of a batched fit (`baum_welch.Outcome.params`)."""
         return cls(params.starts, params.edges, params.ends, params.means, params.covs, covariance)
 
@@ -144,7 +144,7 @@ def fit_many(
         out[i] = (
             (None, outcome.error)
             if outcome.error
-            else (FittedHMM.of_start(outcome.params, settings.covariance), "")
+            else (FittedHMM.from_start(outcome.params, settings.covariance), "")
         )
     return out
 
@@ -215,7 +215,7 @@ def fit_hmm(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             model.fit([torch.tensor(a, dtype=torch.float64) for a in arrays])
-        return FittedHMM.of(model, settings.covariance)
+        return FittedHMM.from_pomegranate(model, settings.covariance)
     [(fit, error)] = fit_many(arrays, k, settings, [Spec(None, seed, init)])
     if fit is None:
         raise RuntimeError(error)
@@ -255,7 +255,7 @@ def reference_fit(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             model.fit([torch.tensor(a, dtype=torch.float64) for a in seen])
-        fit = dataclasses.replace(FittedHMM.of(model, settings.covariance), model=None)
+        fit = dataclasses.replace(FittedHMM.from_pomegranate(model, settings.covariance), model=None)
     except FIT_ERRORS as exc:
         return None, str(exc)
     if not all(np.isfinite(v).all() for v in (fit.transitions, fit.means, fit.covs)):

@@ -1,4 +1,5 @@
-"""The Gaussian HMM as parameters: emission densities, likelihood, decoding, filtering, model.json.
+"""The Gaussian HMM as parameters (emission densities, likelihood, decoding, filtering) and a
+task's fitted state model with what it was fitted on (`StateModel`: model.json).
 
 One float64 implementation of the model's mathematics, whatever fitted it: model selection
 scores and decodes with it, the analyses and the forecast filter with it. No torch.
@@ -6,11 +7,15 @@ scores and decodes with it, the analyses and the forecast filter with it. No tor
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+from latentstates.io import read_json, write_json
 
 PARAMETERS = ("starts", "transitions", "ends", "means", "covs")
 
@@ -35,16 +40,16 @@ class GaussianHMM:
         return len(self.starts)
 
     @classmethod
-    def from_json(cls, model: dict) -> GaussianHMM:
-        """From model.json's dict (or any dict with its parameter keys)."""
-        ends = model.get("ends")
+    def from_json(cls, params: dict) -> GaussianHMM:
+        """From a dict with the parameter keys and `covariance` (`to_json`'s, model.json's)."""
+        ends = params.get("ends")
         return cls(
-            np.asarray(model["starts"], dtype=float),
-            np.asarray(model["transitions"], dtype=float),
+            np.asarray(params["starts"], dtype=float),
+            np.asarray(params["transitions"], dtype=float),
             None if ends is None else np.asarray(ends, dtype=float),
-            np.asarray(model["means"], dtype=float),
-            np.asarray(model["covs"], dtype=float),
-            model["covariance"],
+            np.asarray(params["means"], dtype=float),
+            np.asarray(params["covs"], dtype=float),
+            params["covariance"],
         )
 
     def to_json(self) -> dict:
@@ -153,6 +158,161 @@ class GaussianHMM:
         prec = self.precisions() if precisions is None else precisions
         scores = -np.einsum("kde,ke->kd", prec, x[t] - self.means)
         return scores[j] - post[t] @ scores
+
+
+@dataclass(frozen=True)
+class ZScores:
+    """How the runs' metrics were standardised before the fit (model.json's `zscore`).
+
+    `kind` "run": each run by its own mean and standard deviation; "pooled": every run by those
+    of all runs together (`hmm.zscore`). `mean` and `std` hold one row of feature statistics per
+    run of `runs`, in that order, computed with `ddof` degrees of freedom.
+    """
+
+    kind: str
+    runs: list[int]
+    mean: list[list[float]]
+    std: list[list[float]]
+    ddof: int = 0
+
+    @property
+    def pooled(self) -> bool:
+        return self.kind == "pooled"
+
+
+# model.json's keys that a StateModel holds as fields (the rest: the HMM's parameters).
+_RECORD_FIELDS = (
+    "features",
+    "first_n",
+    "task",
+    "comparison",
+    "recipes",
+    "train_runs",
+    "val_runs",
+    "zscore",
+    "criterion",
+    "pinned",
+    "at_boundary",
+    "boundary_warning",
+    "k_repeats",
+    "restart_seed",
+    "excluded_runs",
+    "dropped_features",
+    "settings",
+    "status",
+)
+
+
+@dataclass(frozen=True)
+class StateModel:
+    """A fitted latent-state model with what it was fitted on and how it was chosen: the content
+    of a task's (or a comparison's) `hmm/model.json`, read with `from_json`/`read`, written with
+    `to_json`/`write`.
+
+    Fields that a model of the HMM stage always has come first; the rest are None where they do
+    not apply (a comparison has no `task`, a task no `recipes`) and are then left out of the JSON.
+    """
+
+    hmm: GaussianHMM | None
+    """The HMM's parameters, states numbered by time of first use; None when no run could be
+    fitted (K = 0, see `status` and `excluded_runs`)."""
+    covariance: str
+    """"full" or "diag" (`hmm.covariance`), also when `hmm` is None."""
+    features: list[str]
+    """The metrics the HMM was fitted on, in the order of the parameters' dimensions."""
+    first_n: int | None = None
+    """Each run's first n checkpoints were fitted (`hmm.first_n`; None: every checkpoint)."""
+    task: str | None = None
+    """The task's name (a task's model)."""
+    comparison: str | None = None
+    """The comparison's name (a comparison's shared model)."""
+    recipes: list[str] | None = None
+    """A comparison's recipes (tasks), in the order of its run numbers."""
+    train_runs: list[int] | None = None
+    """The runs (seeds, or a comparison's run numbers) the chosen model was fitted on."""
+    val_runs: list[int] | None = None
+    """The runs held out to choose K (the single-split criteria; empty for the fold criteria)."""
+    zscore: ZScores | None = None
+    """How every usable run was z-scored (the forecast and the analyses redo it)."""
+    criterion: str | None = None
+    """The criterion that chose K (`hmm.criterion`)."""
+    pinned: bool | None = None
+    """Whether K was given (`hmm.n_states`) rather than chosen."""
+    at_boundary: bool = False
+    """Whether the chosen K is `hmm.max_states`, the largest tried (a larger K might fit better)."""
+    boundary_warning: str = ""
+    """What to do about a K at the boundary, in words ('' when it is not)."""
+    k_repeats: list[int | None] | None = None
+    """The K each fold assignment of the runs chooses alone (fold criteria; `hmm.cv_repeats`)."""
+    restart_seed: int | None = None
+    """The seed of the restart whose fit was kept at the chosen K."""
+    excluded_runs: dict[str, str] = field(default_factory=dict)
+    """Runs left out of the fit ({run: why}, e.g. diverged or too short)."""
+    dropped_features: dict[str, str] | None = None
+    """Features asked for but left out ({feature: why}, e.g. missing for every run)."""
+    settings: dict[str, Any] | None = None
+    """The `hmm` settings of the fit, as the config gave them."""
+    status: str | None = None
+    """Why there is no model (K = 0), in words; None when there is one."""
+
+    @property
+    def k(self) -> int:
+        """The number of states (0: no run could be fitted)."""
+        return 0 if self.hmm is None else self.hmm.k
+
+    @property
+    def pooled_zscores(self) -> bool:
+        """Whether the runs were z-scored together (`zscore.kind` "pooled")."""
+        return self.zscore is not None and self.zscore.pooled
+
+    def replace(self, **changes: Any) -> StateModel:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_json(cls, record: dict) -> StateModel:
+        """From model.json's content; keys of an older model.json that it lacks take the defaults."""
+        hmm = GaussianHMM.from_json(record) if record.get("k", len(record.get("starts", []))) else None
+        values = {name: record[name] for name in _RECORD_FIELDS if name in record}
+        if "zscore" in values and values["zscore"] is not None:
+            values["zscore"] = ZScores(**values["zscore"])
+        return cls(hmm=hmm, covariance=record["covariance"], **values)
+
+    def to_json(self) -> dict:
+        """model.json's content: the HMM's parameters (empty lists when K = 0), `k`, `covariance`
+        and every field that applies."""
+        if self.hmm is None:
+            out: dict[str, Any] = {"k": 0, "covariance": self.covariance}
+            out |= {name: [] for name in PARAMETERS}
+        else:
+            out = self.hmm.to_json()
+        for name in _RECORD_FIELDS:
+            value = getattr(self, name)
+            if value is None and name != "first_n":
+                continue
+            out[name] = dataclasses.asdict(value) if isinstance(value, ZScores) else value
+        return out
+
+    @classmethod
+    def read(cls, path) -> StateModel:
+        """A model.json file (an unreadable one named in the error)."""
+        record = read_json(path)
+        try:
+            return cls.from_json(record)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: not a model.json of this workflow ({exc!r})") from None
+
+    def write(self, path) -> None:
+        """Write model.json (atomically, keys sorted)."""
+        write_json(self.to_json(), path)
+
+
+def read_kept_fits(path) -> dict[int, GaussianHMM]:
+    """The kept fit of each K that the HMM stage wrote (models.json), states as fitted."""
+    record = read_json(path)
+    try:
+        return {int(k): GaussianHMM.from_json(m) for k, m in record["models"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a models.json of this workflow ({exc!r})") from None
 
 
 # Two states each of which hands over to the other at most steps: they alternate step by step.

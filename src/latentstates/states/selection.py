@@ -20,7 +20,7 @@ from latentstates.states.criteria import (
 )
 from latentstates.states.fit import FittedHMM, fit_restarts, restart_seed
 from latentstates.states.folds import fold_scores, repeat_choices
-from latentstates.states.model import GaussianHMM
+from latentstates.states.model import GaussianHMM, StateModel, ZScores
 from latentstates.states.sequences import CRITERIA, Sequences, split_runs, zscore_runs
 
 logger = logging.getLogger("latentstates")
@@ -154,24 +154,15 @@ def number_states(fit: GaussianHMM, arrays: Sequence[np.ndarray]) -> tuple[Gauss
     return fit.permuted(perm), perm, paths
 
 
-def model_record(
-    hmm: GaussianHMM, seqs: Sequences, train_runs: Sequence[int], zscore: str = "run", **extra: Any
-) -> dict:
-    """model.json's content: parameters, features, training runs, every usable run's z-score
-    statistics, and `extra`."""
-    return {
-        **hmm.to_json(),
-        "features": seqs.features,
-        "train_runs": list(train_runs),
-        "zscore": {
-            "kind": zscore,
-            "runs": seqs.runs,
-            "mean": seqs.mean.tolist(),
-            "std": seqs.std.tolist(),
-            "ddof": 0,
-        },
-        **extra,
-    }
+def state_model(
+    hmm: GaussianHMM, seqs: Sequences, train_runs: Sequence[int], zscore: str = "run", **fields: Any
+) -> StateModel:
+    """The state model of a fit: parameters, features, training runs, every usable run's z-score
+    statistics, and the other `StateModel` `fields`."""
+    scores = ZScores(zscore, list(seqs.runs), seqs.mean.tolist(), seqs.std.tolist(), ddof=0)
+    return StateModel(
+        hmm, hmm.covariance, list(seqs.features), train_runs=list(train_runs), zscore=scores, **fields
+    )
 
 
 @dataclass
@@ -180,7 +171,7 @@ class TaskFit:
 
     restarts: pd.DataFrame
     summary: pd.DataFrame
-    model: dict
+    model: StateModel
     states: pd.DataFrame
     excluded: pd.DataFrame
     models: dict
@@ -222,21 +213,15 @@ def _excluded_table(dropped: dict[int, str]) -> pd.DataFrame:
 
 def _no_usable_runs(seqs: Sequences, settings: HMMSettings) -> TaskFit:
     """Outputs of a task none of whose runs can be fitted (e.g. every run diverged): K = 0."""
-    model = {
-        "k": 0,
-        "status": "no usable runs: see excluded_runs",
-        "at_boundary": False,
-        "boundary_warning": "",
-        "covariance": settings.covariance,
-        "features": seqs.features,
-        "starts": [],
-        "transitions": [],
-        "ends": [],
-        "means": [],
-        "covs": [],
-        "excluded_runs": {str(s): why for s, why in sorted(seqs.dropped.items())},
-        "settings": dict(sorted(settings.to_dict().items())),
-    }
+    model = StateModel(
+        None,
+        settings.covariance,
+        list(seqs.features),
+        first_n=settings.first_n,
+        status="no usable runs: see excluded_runs",
+        excluded_runs={str(s): why for s, why in sorted(seqs.dropped.items())},
+        settings=dict(sorted(settings.to_dict().items())),
+    )
     return TaskFit(
         pd.DataFrame(columns=RESTART_COLUMNS),
         pd.DataFrame(columns=SELECTION_COLUMNS),
@@ -316,7 +301,7 @@ def _select_by_folds(
 
 def fit_task(metrics: pd.DataFrame, settings: HMMSettings) -> TaskFit:
     """Z-score, split, select K, decode every usable run; states numbered by time of first use.
-    Features missing for every run are left out (`model["dropped_features"]`)."""
+    Features missing for every run are left out (`fit.model.dropped_features`)."""
     metrics, diverged = _without_diverged(metrics)
     dropped = missing_features(metrics, settings.features)
     if dropped and len(dropped) < len(settings.features):
@@ -347,11 +332,12 @@ def fit_task(metrics: pd.DataFrame, settings: HMMSettings) -> TaskFit:
         logger.warning("%s", boundary)
     hmm, perm, paths = number_states(kept[k], seqs.arrays)
     kept_seed = restarts.loc[restarts["kept"] & (restarts["k"] == k), "restart_seed"].iloc[0]
-    model = model_record(
+    model = state_model(
         hmm,
         seqs,
         train_runs,
         settings.zscore,
+        first_n=settings.first_n,
         criterion=settings.criterion,
         pinned=pinned,
         at_boundary=bool(boundary),
@@ -381,10 +367,10 @@ def fit_shared(metrics: dict[str, pd.DataFrame], settings: HMMSettings) -> tuple
 
     pooled, runs = pool_runs(metrics)
     fit = fit_task(pooled, settings)
-    fit.model["recipes"] = list(metrics)
-    fit.model["excluded_runs"] = {
-        f"{r.recipe} seed {r.seed}": fit.model["excluded_runs"][str(r.run)]
+    excluded = {
+        f"{r.recipe} seed {r.seed}": fit.model.excluded_runs[str(r.run)]
         for r in runs.itertuples()
-        if str(r.run) in fit.model["excluded_runs"]
+        if str(r.run) in fit.model.excluded_runs
     }
+    fit.model = fit.model.replace(recipes=list(metrics), excluded_runs=excluded)
     return fit, runs

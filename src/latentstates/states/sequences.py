@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from latentstates.io import read_parquet
+from latentstates.states.model import StateModel
 
 # Model-selection criteria per K (hmm.select_model's columns; plotted by plots.model_selection).
 CRITERIA = ["val_ll", "aic", "bic", "aic_train", "bic_train"]
@@ -35,12 +36,12 @@ def first_checkpoints(metrics: pd.DataFrame, n: int | None) -> pd.DataFrame:
     return metrics[metrics["checkpoint"] < n].reset_index(drop=True)
 
 
-def analysed_metrics(path: str | os.PathLike, model: dict) -> pd.DataFrame:
+def analysed_metrics(path: str | os.PathLike, model: StateModel) -> pd.DataFrame:
     """The collated metrics as the analyses of a fitted HMM read them (model.json's `model`):
     run, checkpoint, step, eval accuracy and the model's features, each run's first `first_n`
     checkpoints."""
-    columns = ["seed", "checkpoint", "step", "eval_acc", *model["features"]]
-    return first_checkpoints(read_parquet(path, columns=columns), model.get("first_n"))
+    columns = ["seed", "checkpoint", "step", "eval_acc", *model.features]
+    return first_checkpoints(read_parquet(path, columns=columns), model.first_n)
 
 
 def zscore_runs(
@@ -84,11 +85,6 @@ def zscore_runs(
     means = np.array([mu for mu, _ in stats]).reshape(-1, d)
     stds = np.array([sd for _, sd in stats]).reshape(-1, d)
     return Sequences(runs, arrays, features, means, stds, dropped)
-
-
-def pooled_zscores(model: dict) -> bool:
-    """Whether a fitted model's runs were z-scored together (model.json's `zscore.kind`)."""
-    return model.get("zscore", {}).get("kind") == "pooled"
 
 
 # Beyond this magnitude a feature's squares overflow float64: its moments are taken at a smaller

@@ -30,7 +30,7 @@ from latentstates.states.k_stability import (
     perturbed_weights,
     refolds_fitted,
 )
-from latentstates.states.model import GaussianHMM
+from latentstates.states.model import GaussianHMM, StateModel
 from latentstates.states.starts import start_of
 
 
@@ -317,8 +317,8 @@ def stability(
 def stability_of_task(
     metrics: pd.DataFrame,
     states: pd.DataFrame,
-    model: dict,
-    models: dict,
+    model: StateModel,
+    kept: dict[int, GaussianHMM],
     threshold: float,
     hmm: HMMSettings,
     analysis: AnalysisSettings,
@@ -326,33 +326,31 @@ def stability_of_task(
 ) -> Stability:
     """`stability` of one task from the HMM stage's outputs: the decoded runs (states.parquet)
     z-scored as the stage did, their main-fit paths, the main model (model.json), the kept
-    model of each K (models.json), and convergence times where the runs have eval accuracy."""
+    fit of each K (models.json: `read_kept_fits`), and convergence times where the runs have eval accuracy."""
     from latentstates.states.analysis import convergence_times, paths_by_run
-    from latentstates.states.sequences import pooled_zscores, zscore_runs
+    from latentstates.states.sequences import zscore_runs
 
     paths = paths_by_run(states)
-    if model["k"] == 0 or not paths:
+    if model.k == 0 or not paths:
         return empty_stability(settings)
     runs = sorted(paths)
     used = metrics[metrics["seed"].isin(runs)]
-    seqs = zscore_runs(used, model["features"], pooled=pooled_zscores(model))
+    seqs = zscore_runs(used, model.features, pooled=model.pooled_zscores)
     if seqs.runs != runs:
         raise ValueError(f"the decoded runs {runs} are not the runs the metrics z-score to {seqs.runs}")
     times = None
     if "eval_acc" in used and used["eval_acc"].notna().any():
         times = convergence_times(used, threshold).loc[runs, "convergence_checkpoint"].to_numpy(dtype=float)
-    kept = {int(k): GaussianHMM.from_json(m) for k, m in models["models"].items()}
-    main = GaussianHMM.from_json(model)
     return stability(
         seqs.arrays,
         [paths[r] for r in runs],
         times,
-        main,
+        model.hmm,
         kept,
         hmm,
         analysis,
         settings,
-        model.get("k_repeats"),
+        model.k_repeats,
     )
 
 
