@@ -63,6 +63,7 @@ rule summary_table:
         ),
         md=path("summary", ext="md"),
         tex=path("summary", ext="tex"),
+        rst=path("summary", ext="rst"),  # the report's front page includes it
     log:
         f"{RESULTS}/logs/summary_table.log",
     conda:

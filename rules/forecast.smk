@@ -1,5 +1,5 @@
 # The early forecast of convergence (src/latentstates/forecast/): evaluated on runs held out of the
-# HMM fit, and its figure. The command line `python -m latentstates.forecast` forecasts a run
+# HMM fit, and its figure. The command line `latentstates forecast` forecasts a run
 # still training from the same fitted HMM.
 rule forecast:
     input:

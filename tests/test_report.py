@@ -70,6 +70,11 @@ def test_report_holds_every_figure_and_table(report):
     html = report.read_text(errors="replace")
     assert report.stat().st_size > 100_000
     assert "Where to start" in html  # the front page (workflow/report/workflow.rst)
+    # ... opens with the run's summary table (results/summary.rst), a real table, one row per task.
+    assert "What each task" in html and "System Message" not in html
+    front = html[html.index("What each task") :]
+    front = front[: front.index("Where to start")]
+    assert front.count("<tr") == 1 + len(TASKS) and all(t in front for t in TASKS)
     for task in TASKS:
         assert task in html
         for fig in FIGURES:

@@ -10,8 +10,9 @@ Top level, torch-free (the Snakefile and every job import them):
     columns     names shared by tables and the Snakefile
     provenance  which package code each rule runs, and its digest (a rule's `code` param)
     io, logs, disk   atomic outputs, job logs, and a full disk reported by file
-Top level, with torch: `device` (device, threads, deterministic kernels), the command line
-`python -m latentstates.llc_calibration`; `config_reference` (docs/configuration.md from the schema).
+Top level, with torch: `device` (device, threads, deterministic kernels). The command lines, in
+one place: `cli` (`latentstates forecast | llc-calibration | config-reference`); `config_reference`
+(docs/configuration.md from the schema); `api` (what a notebook calls).
 
 Stages:
     tasks/    data sets, models, seed-batched replicas, the task registry, closed-form Hessians

@@ -211,10 +211,14 @@ def render(schema: dict | None = None) -> str:
     return "\n".join(sections)
 
 
-def main() -> None:
-    """Print the configuration reference."""
+def main(argv: list[str] | None = None) -> int:
+    """Print the configuration reference (`latentstates config-reference > docs/configuration.md`)."""
+    import argparse
+
+    argparse.ArgumentParser(prog="latentstates config-reference", description=__doc__).parse_args(argv)
     print(render(), end="")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

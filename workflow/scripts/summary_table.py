@@ -10,7 +10,8 @@ import pandas as pd
 
 from latentstates.io import read_json
 from latentstates.logs import job_log
-from latentstates.report.tables import write_table
+from latentstates.io import atomic_path
+from latentstates.report.tables import to_rst, write_table
 
 
 def forecast_cell(path: str, method: str) -> str:
@@ -92,6 +93,18 @@ HEADERS = {
 }
 
 
+# The columns of the report's front page (summary.rst), of the people's table.
+FRONT_PAGE = [
+    "task",
+    "K",
+    "K refitted",
+    "K on seed sets",
+    "R² [interval]",
+    "detour states",
+    "findings (how often each recurs)",
+]
+
+
 # How K was chosen, in words (hmm.criterion).
 CRITERIA = {
     "cv_1se": "folds, 1 SE",
@@ -162,3 +175,9 @@ with job_log(snakemake.log[0]):
         caption="Convergence time regressed on latent-state occupancy, per task",
         readable=pd.DataFrame(people),
     )
+    front = pd.DataFrame(people)
+    front = front[[c for c in FRONT_PAGE if c in front]]
+    with atomic_path(snakemake.output.rst) as tmp:
+        tmp.write_text(
+            to_rst(front, "What each task's runs show (the full table: Summary)"), encoding="utf-8"
+        )

@@ -7,7 +7,7 @@ Modules:
     model         the forecast from a run's first checkpoints (`Forecaster`, `METHODS`)
     evaluation    the forecast cross-validated over runs held out of the HMM fit (rule forecast)
     partial_runs  a run still training (checkpoints, also `.partial`, or a written run) as a table
-    __main__      the command line: `python -m latentstates.forecast TASK_DIR RUN`
+    __main__      the command line: `latentstates forecast TASK_DIR RUN`
 """
 
 from latentstates._lazy import exports

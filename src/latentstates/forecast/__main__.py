@@ -1,6 +1,6 @@
 """Command line: current latent state, detour flag and convergence forecast of a run in progress.
 
-`python -m latentstates.forecast TASK_DIR RUN`: RUN is a metrics table, a checkpoint directory
+`latentstates forecast TASK_DIR RUN`: RUN is a metrics table, a checkpoint directory
 (also a `.partial` one while the run trains), or a run directory written from the user's own
 training loop (`latentstates.runs.writer`, also while it trains), whose weight statistics the
 measure stage computes (`forecast.partial_runs`).
@@ -26,7 +26,7 @@ from latentstates.states.model import StateModel
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m latentstates.forecast",
+        prog="latentstates forecast",
         description="Current latent state, detour flag and convergence forecast of a run in progress.",
     )
     parser.add_argument("task_dir", help="a task's results directory, e.g. results/modular_addition")

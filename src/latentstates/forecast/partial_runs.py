@@ -1,6 +1,6 @@
 """A run still training as a metrics table: a checkpoint directory (also a `.partial` one), or a
 run directory written from the user's own training loop (`latentstates.runs.writer`), whose
-complete checkpoints the measure stage reads; what `python -m latentstates.forecast` forecasts.
+complete checkpoints the measure stage reads; what `latentstates forecast` forecasts.
 """
 
 from __future__ import annotations

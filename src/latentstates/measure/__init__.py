@@ -5,6 +5,8 @@ Modules:
     hessian   the Hessian's top eigenvalue by Lanczos-accelerated power iteration
     llc       the local learning coefficient of a checkpoint by SGLD (pure torch functions)
     llc_runs  the local learning coefficient of a metrics job's runs
+    llc_calibration  the command line `latentstates llc-calibration`: a sweep of the LLC's SGLD
+              step size and temperature on one run, and the pair it suggests
     extract   every checkpoint of a run → one row of metrics
 """
 

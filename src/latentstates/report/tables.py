@@ -30,6 +30,24 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join([head, rule, *body]) + "\n"
 
 
+def _rst_text(v) -> str:
+    """A cell's text with reStructuredText's inline markup characters escaped."""
+    text = _fmt(v) or "–"
+    for c in "\\*`|_":
+        text = text.replace(c, "\\" + c)
+    return text
+
+
+def to_rst(df: pd.DataFrame, caption: str) -> str:
+    """A reStructuredText list-table (the report's front page includes one)."""
+    lines = [f".. list-table:: {caption}", "   :header-rows: 1", ""]
+    for row in [list(df.columns), *df.itertuples(index=False)]:
+        cells = [_rst_text(v) for v in row]
+        lines.append(f"   * - {cells[0]}")
+        lines += [f"     - {c}" for c in cells[1:]]
+    return "\n".join(lines) + "\n"
+
+
 def to_latex(df: pd.DataFrame, caption: str) -> str:
     """A booktabs LaTeX table."""
     esc = lambda s: (

@@ -8,7 +8,7 @@ Call `RunWriter.checkpoint(model, step)` wherever the loop saves, and `RunWriter
 with what it measured; `latentstates.runs.callbacks` does both for Hugging Face's `Trainer`. Every
 file is replaced atomically, the checkpoint before the log and the log before run.json, so a run
 killed at any point leaves a readable run of its complete checkpoints. A task with `source: runs`
-then points at these directories, and `python -m latentstates.forecast` reads one while it trains.
+then points at these directories, and `latentstates forecast` reads one while it trains.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ inverse temperature nβ on one run's last checkpoint (devinterp's procedure for 
 example), then the chosen pair held fixed for every checkpoint of every run (`tasks.<task>.llc`).
 
 Usage:
-    python -m latentstates.llc_calibration --task digits_mlp [--config config.yaml] [--seed 0]
+    latentstates llc-calibration --task digits_mlp [--config config.yaml] [--seed 0]
         [--epsilons 1e-5 3e-5 1e-4 3e-4 1e-3] [--nbeta-factors 0.3 1 3] [--out calibration]
 
 Reads the run's checkpoints from the workflow's results (results/<task>/runs/seed<seed>/run.json:
@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     from latentstates.runs.runtime import build_run
 
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="latentstates llc-calibration",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", default="config.yaml")
     parser.add_argument("--task", required=True)

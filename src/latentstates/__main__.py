@@ -1,0 +1,5 @@
+"""`python -m latentstates <command>`: the command lines of `latentstates.cli`."""
+
+from latentstates.cli import main
+
+raise SystemExit(main())
