@@ -40,6 +40,7 @@ config.update(_validated)
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
+include: "rules/import.smk"
 include: "rules/metrics.smk"
 include: "rules/hmm.smk"
 include: "rules/analysis.smk"

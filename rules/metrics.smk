@@ -61,30 +61,3 @@ rule collate:
         seeds=lambda wc: seeds(wc.task),
     script:
         "../workflow/scripts/collate.py"
-
-
-# A metrics table from elsewhere goes straight to the HMM, in the collated layout.
-rule import_table:
-    input:
-        lambda wc: config["tasks"][wc.task]["path"],
-    output:
-        path("metrics"),
-    log:
-        log("import_table"),
-    benchmark:
-        bench("import_table")
-    wildcard_constraints:
-        task="|".join(TABLE_TASKS) or "^$",
-    conda:
-        "../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-    params:
-        code=code("import_table.py"),
-        task=lambda wc: canonical(config["tasks"][wc.task]),
-        features=lambda wc: hmm_settings(wc.task)["features"],
-        # Reruns the import when the table changes, also to an older time.
-        table=lambda wc: discovery.fingerprint([config["tasks"][wc.task]["path"]]),
-    script:
-        "../workflow/scripts/import_table.py"

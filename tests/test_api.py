@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import latentstates
@@ -46,6 +47,61 @@ def test_read_metrics_names_the_cell_of_a_bad_table(tmp_path):
     (tmp_path / "bad.csv").write_text("run,step,l2\na,0,1.0\na,1,oops\n")
     with pytest.raises(Exception, match=r"bad\.csv.*(line 3|oops)"):
         latentstates.read_metrics(tmp_path / "bad.csv")
+
+
+def _collated(runs: int = 2, length: int = 6) -> pd.DataFrame:
+    table = pd.DataFrame(
+        {
+            "seed": np.repeat(np.arange(runs), length),
+            "checkpoint": np.tile(np.arange(length), runs),
+            "step": np.tile(np.arange(0, 10 * length, 10), runs),
+        }
+    )
+    table["task"] = "mine"
+    table["l2"] = np.linspace(1, 2, len(table))
+    table["diverged"] = False
+    return table
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda t: t.assign(l2=t["l2"].map(lambda v: f"{v:.2f}")), r"'l2', row 0: '1.00' is not a number"),
+        (
+            lambda t: t.assign(checkpoint=t["checkpoint"] + 0.5),
+            r"'checkpoint', row 0: 0\.5 is not a whole number",
+        ),
+        (
+            lambda t: pd.concat([t, t.iloc[[3]]], ignore_index=True),
+            r"row 12: more than one row for seed 0, checkpoint 3",
+        ),
+        (lambda t: t.assign(seed=t["seed"].astype(float).where(t.index != 2, np.nan)), r"'seed', row 2"),
+    ],
+)
+def test_read_metrics_checks_a_table_in_the_collated_layout_too(tmp_path, change, match):
+    """A hand-made Parquet with the workflow's key columns goes through cell checks, as a user's
+    own table does (a text cell would otherwise reach the fit)."""
+    table = _collated()
+    table.to_parquet(tmp_path / "good.parquet")
+    good = latentstates.read_metrics(tmp_path / "good.parquet")
+    pd.testing.assert_frame_equal(good, table)
+    change(table).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match=rf"bad\.parquet.*{match}"):
+        latentstates.read_metrics(tmp_path / "bad.parquet")
+
+
+def test_a_non_finite_value_of_a_collated_table_leaves_its_run_out_of_the_fit(tmp_path):
+    """As in the workflow: the HMM leaves the run out and says why."""
+    table = _collated(runs=3, length=20)
+    table["l2"] = np.where(table["checkpoint"] < 10, 0.0, 1.0) + np.random.default_rng(0).normal(
+        0, 0.1, len(table)
+    )
+    table.loc[25, "l2"] = np.inf
+    table.to_parquet(tmp_path / "inf.parquet")
+    fit = latentstates.fit_states(
+        latentstates.read_metrics(tmp_path / "inf.parquet"), n_states=2, features=["l2"]
+    )
+    assert list(fit.model.excluded_runs) == ["1"] and fit.model.zscore.runs == [0, 2]
 
 
 @pytest.mark.parametrize("name", ["latentstates", *[f"latentstates.{p}" for p in SUBPACKAGES]])

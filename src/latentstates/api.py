@@ -33,16 +33,17 @@ COLLATED = ("seed", "checkpoint", "step")  # the workflow's metrics table (resul
 def read_metrics(
     path: str | Path, run_column: str = "run", step_column: str = "step", features: list[str] | None = None
 ) -> pd.DataFrame:
-    """A metrics table: the workflow's collated `results/<task>/metrics.parquet`, or your own
-    CSV/Parquet table with one row per run and step (`run_column`, `step_column`, numeric feature
-    columns; `features`: which, default every numeric column), checked cell by cell as the
-    workflow's table tasks are, and brought to the collated layout (seed, run, checkpoint, step,
-    features, performance columns, diverged). Errors name the file and the cell."""
-    from latentstates.runs.external_tables import metrics_table, read_table, table_features
+    """A metrics table: the workflow's collated `results/<task>/metrics.parquet` (or a table with
+    its seed, checkpoint and step columns), or your own CSV/Parquet table with one row per run
+    and step (`run_column`, `step_column`, numeric feature columns; `features`: which, default
+    every numeric column), brought to the collated layout (seed, run, checkpoint, step, features,
+    performance columns, diverged). Either is checked cell by cell before it reaches a fit
+    (`runs.external_tables.collated_table`, `metrics_table`); errors name the file and the cell."""
+    from latentstates.runs.external_tables import collated_table, metrics_table, read_table, table_features
 
     table = read_table(path)
     if all(c in table for c in COLLATED):
-        return table
+        return collated_table(table, path)
     if features is None and run_column in table and step_column in table:
         features = table_features(table, run_column, step_column)
     return metrics_table(table, path, run_column, step_column, list(features or []))

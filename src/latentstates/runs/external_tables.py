@@ -260,3 +260,39 @@ def metrics_table(
             out[c] = np.nan
     out["diverged"] = False
     return out
+
+
+# Columns of the collated layout that hold labels, not numbers.
+LABEL_COLUMNS = ("task", "run", "recipe")
+COLLATED_KEYS = ("seed", "checkpoint", "step")
+
+
+def collated_table(df: pd.DataFrame, path: str | Path) -> pd.DataFrame:
+    """A table already in the collated layout (the workflow's `metrics.parquet`, or one made like
+    it), checked as a user's own table is before it reaches the HMM: rows present; seed,
+    checkpoint and step whole numbers in every row, one row per (seed, checkpoint); every other
+    column but the labels (task, run, recipe) and the flags (bool) numbers, where an empty or
+    non-finite value is allowed (the HMM leaves such a run out and says why, as for the
+    workflow's own runs). Errors name the file and the cell."""
+    require_rows(df, path)
+    df = df.reset_index(drop=True)
+    csv = str(path).endswith(".csv")
+    out = df.copy()
+    for c in COLLATED_KEYS:
+        v = numeric_column(df, c, path, allow_missing=False)
+        require_finite(v, c, path)
+        fractional = v != np.round(v)
+        if fractional.any():
+            first = int(np.flatnonzero(fractional.to_numpy())[0])
+            raise InputError(path, f"{v.iloc[first]:g} is not a whole number", cell(df, first, c, csv))
+        out[c] = v.astype(np.int64)
+    pairs = out[["seed", "checkpoint"]].duplicated()
+    if pairs.any():
+        first = int(np.flatnonzero(pairs.to_numpy())[0])
+        seed, checkpoint = out["seed"].iloc[first], out["checkpoint"].iloc[first]
+        raise InputError(path, f"more than one row for seed {seed}, checkpoint {checkpoint}", f"row {first}")
+    for c in df.columns:
+        if c in COLLATED_KEYS or c in LABEL_COLUMNS or pd.api.types.is_bool_dtype(df[c]):
+            continue
+        out[c] = numeric_column(df, c, path)
+    return out
