@@ -101,8 +101,8 @@ def arpack_top(loss, params):
     return float(eig[0]), calls[0]
 
 
-def sweep(method, task_cfg, paths, hessian_cfg, device, run_seed=0):
-    kind, split, model = build_run(TaskSpec.from_dict(task_cfg).run_spec, run_seed)
+def sweep(method, task, paths, hessian_cfg, device, run_seed=0):
+    kind, split, model = build_run(task.run_spec, run_seed)
     model.to(device).eval()
     batch = hessian_cfg.batch_size or len(split.x_train)
     x, y = split.x_train[:batch].to(device), split.y_train[:batch].to(device)
@@ -130,14 +130,12 @@ def sweep(method, task_cfg, paths, hessian_cfg, device, run_seed=0):
     return elapsed, used, eigs
 
 
-def sweep_together(task_cfg, runs, hessian_cfg, device):
+def sweep_together(task, runs, hessian_cfg, device):
     """Ours with the runs' Hessians iterated together (`extract.group_hessians`): one batched
     product for all runs at each checkpoint position. Returns seconds, products (per run, summed),
     batched products, and each run's eigenvalues."""
     seeds = [seed for seed, _ in runs]
-    _, replicas, losses = stacked_hessian_losses(
-        TaskSpec.from_dict(task_cfg).run_spec, seeds, hessian_cfg.batch_size, device
-    )
+    _, replicas, losses = stacked_hessian_losses(task.run_spec, seeds, hessian_cfg.batch_size, device)
     gens = [torch.Generator().manual_seed(hessian_cfg.seed) for _ in runs]
     vectors, used, batched, elapsed = [None] * len(runs), 0, 0, 0.0
     eigs = [[] for _ in runs]
@@ -164,32 +162,30 @@ def sweep_together(task_cfg, runs, hessian_cfg, device):
     return elapsed, used, batched, eigs
 
 
-def run_checkpoints(args, task_cfg, hessian_cfg, run_seed: int, out: Path | None = None) -> list[Path]:
+def run_checkpoints(args, task, hessian_cfg, run_seed: int, out: Path | None = None) -> list[Path]:
     """Every stride-th checkpoint of run `run_seed`: the default run's results, --checkpoints, or
     a run trained here (into `out`, else a temporary directory)."""
     default = REPO / "results" / args.task / "runs" / f"seed{run_seed}" / "checkpoints"
     ckpt = Path(args.checkpoints or default)
     if out is not None or not ckpt.is_dir():
         ckpt = out or Path(tempfile.mkdtemp()) / "checkpoints"
-        train_run(
-            TaskSpec.from_dict(task_cfg), run_seed, ckpt, device="cpu" if out else args.device, progress=False
-        )
+        train_run(task, run_seed, ckpt, device="cpu" if out else args.device, progress=False)
     return list_checkpoints(ckpt)[:: args.stride or hessian_cfg.stride]
 
 
-def prepare(out: Path, args, task_cfg, hessian_cfg, device) -> None:
+def prepare(out: Path, args, task, hessian_cfg, device) -> None:
     """The runs trained on the CPU, their strided checkpoints kept in `out`/seed<r>/ and ARPACK's
     references in `out`/references.json (for --prepared on a GPU machine)."""
     refs = {"task": args.task, "stride": args.stride or hessian_cfg.stride, "runs": {}}
     for run_seed in args.runs:
         with tempfile.TemporaryDirectory() as tmp:
-            paths = run_checkpoints(args, task_cfg, hessian_cfg, run_seed, Path(tmp) / "checkpoints")
+            paths = run_checkpoints(args, task, hessian_cfg, run_seed, Path(tmp) / "checkpoints")
             kept = out / f"seed{run_seed}"
             kept.mkdir(parents=True, exist_ok=True)
             for p in paths:  # the weights only (no optimiser state): a third of the size
                 torch.save({"model": load_checkpoint(p)["model"]}, kept / p.name)
         paths = [kept / p.name for p in paths]
-        _, n, eigs = sweep("reference", task_cfg, paths, hessian_cfg, device, run_seed)
+        _, n, eigs = sweep("reference", task, paths, hessian_cfg, device, run_seed)
         names = [p.name for p in paths]
         refs["runs"][str(run_seed)] = {"checkpoints": names, "products": n, "eigenvalues": eigs}
         print(f"{args.task} seed {run_seed}: {len(paths)} checkpoints, ARPACK {n} products", flush=True)
@@ -207,12 +203,12 @@ def main() -> None:
     parser.add_argument("--prepared", default=None, help="checkpoints and references of --prepare DIR")
     args = parser.parse_args()
     cfg = load_config(REPO / "config.yaml")
-    task_cfg, hessian_cfg = cfg["tasks"][args.task], HessianSettings.of_task(cfg, args.task)
+    task, hessian_cfg = TaskSpec.of_task(cfg, args.task), HessianSettings.of_task(cfg, args.task)
     device = resolve_device(args.device)
     configure_torch(1, device)
     if args.checkpoints and len(args.runs) != 1:
         parser.error("--checkpoints names one run's checkpoints: give one --runs seed")
-    closed = get_task(task_cfg["kind"]).hessian_top is not None
+    closed = get_task(task.kind).hessian_top is not None
     names = {
         "baseline": "baseline (PyHessian power iteration)",
         "ours": "ours (closed form)" if closed else "ours (warm Lanczos)",
@@ -222,7 +218,7 @@ def main() -> None:
     totals = {m: [0.0, 0, 0, 0] for m in methods}  # seconds, products, wrong, checkpoints
     runs, refs = [], []  # (seed, checkpoint paths), references: for the runs together
     if args.prepare:
-        prepare(Path(args.prepare), args, task_cfg, hessian_cfg, device)
+        prepare(Path(args.prepare), args, task, hessian_cfg, device)
         return
     prepared = json.loads((Path(args.prepared) / "references.json").read_text()) if args.prepared else None
     if prepared and (prepared["task"], prepared["stride"]) != (args.task, args.stride or hessian_cfg.stride):
@@ -233,15 +229,15 @@ def main() -> None:
             paths = [Path(args.prepared) / f"seed{run_seed}" / name for name in entry["checkpoints"]]
             ref_n, ref = entry["products"], entry["eigenvalues"]
         else:
-            paths = run_checkpoints(args, task_cfg, hessian_cfg, run_seed)
-            _, ref_n, ref = sweep("reference", task_cfg, paths, hessian_cfg, device, run_seed)
+            paths = run_checkpoints(args, task, hessian_cfg, run_seed)
+            _, ref_n, ref = sweep("reference", task, paths, hessian_cfg, device, run_seed)
         runs.append((run_seed, paths))
         refs.append(ref)
         print(f"{args.task} seed {run_seed} on {device}: {len(paths)} checkpoints; ARPACK {ref_n} products")
         times = {}
         for method in methods:
             settings = hessian_cfg.replace(method="lanczos") if method == "lanczos" else hessian_cfg
-            seconds, used, eigs = sweep(method, task_cfg, paths, settings, device, run_seed)
+            seconds, used, eigs = sweep(method, task, paths, settings, device, run_seed)
             wrong = sum(abs(e - r) > 1e-3 * max(abs(r), 1e-6) for e, r in zip(eigs, ref))
             worst = max(abs(e - r) / max(abs(r), 1e-6) for e, r in zip(eigs, ref))
             times[method] = seconds
@@ -258,7 +254,7 @@ def main() -> None:
         for method, (seconds, used, wrong, n) in totals.items():
             print(f"  {names[method]:38s} {seconds:7.3f} s  {used:6d} products  wrong at {wrong}/{n}")
         if len({len(paths) for _, paths in runs}) == 1 and not closed:
-            seconds, used, batched, eigs = sweep_together(task_cfg, runs, hessian_cfg, device)
+            seconds, used, batched, eigs = sweep_together(task, runs, hessian_cfg, device)
             pairs = [(e, r) for run_eigs, ref in zip(eigs, refs) for e, r in zip(run_eigs, ref)]
             wrong = sum(abs(e - r) > 1e-3 * max(abs(r), 1e-6) for e, r in pairs)
             totals["together"] = [seconds]

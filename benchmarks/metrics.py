@@ -50,8 +50,8 @@ def per_matrix_metrics(matrices, biases) -> dict[str, float]:
     return out
 
 
-def table(fn, task_cfg, paths) -> tuple[pd.DataFrame, float]:
-    kind, _, model = build_run(TaskSpec.from_dict(task_cfg).run_spec, 0)
+def table(fn, task, paths) -> tuple[pd.DataFrame, float]:
+    kind, _, model = build_run(task.run_spec, 0)
     start = time.perf_counter()
     rows = []
     with torch.no_grad():
@@ -68,15 +68,15 @@ def main() -> None:
     args = parser.parse_args()
     configure_torch(1, resolve_device("cpu"))
     cfg = load_config(REPO / "config.yaml")
-    task_cfg = cfg["tasks"][args.task]
+    task = TaskSpec.of_task(cfg, args.task)
     ckpt = Path(args.checkpoints or REPO / "results" / args.task / "runs" / "seed0" / "checkpoints")
     if not ckpt.is_dir():
         ckpt = Path(tempfile.mkdtemp()) / "checkpoints"
-        train_run(TaskSpec.from_dict(task_cfg), 0, ckpt, device="cpu", progress=False)
+        train_run(task, 0, ckpt, device="cpu", progress=False)
     paths = list_checkpoints(ckpt)
-    table(weight_metrics, task_cfg, paths[:5])  # warm up both paths (imports, allocator)
-    base, t_base = table(per_matrix_metrics, task_cfg, paths)
-    ours, t_ours = table(weight_metrics, task_cfg, paths)
+    table(weight_metrics, task, paths[:5])  # warm up both paths (imports, allocator)
+    base, t_base = table(per_matrix_metrics, task, paths)
+    ours, t_ours = table(weight_metrics, task, paths)
     diff = float((base - ours).abs().max().max())
     n = len(paths)
     print(f"{args.task}: {n} checkpoints of {ckpt}, one thread")
@@ -92,7 +92,7 @@ def main() -> None:
         log[col] = 0.0
     start = time.perf_counter()
     hessian = HessianSettings.of_task(cfg, args.task)
-    run_metrics(TaskSpec.from_dict(task_cfg), 0, ckpt, log, hessian, device="cpu", progress=False)
+    run_metrics(task, 0, ckpt, log, hessian, device="cpu", progress=False)
     whole = time.perf_counter() - start
     stride = hessian.stride
     print(f"  whole run_metrics, the Hessian every {stride}: {n / whole:.1f} checkpoints/s")
