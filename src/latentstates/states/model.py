@@ -239,9 +239,10 @@ class StateModel:
     pinned: bool | None = None
     """Whether K was given (`hmm.n_states`) rather than chosen."""
     at_boundary: bool = False
-    """Whether the chosen K is `hmm.max_states`, the largest tried (a larger K might fit better)."""
+    """Whether the criterion's optimum lies on the edge of the K tried: `hmm.max_states` (a
+    larger K might fit better) or 1 (no state structure)."""
     boundary_warning: str = ""
-    """What to do about a K at the boundary, in words ('' when it is not)."""
+    """The boundary's meaning in words ('' when K is inside the range)."""
     k_repeats: list[int | None] | None = None
     """The K each fold assignment of the runs chooses alone (fold criteria; `hmm.cv_repeats`)."""
     restart_seed: int | None = None
