@@ -34,6 +34,7 @@ def wheel(tmp_path_factory) -> Path:
     tree = tmp / "tree"
     tree.mkdir()
     shutil.copy(REPO / "pyproject.toml", tree)
+    shutil.copy(REPO / "LICENSE", tree)
     shutil.copytree(REPO / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     _pip("wheel", "--no-build-isolation", "-w", str(tmp / "dist"), str(tree))
     (built,) = (tmp / "dist").glob("latentstates-*.whl")
@@ -73,3 +74,17 @@ def test_installed_copy_validates_a_config_with_its_own_schema(wheel, tmp_path):
     assert Path(out["schema"]) == site / SCHEMA_IN_WHEEL
     assert "tasks" in out["keys"]
     assert out["tasks"] == sorted(yaml.safe_load((REPO / "config.yaml").read_text())["tasks"])
+
+
+def test_wheel_carries_the_license_and_the_citation_names_the_paper(wheel):
+    """MIT in the package's metadata and the LICENSE file in the wheel; CITATION.cff cites the
+    workflow with the paper as the preferred citation, as the README's BibTeX does."""
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        metadata = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: MIT" in metadata
+    assert any(n.endswith("licenses/LICENSE") for n in names)
+    cff = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == "MIT"
+    title = cff["preferred-citation"]["title"]
+    assert title in (REPO / "README.md").read_text()
