@@ -301,6 +301,23 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]  # no temporary left behind
 
 
+def test_atomic_outputs_get_the_permissions_of_any_new_file(tmp_path):
+    """mkstemp makes 0600 files; an output renamed into place gets what the umask gives a new file
+    (0644 under umask 022), so that a group can read the results on a shared filesystem."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_parquet(pd.DataFrame({"a": [1]}), tmp_path / "out.parquet")
+        os.umask(0o027)
+        write_parquet(pd.DataFrame({"a": [1]}), tmp_path / "group.parquet")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.parquet").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "group.parquet").stat().st_mode) == 0o640
+
+
 def test_feature_constant_across_all_runs_gives_finite_fit():
     rng = np.random.default_rng(0)
     rows = []

@@ -17,9 +17,18 @@ from latentstates.disk import reporting_full_disk
 from latentstates.validation import InputError, MissingInputError
 
 
+def _file_mode() -> int:
+    """The mode a plain `open` gives a new file under this process's umask (mkstemp's is 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it into place only on success.
+    """Yield a temporary path next to `path`; rename it into place only on success, with the
+    permissions any new file gets under the umask (readable by the group on a shared cluster
+    filesystem where the umask allows it, as Snakemake's own outputs are).
 
     A write that fails for lack of space raises `DiskFullError` naming `path`, the free space
     and `needed` (the bytes the write needed, where the caller knows them).
@@ -31,6 +40,7 @@ def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[
     try:
         with reporting_full_disk(path, needed, partial=tmp):
             yield Path(tmp)
+            os.chmod(tmp, _file_mode())
             os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
