@@ -318,15 +318,31 @@ def final_outputs():
 def interactive_views():
     """Every interactive view of the run as (group, label, file): each task's, then each
     comparison's, in the order interactive_views' page lists them."""
-    labels = {"training_curves": "training curves", "transition_graph": "transition graph"}
+    labels = {
+        "training_curves": "training curves",
+        "transition_graph": "transition graph",
+    }
     views = []
     for t in MAIN_TASKS:
-        views += [(t, labels[f], path("figure", task=t, figure=f, ext="html")) for f in INTERACTIVE]
+        views += [
+            (t, labels[f], path("figure", task=t, figure=f, ext="html"))
+            for f in INTERACTIVE
+        ]
         if t in LLC_TASKS:
-            views.append((t, "local learning coefficient", path("figure", task=t, figure="llc", ext="html")))
+            views.append(
+                (
+                    t,
+                    "local learning coefficient",
+                    path("figure", task=t, figure="llc", ext="html"),
+                )
+            )
     for c in COMPARISONS:
         views += [
-            (f"comparison {c}", labels[f], path("comparison_figure", comparison=c, figure=f, ext="html"))
+            (
+                f"comparison {c}",
+                labels[f],
+                path("comparison_figure", comparison=c, figure=f, ext="html"),
+            )
             for f in INTERACTIVE
         ]
     return views

@@ -165,6 +165,10 @@ def test_features_too_large_to_square_are_z_scored_as_at_a_smaller_scale():
     assert z_huge.std[0, 0] == z_small.std[0, 0] * 2.0**1000
 
 
+def proc_env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO / "src")}
+
+
 def test_the_forecast_command_names_a_run_that_is_not_there(tiny_config, tmp_path):
     task_dir = tmp_path / "results" / "sparse_parity"
     (task_dir / "hmm").mkdir(parents=True)
@@ -184,10 +188,15 @@ def test_the_forecast_command_names_a_run_that_is_not_there(tiny_config, tmp_pat
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        env=proc_env(),
     )
     assert proc.returncode == 2
     assert f"{missing}: no such file or directory" in proc.stderr and "Traceback" not in proc.stderr
+    # The run there, the model.json a stub: the message names the file.
+    missing.mkdir(parents=True)
+    proc = subprocess.run(proc.args, capture_output=True, text=True, cwd=tmp_path, env=proc_env())
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{task_dir / 'hmm' / 'model.json'}: not a model.json of this workflow" in proc.stderr
 
 
 @pytest.mark.slow

@@ -60,15 +60,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"{model_path}: no fitted HMM here (is {task_dir} a task's results directory, after its hmm job?)"
         )
-    try:
-        model = StateModel.read(model_path)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if model.k == 0:
-        parser.error(f"{model_path}: no fitted HMM")
     run = Path(args.run)
     if not run.exists() and not staging_dir(run).exists():  # a run still training: checkpoints.partial
         parser.error(f"{run}: no such file or directory (the run: a metrics table or a checkpoint directory)")
+    try:
+        model = StateModel.read(model_path)
+    except ValueError as exc:  # not a model.json of this workflow: the message names it
+        parser.error(str(exc))
+    if model.k == 0:
+        parser.error(f"{model_path}: no fitted HMM")
     fc = fitted_forecaster(task_dir, model, config["tasks"][task]["convergence_threshold"])
     try:
         table = _run_table(parser, args, run, spec)
