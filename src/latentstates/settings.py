@@ -243,9 +243,16 @@ class TrainSettings(_Settings):
         return cls.from_dict(config["tasks"][task]["train"])
 
 
-# A task's keys that build, train or import its runs (a rule's `task` param carries exactly these,
-# so that a change of any other key, e.g. the convergence threshold, reruns no training).
-RUN_KEYS = ("source", "kind", "data", "model", "train", "data_seed", "path", "architecture", "hub")
+# Per source, a task's keys that build, train or import its runs (a rule's `task` param carries
+# exactly these, so that a change of any other key, e.g. the convergence threshold, reruns no
+# training); a trained task's params leave out `source`, its default.
+SOURCE_KEYS = {
+    "train": ("kind", "data_seed", "data", "model", "train"),
+    "checkpoints": ("source", "kind", "data_seed", "data", "model", "path"),
+    "huggingface": ("source", "architecture", "path", "hub"),
+    "runs": ("source", "path"),
+}
+RUN_KEYS = tuple(dict.fromkeys(("source", *(k for keys in SOURCE_KEYS.values() for k in keys))))
 
 
 @dataclass(frozen=True)
@@ -276,13 +283,7 @@ class TaskSpec:
 
     def run_keys(self) -> dict[str, Any]:
         """The run keys of the task's source (a rule's `task` param)."""
-        keys = {
-            "train": ("kind", "data_seed", "data", "model", "train"),
-            "checkpoints": ("source", "kind", "data_seed", "data", "model", "path"),
-            "huggingface": ("source", "architecture", "path", "hub"),
-            "runs": ("source", "path"),
-        }[self.source]
-        return {k: getattr(self, k) for k in keys}
+        return {k: getattr(self, k) for k in SOURCE_KEYS[self.source]}
 
     @property
     def run_spec(self) -> dict[str, Any]:

@@ -14,8 +14,6 @@ import json
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from latentstates.forecast.model import METHODS, Forecast, Forecaster
 from latentstates.forecast.partial_runs import contiguous, partial_run_table, written_run_table
 from latentstates.runs.checkpoints import staging_dir
@@ -89,15 +87,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def fitted_forecaster(task_dir: Path, model: StateModel, threshold: float) -> Forecaster:
     """The forecaster of a task's results directory: its model, fitted runs and detour states."""
-    from latentstates.states.sequences import first_checkpoints
+    from latentstates.states.sequences import analysed_metrics
 
     summary_path = task_dir / "analysis" / "summary.json"
     detours = json.loads(summary_path.read_text())["detour_states"] if summary_path.exists() else []
-    fitted = pd.read_parquet(
-        task_dir / "metrics.parquet", columns=["seed", "checkpoint", "step", "eval_acc", *model.features]
-    )
-    fitted = first_checkpoints(fitted, model.first_n)
-    return Forecaster.fit(model, fitted, threshold, detours)
+    return Forecaster.fit(model, analysed_metrics(task_dir / "metrics.parquet", model), threshold, detours)
 
 
 def _run_table(parser: argparse.ArgumentParser, args: argparse.Namespace, run: Path, spec: TaskSpec):

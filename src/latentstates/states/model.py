@@ -180,29 +180,6 @@ class ZScores:
         return self.kind == "pooled"
 
 
-# model.json's keys that a StateModel holds as fields (the rest: the HMM's parameters).
-_RECORD_FIELDS = (
-    "features",
-    "first_n",
-    "task",
-    "comparison",
-    "recipes",
-    "train_runs",
-    "val_runs",
-    "zscore",
-    "criterion",
-    "pinned",
-    "at_boundary",
-    "boundary_warning",
-    "k_repeats",
-    "restart_seed",
-    "excluded_runs",
-    "dropped_features",
-    "settings",
-    "status",
-)
-
-
 @dataclass(frozen=True)
 class StateModel:
     """A fitted latent-state model with what it was fitted on and how it was chosen: the content
@@ -270,10 +247,15 @@ class StateModel:
         return dataclasses.replace(self, **changes)
 
     @classmethod
+    def _record_fields(cls) -> list[str]:
+        """model.json's keys that are fields here (besides `k`, `covariance` and the parameters)."""
+        return [f.name for f in dataclasses.fields(cls) if f.name not in ("hmm", "covariance")]
+
+    @classmethod
     def from_json(cls, record: dict) -> StateModel:
         """From model.json's content; keys of an older model.json that it lacks take the defaults."""
         hmm = GaussianHMM.from_json(record) if record.get("k", len(record.get("starts", []))) else None
-        values = {name: record[name] for name in _RECORD_FIELDS if name in record}
+        values = {name: record[name] for name in cls._record_fields() if name in record}
         if "zscore" in values and values["zscore"] is not None:
             values["zscore"] = ZScores(**values["zscore"])
         return cls(hmm=hmm, covariance=record["covariance"], **values)
@@ -286,7 +268,7 @@ class StateModel:
             out |= {name: [] for name in PARAMETERS}
         else:
             out = self.hmm.to_json()
-        for name in _RECORD_FIELDS:
+        for name in self._record_fields():
             value = getattr(self, name)
             if value is None and name != "first_n":
                 continue
