@@ -190,6 +190,9 @@ def main() -> None:
     parser.add_argument("--covariance-prior", type=float, default=None, help="override hmm.covariance_prior")
     parser.add_argument("--restarts", type=int, default=None, help="override hmm.restarts (ours)")
     parser.add_argument(
+        "--merge-splits", type=int, default=None, help="override hmm.merge_splits (ours; 0: none)"
+    )
+    parser.add_argument(
         "--reference-restarts",
         type=int,
         nargs="+",
@@ -208,6 +211,7 @@ def main() -> None:
             "var_floor": args.var_floor,
             "covariance_prior": args.covariance_prior,
             "restarts": args.restarts,
+            "merge_splits": args.merge_splits,
         }
         cfg = cfg.replace(**{key: value for key, value in overrides.items() if value is not None})
         train, val = task_data(Path(args.results), task, cfg, args.ragged)
@@ -231,7 +235,8 @@ def main() -> None:
             f"\n{task} ({shape}): {len(train)} train / {len(val)} held-out runs, "
             f"{cfg.covariance} covariance, "
             f"{cfg.max_iter} iterations, best of {cfg.restarts} restarts"
-            f"{' and splits' if cfg.splits else ''} (hmmlearn: "
+            f"{' and splits' if cfg.splits else ''}"
+            f"{f', {cfg.merge_splits} rounds of merge-and-split moves' if cfg.merge_splits else ''} (hmmlearn: "
             f"{'/'.join(map(str, args.reference_restarts))}), covariance_prior {cfg.covariance_prior:g}, "
             f"var_floor {cfg.var_floor:g}"
         )

@@ -200,9 +200,15 @@ def test_hmm_change_reruns_only_hmm_and_downstream(tiny_run, tmp_path):
     assert train_log.stat().st_mtime_ns == before
     restarts = pd.read_csv(wd / "results" / "sparse_parity" / "hmm" / "model_selection_restarts.csv")
     split = restarts["init"].str.startswith("split")
-    assert restarts.loc[~split, "restart"].max() == 2  # the 3 seeded restarts...
+    moves = restarts["init"].str.startswith("merge-split")
+    assert restarts.loc[~split & ~moves, "restart"].max() == 2  # the 3 seeded restarts...
     # ...and K − 1 splits of the kept (K−1)-state fit, numbered after them (hmm.splits)
     assert (restarts[split].groupby("k").size() == restarts[split].groupby("k")["k"].first() - 1).all()
+    # ...then at K ≥ 3 (max_states 3) one round of merge-and-split moves (hmm.merge_splits: 1):
+    # 3 pairs merged × 2 states split, numbered after the splits.
+    assert restarts.loc[moves, "k"].unique().tolist() == [3]
+    assert moves.sum() == 6
+    assert restarts.loc[moves, "restart"].min() > restarts.loc[split & (restarts["k"] == 3), "restart"].max()
     assert "Nothing to be done" in snakemake(wd, "--dry-run").stdout
 
 

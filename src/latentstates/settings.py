@@ -93,6 +93,7 @@ class HMMSettings(_Settings):
     cv_restarts: int  # seeded restarts per K and fold of the fold criteria
     cv_repeats: int  # fold assignments of the runs (each run's held-out score averaged)
     splits: bool  # also start each K from splits of the best (K − 1)-state fit
+    merge_splits: int  # rounds of merge-and-split moves from a K's best fit on every run (0: none)
     engine: str  # "batched" (states/baum_welch.py) or "pomegranate" (its DenseHMM)
     zscore: str  # "run": each run by its own statistics; "pooled": all runs together
     n_states: int | None  # pin K instead of choosing it

@@ -20,7 +20,7 @@ from latentstates.settings import HMMSettings
 from latentstates.states.baum_welch import Job, Start, fit_batch
 from latentstates.states.model import GaussianHMM, degeneracy
 from latentstates.states.pomegranate_reference import dense_hmm, floored_normal_class
-from latentstates.states.starts import floored, initial_start, split_starts
+from latentstates.states.starts import floored, initial_start, merge_split_starts, split_starts
 
 # What a restart may fail with (a Cholesky or k-means failure): the restart is skipped, not the fit.
 FIT_ERRORS = (RuntimeError, ValueError)
@@ -307,7 +307,9 @@ def fit_restarts(
 ) -> tuple[list[Restart], Restart | None]:
     """One fit per seed (restart r initialised by `restart_init(r)`), one per split of
     `previous` (the best (k−1)-state fit to the same runs, `split_specs`; numbered after the
-    seeded restarts, seed 0), and the best of them.
+    seeded restarts, seed 0), then up to `hmm.merge_splits` rounds of merge-and-split moves
+    (`merge_split_starts`) from the best fit so far by training log-likelihood, each round one
+    batch, until a round finds no better one; and the best of them all.
 
     The best is the successful restart with the highest held-out log-likelihood (`by` "val",
     the released rule), or training log-likelihood (`by` "train", or without held-out runs; the
@@ -317,8 +319,35 @@ def fit_restarts(
     """
     specs = [Spec(None, s, restart_init(r)) for r, s in enumerate(seeds)]
     specs += split_specs(previous if k > 1 else None, None)
-    restarts, best, best_score = [], None, None
-    for r, (spec, (fit, error)) in enumerate(zip(specs, fit_many(train, k, settings, specs))):
+    restarts = scored_restarts(train, val, k, settings, specs, 0)
+    for _ in range(settings.merge_splits if k > 2 else 0):
+        top = best_restart(restarts, [], "train")
+        if top is None:
+            break
+        occupancy = np.bincount(np.concatenate(top.fit.viterbi(train)), minlength=k)
+        moves = [
+            Spec(None, 0, f"merge-split {i + 1}", start)
+            for i, start in enumerate(merge_split_starts(top.fit, occupancy))
+        ]
+        restarts += scored_restarts(train, val, k, settings, moves, len(restarts))
+        better = best_restart(restarts, [], "train")
+        if better is top:
+            break
+    return restarts, best_restart(restarts, val, by)
+
+
+def scored_restarts(
+    train: Sequence[np.ndarray],
+    val: Sequence[np.ndarray],
+    k: int,
+    settings: HMMSettings,
+    specs: Sequence[Spec],
+    first: int,
+) -> list[Restart]:
+    """Every spec's fit (one batch, `fit_many`) with its log-likelihoods, error and degeneracy,
+    numbered from `first`."""
+    out = []
+    for r, (spec, (fit, error)) in enumerate(zip(specs, fit_many(train, k, settings, specs)), start=first):
         train_ll = val_ll = float("nan")
         degenerate = ""
         if fit is not None:
@@ -327,12 +356,20 @@ def fit_restarts(
             error = "" if math.isfinite(train_ll) else "non-finite log-likelihood"
             degenerate = degeneracy(fit)
         init = spec.init if k > 1 else "closed form"
-        restart = Restart(r, spec.seed, init, fit, train_ll, val_ll, error, degenerate)
-        restarts.append(restart)
-        score = val_ll if val and by == "val" else train_ll
-        if not error and not degenerate and math.isfinite(score) and (best is None or score > best_score):
+        out.append(Restart(r, spec.seed, init, fit, train_ll, val_ll, error, degenerate))
+    return out
+
+
+def best_restart(restarts: Sequence[Restart], val: Sequence[np.ndarray], by: str) -> Restart | None:
+    """The usable restart (no error, not degenerate, finite score) with the highest held-out
+    log-likelihood (`by` "val" with held-out runs) or training log-likelihood; the first of equals."""
+    best, best_score = None, None
+    for restart in restarts:
+        score = restart.val_ll if val and by == "val" else restart.train_ll
+        usable = not restart.error and not restart.degenerate and math.isfinite(score)
+        if usable and (best is None or score > best_score):
             best, best_score = restart, score
-    return restarts, best
+    return best
 
 
 def best_of(fits: Sequence[tuple[FittedHMM | None, str]], scores: Sequence[float]) -> int | None:

@@ -281,16 +281,17 @@ def _select_by_folds(
     """The fold criteria: every run's held-out log-likelihood at each K (`fold_scores`, averaged
     over the repeats), every K fitted on every run with `cv_restarts` restarts (the curves of the
     figure, and the check that K has a usable fit), K chosen, then the chosen K fitted with all
-    `restarts` (the first `cv_restarts` of them the same fits again): (restarts table, summary,
+    `restarts` (the first `cv_restarts` of them the same fits again) and the merge-and-split
+    moves (`hmm.merge_splits`): (restarts table, summary,
     kept fits, K, the K each repeat alone chooses)."""
     every = list(seqs.runs)
     scores = fold_scores(seqs, settings)
     cv = cv_summary(scores, len(seqs.features), settings.covariance)
     repeats = repeat_choices(scores, len(seqs.features), settings.covariance, settings.criterion)
-    first = settings.replace(restarts=min(settings.cv_restarts, settings.restarts))
+    first = settings.replace(restarts=min(settings.cv_restarts, settings.restarts), merge_splits=0)
     restarts, kept = select_model(seqs, every, [], first)
     k = choose_k(summarise_selection(restarts).merge(cv, on="k", how="left"), settings.criterion)
-    if settings.restarts > first.restarts and k > 1:
+    if (settings.restarts > first.restarts or settings.merge_splits) and k > 1:
         more, refit = select_model(seqs, every, [], settings, ks=[k], previous=kept.get(k - 1))
         restarts = pd.concat([restarts[restarts["k"] != k], more]).sort_values(["k", "restart"])
         restarts = restarts.reset_index(drop=True)
