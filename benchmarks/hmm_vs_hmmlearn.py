@@ -226,6 +226,7 @@ def main() -> None:
             progress=True,
         )
         lengths = sorted({len(a) for a in [*train, *val]})
+        moves = f", {cfg.merge_splits} rounds of merge-and-split moves" if cfg.merge_splits else ""
         shape = (
             f"{len(train) + len(val)} runs of {len(lengths)} lengths {lengths[0]}-{lengths[-1]}"
             if len(lengths) > 1
@@ -235,8 +236,7 @@ def main() -> None:
             f"\n{task} ({shape}): {len(train)} train / {len(val)} held-out runs, "
             f"{cfg.covariance} covariance, "
             f"{cfg.max_iter} iterations, best of {cfg.restarts} restarts"
-            f"{' and splits' if cfg.splits else ''}"
-            f"{f', {cfg.merge_splits} rounds of merge-and-split moves' if cfg.merge_splits else ''} (hmmlearn: "
+            f"{' and splits' if cfg.splits else ''}{moves} (hmmlearn: "
             f"{'/'.join(map(str, args.reference_restarts))}), covariance_prior {cfg.covariance_prior:g}, "
             f"var_floor {cfg.var_floor:g}"
         )

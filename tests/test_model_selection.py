@@ -339,7 +339,8 @@ def test_a_merge_and_split_move_leaves_the_optimum_em_is_stuck_beside():
     for start in moves:
         assert start.means.shape == (5, x.shape[1])
         np.testing.assert_allclose(start.edges.sum(axis=1) + start.ends, 1.0)
-    moved = [f.log_likelihood(arrays) / steps for f, _ in fit_many(arrays, 5, s, [Spec(None, 0, "m", m) for m in moves])]
+    fits = fit_many(arrays, 5, s, [Spec(None, 0, "move", start) for start in moves])
+    moved = [f.log_likelihood(arrays) / steps for f, _ in fits]
     assert max(moved) > best - 0.01
 
     # In the restarts: the moves are fitted after the restarts and splits, and never lose the best.
