@@ -240,34 +240,17 @@ def test_repeated_folds_average_each_run_and_each_repeat_chooses_alone():
     assert fit.model.k_repeats == choices
 
 
-def test_a_split_of_the_best_smaller_fit_reaches_the_optimum_that_restarts_miss():
-    """A simulated 5-state chain (4 phases and a detour) z-scored together: every one of 10
-    seeded restarts merges two states (≤ 0.05 nats/step), while the best split of the best
-    4-state fit reaches the optimum EM finds from the true states themselves (0.26)."""
+def _simulated_chain_and_truth():
+    """A simulated 5-state chain (4 phases and a detour, seed 5000) z-scored together, its true
+    paths, and EM's start at the true states (each state's moments, the transitions counted on
+    the true paths)."""
     from latentstates.states.baum_welch import Start
-    from latentstates.states.fit import Spec, fit_many, restart_init, restart_seed, split_specs
     from latentstates.states.sequences import zscore_runs
     from latentstates.states.simulate import Scenario, features, simulate
-    from latentstates.states.starts import split_starts
 
     scenario = Scenario(k=5, noise=0.1)
     table, paths = simulate(scenario, 5000)
     arrays = zscore_runs(table, features(scenario), pooled=True).arrays
-    steps = sum(len(a) for a in arrays)
-    s = HMMSettings.defaults(features=features(scenario), max_iter=32, tol=0.1)
-
-    def best(k, specs):
-        fits = [f for f, _ in fit_many(arrays, k, s, specs) if f is not None]
-        lls = [f.log_likelihood(arrays) / steps for f in fits]
-        return fits[int(np.argmax(lls))], max(lls)
-
-    def seeded(k):
-        return [Spec(None, restart_seed(0, k, r), restart_init(r)) for r in range(10)]
-
-    four, _ = best(4, seeded(4))
-    _, restarts = best(5, seeded(5))
-    _, grown = best(5, split_specs(four, None))
-    # EM from the true states (each state's moments, the transitions counted on the true paths).
     x, p = np.concatenate(arrays), np.concatenate(paths)
     counts = np.zeros((5, 5))
     for path in paths:
@@ -281,7 +264,33 @@ def test_a_split_of_the_best_smaller_fit_reaches_the_optimum_that_restarts_miss(
         np.stack([x[p == j].mean(axis=0) for j in range(5)]),
         np.stack([np.cov(x[p == j].T, bias=True) + 1e-3 * np.eye(x.shape[1]) for j in range(5)]),
     )
-    _, optimum = best(5, [Spec(None, 0, "truth", truth)])
+    settings = HMMSettings.defaults(features=features(scenario), max_iter=32, tol=0.1)
+    return arrays, paths, truth, settings
+
+
+def test_a_split_of_the_best_smaller_fit_reaches_the_optimum_that_restarts_miss():
+    """A simulated 5-state chain (4 phases and a detour) z-scored together: every one of 10
+    seeded restarts merges two states (≤ 0.05 nats/step), while the best split of the best
+    4-state fit reaches the optimum EM finds from the true states themselves (0.26)."""
+    from latentstates.states.fit import Spec, fit_many, restart_init, restart_seed, split_specs
+    from latentstates.states.starts import split_starts
+
+    arrays, _, truth, s = _simulated_chain_and_truth()
+    x = np.concatenate(arrays)
+    steps = len(x)
+
+    def best(k, specs):
+        fits = [f for f, _ in fit_many(arrays, k, s, specs) if f is not None]
+        lls = [f.log_likelihood(arrays) / steps for f in fits]
+        return fits[int(np.argmax(lls))], max(lls)
+
+    def seeded(k):
+        return [Spec(None, restart_seed(0, k, r), restart_init(r)) for r in range(10)]
+
+    four, _ = best(4, seeded(4))
+    _, restarts = best(5, seeded(5))
+    _, grown = best(5, split_specs(four, None))
+    _, optimum = best(5, [Spec(None, 0, "truth", truth)])  # EM from the true states
     assert restarts < optimum - 0.15
     assert grown > optimum - 0.01
     # One start per state, each a valid HMM one state larger: probabilities sum as they did.
@@ -299,30 +308,12 @@ def test_a_merge_and_split_move_leaves_the_optimum_em_is_stuck_beside():
     the true states (0.07 against 0.26 nats/step); one round of merge-and-split moves from the
     stuck fit reaches that optimum. Each move is a valid HMM of the same size, and merging two
     states keeps every probability distribution summing to one."""
-    from latentstates.states.baum_welch import Start
     from latentstates.states.fit import Spec, fit_many, fit_restarts, restart_seed
-    from latentstates.states.sequences import zscore_runs
-    from latentstates.states.simulate import Scenario, features, simulate
     from latentstates.states.starts import merge_split_starts, merge_states, split_starts
 
-    scenario = Scenario(k=5, noise=0.1)
-    table, paths = simulate(scenario, 5000)
-    arrays = zscore_runs(table, features(scenario), pooled=True).arrays
-    steps = sum(len(a) for a in arrays)
-    s = HMMSettings.defaults(features=features(scenario), max_iter=32, tol=0.1)
+    arrays, paths, truth, s = _simulated_chain_and_truth()
     x, p = np.concatenate(arrays), np.concatenate(paths)
-    counts = np.zeros((5, 5))
-    for path in paths:
-        np.add.at(counts, (path[:-1], path[1:]), 1)
-    ends = np.bincount([path[-1] for path in paths], minlength=5)
-    total = counts.sum(axis=1) + ends
-    truth = Start(
-        np.bincount([path[0] for path in paths], minlength=5) / len(paths),
-        counts / total[:, None],
-        ends / total,
-        np.stack([x[p == j].mean(axis=0) for j in range(5)]),
-        np.stack([np.cov(x[p == j].T, bias=True) + 1e-3 * np.eye(x.shape[1]) for j in range(5)]),
-    )
+    steps = len(x)
     [(optimum, _)] = fit_many(arrays, 5, s, [Spec(None, 0, "truth", truth)])
     occupancy = np.bincount(p, minlength=5)
     merged = merge_states(optimum, 3, 4, occupancy)
