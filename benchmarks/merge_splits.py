@@ -68,11 +68,12 @@ def main() -> None:
         a, b = fits["without"], fits["with"]
         col = next(c for c in a.states.columns if c.startswith("state"))
         same = float(np.mean(a.states[col].to_numpy() == b.states[col].to_numpy()))
+        (init_a, ll_a), (init_b, ll_b) = kept_fit(a), kept_fit(b)
         print(
             f"{task} ({settings.criterion}, {settings.merge_splits} round(s)): "
             f"{without:.1f} s without the moves, {with_:.1f} s with ({with_ / without:.2f}x); "
-            f"K {a.model.k} / {b.model.k}; kept fit {kept_fit(a)[0]!r} {kept_fit(a)[1]:.4f} / "
-            f"{kept_fit(b)[0]!r} {kept_fit(b)[1]:.4f} nats/step; same state at {same:.1%} of checkpoints",
+            f"K {a.model.k} / {b.model.k}; kept fit {init_a!r} {ll_a:.4f} / {init_b!r} {ll_b:.4f} "
+            f"nats/step; same state at {same:.1%} of checkpoints",
             flush=True,
         )
 

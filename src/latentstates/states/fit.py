@@ -320,8 +320,8 @@ def fit_restarts(
     specs = [Spec(None, s, restart_init(r)) for r, s in enumerate(seeds)]
     specs += split_specs(previous if k > 1 else None, None)
     restarts = scored_restarts(train, val, k, settings, specs, 0)
+    top = best_restart(restarts, [], "train")
     for _ in range(settings.merge_splits if k > 2 else 0):
-        top = best_restart(restarts, [], "train")
         if top is None:
             break
         occupancy = np.bincount(np.concatenate(top.fit.viterbi(train)), minlength=k)
@@ -333,6 +333,7 @@ def fit_restarts(
         better = best_restart(restarts, [], "train")
         if better is top:
             break
+        top = better
     return restarts, best_restart(restarts, val, by)
 
 
@@ -362,14 +363,11 @@ def scored_restarts(
 
 def best_restart(restarts: Sequence[Restart], val: Sequence[np.ndarray], by: str) -> Restart | None:
     """The usable restart (no error, not degenerate, finite score) with the highest held-out
-    log-likelihood (`by` "val" with held-out runs) or training log-likelihood; the first of equals."""
-    best, best_score = None, None
-    for restart in restarts:
-        score = restart.val_ll if val and by == "val" else restart.train_ll
-        usable = not restart.error and not restart.degenerate and math.isfinite(score)
-        if usable and (best is None or score > best_score):
-            best, best_score = restart, score
-    return best
+    log-likelihood (`by` "val" with held-out runs) or training log-likelihood; the first of equals
+    (`best_of`)."""
+    scores = [r.val_ll if val and by == "val" else r.train_ll for r in restarts]
+    best = best_of([(None if r.error else r.fit, r.error) for r in restarts], scores)
+    return None if best is None else restarts[best]
 
 
 def best_of(fits: Sequence[tuple[FittedHMM | None, str]], scores: Sequence[float]) -> int | None:

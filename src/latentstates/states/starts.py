@@ -115,8 +115,8 @@ def split_starts(fit: GaussianHMM) -> list[Start]:
 
 
 def merge_states(fit: GaussianHMM, i: int, j: int, occupancy: Sequence[float]) -> GaussianHMM:
-    """`fit` with states i and j merged into one (K − 1 states, the merged state last but at i's
-    place in the order of the others): its mean and covariance the occupancy-weighted moments of
+    """`fit` with states i and j merged into one (K − 1 states, the merged state in i's place,
+    j's left out): its mean and covariance the occupancy-weighted moments of
     the two Gaussians, its outgoing row and end probability the occupancy-weighted mix of theirs
     (staying put: staying in either or moving between them), its incoming column and start
     probability their sums. Probabilities still sum to 1 per row."""
