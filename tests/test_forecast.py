@@ -70,8 +70,19 @@ def known():
     return fc, _simulate_runs(300, seed=2)
 
 
+_FORECASTS: dict = {}
+
+
 def _forecast_all(fc, test, method, fraction):
-    """(|error| ours, |error| naive, covered) over the test runs not yet converged at t."""
+    """(|error| ours, |error| naive, covered) over the test runs not yet converged at t; computed
+    once per (method, fraction) for the module's known model (two tests read the same forecasts)."""
+    key = (id(fc), method, fraction)
+    if key not in _FORECASTS:
+        _FORECASTS[key] = _forecast_runs(fc, test, method, fraction)
+    return _FORECASTS[key]
+
+
+def _forecast_runs(fc, test, method, fraction):
     t = int(fraction * LENGTH)
     errors, naive, covered = [], [], []
     for _, g in test.groupby("seed"):
