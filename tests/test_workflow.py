@@ -2,12 +2,16 @@
 
 import copy
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import REPO, snakemake
 from latentstates.report.interactive import read_figure
@@ -344,29 +348,54 @@ def test_science_change_in_src_reruns_exactly_the_stages_that_use_it(tiny_run, t
     assert _jobs(snakemake(wd, "--dry-run", repo=repo).stdout)["train"] == 4
 
 
-def test_same_config_twice_gives_identical_tables(tiny_run, make_workdir, tiny_config):
-    wd = make_workdir(tiny_config, "again")
-    # Only what is compared (the figures, the stability stage and the report are not).
-    compared = [
-        *(f"results/{t}/{rel}" for t in TASKS for rel in ("metrics.parquet", "hmm/states.parquet")),
-        *(f"results/comparisons/both/{rel}" for rel in ("analysis/tests.csv", "analysis/runs.csv")),
-    ]
-    snakemake(wd, "--keep-going", *compared)  # a flag first: targets after --configfile are configs
+# A user's own project that uses the workflow as a Snakemake module (README, "In your own
+# project"): its config in config/config.yaml, a Snakefile of a configfile line and three
+# statements, the results in the user's directory.
+MODULE_SNAKEFILE = """configfile: "config/config.yaml"
+
+module latentstates:
+    snakefile: "{snakefile}"
+    config: config
+
+use rule * from latentstates
+"""
+
+
+def _snakemake_in(project, *args: str) -> subprocess.CompletedProcess:
+    """Snakemake as a user runs it in their project: no --snakefile, no --configfile."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=project)
+
+
+def test_the_workflow_as_a_module_elsewhere_gives_the_same_results(tiny_run, tmp_path, tiny_config):
+    """The whole DAG from a directory outside the repository, through `module` and `use rule *`:
+    the same tables, models and summary as the tiny run inside it (a second run of the same
+    config, so also the determinism of every stage)."""
+    project = tmp_path / "my_project"
+    (project / "config").mkdir(parents=True)
+    (project / "config" / "config.yaml").write_text(yaml.safe_dump(tiny_config, sort_keys=False))
+    (project / "Snakefile").write_text(MODULE_SNAKEFILE.format(snakefile=REPO / "Snakefile"))
+    assert REPO not in project.parents and project not in REPO.parents
+    proc = _snakemake_in(project)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ours = project / "results"
     for task in TASKS:
         for rel in ["metrics.parquet", "hmm/states.parquet"]:
             a = pd.read_parquet(tiny_run / "results" / task / rel)
-            b = pd.read_parquet(wd / "results" / task / rel)
+            b = pd.read_parquet(ours / task / rel)
             pd.testing.assert_frame_equal(a, b)
-        for rel in ["hmm/model.json"]:
-            assert (tiny_run / "results" / task / rel).read_text() == (
-                wd / "results" / task / rel
-            ).read_text()
+        for rel in ["hmm/model.json", "hmm/model_selection_restarts.csv", "analysis/summary.json"]:
+            assert (tiny_run / "results" / task / rel).read_text() == (ours / task / rel).read_text(), rel
+        assert (ours / task / "figures" / "transition_graph.png").stat().st_size > 0
     for rel in ["hmm/model.json", "analysis/tests.csv", "analysis/runs.csv"]:
-        a, b = (d / "results" / "comparisons" / "both" / rel for d in (tiny_run, wd))
+        a, b = (d / "comparisons" / "both" / rel for d in (tiny_run / "results", ours))
         assert a.read_text() == b.read_text(), rel
-        a = pd.read_csv(tiny_run / "results" / task / "hmm" / "model_selection_restarts.csv")
-        b = pd.read_csv(wd / "results" / task / "hmm" / "model_selection_restarts.csv")
-        pd.testing.assert_frame_equal(a, b)
+    for rel in ["summary.md", "summary.csv"]:
+        assert (tiny_run / "results" / rel).read_text() == (ours / rel).read_text(), rel
+    # Nothing is left to do.
+    dry = _snakemake_in(project, "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
 
 
 @pytest.mark.parametrize(
