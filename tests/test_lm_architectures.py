@@ -331,10 +331,10 @@ def test_language_model_series_run_through_the_workflow(make_workdir, tmp_path):
 # ---------------------------------------------------------------- Hub series and the HF cache
 
 
-def hub_cache(cache, series_dir, repo_pattern: str, seeds=(0, 1, 2), steps=(0, 4, 8, 12, 16)):
+def hub_cache(cache, series_dir, repo_pattern: str, seeds=(0, 1, 2), steps=(0, 4, 8, 12, 16), ref=None):
     """A Hugging Face hub cache as huggingface_hub lays it out, from save_pretrained directories:
     models--ORG--NAME/blobs/<sha256>, snapshots/<commit>/<file> → ../../blobs/<sha256>, and
-    refs/step<N> holding the commit."""
+    refs/<revision> holding the commit (revision step<N>, or `ref(step)`)."""
     import hashlib
 
     for seed in seeds:
@@ -351,7 +351,7 @@ def hub_cache(cache, series_dir, repo_pattern: str, seeds=(0, 1, 2), steps=(0, 4
                 blob = root / "blobs" / hashlib.sha256(data).hexdigest()
                 blob.write_bytes(data)
                 (snapshot / f.name).symlink_to(f"../../blobs/{blob.name}")
-            (root / "refs" / f"step{step}").write_text(commit)
+            (root / "refs" / (ref(step) if ref else f"step{step}")).write_text(commit)
 
 
 def test_pythia_schedule_and_polypythias_repositories():
@@ -397,6 +397,70 @@ def test_cached_revisions_are_found_and_missing_ones_named(tmp_path, monkeypatch
         hub.resolve({**series, "steps": [8]}, [0], download=False)
 
 
+def OLMO_REVISION(step: int) -> str:
+    return f"stage1-step{step}-tokens{4 * step}B"
+
+
+def test_revisions_by_name_are_read_in_step_order_and_a_name_without_a_step_is_named(tmp_path):
+    import hashlib
+
+    from huggingface_hub import scan_cache_dir
+
+    from latentstates.config import ConfigError, validate_config
+    from latentstates.runs import hub
+
+    save_series(tmp_path, "olmo", "LlamaForCausalLM", llama_config(), seeds=(0,), steps=(0, 4, 8))
+    cache = tmp_path / "cache"
+    hub_cache(cache, tmp_path / "olmo", "org/olmo-seed{seed}", seeds=(0,), steps=(0, 4, 8), ref=OLMO_REVISION)
+    assert {ref for r in scan_cache_dir(cache).repos for rev in r.revisions for ref in rev.refs} == {
+        "stage1-step0-tokens0B",
+        "stage1-step4-tokens16B",
+        "stage1-step8-tokens32B",
+    }
+    names = [OLMO_REVISION(8), OLMO_REVISION(0), OLMO_REVISION(4)]
+    task = {"source": "huggingface", "architecture": "llama", "seeds": 1}
+    series = {"repo": "org/olmo-seed{seed}", "revisions": names, "cache": str(cache), "download": False}
+    checked = validate_config({"tasks": {"olmo": {**task, "hub": series}}})["tasks"]["olmo"]["hub"]
+    assert checked["step_pattern"] == r"step(\d+)"  # the default: the first step<digits> in a name
+    assert hub.steps(checked) == [0, 4, 8]
+    found = hub.resolve(checked, [0], download=False)[0]
+    assert [s for s, _ in found] == [0, 4, 8]
+    # Each name's own snapshot (hub_cache's commit of seed 0 at that step).
+    commits = [hashlib.sha1(f"0-{step}".encode()).hexdigest() for step in (0, 4, 8)]
+    assert [p for _, p in found] == [cache / "models--org--olmo-seed0" / "snapshots" / c for c in commits]
+    # A named group wins over the first group.
+    assert hub.step_of("v2-tokens40B-step12", r"tokens(\d+)B-step(?P<step>\d+)") == 12
+
+    bad = {
+        "revisions": (
+            {"revisions": [*names, "main"]},
+            r"'tasks.olmo.hub.revisions': revision 'main' does not match 'step\(\\d\+\)'",
+        ),
+        "same step": (
+            {"revisions": ["step-4", "stage1-step4-tokens16B"], "step_pattern": r"step-?(\d+)"},
+            "'tasks.olmo.hub.revisions': revisions 'stage1-step4-tokens16B' and 'step-4' are both step 4",
+        ),
+        "no group": (
+            {"revisions": names, "step_pattern": "step"},
+            "'tasks.olmo.hub.step_pattern': 'step' has no group",
+        ),
+        "not a regex": (
+            {"revisions": names, "step_pattern": "step(["},
+            "'tasks.olmo.hub.step_pattern': 'step\\(\\[' is not a",
+        ),
+        "both": (
+            {"revisions": names, "steps": [0]},
+            "'tasks.olmo.hub': give the revisions one way.* has steps and revisions",
+        ),
+        "neither": ({}, "'tasks.olmo.hub': give the revisions one way.* has neither"),
+    }
+    for what, (change, message) in bad.items():
+        hub_config = {"repo": "org/olmo-seed{seed}", "cache": str(cache), **change}
+        with pytest.raises(ConfigError, match=message):
+            validate_config({"tasks": {"olmo": {**task, "hub": hub_config}}})
+            pytest.fail(what)
+
+
 @pytest.mark.slow
 def test_hub_series_run_from_the_cache_and_stop_on_a_missing_revision(make_workdir, tmp_path):
     cache = tmp_path / "cache"
@@ -404,18 +468,17 @@ def test_hub_series_run_from_the_cache_and_stop_on_a_missing_revision(make_workd
     for name, arch in [("neox", "gpt_neox"), ("gpt2", "gpt2"), ("llama", "llama")]:
         make_config, cls = MODELS[arch]
         save_series(tmp_path, name, cls, make_config())
-        hub_cache(cache, tmp_path / name, f"org/{name}-seed{{seed}}")
-        tasks[name] = {
-            "source": "huggingface",
-            "architecture": arch,
-            "seeds": 3,
-            "hub": {
-                "repo": f"org/{name}-seed{{seed}}",
-                "steps": [0, 4, 8, 12, 16],
-                "cache": str(cache),
-                "download": False,
-            },
-        }
+        series = {"repo": f"org/{name}-seed{{seed}}", "cache": str(cache), "download": False}
+        if name == "llama":  # revisions by name, as OLMo's: their steps read by a pattern
+            hub_cache(cache, tmp_path / name, series["repo"], ref=OLMO_REVISION)
+            series |= {
+                "revisions": [OLMO_REVISION(s) for s in (8, 0, 16, 4, 12)],
+                "step_pattern": r"step(\d+)-",
+            }
+        else:
+            hub_cache(cache, tmp_path / name, series["repo"])
+            series["steps"] = [0, 4, 8, 12, 16]
+        tasks[name] = {"source": "huggingface", "architecture": arch, "seeds": 3, "hub": series}
     config = {
         "seeds_per_job": 2,
         "hmm": {**SMALL_HMM, "covariance": "diag"},
@@ -428,6 +491,7 @@ def test_hub_series_run_from_the_cache_and_stop_on_a_missing_revision(make_workd
     for name in tasks:
         metrics = pd.read_parquet(wd / "results" / name / "metrics.parquet")
         assert metrics.groupby("seed").size().to_dict() == {0: 5, 1: 5, 2: 5}
+        assert metrics.groupby("seed")["step"].apply(list).map([0, 4, 8, 12, 16].__eq__).all()
         run = json.loads((wd / "results" / name / "runs" / "seed2" / "run.json").read_text())
         assert all(str(cache) in c["path"] for c in run["checkpoints"])  # read where the cache has them
         assert (wd / "results" / name / "figures" / "transition_graph.png").stat().st_size > 0

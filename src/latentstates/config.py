@@ -127,6 +127,30 @@ def _check_run_path(name: str, task: dict) -> None:
         )
 
 
+def _check_hub(name: str, hub: dict) -> None:
+    """A Hub series names its revisions one way, `steps` or `revisions`, and each revision by
+    name has one step of its own."""
+    from latentstates.runs.hub import named_revisions, step_regex
+
+    prefix = f"tasks.{name}.hub"
+    given = [key for key in ("steps", "revisions") if key in hub]
+    if len(given) != 1:
+        raise ConfigError(
+            f"invalid config key '{prefix}': give the revisions one way, `steps` (named by `revision`) "
+            f"or `revisions` (by name, their steps read by `step_pattern`); it has "
+            f"{' and '.join(given) or 'neither'}"
+        )
+    if "revisions" in hub:
+        for key, check in (
+            ("step_pattern", lambda: step_regex(hub["step_pattern"])),
+            ("revisions", lambda: named_revisions(hub)),
+        ):
+            try:
+                check()
+            except ValueError as exc:
+                raise ConfigError(f"invalid config key '{prefix}.{key}': {exc}") from None
+
+
 def seed_set_name(task: str, i: int) -> str:
     """The task of seed set i (2, 3, ...) of `task` (set 1 is the task itself)."""
     return f"{task}_set{i}"
@@ -194,6 +218,8 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
                 )
         if task["source"] in ("checkpoints", "runs", "huggingface") and "path" in task:
             _check_run_path(name, task)
+        if task.get("hub"):
+            _check_hub(name, task["hub"])
         if task.get("kind") == "modular_addition" and task["model"]["d_model"] % task["model"]["n_heads"]:
             raise ConfigError(f"invalid config key 'tasks.{name}.model.n_heads': must divide d_model")
     _add_seed_sets(config)
