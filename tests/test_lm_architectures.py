@@ -407,6 +407,7 @@ def test_revisions_by_name_are_read_in_step_order_and_a_name_without_a_step_is_n
     from huggingface_hub import scan_cache_dir
 
     from latentstates.config import ConfigError, validate_config
+    from latentstates.revisions import step_of
     from latentstates.runs import hub
 
     save_series(tmp_path, "olmo", "LlamaForCausalLM", llama_config(), seeds=(0,), steps=(0, 4, 8))
@@ -429,7 +430,7 @@ def test_revisions_by_name_are_read_in_step_order_and_a_name_without_a_step_is_n
     commits = [hashlib.sha1(f"0-{step}".encode()).hexdigest() for step in (0, 4, 8)]
     assert [p for _, p in found] == [cache / "models--org--olmo-seed0" / "snapshots" / c for c in commits]
     # A named group wins over the first group.
-    assert hub.step_of("v2-tokens40B-step12", r"tokens(\d+)B-step(?P<step>\d+)") == 12
+    assert step_of("v2-tokens40B-step12", r"tokens(\d+)B-step(?P<step>\d+)") == 12
 
     bad = {
         "revisions": (

@@ -130,7 +130,7 @@ def _check_run_path(name: str, task: dict) -> None:
 def _check_hub(name: str, hub: dict) -> None:
     """A Hub series names its revisions one way, `steps` or `revisions`, and each revision by
     name has one step of its own."""
-    from latentstates.runs.hub import named_revisions, step_regex
+    from latentstates.revisions import named_revisions, step_regex
 
     prefix = f"tasks.{name}.hub"
     given = [key for key in ("steps", "revisions") if key in hub]
