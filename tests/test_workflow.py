@@ -348,8 +348,8 @@ def test_science_change_in_src_reruns_exactly_the_stages_that_use_it(tiny_run, t
     assert _jobs(snakemake(wd, "--dry-run", repo=repo).stdout)["train"] == 4
 
 
-# A user's own project that uses the workflow as a Snakemake module (README, "In your own
-# project"): its config in config/config.yaml, a Snakefile of a configfile line and three
+# A user's own project that uses the workflow as a Snakemake module (docs/operations.md, "As a
+# module"): its config in config/config.yaml, a Snakefile of a configfile line and three
 # statements, the results in the user's directory.
 MODULE_SNAKEFILE = """configfile: "config/config.yaml"
 

@@ -140,15 +140,16 @@ def _check_hub(name: str, hub: dict) -> None:
             f"or `revisions` (by name, their steps read by `step_pattern`); it has "
             f"{' and '.join(given) or 'neither'}"
         )
-    if "revisions" in hub:
-        for key, check in (
-            ("step_pattern", lambda: step_regex(hub["step_pattern"])),
-            ("revisions", lambda: named_revisions(hub)),
-        ):
-            try:
-                check()
-            except ValueError as exc:
-                raise ConfigError(f"invalid config key '{prefix}.{key}': {exc}") from None
+    if "revisions" not in hub:
+        return
+    try:
+        step_regex(hub["step_pattern"])
+    except ValueError as exc:
+        raise ConfigError(f"invalid config key '{prefix}.step_pattern': {exc}") from None
+    try:
+        named_revisions(hub)
+    except ValueError as exc:
+        raise ConfigError(f"invalid config key '{prefix}.revisions': {exc}") from None
 
 
 def seed_set_name(task: str, i: int) -> str:
