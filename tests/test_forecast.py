@@ -149,6 +149,21 @@ def test_forecast_at_t_ignores_later_checkpoints():
     assert set(table["method"]) == {"simulate", "regression"} and (table["runs"] == 12).all()
 
 
+def test_a_fold_too_small_for_its_k_states_is_skipped_with_a_warning(caplog):
+    """Two runs of five checkpoints and K = 4: the HMM fitted on the one run outside a fold can
+    fail; that fold's run is then not forecast (a warning says so), the other still is."""
+    metrics = _simulate_runs(2, seed=3)
+    metrics = metrics[metrics["checkpoint"] < 5]
+    model = _identity_zscore(_known_hmm(), [0, 1])
+    hmm = HMMSettings.defaults(covariance="full", max_iter=10, tol=0.1, var_floor=1e-5, covariance_prior=1e-2)
+    settings = ForecastSettings.defaults(fractions=[0.5], folds=3, restarts=1, samples=100, seed=0)
+    with caplog.at_level("WARNING", logger="latentstates"):
+        out = evaluate(metrics, model, 0.5, settings, hmm)
+    assert "every HMM fit with K = 4 on the 1 runs without fold 0 failed" in caplog.text
+    assert "seeds [0] are not forecast" in caplog.text
+    assert set(out["seed"]) == {1} and len(summarise(out)) == 2  # simulate and regression
+
+
 @pytest.mark.slow
 def test_command_line_on_a_run_still_training(tiny_run, tmp_path):
     """Start a real training run, and forecast it while it is writing checkpoints."""

@@ -19,6 +19,8 @@ PAPER_FEATURES = [
     "var_b",
 ]
 MATRIX_FEATURES = PAPER_FEATURES[:8]
+# Per-matrix measures beyond the paper (metrics.extra), averaged over matrices as its eight.
+EXTRA_FEATURES = ["stable_rank", "effective_rank"]
 PERFORMANCE_COLUMNS = ["train_loss", "train_acc", "eval_loss", "eval_acc"]
 # The analyses' status (analysis/summary.json) when the runs have no eval accuracy; the plots say it.
 NO_PERFORMANCE = (
@@ -30,6 +32,26 @@ NO_PERFORMANCE = (
 LLC_COLUMNS = ["llc", "llc_se", "llc_not_minimum"]
 # Every metric column of a metrics table the workflow computes.
 KNOWN_FEATURES = [*PAPER_FEATURES, "hessian_top_eig", "llc", *PERFORMANCE_COLUMNS]
+# Columns of a metrics table besides the features: a plug-in's (metrics.custom) may not take them.
+RESERVED_COLUMNS = frozenset(
+    [
+        *KNOWN_FEATURES,
+        *EXTRA_FEATURES,
+        *LLC_COLUMNS,
+        "task",
+        "checkpoint",
+        "step",
+        "epoch",
+        "hessian_iters",
+        "hessian_converged",
+        "hessian_seed",
+        "diverged",
+        "seed",
+        "init_seed",
+        "data_seed",
+        "order_seed",
+    ]
+)
 # Files of a checkpoint directory brought from elsewhere (the import job reads them; the Snakefile
 # lists them as its inputs).
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")

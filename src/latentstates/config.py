@@ -13,7 +13,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from latentstates.columns import KNOWN_FEATURES
+from latentstates.columns import EXTRA_FEATURES, KNOWN_FEATURES, RESERVED_COLUMNS
+from latentstates.plugins import PluginError, load_function
 from latentstates.tasks.image_data import KIND_DATASETS
 
 # Package data (pyproject.toml), so that an installed copy validates configs too.
@@ -188,6 +189,42 @@ def _add_seed_sets(config: dict) -> None:
             config["tasks"][other] = copy_
 
 
+def _check_custom_metrics(entries: list[dict]) -> None:
+    """Each `metrics.custom` function importable and callable, its columns new names."""
+    taken: dict[str, str] = {}
+    for i, entry in enumerate(entries):
+        key = f"metrics.custom.{i}"
+        try:
+            load_function(entry["function"])
+        except PluginError as exc:
+            raise ConfigError(f"invalid config key '{key}.function': {exc}") from None
+        for column in entry["columns"]:
+            if column in RESERVED_COLUMNS:
+                raise ConfigError(
+                    f"invalid config key '{key}.columns': {column!r} is a column the workflow writes "
+                    f"itself; name the plug-in's columns otherwise"
+                )
+            if column in taken:
+                raise ConfigError(f"invalid config key '{key}.columns': {column!r} is also {taken[column]}'s")
+            taken[column] = key
+
+
+def _check_features(config: dict, features: list[str], key: str) -> None:
+    """The HMM's `features` (config key `key`) are columns the metrics stage writes."""
+    custom = [c for entry in config["metrics"]["custom"] for c in entry["columns"]]
+    known = [*KNOWN_FEATURES, *config["metrics"]["extra"], *custom]
+    off = [f for f in features if f in EXTRA_FEATURES and f not in known]
+    if off:
+        raise ConfigError(
+            f"invalid config key '{key}': {off} are measured only where metrics.extra lists them"
+        )
+    unknown = sorted(set(features) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"invalid config key '{key}': {unknown} are not metrics of the workflow (known: {known})"
+        )
+
+
 def check_task_spec(spec: dict) -> None:
     """A run record's spec of a registered kind (kind, data, model, data_seed) as the config
     schema allows it in a task; raises ConfigError naming the key."""
@@ -200,6 +237,7 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
     schema = load_schema(schema_path)
     config = copy.deepcopy(config)
     _check(config, schema)
+    _check_custom_metrics(config["metrics"]["custom"])
     hmm_schema, hessian_schema = section_schema("hmm", schema), section_schema("metrics.hessian", schema)
     llc_schema = section_schema("metrics.llc", schema)
     for name, task in config["tasks"].items():
@@ -211,12 +249,7 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
         _check(merged, hmm_schema, prefix=f"tasks.{name}.hmm")
         _check_states(merged, f"tasks.{name}.hmm")
         if task["source"] != "table":
-            unknown = sorted(set(merged["features"]) - set(KNOWN_FEATURES))
-            if unknown:
-                raise ConfigError(
-                    f"invalid config key 'tasks.{name}.hmm.features': {unknown} are not metrics of "
-                    f"the workflow (known: {KNOWN_FEATURES})"
-                )
+            _check_features(config, merged["features"], f"tasks.{name}.hmm.features")
         if task["source"] in ("checkpoints", "runs", "huggingface") and "path" in task:
             _check_run_path(name, task)
         if task.get("hub"):
@@ -235,13 +268,8 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
         merged = comparison_hmm(config, name)
         _check(merged, hmm_schema, prefix=f"{prefix}.hmm")
         _check_states(merged, f"{prefix}.hmm")
-        trained = [t for t in comparison["tasks"] if config["tasks"][t]["source"] != "table"]
-        unknown = sorted(set(merged["features"]) - set(KNOWN_FEATURES)) if trained else []
-        if unknown:
-            raise ConfigError(
-                f"invalid config key '{prefix}.hmm.features': {unknown} are not metrics of the "
-                f"workflow (known: {KNOWN_FEATURES})"
-            )
+        if any(config["tasks"][t]["source"] != "table" for t in comparison["tasks"]):
+            _check_features(config, merged["features"], f"{prefix}.hmm.features")
     return config
 
 

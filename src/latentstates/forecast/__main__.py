@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{model_path}: no fitted HMM")
     fc = fitted_forecaster(task_dir, model, config["tasks"][task]["convergence_threshold"])
     try:
-        table = _run_table(parser, args, run, spec)
+        table = _run_table(parser, args, run, spec, config["metrics"])
     except ValueError as exc:  # a bad table or checkpoint: the message names the file
         parser.error(str(exc))
     missing = [f for f in model.features if f not in table]
@@ -94,8 +94,12 @@ def fitted_forecaster(task_dir: Path, model: StateModel, threshold: float) -> Fo
     return Forecaster.fit(model, analysed_metrics(task_dir / "metrics.parquet", model), threshold, detours)
 
 
-def _run_table(parser: argparse.ArgumentParser, args: argparse.Namespace, run: Path, spec: TaskSpec):
-    """The run's metrics: read from a table, or measured from its checkpoint directory."""
+def _run_table(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, run: Path, spec: TaskSpec, metrics: dict
+):
+    """The run's metrics: read from a table, or measured from its checkpoint directory (with the
+    config's extra and custom measures)."""
+    measures = {"extra": metrics["extra"], "custom": metrics["custom"]}
     if run.suffix in (".parquet", ".csv"):
         table = read_table(run)
         if "seed" in table and table["seed"].nunique() > 1:
@@ -104,7 +108,7 @@ def _run_table(parser: argparse.ArgumentParser, args: argparse.Namespace, run: P
             table = table[table["seed"] == args.seed_in_table]
         return table
     if (run / "run.json").is_file():  # a run written from the user's loop (runs.writer)
-        return written_run_table(run)
+        return written_run_table(run, **measures)
     seed = args.seed
     if seed is None:
         name = run.name[: -len(".partial")] if run.name.endswith(".partial") else run.name
@@ -112,7 +116,7 @@ def _run_table(parser: argparse.ArgumentParser, args: argparse.Namespace, run: P
         if not parent.startswith("seed") or not parent[4:].isdigit():
             parser.error(f"cannot tell the run's seed from {run}: pass --seed")
         seed = int(parent[4:])
-    return partial_run_table(spec, seed, run)
+    return partial_run_table(spec, seed, run, **measures)
 
 
 def _report(task: str, run: Path, fc: Forecaster, out: Forecast) -> str:

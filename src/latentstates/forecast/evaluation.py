@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -14,6 +15,8 @@ from latentstates.states.fit import fits_without
 from latentstates.states.model import StateModel
 from latentstates.states.selection import number_states, state_model
 from latentstates.states.sequences import Sequences, fold_runs, zscore_runs
+
+logger = logging.getLogger("latentstates")
 
 EVALUATION_COLUMNS = [
     "seed",
@@ -35,10 +38,11 @@ EVALUATION_COLUMNS = [
 
 def fold_models(
     seqs: Sequences, folds: list[list[int]], k: int, settings: ForecastSettings, hmm: HMMSettings
-) -> list[StateModel]:
+) -> list[StateModel | None]:
     """The state model of the HMM fitted without each fold's runs: the task's K, the best
-    training likelihood of `settings.restarts` seeded restarts, states numbered as the workflow's.
-    Every fold's restarts run as one batch (each fold's runs weighted 0)."""
+    training likelihood of `settings.restarts` seeded restarts, states numbered as the workflow's;
+    None where every restart failed (e.g. K states on one or two short runs). Every fold's
+    restarts run as one batch (each fold's runs weighted 0)."""
     trains = [[r for r in seqs.runs if r not in held] for held in folds]
     per_fold = fits_without(seqs.arrays, seqs.runs, folds, k, hmm, settings.restarts, settings.seed)
     out = []
@@ -50,7 +54,8 @@ def fold_models(
             if math.isfinite(ll) and (best is None or ll > best_ll):  # a failed restart is skipped
                 best, best_ll = fit, ll
         if best is None:
-            raise RuntimeError(f"forecast evaluation: every HMM fit of fold {fold} failed")
+            out.append(None)
+            continue
         numbered, _, _ = number_states(best, arrays)
         out.append(state_model(numbered, seqs, train))
     return out
@@ -77,6 +82,16 @@ def evaluate(
     rows = []
     folds = fold_runs(usable, settings.folds, settings.seed)
     for f_i, (held, fold_model) in enumerate(zip(folds, fold_models(seqs, folds, k, settings, hmm))):
+        if fold_model is None:
+            logger.warning(
+                "forecast evaluation: every HMM fit with K = %d on the %d runs without fold %d failed "
+                "(too few runs or checkpoints for K states?): seeds %s are not forecast",
+                k,
+                len(usable) - len(held),
+                f_i,
+                held,
+            )
+            continue
         fc = Forecaster.fit(fold_model, metrics, threshold)
         for run in held:
             g = by_seed[run]

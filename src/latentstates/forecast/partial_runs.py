@@ -5,6 +5,7 @@ complete checkpoints the measure stage reads; what `latentstates forecast` forec
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,11 @@ from latentstates.runs.checkpoints import staging_dir
 from latentstates.settings import TaskSpec
 
 
-def partial_run_table(task: TaskSpec, seed: int, directory: str | Path) -> pd.DataFrame:
-    """Weight statistics of the checkpoints a run has written so far, and its eval accuracy.
+def partial_run_table(
+    task: TaskSpec, seed: int, directory: str | Path, extra: Sequence[str] = (), custom: Sequence[dict] = ()
+) -> pd.DataFrame:
+    """Weight statistics of the checkpoints a run has written so far (with the config's
+    `metrics.extra` and `metrics.custom` columns), and its eval accuracy.
 
     `directory` is the run's checkpoint directory, or its `.partial` staging directory while it
     trains; eval accuracy comes from each checkpoint's log row (checkpoints written before
@@ -38,22 +42,33 @@ def partial_run_table(task: TaskSpec, seed: int, directory: str | Path) -> pd.Da
         fmt="workflow",
         checkpoints=checkpoints,
     )
-    return _weight_table(run, directory / RUN_FILE, log, has_performance)
+    return _weight_table(run, directory / RUN_FILE, log, has_performance, extra, custom)
 
 
-def _weight_table(run: dict, run_file: Path, log: pd.DataFrame, has_performance: bool) -> pd.DataFrame:
+def _weight_table(
+    run: dict,
+    run_file: Path,
+    log: pd.DataFrame,
+    has_performance: bool,
+    extra: Sequence[str] = (),
+    custom: Sequence[dict] = (),
+) -> pd.DataFrame:
     """The measure stage's table of a run's checkpoints, without the Hessian (no eval accuracy
     column where the run has none)."""
     from latentstates.measure.extract import metrics_of_run
     from latentstates.settings import HessianSettings
 
     no_hessian = HessianSettings.defaults(enabled=False)
-    table = metrics_of_run(run, run_file, log, no_hessian, device="cpu", progress=False)
+    table = metrics_of_run(
+        run, run_file, log, no_hessian, device="cpu", progress=False, extra=extra, custom=custom
+    )
     table.insert(0, "seed", run["seed"])
     return table if has_performance else table.drop(columns="eval_acc")
 
 
-def written_run_table(directory: str | Path) -> pd.DataFrame:
+def written_run_table(
+    directory: str | Path, extra: Sequence[str] = (), custom: Sequence[dict] = ()
+) -> pd.DataFrame:
     """Weight statistics of the checkpoints a run written by `latentstates.runs.writer` lists so
     far (run.json is replaced atomically after each, so a run still training reads whole), with
     what its log holds (eval accuracy, where logged)."""
@@ -61,7 +76,8 @@ def written_run_table(directory: str | Path) -> pd.DataFrame:
     from latentstates.runs.sources import read_written_run
 
     run, log = read_written_run(directory)
-    return _weight_table(run, Path(directory) / RUN_FILE, log, bool(log["eval_acc"].notna().any()))
+    performance = bool(log["eval_acc"].notna().any())
+    return _weight_table(run, Path(directory) / RUN_FILE, log, performance, extra, custom)
 
 
 def _complete_checkpoints(paths: list[Path], directory: Path) -> tuple[list[dict], list[dict]]:

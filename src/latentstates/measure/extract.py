@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from latentstates.columns import LLC_COLUMNS, PERFORMANCE_COLUMNS
 from latentstates.device import configure_torch, resolve_device
+from latentstates.measure.custom import custom_metrics
 from latentstates.measure.hessian import EigenResult, top_eigenvalue, top_eigenvalues
 from latentstates.measure.llc import LLCEstimate
 from latentstates.measure.llc_runs import NO_LLC, group_llcs, with_llc
@@ -151,6 +153,8 @@ def metrics_of_runs(
     threads: int = 1,
     progress: bool = True,
     llc: LLCSettings | None = None,
+    extra: Sequence[str] = (),
+    custom: Sequence[Mapping] = (),
 ):
     """`metrics_of_run` of each of a metrics job's runs, in order (a generator: each table as
     soon as it is done); their Hessians together where `batches_hessians` says so, and their
@@ -171,7 +175,9 @@ def metrics_of_runs(
     if llc is not None and llc.enabled and all(run["spec"].get("kind") for run in runs):
         llcs = group_llcs(runs, run_files, llc, device, threads, progress)
     for run, run_file, log, found, lc in zip(runs, run_files, train_logs, hessians, llcs):
-        table = metrics_of_run(run, run_file, log, hessian, device, threads, progress, hessians=found)
+        table = metrics_of_run(
+            run, run_file, log, hessian, device, threads, progress, hessians=found, extra=extra, custom=custom
+        )
         if lc is not None:
             table = with_llc(table, lc)
         yield table
@@ -201,10 +207,14 @@ def metrics_of_run(
     threads: int = 1,
     progress: bool = True,
     hessians: dict[int, EigenResult] | None = None,
+    extra: Sequence[str] = (),
+    custom: Sequence[Mapping] = (),
 ) -> pd.DataFrame:
     """Weight statistics of every checkpoint of a run (latentstates.runs.contract), and the Hessian's top
     eigenvalue at every `stride`-th one where the run's model is a registered task kind (given in
-    `hessians`, checkpoint index → result, where `group_hessians` computed them).
+    `hessians`, checkpoint index → result, where `group_hessians` computed them). `extra` adds
+    measures beyond the paper's (EXTRA_FEATURES), `custom` the plug-ins' columns (`metrics.custom`
+    entries), both after the paper's.
 
     The Hessian is that of the training loss on a fixed batch (the first `batch_size` training
     examples) in eval mode; each computation is warm-started from the previous eigenvector. An
@@ -215,10 +225,10 @@ def metrics_of_run(
     bar = dict(desc=f"metrics seed {run['seed']}", file=sys.stderr, mininterval=5.0, disable=not progress)
     checkpoints = tqdm(list(zip(run["checkpoints"], files)), **bar)
     if run["spec"].get("kind"):
-        rows = _registered_rows(run, checkpoints, hessian, device, threads, hessians)
+        rows = _registered_rows(run, checkpoints, hessian, device, threads, hessians, extra, custom)
         hessian_seed = run["seed"] + hessian.seed
     else:
-        rows = _architecture_rows(run, checkpoints, device, threads)
+        rows = _architecture_rows(run, checkpoints, device, threads, extra, custom)
         hessian_seed = np.nan
     df = pd.DataFrame(rows)
     df["hessian_seed"] = hessian_seed
@@ -232,6 +242,8 @@ def _registered_rows(
     device: str,
     threads: int,
     hessians: dict[int, EigenResult] | None,
+    extra: Sequence[str] = (),
+    custom: Sequence[Mapping] = (),
 ) -> list[dict]:
     """Rows of a run of a registered task kind: weight statistics, and the Hessian (from
     `hessians` where given, else computed here at every `stride`-th checkpoint)."""
@@ -246,7 +258,8 @@ def _registered_rows(
     rows = []
     for ckpt, path in checkpoints:
         load_into(model, path, run["format"])
-        row = _row(ckpt, weight_metrics(kind.matrices(model), kind.biases(model), kind.kernels(model)))
+        layer = (kind.matrices(model), kind.biases(model), kind.kernels(model))
+        row = _row(ckpt, weight_metrics(*layer, extra=extra))
         finite = finite_weights(model)
         if hessians is not None:
             res = hessians.get(ckpt["index"])
@@ -259,12 +272,18 @@ def _registered_rows(
             row["hessian_top_eig"] = res.eigenvalue
             row["hessian_iters"] = res.iterations
             row["hessian_converged"] = res.converged
+        row.update(custom_metrics(custom, lambda layer=layer: [layer], where=str(path)))
         rows.append(row)
     return rows
 
 
 def _architecture_rows(
-    run: dict, checkpoints: Iterable[tuple[dict, Path]], device: str = "auto", threads: int = 1
+    run: dict,
+    checkpoints: Iterable[tuple[dict, Path]],
+    device: str = "auto",
+    threads: int = 1,
+    extra: Sequence[str] = (),
+    custom: Sequence[Mapping] = (),
 ) -> list[dict]:
     """Rows of a run whose matrices are read off its state dict by architecture (no Hessian): each
     checkpoint read layer by layer (`open_weights`, `streamed_weight_metrics`), its matrices'
@@ -280,12 +299,15 @@ def _architecture_rows(
             config = run["spec"].get("config") or model_config(path, run["format"])
             sd = open_weights(path, run["format"])
             # layers() names what is missing before anything is read
-            stats = streamed_weight_metrics(lambda sd=sd, config=config: arch.layers(sd, config), dev)
+            layers = functools.partial(arch.layers, sd, config)
+            stats = streamed_weight_metrics(layers, dev, extra)
         except InputError:
             raise
         except ValueError as exc:  # what the architecture misses in this checkpoint
             raise InputError(path, str(exc)) from exc
-        rows.append(_row(ckpt, stats))
+        row = _row(ckpt, stats)
+        row.update(custom_metrics(custom, layers, where=str(path)))
+        rows.append(row)
     return rows
 
 

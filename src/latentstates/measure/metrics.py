@@ -9,7 +9,7 @@ import torch
 from scipy.linalg import eigvalsh
 from threadpoolctl import ThreadpoolController
 
-from latentstates.columns import MATRIX_FEATURES
+from latentstates.columns import EXTRA_FEATURES, MATRIX_FEATURES
 
 SINGULAR_VALUE_CUTOFF = 1e-5
 # Matrices whose smaller side is at least this get their singular values from the eigenvalues of
@@ -22,6 +22,10 @@ GRAM_MIN_SIDE = 256
 # every weight is float16 or bfloat16 (one value per bucket), reads them again for the exact
 # value: a language model's checkpoint is never held whole.
 MEDIAN_KEEP_VALUES = 4_000_000
+# The effective rank counts singular values from this fraction of the largest: the Gram path's
+# smallest values are rounding noise of ~sqrt(n·eps)·σ_max (~1e-6 of it for a 3,072-wide matrix),
+# which would otherwise add up to whole ranks of a rank-deficient matrix (tests/test_custom_metrics.py).
+EFFECTIVE_RANK_RTOL = 1e-5
 MEDIAN_BUCKET_BITS = 19  # float32's sign, exponent and 10 mantissa bits: float16's and bfloat16's
 EXACT_BUCKET_DTYPES = (torch.float16, torch.bfloat16)
 # numpy's and scipy's BLAS (loaded by the imports above), held to one thread for the Gram path:
@@ -36,12 +40,22 @@ def matrix_metrics(w: torch.Tensor) -> dict[str, float]:
     return {name: float(values[0]) for name, values in stacked_matrix_metrics(w[None]).items()}
 
 
-def stacked_matrix_metrics(w: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
-    """The eight statistics of each matrix of a (B, m, n) stack, in float64 on `device` (the CPU
-    for a model's small matrices wherever it trained; a GPU for a language model's)."""
+def stacked_matrix_metrics(
+    w: torch.Tensor, device: torch.device | str = "cpu", extra: Sequence[str] = ()
+) -> dict[str, np.ndarray]:
+    """The eight statistics of each matrix of a (B, m, n) stack, and the `extra` measures
+    (EXTRA_FEATURES), in float64 on `device` (the CPU for a model's small matrices wherever it
+    trained; a GPU for a language model's).
+
+    stable_rank is ||W||_F^2 / ||W||_2^2; effective_rank is exp(H(p)) with p the singular values
+    (those below SINGULAR_VALUE_CUTOFF or EFFECTIVE_RANK_RTOL of the largest as 0) over their sum
+    and H the entropy in nats (Roy and Vetterli 2007); both NaN for a zero matrix."""
+    unknown = sorted(set(extra) - set(EXTRA_FEATURES))
+    if unknown:
+        raise ValueError(f"unknown extra measures {unknown} (known: {EXTRA_FEATURES})")
     w = w.detach().to(device, torch.float64)
     b = len(w)
-    out = {name: np.full(b, np.nan) for name in MATRIX_FEATURES}
+    out = {name: np.full(b, np.nan) for name in [*MATRIX_FEATURES, *extra]}
     finite = torch.isfinite(w).flatten(1).all(dim=1).cpu().numpy()
     if not finite.any():  # diverged weights: NaN rather than a failing SVD
         return out
@@ -64,6 +78,14 @@ def stacked_matrix_metrics(w: torch.Tensor, device: torch.device | str = "cpu") 
         "mean_lambda": sv.mean(dim=1),
         "variance_lambda": var_sv,
     }
+    if "stable_rank" in extra:
+        values["stable_rank"] = torch.where(spectral > 0, l2.square() / spectral.square(), nan)
+    if "effective_rank" in extra:
+        sv = torch.where(sv < EFFECTIVE_RANK_RTOL * spectral[:, None], torch.zeros_like(sv), sv)
+        total = sv.sum(dim=1, keepdim=True)
+        p = torch.where(total > 0, sv / total, torch.zeros_like(sv))
+        entropy = -torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(dim=1)
+        values["effective_rank"] = torch.where(total[:, 0] > 0, entropy.exp(), nan)
     for name, v in values.items():
         out[name][finite] = v.cpu().numpy()
     return out
@@ -127,8 +149,10 @@ def weight_metrics(
     matrices: Sequence[torch.Tensor],
     biases: Sequence[torch.Tensor],
     kernels: Sequence[torch.Tensor] = (),
+    extra: Sequence[str] = (),
 ) -> dict[str, float]:
-    """The 14 paper features: per-matrix statistics averaged over matrices, plus global moments.
+    """The 14 paper features (and the `extra` measures, EXTRA_FEATURES): per-matrix statistics
+    averaged over matrices, plus global moments.
 
     Per-matrix values are averaged without weights; the variance of singular values uses a
     NaN-ignoring mean (a one-row matrix has a single singular value and no variance). Convolution
@@ -140,7 +164,7 @@ def weight_metrics(
     """
     if not matrices:
         raise ValueError("weight_metrics needs at least one matrix")
-    return streamed_weight_metrics(lambda: [(matrices, biases, kernels)])
+    return streamed_weight_metrics(lambda: [(matrices, biases, kernels)], extra=extra)
 
 
 Layer = (
@@ -150,14 +174,14 @@ Layer = (
 
 
 def streamed_weight_metrics(
-    layers: Callable[[], Iterable[Layer]], device: torch.device | str = "cpu"
+    layers: Callable[[], Iterable[Layer]], device: torch.device | str = "cpu", extra: Sequence[str] = ()
 ) -> dict[str, float]:
     """`weight_metrics` of a model given layer by layer: `layers()` yields (matrices, biases[,
     kernels]) and is called a second time only where the exact median needs the weights again
     (more than MEDIAN_KEEP_VALUES of them, not all float16 or bfloat16). Only one layer is held
     at a time; the matrices' statistics are computed on `device`. Equals `weight_metrics` of all
     layers at once (the same values; the variance to rounding)."""
-    stats = WeightStatistics(device)
+    stats = WeightStatistics(device, extra)
     for layer in layers():
         stats.add(*layer)
     if stats.needs_second_pass:
@@ -172,9 +196,10 @@ class WeightStatistics:
     the biases, and the weights' exact lower median, kept as values while few and counted in
     order-preserving buckets beyond."""
 
-    def __init__(self, device: torch.device | str = "cpu"):
+    def __init__(self, device: torch.device | str = "cpu", extra: Sequence[str] = ()):
         self.device = device
-        self.per_matrix: dict[str, list[np.ndarray]] = {name: [] for name in MATRIX_FEATURES}
+        self.extra = tuple(extra)
+        self.per_matrix: dict[str, list[np.ndarray]] = {name: [] for name in [*MATRIX_FEATURES, *extra]}
         self.per_kernel: list[dict[str, float]] = []
         self.n, self.mean, self.m2 = 0, 0.0, 0.0
         self.kept: list[np.ndarray] | None = []  # the weights themselves, while few
@@ -197,8 +222,8 @@ class WeightStatistics:
                 raise ValueError(f"expected a matrix, got shape {tuple(m.shape)}")
             by_shape.setdefault(tuple(m.shape), []).append(m.detach())
         for group in by_shape.values():  # same-shape matrices in one batched call
-            stats = stacked_matrix_metrics(torch.stack(group), self.device)
-            for name in MATRIX_FEATURES:
+            stats = stacked_matrix_metrics(torch.stack(group), self.device, self.extra)
+            for name in self.per_matrix:
                 self.per_matrix[name].append(stats[name])
         self.per_kernel += [kernel_metrics(k) for k in kernels]
         for w in (*matrices, *kernels):
@@ -291,6 +316,7 @@ class WeightStatistics:
         out["median_w"] = self._median()
         out["var_w"] = self.m2 / (self.n - 1) if self.n > 1 else np.nan
         out.update(_summary(torch.cat(self.biases) if self.biases else torch.empty(0), "b"))
+        out.update({name: float(per[name].mean()) for name in self.extra})  # after the paper's
         return out
 
 
