@@ -6,6 +6,7 @@ from pathlib import Path
 from latentstates.config import seed_set_name, task_hessian, task_hmm, task_llc
 from latentstates.runs import discovery
 from latentstates.tasks.image_data import KIND_DATASETS, expected_files
+from latentstates.plugins import plugin_digest
 from latentstates.provenance import code_digest
 
 RESULTS = config["results"]

@@ -31,9 +31,12 @@ for _task in RUN_TASKS:
                 runtime=120,
             params:
                 code=code("metrics.py"),
+                plugins=plugin_digest([e["function"] for e in config["metrics"]["custom"]]),
                 seeds=_group,
                 hessian=canonical(task_hessian(config, _task)),
                 llc=canonical(task_llc(config, _task)),
+                extra=config["metrics"]["extra"],
+                custom=canonical(config["metrics"]["custom"]),
                 device=config["device"],
             script:
                 "../workflow/scripts/metrics.py"

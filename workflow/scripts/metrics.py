@@ -30,6 +30,8 @@ with job_log(snakemake.log[0]) as logger:
         device=snakemake.params.device,
         threads=snakemake.threads,
         llc=llc,
+        extra=list(snakemake.params.extra),
+        custom=json.loads(snakemake.params.custom),
     )
     for run, log, df, out in zip(runs, logs, tables, snakemake.output):
         seeds = log[["checkpoint", *[c for c in SEED_COLUMNS if c in log]]]
