@@ -31,7 +31,9 @@ for _task in RUN_TASKS:
                 runtime=120,
             params:
                 code=code("metrics.py"),
-                plugins=plugin_digest([e["function"] for e in config["metrics"]["custom"]]),
+                plugins=plugin_digest(
+                    [e["function"] for e in config["metrics"]["custom"]]
+                ),
                 seeds=_group,
                 hessian=canonical(task_hessian(config, _task)),
                 llc=canonical(task_llc(config, _task)),
