@@ -181,10 +181,10 @@ def test_the_config_check_finds_each_plugin_and_its_columns(config, tmp_path, mo
 
 @pytest.mark.slow
 def test_a_plugin_and_the_ranks_run_through_the_workflow_as_hmm_features(tiny_run, tmp_path):
-    """The tiny run with the ranks switched on and a plug-in from a directory outside the package:
-    the metrics stage adds their columns (the plug-in's mean Frobenius norm equals the paper's l2,
-    the paper's columns are unchanged), the HMM observes them, and editing the plug-in's code (not
-    its comments) reruns the metrics and what follows."""
+    """The tiny run with the ranks and the Hessian's trace switched on and a plug-in from a
+    directory outside the package: the metrics stage adds their columns (the plug-in's mean
+    Frobenius norm equals the paper's l2, the paper's columns are unchanged), the HMM observes
+    them, and editing the plug-in's code (not its comments) reruns the metrics and what follows."""
     user = tmp_path / "elsewhere"
     user.mkdir()
     plugin = write_plugin(user)
@@ -196,14 +196,32 @@ def test_a_plugin_and_the_ranks_run_through_the_workflow_as_hmm_features(tiny_ru
     cfg["metrics"]["custom"] = [{"function": f"{plugin}:frobenius", "columns": columns}]
     features = ["l2", "spectral", "stable_rank", "mean_frobenius"]
     cfg["tasks"]["sparse_parity"]["hmm"] = {"features": features}
+    # The Hessian's trace too, batched over modular addition's seed group [0, 1] (as on a GPU)
+    cfg["metrics"]["hessian"]["trace_probes"] = 3
+    cfg["tasks"]["modular_addition"]["hessian"] = {"batch_runs": True}
     (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
     snakemake(wd, "--until", "hmm")
+    assert "together" in (wd / "results/logs/metrics/modular_addition/seeds0-1.log").read_text()
     for task, matrices in [("sparse_parity", 2), ("modular_addition", None)]:
         table = pd.read_parquet(wd / "results" / task / "metrics.parquet")
         before = pd.read_parquet(tiny_run / "results" / task / "metrics.parquet")
-        pd.testing.assert_frame_equal(table[before.columns], before)
-        new = ["stable_rank", "effective_rank", "mean_frobenius", "n_matrices"]
-        assert [c for c in table.columns if c not in before] == new
+        # the trace's probes have their own random stream: the top eigenvalue is as it was
+        # (batched: to rounding), every other column exactly
+        top = ["hessian_top_eig"]
+        pd.testing.assert_frame_equal(table[before.columns].drop(columns=top), before.drop(columns=top))
+        pd.testing.assert_series_equal(table["hessian_top_eig"], before["hessian_top_eig"], rtol=1e-4)
+        computed = table["hessian_top_eig"].notna()
+        assert computed.sum() > 5 and table["hessian_trace"].notna().equals(computed)
+        assert (table.loc[computed, "hessian_trace_se"] > 0).all()
+        new = [
+            "stable_rank",
+            "effective_rank",
+            "mean_frobenius",
+            "n_matrices",
+            "hessian_trace",
+            "hessian_trace_se",
+        ]
+        assert sorted(c for c in table.columns if c not in before) == sorted(new)
         np.testing.assert_allclose(table["mean_frobenius"], table["l2"], rtol=1e-12)
         if matrices:
             assert (table["n_matrices"] == matrices).all()

@@ -9,6 +9,7 @@ Top level, torch-free (the Snakefile and every job import them):
     settings    typed, frozen sections of the validated config (HMM, Hessian, training, ...)
     columns     names shared by tables and the Snakefile
     revisions   checkpoint revisions by name (OLMo's stage1-step1000-tokens4B), their steps by a pattern
+    plugins     your own metrics' functions (metrics.custom), found by module or file, and their digest
     provenance  which package code each rule runs, and its digest (a rule's `code` param)
     io, logs, disk   atomic outputs, job logs, and a full disk reported by file
 Top level, with torch: `device` (device, threads, deterministic kernels). The command lines, in

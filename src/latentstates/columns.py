@@ -30,6 +30,8 @@ NO_PERFORMANCE = (
 # The local learning coefficient's columns (metrics.llc): the estimate, its standard error over
 # chains, and whether the chains found lower loss (not a minimum: the estimate is then NaN).
 LLC_COLUMNS = ["llc", "llc_se", "llc_not_minimum"]
+# The Hessian's trace by Hutchinson's estimator and its standard error (metrics.hessian.trace_probes).
+TRACE_COLUMNS = ["hessian_trace", "hessian_trace_se"]
 # Every metric column of a metrics table the workflow computes.
 KNOWN_FEATURES = [*PAPER_FEATURES, "hessian_top_eig", "llc", *PERFORMANCE_COLUMNS]
 # Columns of a metrics table besides the features: a plug-in's (metrics.custom) may not take them.
@@ -38,6 +40,7 @@ RESERVED_COLUMNS = frozenset(
         *KNOWN_FEATURES,
         *EXTRA_FEATURES,
         *LLC_COLUMNS,
+        *TRACE_COLUMNS,
         "task",
         "checkpoint",
         "step",

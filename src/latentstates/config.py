@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from latentstates.columns import EXTRA_FEATURES, KNOWN_FEATURES, RESERVED_COLUMNS
+from latentstates.columns import EXTRA_FEATURES, KNOWN_FEATURES, RESERVED_COLUMNS, TRACE_COLUMNS
 from latentstates.plugins import PluginError, load_function
 from latentstates.tasks.image_data import KIND_DATASETS
 
@@ -184,7 +184,7 @@ def _add_seed_sets(config: dict) -> None:
             )
             if "llc" not in features:
                 copy_["llc"] = {**copy_["llc"], "enabled": False}
-            if "hessian_top_eig" not in features:
+            if not {"hessian_top_eig", *TRACE_COLUMNS} & set(features):
                 copy_["hessian"] = {**copy_["hessian"], "enabled": False}
             config["tasks"][other] = copy_
 
@@ -209,14 +209,20 @@ def _check_custom_metrics(entries: list[dict]) -> None:
             taken[column] = key
 
 
-def _check_features(config: dict, features: list[str], key: str) -> None:
-    """The HMM's `features` (config key `key`) are columns the metrics stage writes."""
+def _check_features(config: dict, features: list[str], key: str, traced: bool) -> None:
+    """The HMM's `features` (config key `key`) are columns the metrics stage writes (the trace's
+    where the runs' Hessian settings have `trace_probes`: `traced`)."""
     custom = [c for entry in config["metrics"]["custom"] for c in entry["columns"]]
-    known = [*KNOWN_FEATURES, *config["metrics"]["extra"], *custom]
+    known = [*KNOWN_FEATURES, *config["metrics"]["extra"], *custom, *(TRACE_COLUMNS if traced else [])]
     off = [f for f in features if f in EXTRA_FEATURES and f not in known]
     if off:
         raise ConfigError(
             f"invalid config key '{key}': {off} are measured only where metrics.extra lists them"
+        )
+    if any(f in TRACE_COLUMNS and f not in known for f in features):
+        raise ConfigError(
+            f"invalid config key '{key}': the Hessian's trace is measured only where "
+            f"metrics.hessian.trace_probes (or the task's hessian.trace_probes) is above 0"
         )
     unknown = sorted(set(features) - set(known))
     if unknown:
@@ -249,7 +255,8 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
         _check(merged, hmm_schema, prefix=f"tasks.{name}.hmm")
         _check_states(merged, f"tasks.{name}.hmm")
         if task["source"] != "table":
-            _check_features(config, merged["features"], f"tasks.{name}.hmm.features")
+            traced = task_hessian(config, name)["trace_probes"] > 0
+            _check_features(config, merged["features"], f"tasks.{name}.hmm.features", traced)
         if task["source"] in ("checkpoints", "runs", "huggingface") and "path" in task:
             _check_run_path(name, task)
         if task.get("hub"):
@@ -268,8 +275,10 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
         merged = comparison_hmm(config, name)
         _check(merged, hmm_schema, prefix=f"{prefix}.hmm")
         _check_states(merged, f"{prefix}.hmm")
-        if any(config["tasks"][t]["source"] != "table" for t in comparison["tasks"]):
-            _check_features(config, merged["features"], f"{prefix}.hmm.features")
+        trained = [t for t in comparison["tasks"] if config["tasks"][t]["source"] != "table"]
+        if trained:
+            traced = all(task_hessian(config, t)["trace_probes"] > 0 for t in trained)
+            _check_features(config, merged["features"], f"{prefix}.hmm.features", traced)
     return config
 
 

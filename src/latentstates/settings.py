@@ -139,6 +139,7 @@ class HessianSettings(_Settings):
     seed: int  # offset added to a run's seed for the start vector
     method: str  # "auto" (the closed form where a task has one) or "lanczos"
     batch_runs: str | bool  # "auto", True, False: one batched product for a seed group's runs
+    trace_probes: int  # Rademacher probes of Hutchinson's trace estimate (0: no trace columns)
 
     @classmethod
     def of_task(cls, config: dict, task: str) -> HessianSettings:

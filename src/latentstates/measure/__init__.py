@@ -1,8 +1,11 @@
-"""Measure: weight metrics, the Hessian's top eigenvalue, per-checkpoint extraction.
+"""Measure: weight metrics, the Hessian's top eigenvalue and trace, per-checkpoint extraction.
 
 Modules:
-    metrics   the paper's weight statistics of one checkpoint (pure functions on tensors)
-    hessian   the Hessian's top eigenvalue by Lanczos-accelerated power iteration
+    metrics   the paper's weight statistics of one checkpoint (pure functions on tensors), and
+              stable and effective rank (metrics.extra)
+    custom    your own metrics: the plug-ins of metrics.custom, called with a checkpoint's layers
+    hessian   the Hessian's top eigenvalue by Lanczos-accelerated power iteration, its trace by
+              Hutchinson's estimator
     llc       the local learning coefficient of a checkpoint by SGLD (pure torch functions)
     llc_runs  the local learning coefficient of a metrics job's runs
     llc_calibration  the command line `latentstates llc-calibration`: a sweep of the LLC's SGLD

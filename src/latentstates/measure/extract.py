@@ -15,10 +15,17 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from latentstates.columns import LLC_COLUMNS, PERFORMANCE_COLUMNS
+from latentstates.columns import LLC_COLUMNS, PERFORMANCE_COLUMNS, TRACE_COLUMNS
 from latentstates.device import configure_torch, resolve_device
 from latentstates.measure.custom import custom_metrics
-from latentstates.measure.hessian import EigenResult, top_eigenvalue, top_eigenvalues
+from latentstates.measure.hessian import (
+    EigenResult,
+    TraceEstimate,
+    hessian_trace,
+    hessian_traces,
+    top_eigenvalue,
+    top_eigenvalues,
+)
 from latentstates.measure.llc import LLCEstimate
 from latentstates.measure.llc_runs import NO_LLC, group_llcs, with_llc
 from latentstates.measure.metrics import streamed_weight_metrics, weight_metrics
@@ -33,6 +40,15 @@ from latentstates.tasks.replicas import Replicas, loops_replicas
 from latentstates.validation import InputError
 
 logger = logging.getLogger("latentstates")
+# The trace's probes come from their own generator, seeded with the run's seed + metrics.hessian.seed
+# + this: switching the trace on leaves the top eigenvalue's random starts as they were.
+TRACE_SEED_OFFSET = 1_000_003
+HessianResult = tuple[EigenResult, TraceEstimate | None]
+
+
+def trace_generator(seed: int, hessian: HessianSettings) -> torch.Generator:
+    """The generator of a run's Hutchinson probes (TRACE_SEED_OFFSET)."""
+    return torch.Generator().manual_seed(seed + hessian.seed + TRACE_SEED_OFFSET)
 
 
 def checkpoint_hessian(
@@ -106,10 +122,11 @@ def group_hessians(
     device: str = "auto",
     threads: int = 1,
     progress: bool = True,
-) -> list[dict[int, EigenResult]]:
+) -> list[dict[int, HessianResult]]:
     """The Hessians of several runs of one model (`batches_hessians`), iterated together with one
     batched Hessian-vector product for all (`hessian.top_eigenvalues`): per run, checkpoint index
-    → result. Each run keeps what `metrics_of_run` gives it alone (its Hessian batch, its random
+    → (top eigenpair, trace estimate where `hessian.trace_probes`). Each run keeps what
+    `metrics_of_run` gives it alone (its Hessian batch, its random
     start and warm starts, its stopping), up to the rounding of batched matrix products."""
     dev = resolve_device(device)
     configure_torch(threads, dev)
@@ -117,8 +134,9 @@ def group_hessians(
         runs[0]["spec"], [run["seed"] for run in runs], hessian.batch_size, dev
     )
     gens = [torch.Generator().manual_seed(run["seed"] + hessian.seed) for run in runs]
+    trace_gens = [trace_generator(run["seed"], hessian) for run in runs]
     files = [run_checkpoint_paths(run, f) for run, f in zip(runs, run_files)]
-    found: list[dict[int, EigenResult]] = [{} for _ in runs]
+    found: list[dict[int, HessianResult]] = [{} for _ in runs]
     vectors = [None] * len(runs)
     seeds = ", ".join(str(run["seed"]) for run in runs)
     bar = dict(desc=f"Hessians of seeds {seeds}", file=sys.stderr, mininterval=5.0, disable=not progress)
@@ -134,13 +152,17 @@ def group_hessians(
             active=replicas.finite(),
             **hessian.lanczos(),
         )
-        for r, res in enumerate(results):
+        traces = [None] * len(runs)
+        if hessian.trace_probes:
+            traces = hessian_traces(
+                losses, replicas.parameters(), trace_gens, hessian.trace_probes, active=replicas.finite()
+            )
+        for r, (res, trace) in enumerate(zip(results, traces)):
             if res is not None:
                 vectors[r] = res.vector if math.isfinite(res.eigenvalue) else None
                 # kept without the eigenvector: one per run and checkpoint would fill a GPU
-                found[r][runs[r]["checkpoints"][pos]["index"]] = EigenResult(
-                    res.eigenvalue, [], res.iterations, res.converged
-                )
+                eigen = EigenResult(res.eigenvalue, [], res.iterations, res.converged)
+                found[r][runs[r]["checkpoints"][pos]["index"]] = (eigen, trace)
     return found
 
 
@@ -206,13 +228,14 @@ def metrics_of_run(
     device: str = "auto",
     threads: int = 1,
     progress: bool = True,
-    hessians: dict[int, EigenResult] | None = None,
+    hessians: dict[int, HessianResult] | None = None,
     extra: Sequence[str] = (),
     custom: Sequence[Mapping] = (),
 ) -> pd.DataFrame:
     """Weight statistics of every checkpoint of a run (latentstates.runs.contract), and the Hessian's top
     eigenvalue at every `stride`-th one where the run's model is a registered task kind (given in
-    `hessians`, checkpoint index → result, where `group_hessians` computed them). `extra` adds
+    `hessians`, checkpoint index → result, where `group_hessians` computed them), with its trace
+    where `hessian.trace_probes` (columns TRACE_COLUMNS, NaN where not computed). `extra` adds
     measures beyond the paper's (EXTRA_FEATURES), `custom` the plug-ins' columns (`metrics.custom`
     entries), both after the paper's.
 
@@ -231,6 +254,9 @@ def metrics_of_run(
         rows = _architecture_rows(run, checkpoints, device, threads, extra, custom)
         hessian_seed = np.nan
     df = pd.DataFrame(rows)
+    if hessian.trace_probes:
+        for column in TRACE_COLUMNS:
+            df[column] = df[column] if column in df else np.nan
     df["hessian_seed"] = hessian_seed
     return _with_performance(df, train_log)
 
@@ -241,7 +267,7 @@ def _registered_rows(
     hessian: HessianSettings,
     device: str,
     threads: int,
-    hessians: dict[int, EigenResult] | None,
+    hessians: dict[int, HessianResult] | None,
     extra: Sequence[str] = (),
     custom: Sequence[Mapping] = (),
 ) -> list[dict]:
@@ -254,6 +280,7 @@ def _registered_rows(
     hb = hessian.batch_size or len(split.x_train)
     xh, yh = split.x_train[:hb].to(dev), split.y_train[:hb].to(dev)
     gen = torch.Generator().manual_seed(run["seed"] + hessian.seed)
+    trace_gen = trace_generator(run["seed"], hessian)
     vec = None
     rows = []
     for ckpt, path in checkpoints:
@@ -262,16 +289,24 @@ def _registered_rows(
         row = _row(ckpt, weight_metrics(*layer, extra=extra))
         finite = finite_weights(model)
         if hessians is not None:
-            res = hessians.get(ckpt["index"])
+            res, trace = hessians.get(ckpt["index"], (None, None))
         elif finite and hessian.enabled and ckpt["index"] % hessian.stride == 0:
             res = checkpoint_hessian(kind, model, xh, yh, hessian, vec, gen)
             vec = res.vector if math.isfinite(res.eigenvalue) else None  # NaN: cold-start next time
+            trace = None
+            if hessian.trace_probes:
+                params = [p for p in model.parameters() if p.requires_grad]
+                trace = hessian_trace(
+                    lambda: kind.loss(model(xh), yh), params, trace_gen, hessian.trace_probes
+                )
         else:
-            res = None
+            res, trace = None, None
         if res is not None:
             row["hessian_top_eig"] = res.eigenvalue
             row["hessian_iters"] = res.iterations
             row["hessian_converged"] = res.converged
+        if trace is not None:
+            row["hessian_trace"], row["hessian_trace_se"] = trace.trace, trace.se
         row.update(custom_metrics(custom, lambda layer=layer: [layer], where=str(path)))
         rows.append(row)
     return rows

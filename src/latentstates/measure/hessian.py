@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -169,6 +170,85 @@ def top_eigenvalues(
                 del wanted[r]
                 results[r] = EigenResult(float(theta), [x.detach() for x in split(y / y.norm())], used, ok)
     return results
+
+
+@dataclass(frozen=True)
+class TraceEstimate:
+    """Hutchinson's estimate of the Hessian's trace: the mean of vᵀHv over `probes` Rademacher
+    vectors v, and its standard error (their standard deviation over √probes)."""
+
+    trace: float
+    se: float
+    probes: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> TraceEstimate:
+        v = np.asarray(values, dtype=float)
+        if len(v) == 0 or not np.isfinite(v).all():
+            return cls(float("nan"), float("nan"), len(v))
+        se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+        return cls(float(v.mean()), se, len(v))
+
+
+def rademacher(n: int, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
+    """A vector of n independent ±1 entries, each sign drawn from `generator` (on the CPU)."""
+    return (torch.randint(0, 2, (n,), generator=generator) * 2 - 1).to(device, dtype)
+
+
+def hessian_trace(
+    loss_fn: Callable[[], torch.Tensor],
+    params: Sequence[torch.Tensor],
+    generator: torch.Generator | None,
+    probes: int,
+) -> TraceEstimate:
+    """Hutchinson's estimator of tr(H), H the Hessian of `loss_fn()` in `params`: E[vᵀHv] = tr(H)
+    for v with independent ±1 entries (Hutchinson 1990), `probes` Hessian-vector products from one
+    gradient graph. Its variance is 2 Σ_{i≠j} H_ij² / probes: exact for a diagonal Hessian."""
+    params = list(params)
+    loss = loss_fn()
+    if not torch.isfinite(loss):
+        return TraceEstimate.of([float("nan")])
+    hvp, _, dtype = _products(loss, params, ())
+    n = sum(p.numel() for p in params)
+    values = []
+    for _ in range(probes):
+        v = rademacher(n, generator, params[0].device, dtype)
+        values.append(torch.dot(v.double(), hvp(v).double()).item())
+    return TraceEstimate.of(values)
+
+
+def hessian_traces(
+    losses_fn: Callable[[], torch.Tensor],
+    params: Sequence[torch.Tensor],
+    generators: Sequence[torch.Generator | None],
+    probes: int,
+    active: Sequence[bool] | None = None,
+) -> list[TraceEstimate | None]:
+    """`hessian_trace` of each of R stacked replicas (as `top_eigenvalues`: `params` of shape
+    (R, ...), `losses_fn()` the replicas' losses), each with its own generator's probes, every
+    probe's products one batched product of the block-diagonal Hessian of their sum; the values
+    are each replica's alone up to rounding. None for replicas with `active[r]` False."""
+    params = list(params)
+    losses = losses_fn()
+    active = torch.ones(len(losses), dtype=torch.bool) if active is None else torch.tensor(list(active))
+    finite = torch.isfinite(losses).cpu()
+    summed = torch.where((finite & active).to(losses.device), losses, torch.zeros_like(losses)).sum()
+    hvp, _, dtype = _products(summed, params, (len(losses),))
+    n, device = sum(p[0].numel() for p in params), params[0].device
+    mine = [r for r in range(len(losses)) if active[r] and finite[r]]
+    values: dict[int, list[float]] = {r: [] for r in mine}
+    for _ in range(probes if mine else 0):
+        stacked = torch.zeros(len(losses), n, dtype=dtype, device=device)
+        for r in mine:
+            stacked[r] = rademacher(n, generators[r], device, dtype)
+        products = (stacked.double() * hvp(stacked).double()).sum(dim=1)
+        for r in mine:
+            values[r].append(products[r].item())
+    out: list[TraceEstimate | None] = [None] * len(losses)
+    for r in range(len(losses)):
+        if active[r]:
+            out[r] = TraceEstimate.of(values[r]) if r in values else TraceEstimate.of([float("nan")])
+    return out
 
 
 def _products(loss: torch.Tensor, params: list[torch.Tensor], lead: tuple[int, ...]):
