@@ -30,7 +30,7 @@ rule analysis:
     benchmark:
         bench("analysis")
     conda:
-        "../envs/analysis.yaml"
+        "../envs/hmm.yaml"  # the outlier scores refit the HMM without each run
     threads: 1
     resources:
         mem_mb=2000,
@@ -38,6 +38,7 @@ rule analysis:
         code=code("analysis.py"),
         threshold=lambda wc: config["tasks"][wc.task]["convergence_threshold"],
         analysis=canonical(config["analysis"]),
+        hmm=lambda wc: canonical(task_hmm(config, wc.task)),
     script:
         "../workflow/scripts/analysis.py"
 

@@ -15,6 +15,7 @@ import yaml
 
 from conftest import REPO, snakemake
 from latentstates.report.interactive import read_figure
+from latentstates.states.outliers import OUTLIER_COLUMNS
 
 pytestmark = pytest.mark.slow
 TASKS = ["modular_addition", "sparse_parity"]
@@ -86,6 +87,11 @@ def test_tiny_run_produces_every_output(tiny_run):
         summary = json.loads((res / task / "analysis" / "summary.json").read_text())
         assert summary["k"] == k and summary["n_runs"] == 3
         assert summary["r2"] is None or 0 <= summary["r2"] <= 1  # null when undefined
+        runs = pd.read_csv(res / task / "analysis" / "runs.csv")
+        assert set(OUTLIER_COLUMNS) <= set(runs.columns) and runs["ll_left_out"].notna().all()
+        assert runs["ll_z"].isna().all()  # 3 runs: too few for a robust scale
+        # per-run z-scores (the default): outlier scores reported, runs not flagged
+        assert summary["outlier_runs"] is None and "per-run z-scores" in summary["outlier_rule"]
         assert int(sel.loc[sel["chosen"], "k"].iloc[0]) == k
         assert model["at_boundary"] == (k in (1, 3))  # max_states 3: an optimum at 1 or 3 is flagged
         assert summary["at_boundary"] == model["at_boundary"]

@@ -78,18 +78,26 @@ def fit_states(metrics: pd.DataFrame, settings: HMMSettings | None = None, **ove
 
 
 def analyse_states(
-    metrics: pd.DataFrame, fit: TaskFit, threshold: float = 0.9, settings: AnalysisSettings | None = None
+    metrics: pd.DataFrame,
+    fit: TaskFit,
+    threshold: float = 0.9,
+    settings: AnalysisSettings | None = None,
+    hmm: HMMSettings | None = None,
 ) -> TaskAnalysis:
     """The paper's analyses of a fit (rule analysis), a `TaskAnalysis`: `edges` (transitions with
-    their feature changes), `runs` (occupancy, convergence), `coefficients` (the convergence
-    regression) and `summary` (K, R², detour states, ...). `threshold`: the eval accuracy that
-    counts as converged."""
+    their feature changes), `runs` (occupancy, convergence, atypical runs), `coefficients` (the
+    convergence regression) and `summary` (K, R², detour states, outlier runs, ...). `threshold`:
+    the eval accuracy that counts as converged; `hmm`: the fit's settings (the outlier scores'
+    refits; default: the defaults with the fit's covariance)."""
     from latentstates.states.analysis import analyse_task
+    from latentstates.states.outliers import with_outliers
     from latentstates.states.sequences import first_checkpoints
 
     settings = settings or AnalysisSettings.defaults()
     metrics = first_checkpoints(metrics, fit.model.first_n)
-    return analyse_task(metrics, fit.states, fit.model, threshold, settings)
+    analysis = analyse_task(metrics, fit.states, fit.model, threshold, settings)
+    hmm = hmm or HMMSettings.defaults(covariance=fit.model.covariance)
+    return with_outliers(analysis, metrics, fit.states, fit.model, settings, hmm)
 
 
 def plot_states(metrics: pd.DataFrame, fit: TaskFit, title: str = "", max_runs: int = 6):

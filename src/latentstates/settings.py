@@ -187,6 +187,7 @@ class AnalysisSettings(_GlobalSettings):
     top_features: int  # features listed per edge
     occupancy: str  # regress convergence on the "fraction" or "count" of checkpoints per state
     detour_alpha: float  # Holm-adjusted level of the detour (visit) test
+    outliers: str | bool  # flag atypical runs: "auto" (pooled z-scores only), True, False
 
 
 @dataclass(frozen=True)

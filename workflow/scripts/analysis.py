@@ -7,22 +7,20 @@ import json
 from latentstates.io import read_parquet, write_csv, write_json
 from latentstates.logs import job_log
 from latentstates.report.tables import write_table
-from latentstates.settings import AnalysisSettings
+from latentstates.settings import AnalysisSettings, HMMSettings
 from latentstates.states.analysis import analyse_task
 from latentstates.states.model import StateModel
+from latentstates.states.outliers import with_outliers
 from latentstates.states.sequences import analysed_metrics
 
 with job_log(snakemake.log[0]) as logger:
     settings = AnalysisSettings.from_dict(json.loads(snakemake.params.analysis))
     model = StateModel.read(snakemake.input.model)
     metrics = analysed_metrics(snakemake.input.metrics, model)
-    out = analyse_task(
-        metrics,
-        read_parquet(snakemake.input.states, columns=["seed", "checkpoint", "state"]),
-        model,
-        snakemake.params.threshold,
-        settings,
-    )
+    states = read_parquet(snakemake.input.states, columns=["seed", "checkpoint", "state"])
+    out = analyse_task(metrics, states, model, snakemake.params.threshold, settings)
+    hmm = HMMSettings.from_dict(json.loads(snakemake.params.hmm))
+    out = with_outliers(out, metrics, states, model, settings, hmm)
     task = snakemake.wildcards.task
     edges = out.edges
     write_table(

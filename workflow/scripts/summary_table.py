@@ -1,8 +1,8 @@
 """One summary table across tasks: K with how often it is chosen again (refits, seed sets), R², p,
 detour states, the most used edge's feature changes, the forecast's error against the naive
-forecast, and each finding's frequency across resamples. The CSV keeps every number at full
-precision; the Markdown and LaTeX tables are formatted for people (plain headers, R² with its
-interval, p as a bound)."""
+forecast, the outlier runs where they are flagged, and each finding's frequency across
+resamples. The CSV keeps every number at full precision; the Markdown and LaTeX tables are
+formatted for people (plain headers, R² with its interval, p as a bound)."""
 
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
@@ -89,6 +89,7 @@ HEADERS = {
     "detour_states": "detour states",
     "top_edge": "most used edge: top feature changes",
     "forecast_mae_vs_naive": "forecast error, ours vs naive (fraction seen)",
+    "outliers": "outlier runs",
     "findings": "findings (how often each recurs)",
 }
 
@@ -163,6 +164,8 @@ with job_log(snakemake.log[0]):
             "top_edge": s.get("top_edge", ""),
             "forecast_mae_vs_naive": forecast_cell(fp, snakemake.params.method),
         }
+        if s.get("outlier_runs") is not None:  # flagged (analysis.outliers): the runs, or none
+            row["outliers"] = ", ".join(map(str, s["outlier_runs"])) or "none"
         if st is not None:
             row["findings"] = findings_cell(s, st)
         people.append(readable(row, st))

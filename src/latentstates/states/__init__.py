@@ -15,9 +15,11 @@ Modules:
     folds                  the fold criteria's fits: every run held out once per fold assignment
     selection              the HMM stage of a task (and of a comparison's pooled runs): K, decoding, tables
     analysis               transitions, feature changes per edge, convergence regression, detours
+    outliers               atypical runs: each run under the HMM without it, its worst stretch, its path
     stability              each finding across resampled runs, refitted
     k_stability            K chosen afresh under perturbations that keep the runs' information
-    simulate               runs simulated from an HMM with a known K (the criteria's outside check)
+    simulate               runs simulated from an HMM with a known K, planted outliers among them
+                           (the criteria's and the outlier rule's outside check)
     comparison             recipes compared through one shared HMM: its runs and permutation tests
     llc                    the local learning coefficient per state
 """

@@ -23,7 +23,10 @@ class Scenario:
     `length` checkpoints, `features` features mixing `rank` latent directions plus independent
     noise of variance `noise` (relative to the latent one), state means `separation` latent
     standard deviations apart on average, and `ar` the lag-1 autocorrelation of the latent noise
-    within a state (0: the HMM's own assumption; the default tasks' metrics are smoother)."""
+    within a state (0: the HMM's own assumption; the default tasks' metrics are smoother). The
+    last `outliers` runs each have a foreign phase: a stretch of `foreign` of their checkpoints,
+    starting at random, displaced by `foreign_shift` latent standard deviations in a random
+    direction (an excursion no other run makes, as a loss spike or an unstable seed)."""
 
     k: int
     runs: int = 24
@@ -35,6 +38,14 @@ class Scenario:
     detour: bool = True
     detour_fraction: float = 0.4
     ar: float = 0.0
+    outliers: int = 0
+    foreign: float = 0.15
+    foreign_shift: float = 3.0
+
+
+def outlier_seeds(s: Scenario) -> list[int]:
+    """The runs planted as outliers (`Scenario.outliers`): the last ones."""
+    return list(range(s.runs - s.outliers, s.runs))
 
 
 def chain(s: Scenario) -> tuple[list[int], int | None]:
@@ -89,6 +100,11 @@ def simulate(s: Scenario, seed: int) -> tuple[pd.DataFrame, list[np.ndarray]]:
             for t in range(1, s.length):
                 z[t] = s.ar * z[t - 1] + np.sqrt(1 - s.ar**2) * z[t]
         latent = means[path] + np.einsum("tij,tj->ti", chol[path], z)
+        if r in outlier_seeds(s):
+            n = max(1, int(round(s.foreign * s.length)))
+            start = int(rng.integers(0, s.length - n + 1))
+            direction = rng.normal(size=s.rank)
+            latent[start : start + n] += s.foreign_shift * direction / np.linalg.norm(direction)
         x = latent @ loadings.T + rng.normal(scale=np.sqrt(s.noise), size=(s.length, s.features))
         frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(s.features)])
         frame.insert(0, "step", np.arange(s.length) * 10)
