@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -191,7 +192,7 @@ def test_a_plugin_and_the_ranks_run_through_the_workflow_as_hmm_features(tiny_ru
     wd = tmp_path / "copy"
     shutil.copytree(tiny_run, wd, symlinks=True)
     cfg = yaml.safe_load((wd / "config.yaml").read_text())
-    cfg["metrics"]["extra"] = RANKS
+    cfg["metrics"]["extra"] = [*RANKS, "alpha"]
     columns = ["mean_frobenius", "n_matrices"]
     cfg["metrics"]["custom"] = [{"function": f"{plugin}:frobenius", "columns": columns}]
     features = ["l2", "spectral", "stable_rank", "mean_frobenius"]
@@ -216,6 +217,7 @@ def test_a_plugin_and_the_ranks_run_through_the_workflow_as_hmm_features(tiny_ru
         new = [
             "stable_rank",
             "effective_rank",
+            "alpha",
             "mean_frobenius",
             "n_matrices",
             "hessian_trace",
@@ -225,7 +227,7 @@ def test_a_plugin_and_the_ranks_run_through_the_workflow_as_hmm_features(tiny_ru
         np.testing.assert_allclose(table["mean_frobenius"], table["l2"], rtol=1e-12)
         if matrices:
             assert (table["n_matrices"] == matrices).all()
-        assert (table["stable_rank"] >= 1).all()
+        assert (table["stable_rank"] >= 1).all() and table["alpha"].between(1, 50).all()
         assert (table["effective_rank"] >= table["stable_rank"] - 1e-9).all()  # Rényi-2 ≤ Shannon
     model = json.loads((wd / "results" / "sparse_parity" / "hmm" / "model.json").read_text())
     assert model["features"] == features
@@ -242,3 +244,33 @@ def test_a_plugin_and_the_ranks_run_through_the_workflow_as_hmm_features(tiny_ru
     assert planned() == ""
     plugin.write_text(PLUGIN.replace("sum(norms) / len(norms)", "max(norms)"))
     assert planned() == "collate hmm metrics"
+
+
+def _weightwatcher_fixture():
+    """The matrices of tests/data/make_weightwatcher_alpha.py and weightwatcher's alpha of each."""
+    import importlib.util
+
+    path = Path(__file__).parent / "data" / "make_weightwatcher_alpha.py"
+    spec = importlib.util.spec_from_file_location("make_weightwatcher_alpha", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    reference = json.loads(module.OUT.read_text())
+    return module.matrices(), reference
+
+
+def test_alpha_equals_weightwatchers_on_heavy_tailed_gaussian_low_rank_and_small_matrices():
+    """weightwatcher 0.7.7's alpha (its power-law fit of the eigenvalues of WᵀW above 1e-5, xmin by
+    the smallest KS distance; the bias-corrected estimate below 20 eigenvalues), recorded by
+    tests/data/make_weightwatcher_alpha.py on six seeded matrices: ours to 1e-6 relative, from
+    the same float32 weights. Averaged over matrices as the other measures, a matrix with fewer
+    than 8 eigenvalues (weightwatcher skips it) left out of the mean."""
+    matrices, reference = _weightwatcher_fixture()
+    assert reference["weightwatcher"] == "0.7.7"
+    weights = {name: torch.from_numpy(w).float() for name, w in matrices.items()}
+    for name, w in weights.items():
+        got = stacked_matrix_metrics(w[None], extra=["alpha"])["alpha"][0]
+        assert got == pytest.approx(reference["alpha"][name], rel=1e-6), name
+    tiny = torch.from_numpy(np.random.default_rng(0).standard_t(3, size=(5, 3))).float()
+    assert np.isnan(stacked_matrix_metrics(tiny[None], extra=["alpha"])["alpha"][0])
+    mean = weight_metrics([*weights.values(), tiny], [], extra=["alpha"])["alpha"]
+    assert mean == pytest.approx(np.mean(list(reference["alpha"].values())), rel=1e-6)

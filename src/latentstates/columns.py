@@ -20,7 +20,7 @@ PAPER_FEATURES = [
 ]
 MATRIX_FEATURES = PAPER_FEATURES[:8]
 # Per-matrix measures beyond the paper (metrics.extra), averaged over matrices as its eight.
-EXTRA_FEATURES = ["stable_rank", "effective_rank"]
+EXTRA_FEATURES = ["stable_rank", "effective_rank", "alpha"]
 PERFORMANCE_COLUMNS = ["train_loss", "train_acc", "eval_loss", "eval_acc"]
 # The analyses' status (analysis/summary.json) when the runs have no eval accuracy; the plots say it.
 NO_PERFORMANCE = (

@@ -49,7 +49,8 @@ def stacked_matrix_metrics(
 
     stable_rank is ||W||_F^2 / ||W||_2^2; effective_rank is exp(H(p)) with p the singular values
     (those below SINGULAR_VALUE_CUTOFF or EFFECTIVE_RANK_RTOL of the largest as 0) over their sum
-    and H the entropy in nats (Roy and Vetterli 2007); both NaN for a zero matrix."""
+    and H the entropy in nats (Roy and Vetterli 2007); both NaN for a zero matrix. alpha is the
+    power-law exponent of the eigenvalues σ² as weightwatcher fits it (`power_law_alpha`)."""
     unknown = sorted(set(extra) - set(EXTRA_FEATURES))
     if unknown:
         raise ValueError(f"unknown extra measures {unknown} (known: {EXTRA_FEATURES})")
@@ -86,9 +87,44 @@ def stacked_matrix_metrics(
         p = torch.where(total > 0, sv / total, torch.zeros_like(sv))
         entropy = -torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(dim=1)
         values["effective_rank"] = torch.where(total[:, 0] > 0, entropy.exp(), nan)
+    if "alpha" in extra:
+        values["alpha"] = torch.tensor([power_law_alpha(row) for row in sv.cpu().numpy()])
     for name, v in values.items():
         out[name][finite] = v.cpu().numpy()
     return out
+
+
+# The power-law exponent alpha of a matrix's eigenvalue spectrum as weightwatcher 0.7.7 fits it:
+# the eigenvalues of WᵀW above 1e-5, at least 8 of them (fewer: NaN, weightwatcher skips the
+# layer), the bias-corrected estimate below 20 of them (its small-n fit).
+ALPHA_EVALS_THRESH = 1e-5
+ALPHA_MIN_EVALS = 8
+ALPHA_SMALL_N = 20
+
+
+def power_law_alpha(sv: np.ndarray) -> float:
+    """weightwatcher's alpha of the eigenvalues σ² of one matrix (`sv` its singular values): for
+    each candidate xmin among the sorted eigenvalues x, the maximum-likelihood exponent of a
+    power law on the tail x ≥ xmin, 1 + n / Σ log(x / xmin) (Clauset, Shalizi and Newman 2009;
+    n − 1 in the numerator below ALPHA_SMALL_N eigenvalues, with tails of at least 8), and the
+    exponent of the xmin whose fit has the smallest Kolmogorov-Smirnov distance to the tail."""
+    evals = np.sort(np.asarray(sv, dtype=np.float64) ** 2)
+    x = evals[evals > ALPHA_EVALS_THRESH]
+    total = len(x)
+    if total < ALPHA_MIN_EVALS:
+        return float("nan")
+    small = total < ALPHA_SMALL_N
+    logs = np.log(x)
+    n = (total - np.arange(total - 1)).astype(float)
+    s = np.cumsum(logs[::-1])[::-1][:-1] - n * logs[:-1]  # Σ log(x_j / x_i) over the tail j ≥ i
+    usable = (n >= 8) & (s > 1e-12) if small else np.ones(total - 1, dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alphas = np.where(usable, 1 + (n - 1 if small else n) / s, 0.0)
+    distances = np.ones(total - 1)
+    for i in np.flatnonzero(usable & (alphas > 1)):
+        fit = 1 - (x[i:] / x[i]) ** (1 - alphas[i])
+        distances[i] = np.abs(fit - np.arange(n[i]) / n[i]).max()
+    return float(alphas[int(np.argmin(distances))])
 
 
 def singular_values(w: torch.Tensor, lapack: str | None = None) -> torch.Tensor:
@@ -316,7 +352,12 @@ class WeightStatistics:
         out["median_w"] = self._median()
         out["var_w"] = self.m2 / (self.n - 1) if self.n > 1 else np.nan
         out.update(_summary(torch.cat(self.biases) if self.biases else torch.empty(0), "b"))
-        out.update({name: float(per[name].mean()) for name in self.extra})  # after the paper's
+        for name in self.extra:  # after the paper's
+            vals = per[name]
+            if name == "alpha":  # over the matrices that have one (weightwatcher skips the others)
+                out[name] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
+            else:
+                out[name] = float(vals.mean())
         return out
 
 
