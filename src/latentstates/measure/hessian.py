@@ -142,11 +142,7 @@ def top_eigenvalues(
     Replicas with `active[r]` False are left out (no product, no random draw): None.
     """
     params = list(params)
-    losses = losses_fn()
-    active = torch.ones(len(losses), dtype=torch.bool) if active is None else torch.tensor(list(active))
-    finite = torch.isfinite(losses).cpu()
-    summed = torch.where((finite & active).to(losses.device), losses, torch.zeros_like(losses)).sum()
-    hvp, split, dtype = _products(summed, params, (len(losses),))
+    losses, active, finite, (hvp, split, dtype) = _stacked_products(losses_fn, params, active)
     n, device = sum(p[0].numel() for p in params), params[0].device
     results: list[EigenResult | None] = [None] * len(losses)
     steps, wanted = {}, {}
@@ -229,11 +225,7 @@ def hessian_traces(
     probe's products one batched product of the block-diagonal Hessian of their sum; the values
     are each replica's alone up to rounding. None for replicas with `active[r]` False."""
     params = list(params)
-    losses = losses_fn()
-    active = torch.ones(len(losses), dtype=torch.bool) if active is None else torch.tensor(list(active))
-    finite = torch.isfinite(losses).cpu()
-    summed = torch.where((finite & active).to(losses.device), losses, torch.zeros_like(losses)).sum()
-    hvp, _, dtype = _products(summed, params, (len(losses),))
+    losses, active, finite, (hvp, _, dtype) = _stacked_products(losses_fn, params, active)
     n, device = sum(p[0].numel() for p in params), params[0].device
     mine = [r for r in range(len(losses)) if active[r] and finite[r]]
     values: dict[int, list[float]] = {r: [] for r in mine}
@@ -249,6 +241,17 @@ def hessian_traces(
         if active[r]:
             out[r] = TraceEstimate.of(values[r]) if r in values else TraceEstimate.of([float("nan")])
     return out
+
+
+def _stacked_products(losses_fn: Callable[[], torch.Tensor], params: list[torch.Tensor], active):
+    """The replicas' losses, which are active (all where `active` is None) and finite, and the
+    Hessian-vector products (`_products`) of the sum of the active, finite ones: the stacked
+    replicas' block-diagonal Hessian."""
+    losses = losses_fn()
+    active = torch.ones(len(losses), dtype=torch.bool) if active is None else torch.tensor(list(active))
+    finite = torch.isfinite(losses).cpu()
+    summed = torch.where((finite & active).to(losses.device), losses, torch.zeros_like(losses)).sum()
+    return losses, active, finite, _products(summed, params, (len(losses),))
 
 
 def _products(loss: torch.Tensor, params: list[torch.Tensor], lead: tuple[int, ...]):
