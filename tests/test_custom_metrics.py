@@ -180,6 +180,22 @@ def test_the_config_check_finds_each_plugin_and_its_columns(config, tmp_path, mo
         config(hmm={"features": ["l2", "mean_frobenius"]})
 
 
+def test_a_feature_computed_at_every_stride_th_checkpoint_needs_stride_1(config):
+    """The Hessian's columns and the LLC are NaN between their stride's checkpoints, which would
+    leave every run out of the HMM: as features they need the measure on, at stride 1."""
+    with pytest.raises(ConfigError, match=r"sparse_parity.hmm.features.*\['hessian_top_eig'\].*stride: 1"):
+        config(hmm={"features": ["l2", "hessian_top_eig"]})
+    with pytest.raises(ConfigError, match=r"\['hessian_trace'\].*stride: 1 \(tasks \['sparse_parity'\]\)"):
+        config(
+            hmm={"features": ["l2", "hessian_trace"]}, metrics={"hessian": {"stride": 2, "trace_probes": 4}}
+        )
+    with pytest.raises(ConfigError, match=r"\['llc'\] are computed only where metrics.llc"):
+        config(hmm={"features": ["l2", "llc"]})
+    every = {"hessian": {"stride": 1, "trace_probes": 4}, "llc": {"enabled": True, "stride": 1}}
+    cfg = config(hmm={"features": ["l2", "hessian_top_eig", "hessian_trace", "llc"]}, metrics=every)
+    assert cfg["hmm"]["features"][-1] == "llc"
+
+
 @pytest.mark.slow
 def test_a_plugin_and_the_ranks_run_through_the_workflow_as_hmm_features(tiny_run, tmp_path):
     """The tiny run with the ranks and the Hessian's trace switched on and a plug-in from a

@@ -209,9 +209,26 @@ def _check_custom_metrics(entries: list[dict]) -> None:
             taken[column] = key
 
 
-def _check_features(config: dict, features: list[str], key: str, traced: bool) -> None:
-    """The HMM's `features` (config key `key`) are columns the metrics stage writes (the trace's
-    where the runs' Hessian settings have `trace_probes`: `traced`)."""
+def _check_features(config: dict, features: list[str], key: str, tasks: list[str]) -> None:
+    """The HMM's `features` (config key `key`) are columns the metrics stage writes for the runs
+    of `tasks` (the trace's where their Hessian settings have `trace_probes`), and a column
+    computed at every stride-th checkpoint only (the Hessian's, the LLC's) is one at every
+    checkpoint: NaN between would leave every run out of the fit."""
+    hessians = {t: task_hessian(config, t) for t in tasks}
+    traced = all(h["trace_probes"] > 0 for h in hessians.values())
+    strided = {
+        "metrics.hessian": ({"hessian_top_eig", *TRACE_COLUMNS}, hessians),
+        "metrics.llc": ({"llc"}, {t: task_llc(config, t) for t in tasks}),
+    }
+    for section, (columns, settings) in strided.items():
+        sparse = [t for t, v in settings.items() if not (v["enabled"] and v["stride"] == 1)]
+        named = sorted(columns & set(features))
+        if named and sparse:
+            raise ConfigError(
+                f"invalid config key '{key}': {named} are computed only where {section} (or the "
+                f"task's own) is enabled, at every stride-th checkpoint (NaN between); as HMM "
+                f"features they need enabled: true and stride: 1 (tasks {sparse})"
+            )
     custom = [c for entry in config["metrics"]["custom"] for c in entry["columns"]]
     known = [*KNOWN_FEATURES, *config["metrics"]["extra"], *custom, *(TRACE_COLUMNS if traced else [])]
     off = [f for f in features if f in EXTRA_FEATURES and f not in known]
@@ -255,8 +272,7 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
         _check(merged, hmm_schema, prefix=f"tasks.{name}.hmm")
         _check_states(merged, f"tasks.{name}.hmm")
         if task["source"] != "table":
-            traced = task_hessian(config, name)["trace_probes"] > 0
-            _check_features(config, merged["features"], f"tasks.{name}.hmm.features", traced)
+            _check_features(config, merged["features"], f"tasks.{name}.hmm.features", [name])
         if task["source"] in ("checkpoints", "runs", "huggingface") and "path" in task:
             _check_run_path(name, task)
         if task.get("hub"):
@@ -277,8 +293,7 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
         _check_states(merged, f"{prefix}.hmm")
         trained = [t for t in comparison["tasks"] if config["tasks"][t]["source"] != "table"]
         if trained:
-            traced = all(task_hessian(config, t)["trace_probes"] > 0 for t in trained)
-            _check_features(config, merged["features"], f"{prefix}.hmm.features", traced)
+            _check_features(config, merged["features"], f"{prefix}.hmm.features", trained)
     return config
 
 
