@@ -341,3 +341,21 @@ def test_a_merge_and_split_move_leaves_the_optimum_em_is_stuck_beside():
     assert [r.init for r in plain] == [r.init for r in more[: len(plain)]]
     assert any(r.init.startswith("merge-split") for r in more)
     assert with_moves.train_ll >= without.train_ll
+
+
+@pytest.mark.slow
+def test_a_pinned_k_without_a_usable_fit_says_why():
+    """K pinned where every restart is degenerate (simulated runs with planted excursions, z-scored
+    run by run, 4 restarts without splits: each fit has two states alternating step by step): a
+    message naming the setting and the reasons, not a KeyError."""
+    from latentstates.states.simulate import Scenario, features, simulate
+
+    s = Scenario(k=5, runs=24, length=100, outliers=2, foreign_shift=5.0)
+    table, _ = simulate(s, 1)
+    settings = HMMSettings.defaults(
+        features=features(s), n_states=5, max_states=5, restarts=4, max_iter=32, merge_splits=0, splits=False
+    )
+    with pytest.raises(
+        ValueError, match=r"hmm.n_states=5: none of its 4 fits is usable \(states \d and \d alternate"
+    ):
+        selection.fit_task(table, settings)

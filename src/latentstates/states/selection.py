@@ -331,6 +331,13 @@ def fit_task(metrics: pd.DataFrame, settings: HMMSettings) -> TaskFit:
     boundary = boundary_note(k, settings.max_states, pinned)
     if boundary:
         logger.warning("%s", boundary)
+    if k not in kept:  # pinned, and every restart at it failed or was degenerate
+        tried = restarts[restarts["k"] == k]
+        why = sorted({e or d for e, d in zip(tried["error"], tried["degenerate"]) if e or d})
+        raise ValueError(
+            f"hmm.n_states={k}: none of its {len(tried)} fits is usable ({'; '.join(why[:3])}); "
+            f"try more restarts (hmm.restarts) or another K"
+        )
     hmm, perm, paths = number_states(kept[k], seqs.arrays)
     kept_seed = restarts.loc[restarts["kept"] & (restarts["k"] == k), "restart_seed"].iloc[0]
     model = state_model(
