@@ -46,6 +46,7 @@ if [ "$QUICK" = 1 ]; then
     HESSIAN_ARGS="--runs 0 1 --stride 50"
     RESNET_ARGS="--groups 1 2 --batch 4 --steps 1 --profile 2"
     IMAGE_ARGS="--scale 0.002 --groups 1 2 --mnist-groups 1 2 --hessian-checkpoints 0"
+    IMAGE_LIMIT=120  # four ResNet18 seed-epochs on 2 CPU cores: ~70 s on an AVX2-only machine
     WORKFLOW_CONFIG=tests/data/tiny.yaml; CORES=2
 else
     LM_SIZES="160m"; LLC_ARGS="--seeds 8"
@@ -54,6 +55,7 @@ else
     [ -f "$PREP/hessian_modular/references.json" ] && HESSIAN_ARGS="$HESSIAN_ARGS --prepared $PREP/hessian_modular"
     RESNET_ARGS="--groups 1 4 8 16 --profile 8"
     IMAGE_ARGS="--scale 0.1 --groups 1 8 --mnist-groups 1 40 --hessian-checkpoints 2"
+    IMAGE_LIMIT=60
     WORKFLOW_CONFIG=configs/gpu_short.yaml; CORES=16
 fi
 RESULTS=${RESULTS:-/tmp/gpu_suite_results}  # outside $OUT: only the summaries come back
@@ -70,7 +72,7 @@ step train 70 $PY benchmarks/train_seeds.py --task modular_addition --jobs 1 --d
 step agreement 40 $PY benchmarks/device_agreement.py --task modular_addition --device "$DEVICE" $AGREE_ARGS
 step hessian 60 $PY benchmarks/hessian.py --task modular_addition --device "$DEVICE" $HESSIAN_ARGS
 step resnets 30 $PY benchmarks/stacked_resnets.py --device "$DEVICE" $RESNET_ARGS
-step image 60 $PY benchmarks/image_tasks.py --device "$DEVICE" --tasks mnist_mlp cifar100_resnet18 --epochs 1 $IMAGE_ARGS
+step image "$IMAGE_LIMIT" $PY benchmarks/image_tasks.py --device "$DEVICE" --tasks mnist_mlp cifar100_resnet18 --epochs 1 $IMAGE_ARGS
 step workflow 125 "${SNAKE[@]}"
 step rerun 30 bash -c "$(printf '%q ' "${SNAKE[@]}") --dry-run | tee /dev/stderr | grep -q 'Nothing to be done'"
 step stage_times 10 $PY benchmarks/stage_times.py "$RESULTS"
