@@ -286,6 +286,14 @@ def test_alpha_equals_weightwatchers_on_heavy_tailed_gaussian_low_rank_and_small
     for name, w in weights.items():
         got = stacked_matrix_metrics(w[None], extra=["alpha"])["alpha"][0]
         assert got == pytest.approx(reference["alpha"][name], rel=1e-6), name
+    # alpha does not depend on the other measures switched on beside it: singular values from 1e4
+    # down to 1e-2 lie partly below the effective rank's floor (1e-5 of the largest) and above
+    # alpha's (eigenvalues above 1e-5)
+    rng = np.random.default_rng(1)
+    q1, q2 = np.linalg.qr(rng.normal(size=(60, 40)))[0], np.linalg.qr(rng.normal(size=(40, 40)))[0]
+    spread = torch.from_numpy(q1 @ np.diag(np.geomspace(1e4, 1e-2, 40)) @ q2.T)
+    alone = stacked_matrix_metrics(spread[None], extra=["alpha"])["alpha"][0]
+    assert stacked_matrix_metrics(spread[None], extra=["effective_rank", "alpha"])["alpha"][0] == alone
     tiny = torch.from_numpy(np.random.default_rng(0).standard_t(3, size=(5, 3))).float()
     assert np.isnan(stacked_matrix_metrics(tiny[None], extra=["alpha"])["alpha"][0])
     mean = weight_metrics([*weights.values(), tiny], [], extra=["alpha"])["alpha"]

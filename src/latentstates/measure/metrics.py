@@ -82,9 +82,9 @@ def stacked_matrix_metrics(
     if "stable_rank" in extra:
         values["stable_rank"] = torch.where(spectral > 0, l2.square() / spectral.square(), nan)
     if "effective_rank" in extra:
-        sv = torch.where(sv < EFFECTIVE_RANK_RTOL * spectral[:, None], torch.zeros_like(sv), sv)
-        total = sv.sum(dim=1, keepdim=True)
-        p = torch.where(total > 0, sv / total, torch.zeros_like(sv))
+        counted = torch.where(sv < EFFECTIVE_RANK_RTOL * spectral[:, None], torch.zeros_like(sv), sv)
+        total = counted.sum(dim=1, keepdim=True)
+        p = torch.where(total > 0, counted / total, torch.zeros_like(counted))
         entropy = -torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(dim=1)
         values["effective_rank"] = torch.where(total[:, 0] > 0, entropy.exp(), nan)
     if "alpha" in extra:
