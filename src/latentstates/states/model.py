@@ -76,19 +76,26 @@ class GaussianHMM:
         """log N(x_t | μ_k, Σ_k) for (..., T, d) observations: (..., T, k), float64."""
         x = np.asarray(x, dtype=np.float64)
         d = x.shape[-1]
-        out = []
+        maha, logdets = self.mahalanobis(x)
+        return -0.5 * (maha + logdets + d * math.log(2 * math.pi))
+
+    def mahalanobis(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Squared Mahalanobis distances (x_t − μ_k)ᵀ Σ_k⁻¹ (x_t − μ_k) of (..., T, d) observations
+        to every state, (..., T, k) float64, and each state's log |Σ_k| (k,)."""
+        x = np.asarray(x, dtype=np.float64)
+        d = x.shape[-1]
+        maha, logdets = [], []
         for mu, cov in zip(self.means, self.covs):
             diff = x - mu
             if cov.ndim == 1:
-                maha = (diff**2 / cov).sum(axis=-1)
-                logdet = np.log(cov).sum()
+                maha.append((diff**2 / cov).sum(axis=-1))
+                logdets.append(np.log(cov).sum())
             else:
                 chol = np.linalg.cholesky(cov)
                 z = np.linalg.solve(chol, diff.reshape(-1, d).T).T.reshape(diff.shape)
-                maha = (z**2).sum(axis=-1)
-                logdet = 2 * np.log(np.diag(chol)).sum()
-            out.append(-0.5 * (maha + logdet + d * math.log(2 * math.pi)))
-        return np.stack(out, axis=-1)
+                maha.append((z**2).sum(axis=-1))
+                logdets.append(2 * np.log(np.diag(chol)).sum())
+        return np.stack(maha, axis=-1), np.array(logdets)
 
     def _scoring(self) -> tuple[np.ndarray, np.ndarray]:
         """Start and transition probabilities renormalised without the end probability."""

@@ -98,26 +98,12 @@ def without_states(hmm: GaussianHMM, keep: np.ndarray) -> GaussianHMM:
     return GaussianHMM(starts, t, ends, hmm.means[keep], hmm.covs[keep], hmm.covariance)
 
 
-def mahalanobis(hmm: GaussianHMM, x: np.ndarray, path: np.ndarray) -> np.ndarray:
-    """Squared Mahalanobis distance of each step of `x` to the mean of its state on `path`."""
-    out = np.empty(len(x))
-    for k in np.unique(path):
-        at = path == k
-        diff = x[at] - hmm.means[k]
-        cov = hmm.covs[k]
-        if cov.ndim == 1:
-            out[at] = (diff**2 / cov).sum(axis=1)
-        else:
-            out[at] = np.square(np.linalg.solve(np.linalg.cholesky(cov), diff.T)).sum(axis=0)
-    return out
-
-
 def worst_stretch(hmm: GaussianHMM, x: np.ndarray) -> float:
     """log of the largest mean, over WINDOW of the run's checkpoints, of each step's squared
     Mahalanobis distance to its decoded state over the run's median one: a stretch the model
     explains far worse than the rest of the run (1 step = the window: a single bad checkpoint
     counts for 1/window of it)."""
-    d2 = mahalanobis(hmm, x, hmm.viterbi([x])[0])
+    d2 = hmm.mahalanobis(x)[0][np.arange(len(x)), hmm.viterbi([x])[0]]
     scale = np.median(d2)
     if not np.isfinite(scale) or scale <= 0:
         return float("nan")
@@ -169,7 +155,7 @@ def outlier_runs(
     """Per run (index seed): its log-likelihood per step under the fitted HMM and under the HMM
     without it, its worst stretch, their modified z-scores, its path distance, and whether it is
     flagged and why (OUTLIER_RULE)."""
-    full = np.array([hmm.log_likelihoods([x])[0] / len(x) for x in seqs.arrays])
+    full = hmm.log_likelihoods(seqs.arrays) / np.array([len(x) for x in seqs.arrays])
     models = left_out_models(seqs, hmm, paths, train_runs, settings)
     left_out = np.array([m.log_likelihoods([x])[0] / len(x) for m, x in zip(models, seqs.arrays)])
     stretch = np.array([worst_stretch(m, x) for m, x in zip(models, seqs.arrays)])
