@@ -38,6 +38,7 @@ for _task in RUN_TASKS:
                 hessian=canonical(task_hessian(config, _task)),
                 llc=canonical(task_llc(config, _task)),
                 extra=config["metrics"]["extra"],
+                per_layer=config["metrics"]["per_layer"] or "",
                 custom=canonical(config["metrics"]["custom"]),
                 device=config["device"],
             script:

@@ -6,6 +6,7 @@ Light on purpose (yaml + jsonschema only): the Snakefile imports it in every job
 from __future__ import annotations
 
 import copy
+import fnmatch
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,15 @@ from typing import Any
 import jsonschema
 import yaml
 
-from latentstates.columns import EXTRA_FEATURES, KNOWN_FEATURES, RESERVED_COLUMNS, TRACE_COLUMNS
+from latentstates.columns import (
+    EXTRA_FEATURES,
+    KNOWN_FEATURES,
+    PAPER_FEATURES,
+    PER_LAYER_SEPARATOR,
+    RESERVED_COLUMNS,
+    TRACE_COLUMNS,
+    is_feature_pattern,
+)
 from latentstates.plugins import PluginError, load_function
 from latentstates.tasks.image_data import KIND_DATASETS
 
@@ -231,6 +240,7 @@ def _check_features(config: dict, features: list[str], key: str, tasks: list[str
             )
     custom = [c for entry in config["metrics"]["custom"] for c in entry["columns"]]
     known = [*KNOWN_FEATURES, *config["metrics"]["extra"], *custom, *(TRACE_COLUMNS if traced else [])]
+    features = _check_per_layer_features(config, features, key, known)
     off = [f for f in features if f in EXTRA_FEATURES and f not in known]
     if off:
         raise ConfigError(
@@ -248,6 +258,47 @@ def _check_features(config: dict, features: list[str], key: str, tasks: list[str
         )
 
 
+def _check_per_layer_features(config: dict, features: list[str], key: str, known: list[str]) -> list[str]:
+    """Per-layer features (`l2@block3`) and patterns (`l2@block*`, `*_b`) checked as far as the
+    config tells (a layer group's name only the metrics table does: the HMM stage checks it); the
+    other features, for the caller's checks."""
+    per_layer = config["metrics"]["per_layer"]
+    statistics = [*PAPER_FEATURES, *config["metrics"]["extra"]]
+    rest = []
+    for feature in features:
+        if PER_LAYER_SEPARATOR not in feature:
+            if not is_feature_pattern(feature):
+                rest.append(feature)
+            elif not any(fnmatch.fnmatchcase(c, feature) for c in known):
+                raise ConfigError(f"invalid config key '{key}': pattern {feature!r} matches none of {known}")
+            continue
+        if not per_layer:
+            raise ConfigError(
+                f"invalid config key '{key}': {feature!r} is a per-layer statistic (statistic"
+                f"{PER_LAYER_SEPARATOR}group), measured only where metrics.per_layer is blocks or parts"
+            )
+        statistic = feature.split(PER_LAYER_SEPARATOR, 1)[0]
+        if not any(fnmatch.fnmatchcase(s, statistic) for s in statistics):
+            raise ConfigError(
+                f"invalid config key '{key}': {feature!r}: {statistic!r} is not a per-layer statistic "
+                f"(those of metrics.per_layer: {statistics})"
+            )
+    return rest
+
+
+def _check_per_layer_architectures(config: dict) -> None:
+    """metrics.per_layer: parts needs every imported series' architecture to name its parts."""
+    if config["metrics"]["per_layer"] != "parts":
+        return
+    for name, task in config["tasks"].items():
+        if task.get("architecture") == "auto":
+            raise ConfigError(
+                f"invalid config key 'tasks.{name}.architecture': auto does not split layers into "
+                f"attention and MLP, as metrics.per_layer: parts needs; use metrics.per_layer: blocks, "
+                f"or name the architecture (bert, gpt_neox, gpt2, llama)"
+            )
+
+
 def check_task_spec(spec: dict) -> None:
     """A run record's spec of a registered kind (kind, data, model, data_seed) as the config
     schema allows it in a task; raises ConfigError naming the key."""
@@ -261,6 +312,7 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
     config = copy.deepcopy(config)
     _check(config, schema)
     _check_custom_metrics(config["metrics"]["custom"])
+    _check_per_layer_architectures(config)
     hmm_schema, hessian_schema = section_schema("hmm", schema), section_schema("metrics.hessian", schema)
     llc_schema = section_schema("metrics.llc", schema)
     for name, task in config["tasks"].items():

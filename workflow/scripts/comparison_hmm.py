@@ -4,6 +4,7 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 import json
 
+from latentstates.columns import expand_features, is_feature_pattern
 from latentstates.device import configure_torch, resolve_device
 from latentstates.io import read_parquet, write_csv, write_parquet
 from latentstates.logs import job_log
@@ -15,7 +16,8 @@ from latentstates.states.sequences import first_checkpoints
 with job_log(snakemake.log[0]) as logger:
     configure_torch(snakemake.threads, resolve_device("cpu"))
     settings = HMMSettings.from_dict(json.loads(snakemake.params.hmm))
-    columns = ["seed", "checkpoint", "step", "diverged", *settings.features]
+    named = [f for f in settings.features if not is_feature_pattern(f)]
+    columns = ["seed", "checkpoint", "step", "diverged", *named]
     metrics = {}
     for task in snakemake.params.tasks:
         path = snakemake.input[f"metrics_{task}"]
@@ -23,6 +25,10 @@ with job_log(snakemake.log[0]) as logger:
             metrics[task] = first_checkpoints(read_parquet(path, columns=columns), settings.first_n)
         except (KeyError, ValueError) as exc:
             raise ValueError(f"{path}: lacks the comparison's HMM features ({exc})") from None
+        if len(metrics) == 1:  # patterns (per-layer statistics) as the first recipe's columns match them
+            settings = settings.replace(
+                features=expand_features(metrics[task].columns, settings.features, path)
+            )
     fit, runs = fit_shared(metrics, settings)
     for run, why in fit.model.excluded_runs.items():
         logger.warning("%s left out of the shared HMM: %s", run, why)

@@ -4,6 +4,7 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 import json
 
+from latentstates.columns import expand_features, is_feature_pattern
 from latentstates.io import read_parquet, write_csv, write_json, write_parquet
 from latentstates.logs import job_log
 from latentstates.device import configure_torch, resolve_device
@@ -14,8 +15,11 @@ from latentstates.states.sequences import first_checkpoints
 with job_log(snakemake.log[0]) as logger:
     configure_torch(snakemake.threads, resolve_device("cpu"))
     settings = HMMSettings.from_dict(json.loads(snakemake.params.hmm))
-    metrics = read_parquet(
-        snakemake.input[0], columns=["seed", "checkpoint", "step", "diverged", *settings.features]
+    named = [f for f in settings.features if not is_feature_pattern(f)]
+    metrics = read_parquet(snakemake.input[0], columns=["seed", "checkpoint", "step", "diverged", *named])
+    # patterns (`l2@block*`, per-layer statistics) become the columns they match
+    settings = settings.replace(
+        features=expand_features(metrics.columns, settings.features, snakemake.input[0])
     )
     metrics = first_checkpoints(metrics, settings.first_n)
     fit = fit_task(metrics, settings)

@@ -32,6 +32,7 @@ with job_log(snakemake.log[0]) as logger:
         llc=llc,
         extra=list(snakemake.params.extra),
         custom=json.loads(snakemake.params.custom),
+        per_layer=snakemake.params.per_layer or None,
     )
     for run, log, df, out in zip(runs, logs, tables, snakemake.output):
         seeds = log[["checkpoint", *[c for c in SEED_COLUMNS if c in log]]]

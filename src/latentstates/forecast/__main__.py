@@ -98,8 +98,12 @@ def _run_table(
     parser: argparse.ArgumentParser, args: argparse.Namespace, run: Path, spec: TaskSpec, metrics: dict
 ):
     """The run's metrics: read from a table, or measured from its checkpoint directory (with the
-    config's extra and custom measures)."""
-    measures = {"extra": metrics["extra"], "custom": metrics["custom"]}
+    config's extra, custom and per-layer measures)."""
+    measures = {
+        "extra": metrics["extra"],
+        "custom": metrics["custom"],
+        "per_layer": metrics["per_layer"] or None,
+    }
     if run.suffix in (".parquet", ".csv"):
         table = read_table(run)
         if "seed" in table and table["seed"].nunique() > 1:

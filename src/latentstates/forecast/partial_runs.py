@@ -17,10 +17,15 @@ from latentstates.settings import TaskSpec
 
 
 def partial_run_table(
-    task: TaskSpec, seed: int, directory: str | Path, extra: Sequence[str] = (), custom: Sequence[dict] = ()
+    task: TaskSpec,
+    seed: int,
+    directory: str | Path,
+    extra: Sequence[str] = (),
+    custom: Sequence[dict] = (),
+    per_layer: str | None = None,
 ) -> pd.DataFrame:
     """Weight statistics of the checkpoints a run has written so far (with the config's
-    `metrics.extra` and `metrics.custom` columns), and its eval accuracy.
+    `metrics.extra`, `metrics.custom` and `metrics.per_layer` columns), and its eval accuracy.
 
     `directory` is the run's checkpoint directory, or its `.partial` staging directory while it
     trains; eval accuracy comes from each checkpoint's log row (checkpoints written before
@@ -42,7 +47,7 @@ def partial_run_table(
         fmt="workflow",
         checkpoints=checkpoints,
     )
-    return _weight_table(run, directory / RUN_FILE, log, has_performance, extra, custom)
+    return _weight_table(run, directory / RUN_FILE, log, has_performance, extra, custom, per_layer)
 
 
 def _weight_table(
@@ -52,6 +57,7 @@ def _weight_table(
     has_performance: bool,
     extra: Sequence[str] = (),
     custom: Sequence[dict] = (),
+    per_layer: str | None = None,
 ) -> pd.DataFrame:
     """The measure stage's table of a run's checkpoints, without the Hessian (no eval accuracy
     column where the run has none)."""
@@ -60,14 +66,25 @@ def _weight_table(
 
     no_hessian = HessianSettings.defaults(enabled=False)
     table = metrics_of_run(
-        run, run_file, log, no_hessian, device="cpu", progress=False, extra=extra, custom=custom
+        run,
+        run_file,
+        log,
+        no_hessian,
+        device="cpu",
+        progress=False,
+        extra=extra,
+        custom=custom,
+        per_layer=per_layer,
     )
     table.insert(0, "seed", run["seed"])
     return table if has_performance else table.drop(columns="eval_acc")
 
 
 def written_run_table(
-    directory: str | Path, extra: Sequence[str] = (), custom: Sequence[dict] = ()
+    directory: str | Path,
+    extra: Sequence[str] = (),
+    custom: Sequence[dict] = (),
+    per_layer: str | None = None,
 ) -> pd.DataFrame:
     """Weight statistics of the checkpoints a run written by `latentstates.runs.writer` lists so
     far (run.json is replaced atomically after each, so a run still training reads whole), with
@@ -77,7 +94,7 @@ def written_run_table(
 
     run, log = read_written_run(directory)
     performance = bool(log["eval_acc"].notna().any())
-    return _weight_table(run, Path(directory) / RUN_FILE, log, performance, extra, custom)
+    return _weight_table(run, Path(directory) / RUN_FILE, log, performance, extra, custom, per_layer)
 
 
 def _complete_checkpoints(paths: list[Path], directory: Path) -> tuple[list[dict], list[dict]]:

@@ -177,6 +177,7 @@ def metrics_of_runs(
     llc: LLCSettings | None = None,
     extra: Sequence[str] = (),
     custom: Sequence[Mapping] = (),
+    per_layer: str | None = None,
 ):
     """`metrics_of_run` of each of a metrics job's runs, in order (a generator: each table as
     soon as it is done); their Hessians together where `batches_hessians` says so, and their
@@ -198,7 +199,17 @@ def metrics_of_runs(
         llcs = group_llcs(runs, run_files, llc, device, threads, progress)
     for run, run_file, log, found, lc in zip(runs, run_files, train_logs, hessians, llcs):
         table = metrics_of_run(
-            run, run_file, log, hessian, device, threads, progress, hessians=found, extra=extra, custom=custom
+            run,
+            run_file,
+            log,
+            hessian,
+            device,
+            threads,
+            progress,
+            hessians=found,
+            extra=extra,
+            custom=custom,
+            per_layer=per_layer,
         )
         if lc is not None:
             table = with_llc(table, lc)
@@ -231,13 +242,15 @@ def metrics_of_run(
     hessians: dict[int, HessianResult] | None = None,
     extra: Sequence[str] = (),
     custom: Sequence[Mapping] = (),
+    per_layer: str | None = None,
 ) -> pd.DataFrame:
     """Weight statistics of every checkpoint of a run (latentstates.runs.contract), and the Hessian's top
     eigenvalue at every `stride`-th one where the run's model is a registered task kind (given in
     `hessians`, checkpoint index → result, where `group_hessians` computed them), with its trace
     where `hessian.trace_probes` (columns TRACE_COLUMNS, NaN where not computed). `extra` adds
     measures beyond the paper's (EXTRA_FEATURES), `custom` the plug-ins' columns (`metrics.custom`
-    entries), both after the paper's.
+    entries), both after the paper's; `per_layer` ("blocks" or "parts", metrics.per_layer) each
+    layer group's statistics, `{statistic}@{group}`, between the two.
 
     The Hessian is that of the training loss on a fixed batch (the first `batch_size` training
     examples) in eval mode; each computation is warm-started from the previous eigenvector. An
@@ -248,10 +261,12 @@ def metrics_of_run(
     bar = dict(desc=f"metrics seed {run['seed']}", file=sys.stderr, mininterval=5.0, disable=not progress)
     checkpoints = tqdm(list(zip(run["checkpoints"], files)), **bar)
     if run["spec"].get("kind"):
-        rows = _registered_rows(run, checkpoints, hessian, device, threads, hessians, extra, custom)
+        rows = _registered_rows(
+            run, checkpoints, hessian, device, threads, hessians, extra, custom, per_layer
+        )
         hessian_seed = run["seed"] + hessian.seed
     else:
-        rows = _architecture_rows(run, checkpoints, device, threads, extra, custom)
+        rows = _architecture_rows(run, checkpoints, device, threads, extra, custom, per_layer)
         hessian_seed = np.nan
     df = pd.DataFrame(rows)
     if hessian.trace_probes:
@@ -270,6 +285,7 @@ def _registered_rows(
     hessians: dict[int, HessianResult] | None,
     extra: Sequence[str] = (),
     custom: Sequence[Mapping] = (),
+    per_layer: str | None = None,
 ) -> list[dict]:
     """Rows of a run of a registered task kind: weight statistics, and the Hessian (from
     `hessians` where given, else computed here at every `stride`-th checkpoint)."""
@@ -286,7 +302,8 @@ def _registered_rows(
     for ckpt, path in checkpoints:
         load_into(model, path, run["format"])
         layer = (kind.matrices(model), kind.biases(model), kind.kernels(model))
-        row = _row(ckpt, weight_metrics(*layer, extra=extra))
+        parts = kind.parts(model) if per_layer else None
+        row = _row(ckpt, weight_metrics(*layer, extra=extra, per_layer=per_layer, parts=parts))
         finite = finite_weights(model)
         if hessians is not None:
             res, trace = hessians.get(ckpt["index"], (None, None))
@@ -319,6 +336,7 @@ def _architecture_rows(
     threads: int = 1,
     extra: Sequence[str] = (),
     custom: Sequence[Mapping] = (),
+    per_layer: str | None = None,
 ) -> list[dict]:
     """Rows of a run whose matrices are read off its state dict by architecture (no Hessian): each
     checkpoint read layer by layer (`open_weights`, `streamed_weight_metrics`), its matrices'
@@ -327,6 +345,11 @@ def _architecture_rows(
     dev = resolve_device(device)
     configure_torch(threads, dev)
     arch = get_architecture(run["spec"]["architecture"])
+    if per_layer == "parts" and arch.attention is None:
+        raise ValueError(
+            f"metrics.per_layer: parts: architecture {arch.name} does not split its layers into "
+            "attention and MLP; use metrics.per_layer: blocks, or name the task's architecture"
+        )
     rows = []
     for ckpt, path in checkpoints:
         try:
@@ -335,7 +358,7 @@ def _architecture_rows(
             sd = open_weights(path, run["format"])
             # layers() names what is missing before anything is read
             layers = functools.partial(arch.layers, sd, config)
-            stats = streamed_weight_metrics(layers, dev, extra)
+            stats = streamed_weight_metrics(layers, dev, extra, per_layer, arch.parts)
         except InputError:
             raise
         except ValueError as exc:  # what the architecture misses in this checkpoint

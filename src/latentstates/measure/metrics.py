@@ -9,7 +9,14 @@ import torch
 from scipy.linalg import eigvalsh
 from threadpoolctl import ThreadpoolController
 
-from latentstates.columns import EXTRA_FEATURES, MATRIX_FEATURES
+from latentstates.columns import (
+    EXTRA_FEATURES,
+    MATRIX_FEATURES,
+    PER_LAYER_MODES,
+    PER_LAYER_SEPARATOR,
+    LayerParts,
+    group_name,
+)
 
 SINGULAR_VALUE_CUTOFF = 1e-5
 # Matrices whose smaller side is at least this get their singular values from the eigenvalues of
@@ -186,9 +193,12 @@ def weight_metrics(
     biases: Sequence[torch.Tensor],
     kernels: Sequence[torch.Tensor] = (),
     extra: Sequence[str] = (),
+    per_layer: str | None = None,
+    parts: LayerParts | None = None,
 ) -> dict[str, float]:
     """The 14 paper features (and the `extra` measures, EXTRA_FEATURES): per-matrix statistics
-    averaged over matrices, plus global moments.
+    averaged over matrices, plus global moments; with `per_layer`, each group's as well, `parts`
+    placing the tensors (`streamed_weight_metrics`).
 
     Per-matrix values are averaged without weights; the variance of singular values uses a
     NaN-ignoring mean (a one-row matrix has a single singular value and no variance). Convolution
@@ -200,7 +210,9 @@ def weight_metrics(
     """
     if not matrices:
         raise ValueError("weight_metrics needs at least one matrix")
-    return streamed_weight_metrics(lambda: [(matrices, biases, kernels)], extra=extra)
+    return streamed_weight_metrics(
+        lambda: [(matrices, biases, kernels)], extra=extra, per_layer=per_layer, parts=lambda i, layer: parts
+    )
 
 
 Layer = (
@@ -210,16 +222,24 @@ Layer = (
 
 
 def streamed_weight_metrics(
-    layers: Callable[[], Iterable[Layer]], device: torch.device | str = "cpu", extra: Sequence[str] = ()
+    layers: Callable[[], Iterable[Layer]],
+    device: torch.device | str = "cpu",
+    extra: Sequence[str] = (),
+    per_layer: str | None = None,
+    parts: Callable[[int, Layer], LayerParts] | None = None,
 ) -> dict[str, float]:
     """`weight_metrics` of a model given layer by layer: `layers()` yields (matrices, biases[,
     kernels]) and is called a second time only where the exact median needs the weights again
     (more than MEDIAN_KEEP_VALUES of them, not all float16 or bfloat16). Only one layer is held
     at a time; the matrices' statistics are computed on `device`. Equals `weight_metrics` of all
-    layers at once (the same values; the variance to rounding)."""
-    stats = WeightStatistics(device, extra)
-    for layer in layers():
-        stats.add(*layer)
+    layers at once (the same values; the variance to rounding).
+
+    With `per_layer` ("blocks" or "parts") each layer group's statistics follow as columns
+    `{statistic}@{group}` (`WeightStatistics`), `parts(i, layer)` placing the i-th layer's
+    tensors."""
+    stats = WeightStatistics(device, extra, per_layer)
+    for i, layer in enumerate(layers()):
+        stats.add(*layer, parts=parts(i, layer) if per_layer else None)
     if stats.needs_second_pass:
         for layer in layers():
             stats.refine([*layer[0], *(layer[2] if len(layer) > 2 else ())])
@@ -232,9 +252,15 @@ class WeightStatistics:
     the biases, and the weights' exact lower median, kept as values while few and counted in
     order-preserving buckets beyond."""
 
-    def __init__(self, device: torch.device | str = "cpu", extra: Sequence[str] = ()):
+    def __init__(
+        self, device: torch.device | str = "cpu", extra: Sequence[str] = (), per_layer: str | None = None
+    ):
+        if per_layer is not None and per_layer not in PER_LAYER_MODES:
+            raise ValueError(f"per_layer must be one of {PER_LAYER_MODES} or None, got {per_layer!r}")
         self.device = device
         self.extra = tuple(extra)
+        self.per_layer = per_layer
+        self.groups: dict[str, dict[str, float]] = {}  # per-layer statistics, by group
         self.per_matrix: dict[str, list[np.ndarray]] = {name: [] for name in [*MATRIX_FEATURES, *extra]}
         self.per_kernel: list[dict[str, float]] = []
         self.n, self.mean, self.m2 = 0, 0.0, 0.0
@@ -251,20 +277,64 @@ class WeightStatistics:
         matrices: Sequence[torch.Tensor],
         biases: Sequence[torch.Tensor] = (),
         kernels: Sequence[torch.Tensor] = (),
+        parts: LayerParts | None = None,
     ) -> None:
-        by_shape: dict[tuple[int, ...], list[torch.Tensor]] = {}
-        for m in matrices:
+        """One layer's tensors; with per-layer statistics, `parts` places each in its group (a
+        group lies within one layer: its statistics are done when the layer is)."""
+        if self.per_layer and parts is None:
+            raise ValueError("per-layer statistics need each layer's parts")
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, m in enumerate(matrices):
             if m.ndim != 2:
                 raise ValueError(f"expected a matrix, got shape {tuple(m.shape)}")
-            by_shape.setdefault(tuple(m.shape), []).append(m.detach())
-        for group in by_shape.values():  # same-shape matrices in one batched call
-            stats = stacked_matrix_metrics(torch.stack(group), self.device, self.extra)
+            by_shape.setdefault(tuple(m.shape), []).append(i)
+        ordered = {name: np.full(len(matrices), np.nan) for name in self.per_matrix}
+        for index in by_shape.values():  # same-shape matrices in one batched call
+            stacked = torch.stack([matrices[i].detach() for i in index])
+            stats = stacked_matrix_metrics(stacked, self.device, self.extra)
             for name in self.per_matrix:
                 self.per_matrix[name].append(stats[name])
-        self.per_kernel += [kernel_metrics(k) for k in kernels]
+                ordered[name][index] = stats[name]
+        per_kernel = [kernel_metrics(k) for k in kernels]
+        self.per_kernel += per_kernel
         for w in (*matrices, *kernels):
             self._add_weights(w.detach().reshape(-1))
         self.biases += [b.detach().to("cpu", torch.float64).reshape(-1) for b in biases]
+        if self.per_layer:
+            self._add_groups(matrices, biases, kernels, parts, ordered, per_kernel)
+
+    def _add_groups(self, matrices, biases, kernels, parts: LayerParts, per_matrix, per_kernel) -> None:
+        """Each group's statistics within one layer: the per-matrix ones averaged over its matrices
+        (as `result`), the moments and lower median of its weights and of its biases."""
+        sizes = {"matrices": len(matrices), "biases": len(biases), "kernels": len(kernels)}
+        for what, n in sizes.items():
+            if len(getattr(parts, what)) != n:
+                raise ValueError(f"the layer has {n} {what} but its parts place {len(getattr(parts, what))}")
+        names = {}
+        for what in sizes:
+            names[what] = [group_name(block, part, self.per_layer) for block, part in getattr(parts, what)]
+        order = list(dict.fromkeys([*names["matrices"], *names["kernels"], *names["biases"]]))
+        for group in order:
+            if group in self.groups:
+                raise ValueError(f"layer group {group!r} spans two layers")
+            mi = [i for i, g in enumerate(names["matrices"]) if g == group]
+            ki = [i for i, g in enumerate(names["kernels"]) if g == group]
+            bi = [i for i, g in enumerate(names["biases"]) if g == group]
+            out = _combined({k: v[mi] for k, v in per_matrix.items()}, [per_kernel[i] for i in ki], ())
+            weights = [matrices[i] for i in mi] + [kernels[i] for i in ki]
+            if weights:
+                out.update(
+                    _summary(
+                        torch.cat([w.detach().reshape(-1).to("cpu", torch.float64) for w in weights]), "w"
+                    )
+                )
+            if bi:
+                out.update(_summary(torch.cat([biases[i].detach().reshape(-1) for i in bi]), "b"))
+            if mi:
+                out.update(
+                    _combined({k: v[mi] for k, v in per_matrix.items()}, [], self.extra, extra_only=True)
+                )
+            self.groups[group] = out
 
     def _add_weights(self, w: torch.Tensor) -> None:
         x = w.to("cpu", torch.float64).numpy()
@@ -336,29 +406,50 @@ class WeightStatistics:
         if not self.per_matrix[MATRIX_FEATURES[0]]:
             raise ValueError("weight_metrics needs at least one matrix")
         per = {name: np.concatenate(v) for name, v in self.per_matrix.items()}
-        out = {}
+        out = _combined(per, self.per_kernel, ())
+        out["mean_w"] = self.mean if self.n else np.nan
+        out["median_w"] = self._median()
+        out["var_w"] = self.m2 / (self.n - 1) if self.n > 1 else np.nan
+        out.update(_summary(torch.cat(self.biases) if self.biases else torch.empty(0), "b"))
+        out.update(_combined(per, [], self.extra, extra_only=True))  # after the paper's
+        for group, stats in self.groups.items():
+            out.update({f"{name}{PER_LAYER_SEPARATOR}{group}": value for name, value in stats.items()})
+        return out
+
+
+def _combined(
+    per: dict[str, np.ndarray],
+    per_kernel: Sequence[dict[str, float]],
+    extra: Sequence[str],
+    extra_only: bool = False,
+) -> dict[str, float]:
+    """The per-matrix statistics `per` (name → one value per matrix) averaged over the matrices:
+    the paper's eight (variance_lambda ignoring NaN: a one-row matrix has none), with the kernels'
+    l1, l2 and code_sparsity counted in as one value per convolution (only those three where there
+    are no matrices); or (`extra_only`) the `extra` measures (alpha over the matrices that have
+    one, as weightwatcher skips the others)."""
+    out: dict[str, float] = {}
+    if extra_only:
+        for name in extra:
+            vals = per[name]
+            if name == "alpha":
+                out[name] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
+            else:
+                out[name] = float(vals.mean())
+        return out
+    n = len(per[MATRIX_FEATURES[0]])
+    if n:
         for name in MATRIX_FEATURES:
             vals = per[name]
             if name == "variance_lambda":
                 out[name] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
             else:
                 out[name] = float(vals.mean())
-        if self.per_kernel:
-            n = len(per[MATRIX_FEATURES[0]])
-            for name in KERNEL_FEATURES:
-                total = out[name] * n + sum(k[name] for k in self.per_kernel)
-                out[name] = float(total / (n + len(self.per_kernel)))
-        out["mean_w"] = self.mean if self.n else np.nan
-        out["median_w"] = self._median()
-        out["var_w"] = self.m2 / (self.n - 1) if self.n > 1 else np.nan
-        out.update(_summary(torch.cat(self.biases) if self.biases else torch.empty(0), "b"))
-        for name in self.extra:  # after the paper's
-            vals = per[name]
-            if name == "alpha":  # over the matrices that have one (weightwatcher skips the others)
-                out[name] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
-            else:
-                out[name] = float(vals.mean())
-        return out
+    if per_kernel:
+        for name in KERNEL_FEATURES:
+            total = (out[name] * n if n else 0.0) + sum(k[name] for k in per_kernel)
+            out[name] = float(total / (n + len(per_kernel)))
+    return out
 
 
 def _buckets(x: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from latentstates.columns import LayerParts
 from latentstates.runs.weights import tensor_meta
 
 StateDict = Mapping[str, torch.Tensor]  # a dict, or a LazyStateDict read tensor by tensor
@@ -31,6 +32,18 @@ class Architecture:
     # model's config.json (or {}): a lazy state dict is read layer by layer. Errors (what is
     # missing) are raised before the first layer.
     layers: Callable[[StateDict, dict], Iterator[Weights]]
+    # How many of each layer's matrices, from the first, are the attention's (the rest and every
+    # bias the MLP's), for per-layer statistics by part; None: not split (metrics.per_layer: blocks).
+    attention: int | None = None
+
+    def parts(self, index: int, layer: tuple) -> LayerParts:
+        """Where the tensors of the `index`-th layer `layer` (matrices, biases) belong: block
+        `index`, part attn or mlp (None where the architecture does not say)."""
+        matrices, biases = layer[0], layer[1]
+        if self.attention is None:
+            return LayerParts([(index, None)] * len(matrices), [(index, None)] * len(biases))
+        names = ["attn" if j < self.attention else "mlp" for j in range(len(matrices))]
+        return LayerParts([(index, n) for n in names], [(index, "mlp")] * len(biases))
 
     def weights(self, sd: StateDict, config: dict | None = None) -> Weights:
         """Every layer's matrices and biases, in order."""
@@ -151,7 +164,7 @@ def bert_layers(sd: StateDict, config: dict | None = None) -> Iterator[Weights]:
     )
 
 
-BERT = register(Architecture(name="bert", layers=bert_layers))
+BERT = register(Architecture(name="bert", layers=bert_layers, attention=4))
 bert_weights = BERT.weights
 
 
@@ -192,7 +205,7 @@ def _neox_cut(weights: list[torch.Tensor], biases: list[torch.Tensor], heads: in
     return [per_head[:, j].reshape(h, h) for j in range(3)] + [dense, up, down], biases
 
 
-GPT_NEOX = register(Architecture(name="gpt_neox", layers=gpt_neox_layers))
+GPT_NEOX = register(Architecture(name="gpt_neox", layers=gpt_neox_layers, attention=4))
 gpt_neox_weights = GPT_NEOX.weights
 
 
@@ -222,7 +235,7 @@ def _gpt2_cut(weights: list[torch.Tensor], biases: list[torch.Tensor]) -> Weight
     return [c_attn[:, j * h : (j + 1) * h].T for j in range(3)] + [c_proj.T, c_fc.T, mlp_proj.T], biases
 
 
-GPT2 = register(Architecture(name="gpt2", layers=gpt2_layers))
+GPT2 = register(Architecture(name="gpt2", layers=gpt2_layers, attention=4))
 gpt2_weights = GPT2.weights
 
 
@@ -257,7 +270,7 @@ def llama_layers(sd: StateDict, config: dict | None = None) -> Iterator[Weights]
     )
 
 
-LLAMA = register(Architecture(name="llama", layers=llama_layers))
+LLAMA = register(Architecture(name="llama", layers=llama_layers, attention=4))
 llama_weights = LLAMA.weights
 
 

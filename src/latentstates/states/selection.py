@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from latentstates.columns import expand_features
 from latentstates.settings import HMMSettings
 from latentstates.states.criteria import (
     FOLD_CRITERIA,
@@ -302,7 +303,9 @@ def _select_by_folds(
 
 def fit_task(metrics: pd.DataFrame, settings: HMMSettings) -> TaskFit:
     """Z-score, split, select K, decode every usable run; states numbered by time of first use.
-    Features missing for every run are left out (`fit.model.dropped_features`)."""
+    Features missing for every run are left out (`fit.model.dropped_features`); patterns among
+    them (`l2@block*`) are the columns they match (`columns.expand_features`)."""
+    settings = settings.replace(features=expand_features(metrics.columns, settings.features))
     metrics, diverged = _without_diverged(metrics)
     dropped = missing_features(metrics, settings.features)
     if dropped and len(dropped) < len(settings.features):

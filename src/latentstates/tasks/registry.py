@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from latentstates.columns import LayerParts
 from latentstates.tasks import data, image_data, models
 from latentstates.tasks.exact_hessian import EigenResult, one_hidden_relu_piecewise_linear_top
 
@@ -30,6 +31,9 @@ class TaskKind:
     biases: Callable[[nn.Module], list[torch.Tensor]]
     # Convolution weights (out, in, h, w), summarised per kernel (metrics.kernel_metrics).
     kernels: Callable[[nn.Module], list[torch.Tensor]] = lambda model: []
+    # Where each of `matrices`, `biases` and `kernels` belongs for per-layer statistics
+    # (metrics.per_layer): its block and part, in their order.
+    parts: Callable[[nn.Module], LayerParts] | None = None
     # Training-time augmentation of one run's batch of stored inputs, drawing from the run's
     # own generator (its data-order stream); None = none.
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
@@ -114,6 +118,24 @@ def _mlp_biases(model: nn.Module) -> list[torch.Tensor]:
     return [layer.bias for layer in model.layers]
 
 
+def _mlp_parts(model: nn.Module) -> LayerParts:
+    # Each linear layer is a block of one part, dense.
+    places = [(i, "dense") for i in range(len(model.layers))]
+    return LayerParts(places, places)
+
+
+def _transformer_parts(model: nn.Module) -> LayerParts:
+    # One block: the attention's heads and output (attn), the MLP's matrices and biases (mlp).
+    return LayerParts([(0, "attn")] * (3 * model.n_heads + 1) + [(0, "mlp")] * 2, [(0, "mlp")] * 2)
+
+
+def _resnet_parts(model: nn.Module) -> LayerParts:
+    # Block 0 the stem convolution, 1-8 the residual blocks' two convolutions each, 9 the classifier.
+    n = len(model.blocks)
+    kernels = [(0, "conv")] + [(b + 1, "conv") for b in range(n) for _ in range(2)]
+    return LayerParts([(n + 1, "fc")], [(n + 1, "fc")], kernels)
+
+
 def _transformer_matrices(model: nn.Module) -> list[torch.Tensor]:
     # K, Q, V per head, attention output, MLP in and out; not the embeddings.
     heads = [w[h] for w in (model.W_K, model.W_Q, model.W_V) for h in range(model.n_heads)]
@@ -137,6 +159,7 @@ register(
         correct=_sign_correct,
         matrices=_mlp_matrices,
         biases=_mlp_biases,
+        parts=_mlp_parts,
     )
 )
 
@@ -156,6 +179,7 @@ register(
         correct=_argmax_correct,
         matrices=_transformer_matrices,
         biases=_transformer_biases,
+        parts=_transformer_parts,
     )
 )
 
@@ -172,6 +196,7 @@ register(
         correct=_argmax_correct,
         matrices=_mlp_matrices,
         biases=_mlp_biases,
+        parts=_mlp_parts,
     )
 )
 
@@ -188,6 +213,7 @@ register(
         correct=_argmax_correct,
         matrices=_mlp_matrices,
         biases=_mlp_biases,
+        parts=_mlp_parts,
     )
 )
 
@@ -218,6 +244,7 @@ register(
         correct=_argmax_correct,
         matrices=_fc_matrix,
         biases=_fc_bias,
+        parts=_resnet_parts,
         kernels=lambda model: model.kernels(),
         augment=models.random_crop_flip,
     )
