@@ -17,6 +17,10 @@ memory is its own), reading a directory and computing the 14 statistics:
   With `--device cuda` ours computes the matrices' statistics on the GPU (as the workflow's
   `device: auto` where there is one) and the side-by-side pair is not run.
 
+With `--per-layer`, each size is measured instead by ours alone without per-layer statistics and
+with `metrics.per_layer` blocks and parts (one process each, in that order, twice, the faster of
+the two kept), with their time and peak memory as ratios to the first: the goal is ≤ 1.5x each.
+
 Prints seconds per checkpoint, the ratio, the largest relative difference of the statistics, peak
 memory, and the verdicts of the goals for PolyPythias-160m on this CPU: 1,540 checkpoints in
 ≤ 2 hours (≤ ~4 s each), statistics within 1e-6 of float64 SVDs, ≤ ~1 GB for a 410m checkpoint.
@@ -89,16 +93,18 @@ def measure(method: str, directory: Path, threads: int, start_at: float, device:
 
     from latentstates.columns import MATRIX_FEATURES
     from latentstates.measure.metrics import SINGULAR_VALUE_CUTOFF, streamed_weight_metrics, weight_metrics
-    from latentstates.runs.architectures import gpt_neox_layers, gpt_neox_weights
+    from latentstates.runs.architectures import GPT_NEOX, gpt_neox_layers, gpt_neox_weights
     from latentstates.runs.weights import load_weights, model_config, open_weights
 
     torch.set_num_threads(threads)
     time.sleep(max(0.0, start_at - time.time()))
     start = time.perf_counter()
     config = model_config(directory, "transformers")
-    if method == "ours":
+    if method.startswith("ours"):  # ours, or ours-blocks / ours-parts: with per-layer statistics
+        per_layer = method.partition("-")[2] or None
         sd = open_weights(directory, "transformers")
-        stats = streamed_weight_metrics(lambda: gpt_neox_layers(sd, config), device)
+        layers = lambda: gpt_neox_layers(sd, config)  # noqa: E731
+        stats = streamed_weight_metrics(layers, device, per_layer=per_layer, parts=GPT_NEOX.parts)
         if device != "cpu":
             torch.cuda.synchronize()
     else:
@@ -146,6 +152,9 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for ours on the GPU")
+    parser.add_argument(
+        "--per-layer", action="store_true", help="ours with and without metrics.per_layer instead"
+    )
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--write", nargs=4, metavar=("DIR", "SIZE", "SEED", "DTYPE"), help=argparse.SUPPRESS)
     parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -167,6 +176,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, CPU capability {capability}, {args.dtype} checkpoints")
     if args.device != "cpu":
         print(f"ours on {torch.cuda.get_device_name()} (the side-by-side column: ours alone)")
+    if args.per_layer:
+        per_layer(args)
+        return
     print("baseline: 2 threads, one process; ours: 1 thread, alone and two processes side by side")
     head = [
         "size",
@@ -219,6 +231,41 @@ def main() -> None:
         print(
             f"410m checkpoint: peak memory {peak:.0f} MB a process: goal <= ~1,000 MB {verdict(peak <= 1100)}"
         )
+
+
+def per_layer(args: argparse.Namespace) -> None:
+    """Ours alone without and with per-layer statistics (blocks, parts): seconds and peak memory
+    per checkpoint, and their ratios to without."""
+    print("ours alone, 1 thread: without per-layer statistics, with metrics.per_layer blocks and parts")
+    head = ["size", "mode", "columns", "seconds", "x time", "peak MB", "x memory"]
+    widths = (5, 8, 8, 8, 7, 8, 9)
+    print(" ".join(f"{h:>{w}}" for h, w in zip(head, widths)))
+    worst = 0.0
+    for size in args.sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            d = str(Path(tmp) / "seed0")
+            subprocess.run([sys.executable, __file__, "--write", d, size, "0", args.dtype], check=True)
+            modes = ["ours", "ours-blocks", "ours-parts"]
+            runs = {m: [] for m in modes}
+            for _ in range(2):  # interleaved: drift in the machine's speed falls on every mode alike
+                for m in modes:
+                    runs[m].append(result(child(m, d, 1, device=args.device)))
+        best = {m: min(r, key=lambda x: x["seconds"]) for m, r in runs.items()}
+        base = best["ours"]
+        for m in modes:
+            b = best[m]
+            t, mem = b["seconds"] / base["seconds"], b["peak_mb"] / base["peak_mb"]
+            if m != "ours":
+                worst = max(worst, t, mem)
+            name = m.partition("-")[2] or "without"
+            print(
+                f"{size:>5} {name:>8} {len(b['stats']):>8} {b['seconds']:>8.2f} {t:>6.2f}x "
+                f"{b['peak_mb']:>8.0f} {mem:>8.2f}x"
+            )
+    print(
+        f"per-layer statistics: at most {worst:.2f}x the time and memory: "
+        f"goal <= 1.5x {verdict(worst <= 1.5)}"
+    )
 
 
 def verdict(ok: bool) -> str:

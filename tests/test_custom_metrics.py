@@ -211,7 +211,10 @@ def test_a_plugin_and_the_ranks_run_through_the_workflow_as_hmm_features(tiny_ru
     cfg["metrics"]["extra"] = [*RANKS, "alpha"]
     columns = ["mean_frobenius", "n_matrices"]
     cfg["metrics"]["custom"] = [{"function": f"{plugin}:frobenius", "columns": columns}]
-    features = ["l2", "spectral", "stable_rank", "mean_frobenius"]
+    # per-layer statistics too: each of the MLP's linear layers (dense0, dense1), the
+    # transformer's attention and MLP (attn0, mlp0); a pattern selects the MLP's as HMM features
+    cfg["metrics"]["per_layer"] = "parts"
+    features = ["l2", "spectral", "stable_rank", "mean_frobenius", "l2@dense*"]
     cfg["tasks"]["sparse_parity"]["hmm"] = {"features": features}
     # The Hessian's trace too, batched over modular addition's seed group [0, 1] (as on a GPU)
     cfg["metrics"]["hessian"]["trace_probes"] = 3
@@ -239,14 +242,21 @@ def test_a_plugin_and_the_ranks_run_through_the_workflow_as_hmm_features(tiny_ru
             "hessian_trace",
             "hessian_trace_se",
         ]
-        assert sorted(c for c in table.columns if c not in before) == sorted(new)
+        groups = ["dense0", "dense1"] if task == "sparse_parity" else ["attn0", "mlp0"]
+        per_layer = [f"{name}@{group}" for group in groups for name in [*PAPER_FEATURES, *new[:3]]]
+        per_layer = [c for c in per_layer if not c.endswith("_b@attn0")]  # the attention has no biases
+        assert sorted(c for c in table.columns if c not in before) == sorted([*new, *per_layer])
         np.testing.assert_allclose(table["mean_frobenius"], table["l2"], rtol=1e-12)
+        # the model's l2 is the mean over its matrices of each one's: the groups' weighted by theirs
+        count = {"dense0": 1, "dense1": 1, "attn0": 3 * 2 + 1, "mlp0": 2}  # the tiny run's 2 heads
+        weighted = sum(count[g] * table[f"l2@{g}"] for g in groups) / sum(count[g] for g in groups)
+        np.testing.assert_allclose(weighted, table["l2"], rtol=1e-12)
         if matrices:
             assert (table["n_matrices"] == matrices).all()
         assert (table["stable_rank"] >= 1).all() and table["alpha"].between(1, 50).all()
         assert (table["effective_rank"] >= table["stable_rank"] - 1e-9).all()  # Rényi-2 ≤ Shannon
     model = json.loads((wd / "results" / "sparse_parity" / "hmm" / "model.json").read_text())
-    assert model["features"] == features
+    assert model["features"] == [*features[:-1], "l2@dense0", "l2@dense1"]  # the pattern's columns
 
     def planned() -> str:
         """The stages a dry run would run (the seed groups' rules under their stage's name)."""
