@@ -88,3 +88,23 @@ def test_wheel_carries_the_license_and_the_citation_names_the_paper(wheel):
     assert cff["cff-version"] == "1.2.0" and cff["license"] == "MIT"
     title = cff["preferred-citation"]["title"]
     assert title in (REPO / "README.md").read_text()
+
+
+def test_rule_scripts_import_their_own_checkouts_package_first(tmp_path):
+    """Snakemake's script preamble puts the workflow's src/ after the environment's paths, where an
+    editable install of another checkout (its src/ from a .pth file) would be found first: the
+    scripts' bootstrap moves their own src/ to the front."""
+    import subprocess
+    import sys
+
+    scripts = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
+    own = str(scripts.parents[1] / "src")
+    other = tmp_path / "other" / "src" / "latentstates"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("WHICH = 'another checkout'\n")
+    code = (
+        f"import sys; sys.path[:0] = [{str(other.parent)!r}]; sys.path.append({own!r}); "
+        f"sys.path.insert(0, {str(scripts)!r}); import _bootstrap, latentstates; print(latentstates.__file__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(Path(own) / "latentstates" / "__init__.py")
