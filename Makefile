@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
+# Test processes side by side (pytest-xdist, each test file in one): the workflow tests spend much
+# of their time waiting on Snakemake's and SLURM's scheduling, so two on 2 cores finish sooner.
+TEST_WORKERS ?= 2
 # The pinned environment (exact versions of everything in the venv; the results come from it).
 LOCK := requirements/constraints.txt
 # torch, installed before the package: by default the locked version, which pip takes as a CPU build
@@ -29,7 +32,7 @@ run: setup  ## run the default workflow (config.yaml) on $(CORES) cores
 	$(BIN)/snakemake --cores $(CORES)
 
 test: setup  ## every test, the slow Snakemake runs included
-	$(BIN)/python -m pytest -v --durations=15
+	$(BIN)/python -m pytest -v --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup  ## unit tests only
 	$(BIN)/python -m pytest -m "not slow"

@@ -187,6 +187,15 @@ def import_inputs(task, group_seeds):
     return files + ([t["performance"]] if t["performance"] else [])
 
 
+def performance_param(task):
+    """The import job's `performance`: the table's path as the config gives it, or for
+    lm-evaluation-harness results a JSON of their path and the task's `lm_eval` keys."""
+    t = config["tasks"][task]
+    if not discovery.is_lm_eval(t.get("performance")):
+        return t.get("performance")
+    return json.dumps({"path": t["performance"], **t.get("lm_eval", {})}, sort_keys=True)
+
+
 def import_fingerprint(task, group_seeds):
     """Digest of what an import job reads (`discovery.fingerprint`): its input files, and the
     checkpoints that run records list. A Hub series' snapshots are left out: the cache never

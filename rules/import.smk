@@ -57,7 +57,7 @@ for _task in RUN_TASKS:
                     name=_task,
                     # A function: the path patterns' {seed} and {step} are not wildcards.
                     task=lambda wc, t=task_config(_task): t,
-                    performance=config["tasks"][_task]["performance"],
+                    performance=performance_param(_task),
                     # Reruns the import when an input changes, also to an older time.
                     inputs=lambda wc, t=_task, g=_group: import_fingerprint(t, g),
                     seeds=_group,

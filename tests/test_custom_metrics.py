@@ -20,11 +20,11 @@ from latentstates.config import ConfigError
 from latentstates.measure.custom import Layer, custom_metrics
 from latentstates.measure.metrics import (
     EFFECTIVE_RANK_RTOL,
-    GRAM_MIN_SIDE,
     SINGULAR_VALUE_CUTOFF,
     stacked_matrix_metrics,
     weight_metrics,
 )
+from latentstates.measure.spectra import GRAM_MIN_SIDE
 from latentstates.plugins import PluginError, load_function, plugin_digest
 
 RANKS = ["stable_rank", "effective_rank"]

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from latentstates.columns import PAPER_FEATURES
-from latentstates.measure.metrics import GRAM_MIN_SIDE, SINGULAR_VALUE_CUTOFF, matrix_metrics, weight_metrics
+from latentstates.measure.metrics import SINGULAR_VALUE_CUTOFF, matrix_metrics, weight_metrics
+from latentstates.measure.spectra import GRAM_MIN_SIDE
 
 
 def test_matrix_metrics_by_hand():
@@ -239,7 +240,7 @@ def test_bucket_order_is_value_order_and_16_bit_values_are_exact():
 def test_the_gpus_eigenvalue_path_run_on_the_cpu_equals_the_cpus(shape):
     """The GPU's path (torch's eigenvalues of the Gram matrix) equals the CPU's (scipy's), and
     both numpy's SVD."""
-    from latentstates.measure.metrics import singular_values
+    from latentstates.measure.spectra import singular_values
 
     rng = np.random.default_rng(3)
     w = torch.tensor(rng.normal(scale=0.05, size=(2, *shape)))

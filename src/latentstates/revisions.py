@@ -1,7 +1,8 @@
-"""Revisions of a checkpoint series by name: each one's step read by a regular expression
-(OLMo's `stage1-step1000-tokens4B`, `step-1000`). Standard library only: the config check
+"""Revisions of a checkpoint series: a Hub series' repositories and revisions per seed and step
+(Pythia's schedule), and revisions by name, each one's step read by a regular expression (OLMo's
+`stage1-step1000-tokens4B`, `step-1000`). Standard library only: the config check
 (`latentstates.config`) reads them in every job process, the Hub series (`runs.hub`) in its
-fetch job."""
+fetch job, the import in reading evaluations (`runs.evaluations`)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,31 @@ def named_revisions(hub: dict) -> list[tuple[int, str]]:
         if a == b:
             raise ValueError(f"revisions {first!r} and {second!r} are both step {a}")
     return pairs
+
+
+# Pythia's 154 revisions: step 0, the powers of two to 512, then every 1,000 steps to 143,000.
+PYTHIA_STEPS = [0, *(2**i for i in range(10)), *range(1000, 143_001, 1000)]
+SCHEDULES = {"pythia": PYTHIA_STEPS}
+
+
+def steps(hub: dict) -> list[int]:
+    """The steps of a hub series: its list, a named schedule ('pythia'), or those of its
+    revisions' names."""
+    if hub.get("revisions"):
+        return [step for step, _ in named_revisions(hub)]
+    value = hub["steps"]
+    return list(SCHEDULES[value]) if isinstance(value, str) else sorted(int(s) for s in value)
+
+
+def repository(hub: dict, seed: int) -> str:
+    """The repository of one seed: `repos[seed]` where given (PolyPythias' seed 0 is the original
+    `EleutherAI/pythia-160m`), else `repo` with {seed}."""
+    return hub.get("repos", {}).get(str(seed)) or hub["repo"].format(seed=seed)
+
+
+def revisions(hub: dict, seed: int) -> list[tuple[int, str, str]]:
+    """(step, repository, revision) of every checkpoint of one seed's run."""
+    repo = repository(hub, seed)
+    if hub.get("revisions"):
+        return [(s, repo, name) for s, name in named_revisions(hub)]
+    return [(s, repo, hub["revision"].format(step=s)) for s in steps(hub)]

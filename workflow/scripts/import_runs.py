@@ -9,15 +9,19 @@ from pathlib import Path
 from latentstates.io import write_parquet
 from latentstates.logs import job_log
 from latentstates.runs.contract import write_run
-from latentstates.runs.external_tables import check_performance_table, read_table
-from latentstates.runs.sources import import_checkpoint_run, import_huggingface_run, import_written_run
+from latentstates.runs.sources import (
+    import_checkpoint_run,
+    import_huggingface_run,
+    import_written_run,
+    read_performance,
+)
 from latentstates.settings import TaskSpec
 
 with job_log(snakemake.log[0]) as logger:
     name = snakemake.params.name
     task = TaskSpec.from_dict(json.loads(snakemake.params.task), name)
-    perf_path = snakemake.params.performance
-    perf = check_performance_table(read_table(perf_path), perf_path) if perf_path else None
+    # a CSV or Parquet table, or lm-evaluation-harness results (read for this group's checkpoints)
+    perf, perf_path = read_performance(snakemake.params.performance, task, list(snakemake.params.seeds))
     if task.source == "huggingface" and perf is None:
         logger.warning(
             "task %s: no performance table: metrics and HMM run, convergence analyses are skipped", name

@@ -1,8 +1,9 @@
 """Measure: weight metrics, the Hessian's top eigenvalue and trace, per-checkpoint extraction.
 
 Modules:
-    metrics   the paper's weight statistics of one checkpoint (pure functions on tensors), and
-              stable and effective rank (metrics.extra)
+    metrics   the paper's weight statistics of one checkpoint (pure functions on tensors), stable
+              and effective rank and alpha (metrics.extra), per layer group (metrics.per_layer)
+    spectra   singular values of stacked matrices (SVD or Gram eigenvalues), weightwatcher's alpha
     custom    your own metrics: the plug-ins of metrics.custom, called with a checkpoint's layers
     hessian   the Hessian's top eigenvalue by Lanczos-accelerated power iteration, its trace by
               Hutchinson's estimator

@@ -13,6 +13,7 @@ Modules:
     architectures    the weights of a model trained elsewhere that the metrics read
     hub              checkpoint series on the Hugging Face Hub: a repository per seed, a revision per step
     external_tables  metrics and performance tables that users bring (CSV, Parquet)
+    evaluations      lm-evaluation-harness results (the PolyPythias evaluations) as a performance table
 """
 
 from latentstates._lazy import exports

@@ -97,6 +97,12 @@ WHOLE_FILE = 1 << 20
 _SAMPLE = 1 << 16
 
 
+def is_lm_eval(performance: str | None) -> bool:
+    """Whether a task's `performance` names lm-evaluation-harness results (a directory of them, or
+    one results JSON) rather than a CSV or Parquet table."""
+    return bool(performance) and (Path(performance).is_dir() or str(performance).endswith(".json"))
+
+
 def fingerprint(paths: Iterable[str | Path]) -> str:
     """A digest of imported inputs as they are now: per file (a directory: every file in it) its
     name, size, modification time and content (whole up to 1 MiB, else its first and last 64 KiB).

@@ -15,11 +15,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from latentstates.revisions import named_revisions
+from latentstates.revisions import PYTHIA_STEPS, SCHEDULES, repository, revisions, steps  # noqa: F401
 
-# Pythia's 154 revisions: step 0, the powers of two to 512, then every 1,000 steps to 143,000.
-PYTHIA_STEPS = [0, *(2**i for i in range(10)), *range(1000, 143_001, 1000)]
-SCHEDULES = {"pythia": PYTHIA_STEPS}
 # What a revision's directory needs: the config and the weights (no tokenizer, no optimizer).
 ALLOW_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin*"]
 WEIGHT_FILES = (
@@ -28,29 +25,6 @@ WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
-
-
-def steps(hub: dict) -> list[int]:
-    """The steps of a hub series: its list, a named schedule ('pythia'), or those of its
-    revisions' names."""
-    if hub.get("revisions"):
-        return [step for step, _ in named_revisions(hub)]
-    value = hub["steps"]
-    return list(SCHEDULES[value]) if isinstance(value, str) else sorted(int(s) for s in value)
-
-
-def repository(hub: dict, seed: int) -> str:
-    """The repository of one seed: `repos[seed]` where given (PolyPythias' seed 0 is the original
-    `EleutherAI/pythia-160m`), else `repo` with {seed}."""
-    return hub.get("repos", {}).get(str(seed)) or hub["repo"].format(seed=seed)
-
-
-def revisions(hub: dict, seed: int) -> list[tuple[int, str, str]]:
-    """(step, repository, revision) of every checkpoint of one seed's run."""
-    repo = repository(hub, seed)
-    if hub.get("revisions"):
-        return [(s, repo, name) for s, name in named_revisions(hub)]
-    return [(s, repo, hub["revision"].format(step=s)) for s in steps(hub)]
 
 
 def cache_root(hub: dict) -> Path:

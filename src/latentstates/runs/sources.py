@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -24,6 +25,35 @@ from latentstates.runs.discovery import checkpoints_by_step, huggingface_checkpo
 from latentstates.runs.external_tables import performance_log
 from latentstates.settings import TaskSpec
 from latentstates.validation import InputError, MissingInputError, require_memory, require_step
+
+
+def read_performance(
+    param: str | None, task: TaskSpec, seeds: list[int]
+) -> tuple[pd.DataFrame | None, str | None]:
+    """A Hugging Face series' performance table and its path, from the import rule's `performance`
+    param: a CSV or Parquet path, or (lm-eval results) a JSON of its path and `lm_eval` keys,
+    whose files are read for the checkpoints of `seeds` (`evaluations.lm_eval_performance`)."""
+    from latentstates.runs.external_tables import check_performance_table, read_table
+
+    if not param:
+        return None, None
+    if not param.startswith("{"):
+        return check_performance_table(read_table(param), param), param
+    from latentstates.revisions import revisions
+    from latentstates.runs.evaluations import lm_eval_performance
+
+    settings = json.loads(param)
+    path = settings["path"]
+    checkpoints = {}
+    for seed in seeds:
+        if task.hub:
+            for step, repo, revision in revisions(dict(task.hub), seed):
+                checkpoints[(repo, revision)] = (seed, step)
+        else:
+            for step, directory in huggingface_checkpoints(task.path, seed):
+                checkpoints[(str(directory.resolve()), None)] = (seed, step)
+    table = lm_eval_performance(path, checkpoints, settings.get("eval_acc"), settings.get("eval_loss"))
+    return check_performance_table(table, path), path
 
 
 def checkpoint_steps(directory: str | Path) -> list[tuple[int, Path]]:
