@@ -193,7 +193,9 @@ def performance_param(task):
     t = config["tasks"][task]
     if not discovery.is_lm_eval(t.get("performance")):
         return t.get("performance")
-    return json.dumps({"path": t["performance"], **t.get("lm_eval", {})}, sort_keys=True)
+    return json.dumps(
+        {"path": t["performance"], **t.get("lm_eval", {})}, sort_keys=True
+    )
 
 
 def import_fingerprint(task, group_seeds):
