@@ -353,35 +353,31 @@ class WeightStatistics:
         return out
 
 
+# Averaged over the matrices that have a value: a one-row matrix has one singular value and no
+# variance; weightwatcher skips a matrix with too few eigenvalues for alpha.
+NAN_IGNORING = frozenset({"variance_lambda", "alpha"})
+
+
 def _combined(
     per: dict[str, np.ndarray],
     per_kernel: Sequence[dict[str, float]],
     extra: Sequence[str],
     extra_only: bool = False,
 ) -> dict[str, float]:
-    """The per-matrix statistics `per` (name → one value per matrix) averaged over the matrices:
-    the paper's eight (variance_lambda ignoring NaN: a one-row matrix has none), with the kernels'
-    l1, l2 and code_sparsity counted in as one value per convolution (only those three where there
-    are no matrices); or (`extra_only`) the `extra` measures (alpha over the matrices that have
-    one, as weightwatcher skips the others)."""
-    out: dict[str, float] = {}
-    if extra_only:
-        for name in extra:
-            vals = per[name]
-            if name == "alpha":
-                out[name] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
-            else:
-                out[name] = float(vals.mean())
-        return out
+    """The per-matrix statistics `per` (name → one value per matrix) averaged over the matrices
+    (NAN_IGNORING over those with a value): the paper's eight, with the kernels' l1, l2 and
+    code_sparsity counted in as one value per convolution (only those three where there are no
+    matrices); or (`extra_only`) the `extra` measures."""
     n = len(per[MATRIX_FEATURES[0]])
-    if n:
-        for name in MATRIX_FEATURES:
-            vals = per[name]
-            if name == "variance_lambda":
-                out[name] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
-            else:
-                out[name] = float(vals.mean())
-    if per_kernel:
+    names = extra if extra_only else MATRIX_FEATURES if n else []
+    out: dict[str, float] = {}
+    for name in names:
+        vals = per[name]
+        if name in NAN_IGNORING:
+            out[name] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
+        else:
+            out[name] = float(vals.mean())
+    if per_kernel and not extra_only:
         for name in KERNEL_FEATURES:
             total = (out[name] * n if n else 0.0) + sum(k[name] for k in per_kernel)
             out[name] = float(total / (n + len(per_kernel)))
