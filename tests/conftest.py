@@ -95,14 +95,3 @@ def tiny_task() -> dict:
         "model": {"hidden": [8]},
         "train": {"optimizer": "sgd", "lr": 0.1, "batch_size": 8, "epochs": 2, "checkpoint_every": 1},
     }
-
-
-# Test files that take longest, started first: with `make test`'s two workers (pytest-xdist, one
-# file per worker at a time, handed out in collection order) the SLURM test, which mostly waits on
-# the cluster's scheduling, then overlaps the other files instead of running alone at the end.
-FIRST = ("test_slurm.py", "test_bad_inputs.py", "test_image_tasks.py", "test_reliability.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))  # stable: the rest keep their order
