@@ -256,7 +256,8 @@ class WeightStatistics:
             mi = [i for i, g in enumerate(names["matrices"]) if g == group]
             ki = [i for i, g in enumerate(names["kernels"]) if g == group]
             bi = [i for i, g in enumerate(names["biases"]) if g == group]
-            out = _combined({k: v[mi] for k, v in per_matrix.items()}, [per_kernel[i] for i in ki], ())
+            group_per = {k: v[mi] for k, v in per_matrix.items()}
+            out = _averaged(group_per, MATRIX_FEATURES if mi else [], [per_kernel[i] for i in ki])
             weights = [matrices[i] for i in mi] + [kernels[i] for i in ki]
             if weights:
                 out.update(
@@ -266,10 +267,7 @@ class WeightStatistics:
                 )
             if bi:
                 out.update(_summary(torch.cat([biases[i].detach().reshape(-1) for i in bi]), "b"))
-            if mi:
-                out.update(
-                    _combined({k: v[mi] for k, v in per_matrix.items()}, [], self.extra, extra_only=True)
-                )
+            out.update(_averaged(group_per, self.extra if mi else []))
             self.groups[group] = out
 
     def _add_weights(self, w: torch.Tensor) -> None:
@@ -342,12 +340,12 @@ class WeightStatistics:
         if not self.per_matrix[MATRIX_FEATURES[0]]:
             raise ValueError("weight_metrics needs at least one matrix")
         per = {name: np.concatenate(v) for name, v in self.per_matrix.items()}
-        out = _combined(per, self.per_kernel, ())
+        out = _averaged(per, MATRIX_FEATURES, self.per_kernel)
         out["mean_w"] = self.mean if self.n else np.nan
         out["median_w"] = self._median()
         out["var_w"] = self.m2 / (self.n - 1) if self.n > 1 else np.nan
         out.update(_summary(torch.cat(self.biases) if self.biases else torch.empty(0), "b"))
-        out.update(_combined(per, [], self.extra, extra_only=True))  # after the paper's
+        out.update(_averaged(per, self.extra))  # after the paper's
         for group, stats in self.groups.items():
             out.update({f"{name}{PER_LAYER_SEPARATOR}{group}": value for name, value in stats.items()})
         return out
@@ -358,18 +356,13 @@ class WeightStatistics:
 NAN_IGNORING = frozenset({"variance_lambda", "alpha"})
 
 
-def _combined(
-    per: dict[str, np.ndarray],
-    per_kernel: Sequence[dict[str, float]],
-    extra: Sequence[str],
-    extra_only: bool = False,
+def _averaged(
+    per: dict[str, np.ndarray], names: Sequence[str], per_kernel: Sequence[dict[str, float]] = ()
 ) -> dict[str, float]:
-    """The per-matrix statistics `per` (name → one value per matrix) averaged over the matrices
-    (NAN_IGNORING over those with a value): the paper's eight, with the kernels' l1, l2 and
-    code_sparsity counted in as one value per convolution (only those three where there are no
-    matrices); or (`extra_only`) the `extra` measures."""
-    n = len(per[MATRIX_FEATURES[0]])
-    names = extra if extra_only else MATRIX_FEATURES if n else []
+    """The per-matrix statistics `names` of `per` (name → one value per matrix) averaged over the
+    matrices (NAN_IGNORING over those with a value), with the kernels' l1, l2 and code_sparsity
+    counted in as one value per convolution (only those three where `names` is empty: no
+    matrices)."""
     out: dict[str, float] = {}
     for name in names:
         vals = per[name]
@@ -377,10 +370,10 @@ def _combined(
             out[name] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
         else:
             out[name] = float(vals.mean())
-    if per_kernel and not extra_only:
-        for name in KERNEL_FEATURES:
-            total = (out[name] * n if n else 0.0) + sum(k[name] for k in per_kernel)
-            out[name] = float(total / (n + len(per_kernel)))
+    n = len(per[MATRIX_FEATURES[0]]) if names else 0
+    for name in KERNEL_FEATURES if per_kernel else ():
+        total = (out[name] * n if n else 0.0) + sum(k[name] for k in per_kernel)
+        out[name] = float(total / (n + len(per_kernel)))
     return out
 
 
