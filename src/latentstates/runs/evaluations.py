@@ -98,8 +98,13 @@ def _read(path: Path) -> dict:
     return result
 
 
+def _model(args: dict[str, str]) -> str | None:
+    """The model an evaluation ran on: lm-eval's `pretrained` (its hf model), or `model`/`path`."""
+    return args.get("pretrained") or args.get("model") or args.get("path")
+
+
 def _checkpoint(args: dict[str, str], checkpoints: Checkpoints) -> tuple[int, int] | None:
-    model = args.get("pretrained") or args.get("model") or args.get("path")
+    model = _model(args)
     if model is None:
         return None
     revision = args.get("revision")
@@ -130,7 +135,7 @@ def lm_eval_performance(
         args = model_args(result, f)
         found = _checkpoint(args, checkpoints)
         if found is None:
-            others.add(f"{args.get('pretrained') or args.get('model')}@{args.get('revision')}")
+            others.add(f"{_model(args)}@{args.get('revision')}")
             continue
         rows.setdefault(found, {}).update(metric_columns(result, f))
     if not rows:
