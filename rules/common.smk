@@ -159,8 +159,9 @@ def import_inputs(task, group_seeds):
     reported by Snakemake as missing input), or its model directories, and the performance table.
     """
     t = config["tasks"][task]
-    if t.get("hub"):  # the fetch job's list of snapshot directories
-        return [path("hub", task=task, group=group_label(group_seeds))] + (
+    if t.get("hub"):  # the fetch job's list of snapshot directories, unless streamed
+        fetched = [path("hub", task=task, group=group_label(group_seeds))]
+        return (fetched if t["hub"]["keep_cache"] else []) + (
             [t["performance"]] if t["performance"] else []
         )
     if t["source"] == "runs":  # directories written from the user's loop (runs.writer)

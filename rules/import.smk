@@ -1,12 +1,14 @@
 # Runs from elsewhere, under the run contract (latentstates.runs.contract): checkpoint
 # directories or Hugging Face model directories are read where they are
 # (src/latentstates/runs/sources.py), one job per seed group writing each seed's run.json and
-# performance log; a Hub series' revisions are first found in the Hugging Face cache or downloaded
-# into it (src/latentstates/runs/hub.py). A metrics table goes straight to the HMM.
+# performance log; a Hub series' revisions are streamed through the metrics job (downloaded,
+# measured, evicted: src/latentstates/runs/hub_stream.py), or with `hub.keep_cache` first found in
+# the Hugging Face cache or downloaded into it (src/latentstates/runs/hub.py). A metrics table goes
+# straight to the HMM.
 for _task in RUN_TASKS:
     for _group in seed_groups(_task):
         if SOURCE[_task] != "train":
-            if config["tasks"][_task].get("hub"):
+            if config["tasks"][_task].get("hub", {}).get("keep_cache"):
 
                 rule:
                     name:

@@ -12,6 +12,7 @@ from latentstates.runs.contract import write_run
 from latentstates.runs.sources import (
     import_checkpoint_run,
     import_huggingface_run,
+    import_streamed_run,
     import_written_run,
     read_performance,
 )
@@ -26,8 +27,10 @@ with job_log(snakemake.log[0]) as logger:
         logger.warning(
             "task %s: no performance table: metrics and HMM run, convergence analyses are skipped", name
         )
-    # A Hub series: the fetch job's snapshot directory of every (seed, step).
-    hub = json.loads(Path(snakemake.input[0]).read_text()) if task.hub else {}
+    # A Hub series kept in the cache: the fetch job's snapshot directory of every (seed, step);
+    # else streamed through the metrics job (runs.hub_stream), nothing downloaded here.
+    streamed = bool(task.hub) and not task.hub["keep_cache"]
+    hub = json.loads(Path(snakemake.input[0]).read_text()) if task.hub and not streamed else {}
     for seed, log_out, run_out in zip(snakemake.params.seeds, snakemake.output.logs, snakemake.output.runs):
         if task.source == "runs":
             run, log = import_written_run(task, seed)
@@ -35,11 +38,12 @@ with job_log(snakemake.log[0]) as logger:
             run, log = import_checkpoint_run(
                 task, seed, device=snakemake.params.device, threads=snakemake.threads
             )
+        elif streamed:
+            run, log = import_streamed_run(task, seed, perf, perf_path)
         else:
             found = [(step, Path(p)) for step, p in hub[str(seed)]] if hub else None
             run, log = import_huggingface_run(task, seed, perf, perf_path, found)
         write_parquet(log, log_out)
         write_run(run_out, run)
-        logger.info(
-            "seed %d: %d checkpoints from %s", seed, len(log), Path(run["checkpoints"][0]["path"]).parent
-        )
+        where = run["hub"]["cache"] if streamed else Path(run["checkpoints"][0]["path"]).parent
+        logger.info("seed %d: %d checkpoints from %s", seed, len(log), where)

@@ -8,6 +8,7 @@ import json
 from latentstates.io import read_parquet, write_parquet
 from latentstates.logs import job_log
 from latentstates.measure.extract import metrics_of_runs
+from latentstates.measure.streamed import discard_partial
 from latentstates.columns import PERFORMANCE_COLUMNS
 from latentstates.runs.contract import read_run
 from latentstates.settings import HessianSettings, LLCSettings
@@ -34,8 +35,9 @@ with job_log(snakemake.log[0]) as logger:
         custom=json.loads(snakemake.params.custom),
         per_layer=snakemake.params.per_layer or None,
     )
-    for run, log, df, out in zip(runs, logs, tables, snakemake.output):
+    for run, run_file, log, df, out in zip(runs, snakemake.input.runs, logs, tables, snakemake.output):
         seeds = log[["checkpoint", *[c for c in SEED_COLUMNS if c in log]]]
         df = df.merge(seeds, on="checkpoint", how="left")
         write_parquet(df, out)
+        discard_partial(run_file)  # a streamed run's rows, now in its table
         logger.info("seed %d (%s): %d checkpoints", run["seed"], run["source"], len(df))

@@ -7,7 +7,7 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from latentstates.measure.hessian import (
 from latentstates.measure.llc import LLCEstimate
 from latentstates.measure.llc_runs import NO_LLC, group_llcs, with_llc
 from latentstates.measure.metrics import streamed_weight_metrics, weight_metrics
+from latentstates.measure.streamed import streamed_rows
 from latentstates.runs.architectures import get_architecture
 from latentstates.runs.contract import epoch_or_nan, run_checkpoint_paths, trained_run
 from latentstates.runs.runtime import build_run
@@ -257,15 +258,24 @@ def metrics_of_run(
     architecture read off its state dict (no data, no loss) has no Hessian: its columns are NaN.
     The performance columns come from `train_log` (by checkpoint index).
     """
-    files = run_checkpoint_paths(run, run_file)
     bar = dict(desc=f"metrics seed {run['seed']}", file=sys.stderr, mininterval=5.0, disable=not progress)
-    checkpoints = tqdm(list(zip(run["checkpoints"], files)), **bar)
-    if run["spec"].get("kind"):
+    if run.get("hub"):  # a Hub series streamed: each revision downloaded, measured, evicted
+
+        def measure(checkpoints, keep):
+            checkpoints = tqdm(checkpoints, total=len(run["checkpoints"]), **bar)
+            _architecture_rows(run, checkpoints, device, threads, extra, custom, per_layer, keep)
+
+        settings = {"extra": list(extra), "custom": list(custom), "per_layer": per_layer}
+        rows = streamed_rows(run, run_file, measure, settings)
+        hessian_seed = np.nan
+    elif run["spec"].get("kind"):
+        checkpoints = tqdm(list(zip(run["checkpoints"], run_checkpoint_paths(run, run_file))), **bar)
         rows = _registered_rows(
             run, checkpoints, hessian, device, threads, hessians, extra, custom, per_layer
         )
         hessian_seed = run["seed"] + hessian.seed
     else:
+        checkpoints = tqdm(list(zip(run["checkpoints"], run_checkpoint_paths(run, run_file))), **bar)
         rows = _architecture_rows(run, checkpoints, device, threads, extra, custom, per_layer)
         hessian_seed = np.nan
     df = pd.DataFrame(rows)
@@ -337,11 +347,13 @@ def _architecture_rows(
     extra: Sequence[str] = (),
     custom: Sequence[Mapping] = (),
     per_layer: str | None = None,
+    keep: Callable[[dict, dict], None] | None = None,
 ) -> list[dict]:
     """Rows of a run whose matrices are read off its state dict by architecture (no Hessian): each
     checkpoint read layer by layer (`open_weights`, `streamed_weight_metrics`), its matrices'
     statistics on the GPU when there is one (else on the CPU, their eigenvalue problems one thread
-    each: two one-thread jobs side by side beat one two-thread job)."""
+    each: two one-thread jobs side by side beat one two-thread job); `keep(checkpoint, row)` is
+    called with each row as soon as it is complete."""
     dev = resolve_device(device)
     configure_torch(threads, dev)
     arch = get_architecture(run["spec"]["architecture"])
@@ -366,6 +378,8 @@ def _architecture_rows(
         row = _row(ckpt, stats)
         row.update(custom_metrics(custom, layers, where=str(path)))
         rows.append(row)
+        if keep is not None:
+            keep(ckpt, row)
     return rows
 
 

@@ -9,8 +9,10 @@
 
 run.json holds the task, seed and source, the model (`spec`: a registered task kind with its
 data and model settings, or an architecture whose matrices are read off its state dict), the
-weights' `format` and every checkpoint's index, step, epoch and path. Training and every import
-source write it; the metrics stage and everything after read only the contract, never where the
+weights' `format` and every checkpoint's index, step, epoch and path. A Hub series streamed
+through its metrics job (`hub.keep_cache: false`) has no files yet: its record's `hub` gives the
+cache, `prefetch` and `download`, each checkpoint its `repo` and `revision`, and its path is
+`hf://<repo>@<revision>` (runs.hub_stream). Training and every import source write it; the metrics stage and everything after read only the contract, never where the
 run came from.
 """
 
@@ -36,6 +38,9 @@ VERSION = 1
 SOURCES = ("train", "checkpoints", "huggingface", "callback")
 # How a checkpoint's weights are stored (latentstates.runs.weights.load_weights reads each).
 FORMATS = ("workflow", "state_dict", "transformers")
+# A streamed Hub checkpoint's keys, and the record's stream settings with their types.
+HUB_KEYS = ("repo", "revision")
+HUB_SETTINGS = {"cache": str, "prefetch": int, "download": bool}
 
 
 def make_run(
@@ -47,8 +52,10 @@ def make_run(
     fmt: str,
     checkpoints: list[dict[str, Any]],
     seeds: dict[str, int] | None = None,
+    hub: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A run record; `checkpoints` are dicts of step, path and optionally epoch, in step order."""
+    """A run record; `checkpoints` are dicts of step, path and optionally epoch, in step order
+    (and a streamed Hub series' `repo` and `revision`, with the record's `hub` settings)."""
     if source not in SOURCES:
         raise ValueError(f"unknown run source {source!r}; known: {SOURCES}")
     if fmt not in FORMATS:
@@ -58,7 +65,7 @@ def make_run(
         for i, c in enumerate(checkpoints)
     ]
     require_increasing(steps, f"task {task} seed {seed}", "checkpoints")
-    return {
+    run = {
         "version": VERSION,
         "task": task,
         "seed": int(seed),
@@ -72,10 +79,14 @@ def make_run(
                 "step": int(c["step"]),
                 "epoch": None if c.get("epoch") is None else float(c["epoch"]),
                 "path": str(c["path"]),
+                **{k: c[k] for k in HUB_KEYS if k in c},
             }
             for i, c in enumerate(checkpoints)
         ],
     }
+    if hub is not None:
+        run["hub"] = dict(hub)
+    return run
 
 
 def write_run(path: str | Path, run: dict[str, Any]) -> None:
@@ -150,7 +161,28 @@ def check_run(run: Any, path: str | Path) -> dict[str, Any]:
                 path, f"index {describe(c['index'])} is not the checkpoint's position {i}", f"{where}.index"
             )
     require_increasing([c["step"] for c in checkpoints], path, "checkpoints")
+    if "hub" in run:
+        _check_hub(run, path)
     return run
+
+
+def _check_hub(run: dict[str, Any], path: str | Path) -> None:
+    """A streamed Hub series' settings (cache, prefetch, download) and each checkpoint's repo and
+    revision."""
+    hub = run["hub"]
+    if not isinstance(hub, dict):
+        raise InputError(path, f"must be a mapping of {list(HUB_SETTINGS)}, got {describe(hub)}", "hub")
+    if hub.get("endpoint") is not None and not isinstance(hub["endpoint"], str):
+        raise InputError(path, f"must be a URL or null, got {describe(hub['endpoint'])}", "hub.endpoint")
+    for key, kind in HUB_SETTINGS.items():
+        value = hub.get(key)
+        ok = is_int(value) and value >= 0 if kind is int else isinstance(value, kind)
+        if not ok:
+            raise InputError(path, f"must be a {kind.__name__}, got {describe(value)}", f"hub.{key}")
+    for i, c in enumerate(run["checkpoints"]):
+        for key in HUB_KEYS:
+            if not isinstance(c.get(key), str) or not c[key]:
+                raise InputError(path, f"a streamed checkpoint's {key}, got {describe(c.get(key))}", f"checkpoints[{i}].{key}")
 
 
 def _check_spec(spec: Any, path: str | Path) -> None:

@@ -62,7 +62,7 @@ def resolve(hub: dict, seeds: Sequence[int], download: bool = True) -> dict[int,
         for step, repo, revision in revisions(hub, seed):
             snapshot = cached_snapshot(cache, repo, revision)
             if snapshot is None and download:
-                snapshot, error = _download(cache, repo, revision)
+                snapshot, error = download_revision(cache, repo, revision, hub.get("endpoint"))
                 if error and len(errors) < 3:
                     errors.append(error)
             if snapshot is None:
@@ -70,21 +70,32 @@ def resolve(hub: dict, seeds: Sequence[int], download: bool = True) -> dict[int,
             else:
                 found[seed].append((step, snapshot))
     if missing:
-        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-        why = f" (download: {'; '.join(errors)})" if errors else " (download: off)"
-        raise FileNotFoundError(
-            f"{len(missing)} checkpoints are neither in the Hugging Face cache {cache} nor downloadable"
-            f"{why}: {shown}"
-        )
+        raise missing_error(cache, missing, errors)
     return found
 
 
-def _download(cache: Path, repo: str, revision: str) -> tuple[Path | None, str]:
-    """Download one revision's config and weights into the cache: (snapshot, '') or (None, why)."""
+def missing_error(cache: Path, missing: list[str], errors: list[str]) -> FileNotFoundError:
+    """The error naming the checkpoints (`repo@revision`) neither cached nor downloaded, and why
+    the downloads failed (`errors`; none: downloads are off)."""
+    shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+    why = f" (download: {'; '.join(errors)})" if errors else " (download: off)"
+    return FileNotFoundError(
+        f"{len(missing)} checkpoints are neither in the Hugging Face cache {cache} nor downloadable"
+        f"{why}: {shown}"
+    )
+
+
+def download_revision(
+    cache: Path, repo: str, revision: str, endpoint: str | None = None
+) -> tuple[Path | None, str]:
+    """Download one revision's config and weights into the cache, from the Hub or the mirror at
+    `endpoint` (None: $HF_ENDPOINT, else huggingface.co): (snapshot, '') or (None, why)."""
     from huggingface_hub import snapshot_download
 
     try:
-        path = snapshot_download(repo, revision=revision, cache_dir=cache, allow_patterns=ALLOW_PATTERNS)
+        path = snapshot_download(
+            repo, revision=revision, cache_dir=cache, allow_patterns=ALLOW_PATTERNS, endpoint=endpoint
+        )
     except Exception as exc:  # offline, unknown repository or revision, no access: all named
         return None, f"{repo}@{revision}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     return Path(path), ""

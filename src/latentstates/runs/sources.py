@@ -161,6 +161,35 @@ def import_huggingface_run(
     return run, performance_log(performance, seed, [s for s, _ in found], performance_path)
 
 
+def import_streamed_run(
+    task: TaskSpec, seed: int, performance: pd.DataFrame | None, performance_path: str | None
+) -> tuple[dict, pd.DataFrame]:
+    """Run record and performance log of a Hub series streamed through its metrics job
+    (`hub.keep_cache: false`, runs.hub_stream): its revisions by repository and name, none
+    downloaded yet; the record carries the cache and stream settings the metrics job reads."""
+    from latentstates.revisions import revisions
+    from latentstates.runs.hub import cache_root
+
+    hub = dict(task.hub)
+    found = revisions(hub, seed)
+    run = make_run(
+        task=task.name,
+        seed=seed,
+        source="huggingface",
+        spec={"architecture": task.architecture},
+        fmt="transformers",
+        checkpoints=[
+            {"step": step, "path": f"hf://{repo}@{rev}", "repo": repo, "revision": rev}
+            for step, repo, rev in found
+        ],
+        hub={
+            "cache": str(cache_root(hub).resolve()),
+            **{key: hub.get(key) for key in ("prefetch", "download", "endpoint")},
+        },
+    )
+    return run, performance_log(performance, seed, [step for step, _, _ in found], performance_path)
+
+
 def read_written_run(directory: str | Path) -> tuple[dict, pd.DataFrame]:
     """A run directory written by `latentstates.runs.writer` (or by hand), checked: its record
     (`contract.check_run`) with absolute checkpoint paths, every checkpoint there and readable
