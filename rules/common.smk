@@ -217,8 +217,15 @@ def import_fingerprint(task, group_seeds):
     return discovery.fingerprint(files)
 
 
+def streamed(task):
+    """Whether a task is a Hub series streamed through its metrics jobs (not `keep_cache`)."""
+    h = config["tasks"][task].get("hub")
+    return bool(h) and not h["keep_cache"]
+
+
 def hub_message(task, group_seeds):
-    """What a Hub series' fetch job reads: its revisions per seed and repository."""
+    """What a Hub series' fetch job (or streaming metrics job) reads: its revisions per seed
+    and repository."""
     from latentstates.runs import hub
 
     h = config["tasks"][task]["hub"]
@@ -226,7 +233,10 @@ def hub_message(task, group_seeds):
         f"{len(hub.revisions(h, s))} revisions of {hub.repository(h, s)}"
         for s in group_seeds
     ]
-    return f"{task}: " + "; ".join(parts)
+    how = (
+        "streamed (downloaded, measured, evicted)" if streamed(task) else "in the cache"
+    )
+    return f"{task}: " + "; ".join(parts) + f", {how}"
 
 
 def image_files(dataset, data_dir):

@@ -8,7 +8,7 @@
 for _task in RUN_TASKS:
     for _group in seed_groups(_task):
         if SOURCE[_task] != "train":
-            if config["tasks"][_task].get("hub", {}).get("keep_cache"):
+            if config["tasks"][_task].get("hub") and not streamed(_task):
 
                 rule:
                     name:

@@ -41,6 +41,9 @@ for _task in RUN_TASKS:
                 per_layer=config["metrics"]["per_layer"] or "",
                 custom=canonical(config["metrics"]["custom"]),
                 device=config["device"],
+            message:
+                # A Hub series streamed through this job: what it downloads, one by one.
+                hub_message(_task, _group) if streamed(_task) else None
             script:
                 "../workflow/scripts/metrics.py"
 

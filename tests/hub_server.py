@@ -68,17 +68,35 @@ class HubServer:
             repo, what, revision = "/".join(parts[2:4]), parts[4], "/".join(parts[5:])
             found = self._revision(repo, revision)
             if found is None:
-                return self._send(request, 404, b'{"error": "Revision not found"}', body, {"X-Error-Code": "RevisionNotFound"})
+                return self._send(
+                    request,
+                    404,
+                    b'{"error": "Revision not found"}',
+                    body,
+                    {"X-Error-Code": "RevisionNotFound"},
+                )
             commit, directory = found
             files = sorted(p for p in directory.iterdir() if p.is_file())
             if what == "revision":
-                payload = {"id": repo, "modelId": repo, "sha": commit, "siblings": [{"rfilename": p.name} for p in files]}
+                payload = {
+                    "id": repo,
+                    "modelId": repo,
+                    "sha": commit,
+                    "siblings": [{"rfilename": p.name} for p in files],
+                }
             else:
                 payload = [
-                    {"type": "file", "path": p.name, "size": p.stat().st_size, "oid": _git_oid(p.read_bytes())}
+                    {
+                        "type": "file",
+                        "path": p.name,
+                        "size": p.stat().st_size,
+                        "oid": _git_oid(p.read_bytes()),
+                    }
                     for p in files
                 ]
-            return self._send(request, 200, json.dumps(payload).encode(), body, {"Content-Type": "application/json"})
+            return self._send(
+                request, 200, json.dumps(payload).encode(), body, {"Content-Type": "application/json"}
+            )
         # /<org>/<name>/resolve/<rev>/<file>
         if len(parts) >= 5 and parts[2] == "resolve":
             repo, revision, name = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
@@ -107,3 +125,13 @@ class HubServer:
 def _git_oid(data: bytes) -> str:
     """A file's git blob id, as the Hub gives it for files not in LFS."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+if __name__ == "__main__":  # python tests/hub_server.py REPOS.json DELAY: serves until killed
+    import sys
+
+    listing = json.loads(Path(sys.argv[1]).read_text())
+    repos = {repo: {rev: Path(d) for rev, d in revs.items()} for repo, revs in listing.items()}
+    with HubServer(repos, delay=float(sys.argv[2])) as hub:
+        print(hub.url, flush=True)
+        threading.Event().wait()

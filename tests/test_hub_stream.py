@@ -29,7 +29,11 @@ def tiny_series(root: Path, seeds=(0,), steps=range(6)) -> dict[str, dict[str, P
     import torch
 
     config = transformers.GPTNeoXConfig(
-        vocab_size=32, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        vocab_size=32,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
         max_position_embeddings=16,
     )
     repos = {}
@@ -50,7 +54,9 @@ def tiny_series(root: Path, seeds=(0,), steps=range(6)) -> dict[str, dict[str, P
 
 def snapshots(cache: Path) -> set[str]:
     """The revisions in the cache with a snapshot directory, as repo@commit."""
-    return {f"{root.name}@{s.name}" for root in cache.glob("models--*") for s in (root / "snapshots").glob("*")}
+    return {
+        f"{root.name}@{s.name}" for root in cache.glob("models--*") for s in (root / "snapshots").glob("*")
+    }
 
 
 class CacheWatch:
@@ -109,13 +115,17 @@ def test_each_revision_is_evicted_after_use_and_the_users_is_kept(tmp_path):
         # peak: the revision measured and the one prefetched, never more; and the prefetch did overlap
         assert watch.most == 2
         assert snapshots(cache) == before and Path(users).is_dir()
-        assert [r.refs for repo in scan_cache_dir(cache).repos for r in repo.revisions] == [frozenset({"step2"})]
+        assert [r.refs for repo in scan_cache_dir(cache).repos for r in repo.revisions] == [
+            frozenset({"step2"})
+        ]
         fetched = [r for r in server.requests if r.startswith("GET /api/models/org/neox-seed0/revision/")]
         assert sorted(fetched) == sorted(f"GET /api/models/org/neox-seed0/revision/step{s}" for s in range(6))
         assert json.loads((tmp_path / "ledger.json").read_text()) == []
         # prefetch 0: one revision at a time
         with CacheWatch(cache, exclude=before) as watch:
-            for _ in RevisionStream(stream_settings(cache, server.url, prefetch=0), tmp_path / "ledger.json")(items):
+            for _ in RevisionStream(stream_settings(cache, server.url, prefetch=0), tmp_path / "ledger.json")(
+                items
+            ):
                 time.sleep(0.05)
         assert watch.most == 1 and snapshots(cache) == before
 
@@ -127,11 +137,15 @@ def test_missing_revisions_are_named_before_anything_is_measured(tmp_path):
     cache = tmp_path / "cache"
     with HubServer(repos) as server:
         items = [(s, "org/neox-seed0", f"step{s}") for s in (0, 1, 7)]
-        with pytest.raises(FileNotFoundError, match=r"1 checkpoints are neither .*RevisionNotFound.*org/neox-seed0@step7"):
+        with pytest.raises(
+            FileNotFoundError, match=r"1 checkpoints are neither .*RevisionNotFound.*org/neox-seed0@step7"
+        ):
             list(RevisionStream(stream_settings(cache, server.url), tmp_path / "ledger.json")(items))
         assert snapshots(cache) == set()  # what was downloaded before the error is evicted too
         off = RevisionStream(stream_settings(cache, server.url, download=False), tmp_path / "ledger.json")
-        with pytest.raises(FileNotFoundError, match=r"3 checkpoints .*\(download: off\): org/neox-seed0@step0"):
+        with pytest.raises(
+            FileNotFoundError, match=r"3 checkpoints .*\(download: off\): org/neox-seed0@step0"
+        ):
             next(off(items))
 
 
@@ -167,3 +181,161 @@ def test_a_killed_jobs_downloads_are_evicted_on_rerun(tmp_path):
         assert done == [3, 4, 5]
         assert not any("revision/step3" in r for r in server.requests[n:])
         assert snapshots(cache) == set() and json.loads(ledger.read_text()) == []
+
+
+def start(workdir: Path, repo: Path) -> subprocess.Popen:
+    """Snakemake in its own process group (so that the test can kill it and its jobs at once)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(repo / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "--configfile",
+        str(workdir / "config.yaml"),
+    ]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return subprocess.Popen(
+        cmd,
+        cwd=workdir,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.slow
+def test_a_series_streams_through_the_workflow_on_a_bounded_cache_and_resumes_after_a_kill(
+    make_workdir, tmp_path
+):
+    from huggingface_hub import snapshot_download
+
+    from conftest import REPO
+
+    steps = list(range(0, 40, 2))  # 3 seeds × 20 revisions
+    repos = tiny_series(tmp_path / "remote", seeds=(0, 1, 2), steps=steps)
+    revision_bytes = max(
+        sum(f.stat().st_size for f in d.iterdir() if f.name in ("config.json", "model.safetensors"))
+        for revs in repos.values()
+        for d in revs.values()
+    )
+    with HubServer(repos, delay=0.03) as server:
+
+        def workdir(name: str) -> tuple[Path, Path, set[str]]:
+            cache = tmp_path / f"cache-{name}"
+            # the user had one revision cached before: read from there, kept
+            snapshot_download("org/neox-seed1", revision="step10", cache_dir=cache, endpoint=server.url)
+            hub = {"repo": "org/neox-seed{seed}", "steps": steps, "cache": str(cache), "endpoint": server.url}
+            config = {
+                "hmm": {**SMALL_HMM, "covariance": "diag"},
+                "forecast": SMALL_FORECAST,
+                "stability": {"enabled": False},
+                "tasks": {
+                    "neox": {
+                        "source": "huggingface",
+                        "architecture": "gpt_neox",
+                        "seeds": 3,
+                        "seeds_per_job": 3,
+                        "hub": hub,
+                    }
+                },
+            }
+            return make_workdir(config, name), cache, snapshots(cache)
+
+        # Uninterrupted, the whole DAG: never more than prefetch + 1 = 2 revisions downloaded at once.
+        wd, cache, users = workdir("whole")
+        with CacheWatch(cache, exclude=users) as watch:
+            snakemake(wd)
+        assert watch.most == 2
+        user_bytes = sum(p.stat().st_size for p in cache.glob("models--*/blobs/*"))
+        assert watch.most_bytes <= user_bytes + 2 * revision_bytes
+        assert snapshots(cache) == users  # every download evicted, the user's revision kept
+        results = wd / "results" / "neox"
+        metrics = pd.read_parquet(results / "metrics.parquet")
+        assert metrics.groupby("seed")["step"].apply(list).map(steps.__eq__).all()
+        assert (
+            metrics["l2"].notna().all() and (results / "figures" / "transition_graph.png").stat().st_size > 0
+        )
+        assert not list(results.glob("runs/seed*/metrics.partial"))
+        run = json.loads((results / "runs" / "seed1" / "run.json").read_text())
+        assert run["checkpoints"][5] | {"path": None} == {
+            "index": 5,
+            "step": 10,
+            "epoch": None,
+            "path": None,
+            "repo": "org/neox-seed1",
+            "revision": "step10",
+        }
+
+        # Killed in the middle of seed 1, then rerun: only what has no row is measured, nothing
+        # is downloaded twice, the tables are the uninterrupted run's.
+        wd2, cache2, users2 = workdir("killed")
+        partial = wd2 / "results" / "neox" / "runs" / "seed1" / "metrics.partial"
+        first = len(server.requests)
+        proc = start(wd2, REPO)
+        deadline = time.time() + 300
+        while len(list(partial.glob("row_*.json"))) < 4:
+            assert proc.poll() is None and time.time() < deadline, "the run ended before the kill"
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        time.sleep(0.5)
+        measured = len(list(partial.glob("row_*.json")))
+        assert (
+            4 <= measured < 20 and (wd2 / "results" / "neox" / "runs" / "seed0" / "metrics.parquet").is_file()
+        )
+        assert len(snapshots(cache2) - users2) >= 1  # downloads the kill left behind, in the ledger
+        snakemake(wd2, "--unlock")  # as after any kill -9
+        snakemake(wd2, "--rerun-incomplete")
+        log = (wd2 / "results" / "logs" / "metrics" / "neox" / "seeds0-2.log").read_text()
+        assert f"seed 1: {measured} of 20 checkpoints measured before" in log
+        assert snapshots(cache2) == users2
+        downloads = [
+            r for r in server.requests[first:] if r.startswith("GET /api/models/") and "/revision/" in r
+        ]
+        # each revision once, the user's never (the one whose download the kill cut short, twice)
+        assert len(set(downloads)) == 59 and len(downloads) - 59 <= 1
+        for table in ["metrics.parquet", *(f"runs/seed{s}/metrics.parquet" for s in range(3))]:
+            pd.testing.assert_frame_equal(
+                pd.read_parquet(results / table), pd.read_parquet(wd2 / "results" / "neox" / table)
+            )
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: r.update(hub="yes"), "hub: must be a mapping"),
+        (lambda r: r["hub"].update(prefetch=-1), "hub.prefetch: must be a whole number >= 0, got -1"),
+        (lambda r: r["hub"].update(download="no"), "hub.download: must be true or false"),
+        (lambda r: r["hub"].update(endpoint=3), "hub.endpoint: must be a URL or null"),
+        (
+            lambda r: r["checkpoints"][1].pop("revision"),
+            r"checkpoints\[1\].revision: a streamed checkpoint's revision",
+        ),
+    ],
+)
+def test_a_streamed_run_record_is_checked_key_by_key(tmp_path, change, message):
+    from latentstates.runs.contract import check_run, make_run
+    from latentstates.validation import InputError
+
+    run = make_run(
+        task="neox",
+        seed=0,
+        source="huggingface",
+        spec={"architecture": "gpt_neox"},
+        fmt="transformers",
+        checkpoints=[
+            {"step": s, "path": f"hf://org/m@step{s}", "repo": "org/m", "revision": f"step{s}"}
+            for s in (0, 1)
+        ],
+        hub={"cache": str(tmp_path), "prefetch": 1, "download": True, "endpoint": None},
+    )
+    assert check_run(json.loads(json.dumps(run)), tmp_path / "run.json") == run
+    change(run)
+    with pytest.raises(InputError, match=message):
+        check_run(run, tmp_path / "run.json")

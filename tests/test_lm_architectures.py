@@ -470,6 +470,8 @@ def test_hub_series_run_from_the_cache_and_stop_on_a_missing_revision(make_workd
         make_config, cls = MODELS[arch]
         save_series(tmp_path, name, cls, make_config())
         series = {"repo": f"org/{name}-seed{{seed}}", "cache": str(cache), "download": False}
+        if name == "neox":  # kept in the cache (rule fetch_*); the others streamed from it
+            series["keep_cache"] = True
         if name == "llama":  # revisions by name, as OLMo's: their steps read by a pattern
             hub_cache(cache, tmp_path / name, series["repo"], ref=OLMO_REVISION)
             series |= {
@@ -494,7 +496,11 @@ def test_hub_series_run_from_the_cache_and_stop_on_a_missing_revision(make_workd
         assert metrics.groupby("seed").size().to_dict() == {0: 5, 1: 5, 2: 5}
         assert metrics.groupby("seed")["step"].apply(list).map([0, 4, 8, 12, 16].__eq__).all()
         run = json.loads((wd / "results" / name / "runs" / "seed2" / "run.json").read_text())
-        assert all(str(cache) in c["path"] for c in run["checkpoints"])  # read where the cache has them
+        if name == "neox":  # read where the cache has them
+            assert all(str(cache) in c["path"] for c in run["checkpoints"])
+        else:  # streamed: the cache's revisions are the user's, read and kept
+            assert run["hub"]["cache"] == str(cache.resolve()) and run["checkpoints"][1]["revision"]
+            assert len(list(cache.glob(f"models--org--{name}-seed2/snapshots/*"))) == 5
         assert (wd / "results" / name / "figures" / "transition_graph.png").stat().st_size > 0
     # A revision missing from the cache (and no download): the job names it, nothing is made up.
     (cache / "models--org--neox-seed3" / "refs").mkdir(parents=True)
@@ -510,16 +516,18 @@ def test_hub_series_run_from_the_cache_and_stop_on_a_missing_revision(make_workd
 def test_polypythias_dry_run_plans_every_seed(tmp_path):
     out = dry_run(tmp_path, REPO / "configs" / "polypythias.yaml")
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
-    # Each seed's fetch job reads Pythia's 154 revisions of its repository: 10 × 154 checkpoints.
-    planned = re.findall(r"pythia_160m: (\d+) revisions of (\S+)", out)
+    # Each seed's metrics job streams Pythia's 154 revisions of its repository: 10 × 154 checkpoints.
+    planned = re.findall(r"pythia_160m: (\d+) revisions of ([^\s,;]+)", out)
     assert sorted(planned) == sorted(
         [
             ("154", "EleutherAI/pythia-160m"),
             *(("154", f"EleutherAI/pythia-160m-seed{s}") for s in range(1, 10)),
         ]
     )
-    for stage in ("fetch", "import", "metrics"):
+    for stage in ("import", "metrics"):  # streamed: no fetch jobs, the metrics jobs download
         assert sorted(r for r in counts if r.startswith(f"{stage}_pythia_160m")) == sorted(
             f"{stage}_pythia_160m_seeds{s}_{s}" for s in range(10)
         )
+    assert not [r for r in counts if r.startswith("fetch_")]
+    assert out.count("streamed (downloaded, measured, evicted)") == 10
     assert counts["hmm"] == "1"

@@ -35,9 +35,12 @@ with job_log(snakemake.log[0]) as logger:
         custom=json.loads(snakemake.params.custom),
         per_layer=snakemake.params.per_layer or None,
     )
-    for run, run_file, log, df, out in zip(runs, snakemake.input.runs, logs, tables, snakemake.output):
+    for run, log, df, out in zip(runs, logs, tables, snakemake.output):
         seeds = log[["checkpoint", *[c for c in SEED_COLUMNS if c in log]]]
         df = df.merge(seeds, on="checkpoint", how="left")
         write_parquet(df, out)
-        discard_partial(run_file)  # a streamed run's rows, now in its table
         logger.info("seed %d (%s): %d checkpoints", run["seed"], run["source"], len(df))
+    # A streamed run's rows, once every table of the job is written (a job killed before its
+    # end loses all its outputs, never the rows).
+    for run_file in snakemake.input.runs:
+        discard_partial(run_file)

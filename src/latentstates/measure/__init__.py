@@ -12,6 +12,7 @@ Modules:
     llc_calibration  the command line `latentstates llc-calibration`: a sweep of the LLC's SGLD
               step size and temperature on one run, and the pair it suggests
     extract   every checkpoint of a run → one row of metrics
+    streamed  a streamed Hub series' rows, each written durably as it is measured (resume)
 """
 
 from latentstates._lazy import exports

@@ -48,7 +48,9 @@ class MeasuredRows:
             stale = list(self.directory.glob("row_*.json"))
             for f in stale:
                 f.unlink()
-            logger.info("%s: %d rows measured under other settings, measured again", self.directory, len(stale))
+            logger.info(
+                "%s: %d rows measured under other settings, measured again", self.directory, len(stale)
+            )
         if not settings.is_file() or settings.read_text() != text:
             with atomic_path(settings) as tmp:
                 tmp.write_text(text)
@@ -84,7 +86,9 @@ def streamed_rows(
     `keep(checkpoint, row)` once each row is complete and before it asks for the next one."""
     from latentstates.runs.hub_stream import LEDGER, RevisionStream
 
-    store = MeasuredRows(partial_dir(run_file), {"checkpoints": run["checkpoints"], "spec": run["spec"], **settings})
+    store = MeasuredRows(
+        partial_dir(run_file), {"checkpoints": run["checkpoints"], "spec": run["spec"], **settings}
+    )
     done = store.done()
     todo = [c for c in run["checkpoints"] if c["index"] not in done]
     if done:

@@ -12,6 +12,7 @@ Modules:
     weights          a checkpoint's state dict, whoever wrote it (torch files, safetensors, HF directories)
     architectures    the weights of a model trained elsewhere that the metrics read
     hub              checkpoint series on the Hugging Face Hub: a repository per seed, a revision per step
+    hub_stream       a Hub series streamed on a bounded disk: download, measure, evict, a ledger for resume
     external_tables  metrics and performance tables that users bring (CSV, Parquet)
     evaluations      lm-evaluation-harness results (the PolyPythias evaluations) as a performance table
 """

@@ -12,8 +12,8 @@ data and model settings, or an architecture whose matrices are read off its stat
 weights' `format` and every checkpoint's index, step, epoch and path. A Hub series streamed
 through its metrics job (`hub.keep_cache: false`) has no files yet: its record's `hub` gives the
 cache, `prefetch` and `download`, each checkpoint its `repo` and `revision`, and its path is
-`hf://<repo>@<revision>` (runs.hub_stream). Training and every import source write it; the metrics stage and everything after read only the contract, never where the
-run came from.
+`hf://<repo>@<revision>` (runs.hub_stream). Training and every import source write it; the
+metrics stage and everything after read only the contract, never where the run came from.
 """
 
 from __future__ import annotations
@@ -40,7 +40,11 @@ SOURCES = ("train", "checkpoints", "huggingface", "callback")
 FORMATS = ("workflow", "state_dict", "transformers")
 # A streamed Hub checkpoint's keys, and the record's stream settings with their types.
 HUB_KEYS = ("repo", "revision")
-HUB_SETTINGS = {"cache": str, "prefetch": int, "download": bool}
+HUB_SETTINGS = {
+    "cache": (str, "a path"),
+    "prefetch": (int, "a whole number >= 0"),
+    "download": (bool, "true or false"),
+}
 
 
 def make_run(
@@ -174,15 +178,19 @@ def _check_hub(run: dict[str, Any], path: str | Path) -> None:
         raise InputError(path, f"must be a mapping of {list(HUB_SETTINGS)}, got {describe(hub)}", "hub")
     if hub.get("endpoint") is not None and not isinstance(hub["endpoint"], str):
         raise InputError(path, f"must be a URL or null, got {describe(hub['endpoint'])}", "hub.endpoint")
-    for key, kind in HUB_SETTINGS.items():
+    for key, (kind, what) in HUB_SETTINGS.items():
         value = hub.get(key)
         ok = is_int(value) and value >= 0 if kind is int else isinstance(value, kind)
         if not ok:
-            raise InputError(path, f"must be a {kind.__name__}, got {describe(value)}", f"hub.{key}")
+            raise InputError(path, f"must be {what}, got {describe(value)}", f"hub.{key}")
     for i, c in enumerate(run["checkpoints"]):
         for key in HUB_KEYS:
             if not isinstance(c.get(key), str) or not c[key]:
-                raise InputError(path, f"a streamed checkpoint's {key}, got {describe(c.get(key))}", f"checkpoints[{i}].{key}")
+                raise InputError(
+                    path,
+                    f"a streamed checkpoint's {key}, got {describe(c.get(key))}",
+                    f"checkpoints[{i}].{key}",
+                )
 
 
 def _check_spec(spec: Any, path: str | Path) -> None:

@@ -98,7 +98,9 @@ class RevisionStream:
         at once, before any is measured, when downloads are off)."""
         self._evict_leftovers({f"{repo}@{rev}" for _, repo, rev in items})
         if not self.download:
-            missing = [f"{repo}@{rev}" for _, repo, rev in items if cached_snapshot(self.cache, repo, rev) is None]
+            missing = [
+                f"{repo}@{rev}" for _, repo, rev in items if cached_snapshot(self.cache, repo, rev) is None
+            ]
             if missing:
                 raise missing_error(self.cache, missing, [])
         slots = threading.Semaphore(self.prefetch + 1)
