@@ -131,7 +131,8 @@ def main() -> None:
             server.kill()
         print(
             f"{args.revisions} revisions of {size / 1e6:.1f} MB "
-            f"(GPT-NeoX, hidden {args.hidden}, {args.layers} layers), downloads at {args.mbps:g} MB/s ({size / (args.mbps * 1e6):.2f} s each)"
+            f"(GPT-NeoX, hidden {args.hidden}, {args.layers} layers), "
+            f"downloads at {args.mbps:g} MB/s ({size / (args.mbps * 1e6):.2f} s each)"
         )
         header = ("wall s", "vs keep", "s/revision", "most revisions", "most MB")
         print(f"{'way':<20} " + " ".join(f"{h:>{w}}" for h, w in zip(header, (8, 8, 11, 15, 8))))
@@ -143,7 +144,8 @@ def main() -> None:
             )
         print(
             f"keep's phases per revision: download {PHASES['download']:.2f} s, "
-            f"measure {PHASES['measure']:.2f} s; prefetch 1's floor: max of the two, {max(PHASES.values()):.2f} s"
+            f"measure {PHASES['measure']:.2f} s; "
+            f"prefetch 1's floor: max of the two, {max(PHASES.values()):.2f} s"
         )
         ratio = times["stream, prefetch 1"] / times["stream, prefetch 0"]
         print(f"prefetch 1 / prefetch 0: {ratio:.2f}x wall time")
