@@ -32,7 +32,7 @@ run: setup  ## run the default workflow (config.yaml) on $(CORES) cores
 	$(BIN)/snakemake --cores $(CORES)
 
 test: setup  ## every test, the slow Snakemake runs included
-	$(BIN)/python -m pytest -v --durations=15 -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -v --durations=15 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: setup  ## unit tests only
 	$(BIN)/python -m pytest -m "not slow"
