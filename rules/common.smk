@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from latentstates.config import seed_set_name, task_hessian, task_hmm, task_llc
+from latentstates.config import TABLE_SOURCES
 from latentstates.runs import discovery
 from latentstates.tasks.image_data import KIND_DATASETS, expected_files
 from latentstates.plugins import plugin_digest
@@ -13,8 +14,8 @@ RESULTS = config["results"]
 TASKS = sorted(config["tasks"])
 # By source (latentstates.runs.contract): trained here, imported as runs, or a metrics table.
 SOURCE = {t: config["tasks"][t]["source"] for t in TASKS}
-RUN_TASKS = [t for t in TASKS if SOURCE[t] != "table"]
-TABLE_TASKS = [t for t in TASKS if SOURCE[t] == "table"]
+RUN_TASKS = [t for t in TASKS if SOURCE[t] not in TABLE_SOURCES]
+TABLE_TASKS = [t for t in TASKS if SOURCE[t] in TABLE_SOURCES]
 # The tasks analysed and reported; the further seed sets of a task with `replicates` (tasks
 # <task>_set<i>) only get their runs, metrics and HMM: K chosen on each set alone.
 MAIN_TASKS = [t for t in TASKS if not config["tasks"][t].get("replicate_of")]
@@ -188,6 +189,18 @@ def import_inputs(task, group_seeds):
     return files + ([t["performance"]] if t["performance"] else [])
 
 
+def table_inputs(task):
+    """What a table task's import reads: its table, or a tracker's event files."""
+    from latentstates.runs import trackers
+
+    t = config["tasks"][task]
+    if t["source"] == "table":
+        return [t["path"]]
+    return [str(f) for f in trackers.event_files(t["path"], t.get("runs"))] or [
+        t["path"]
+    ]
+
+
 def performance_param(task):
     """The import job's `performance`: the table's path as the config gives it, or for
     lm-evaluation-harness results a JSON of their path and the task's `lm_eval` keys."""
@@ -253,11 +266,16 @@ def data_inputs(task):
 
 
 def hmm_settings(task):
-    """HMM settings of a task; a table source's default features are its numeric columns."""
+    """HMM settings of a task; a table source's default features are its numeric columns, a
+    tracker's its scalars but the performance ones."""
+    from latentstates.runs.trackers import default_features
+
     cfg = task_hmm(config, task)
     t = config["tasks"][task]
     if t["source"] == "table" and "features" not in t["hmm"]:
         cfg["features"] = list(_table_features(task))
+    elif t["source"] in TABLE_SOURCES and "features" not in t["hmm"]:
+        cfg["features"] = default_features(t["scalars"])
     return cfg
 
 

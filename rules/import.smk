@@ -68,10 +68,11 @@ for _task in RUN_TASKS:
                     "../workflow/scripts/import_runs.py"
 
 
-# A metrics table from elsewhere goes straight to the HMM, in the collated layout.
+# A metrics table from elsewhere goes straight to the HMM, in the collated layout; so do a
+# tracker's logs, read as one (src/latentstates/runs/trackers.py).
 rule import_table:
     input:
-        lambda wc: config["tasks"][wc.task]["path"],
+        lambda wc: table_inputs(wc.task),
     output:
         path("metrics"),
     log:
@@ -89,7 +90,7 @@ rule import_table:
         code=code("import_table.py"),
         task=lambda wc: canonical(config["tasks"][wc.task]),
         features=lambda wc: hmm_settings(wc.task)["features"],
-        # Reruns the import when the table changes, also to an older time.
-        table=lambda wc: discovery.fingerprint([config["tasks"][wc.task]["path"]]),
+        # Reruns the import when the table (or an event file) changes, also to an older time.
+        table=lambda wc: discovery.fingerprint(table_inputs(wc.task)),
     script:
         "../workflow/scripts/import_table.py"

@@ -30,6 +30,11 @@ from latentstates.tasks.image_data import KIND_DATASETS
 SCHEMA = resources.files("latentstates") / "schemas" / "config.schema.yaml"
 
 
+# Sources whose runs arrive as a table of metrics, straight to the HMM: a CSV or Parquet file,
+# or a tracker's logs read as one (latentstates.runs.trackers).
+TABLE_SOURCES = ("table", "tensorboard")
+
+
 class ConfigError(ValueError):
     """A config value is invalid; the message names its key."""
 
@@ -316,15 +321,22 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
     hmm_schema, hessian_schema = section_schema("hmm", schema), section_schema("metrics.hessian", schema)
     llc_schema = section_schema("metrics.llc", schema)
     for name, task in config["tasks"].items():
-        if task.get("kind") in KIND_DATASETS and task["source"] != "table":
+        if task.get("kind") in KIND_DATASETS and task["source"] not in TABLE_SOURCES:
             task["data"].setdefault("dir", config["data_dir"])
         _check(task_hessian(config, name), hessian_schema, prefix=f"tasks.{name}.hessian")
         _check(task_llc(config, name), llc_schema, prefix=f"tasks.{name}.llc")
         merged = task_hmm(config, name)
         _check(merged, hmm_schema, prefix=f"tasks.{name}.hmm")
         _check_states(merged, f"tasks.{name}.hmm")
-        if task["source"] != "table":
+        if task["source"] not in TABLE_SOURCES:
             _check_features(config, merged["features"], f"tasks.{name}.hmm.features", [name])
+        if task["source"] == "tensorboard" and "features" in task["hmm"]:
+            unknown = [f for f in task["hmm"]["features"] if f not in task["scalars"]]
+            if unknown:
+                raise ConfigError(
+                    f"invalid config key 'tasks.{name}.hmm.features': {unknown} are not among the "
+                    f"task's scalars {list(task['scalars'])}"
+                )
         if task["source"] in ("checkpoints", "runs", "huggingface") and "path" in task:
             _check_run_path(name, task)
         if task.get("hub"):
@@ -343,7 +355,7 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
         merged = comparison_hmm(config, name)
         _check(merged, hmm_schema, prefix=f"{prefix}.hmm")
         _check_states(merged, f"{prefix}.hmm")
-        trained = [t for t in comparison["tasks"] if config["tasks"][t]["source"] != "table"]
+        trained = [t for t in comparison["tasks"] if config["tasks"][t]["source"] not in TABLE_SOURCES]
         if trained:
             _check_features(config, merged["features"], f"{prefix}.hmm.features", trained)
     return config

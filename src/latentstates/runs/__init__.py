@@ -14,6 +14,7 @@ Modules:
     hub              checkpoint series on the Hugging Face Hub: a repository per seed, a revision per step
     hub_stream       a Hub series streamed on a bounded disk: download, measure, evict, a ledger for resume
     external_tables  metrics and performance tables that users bring (CSV, Parquet)
+    trackers         runs logged to an experiment tracker (TensorBoard) read as a metrics table
     evaluations      lm-evaluation-harness results (the PolyPythias evaluations) as a performance table
 """
 

@@ -1,0 +1,122 @@
+"""Runs logged to an experiment tracker, read as a metrics table (one row per run and step, a
+column per logged scalar) that then goes where a `source: table` goes: straight to the HMM.
+
+- `tensorboard`: a directory of TensorBoard event files per run (the sub-directories of `path`,
+  or `runs`: run label → directory), read with TensorBoard's own reader (`EventAccumulator`).
+
+`scalars` maps each column to the tag logged: the HMM's features, and the performance columns
+(train_loss, train_acc, eval_loss, eval_acc) that the convergence analyses read. A run's rows are
+the steps at which every feature was logged; a performance column is NaN at a step it was not
+logged at. Steps as the reader documents them: after a restart TensorBoard's reader drops the
+events the restarted job wrote again (`purge_orphaned_data`), and of two values logged at one
+step the last one written is kept. The library is imported only here, when such a task is read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from latentstates.columns import PERFORMANCE_COLUMNS
+from latentstates.validation import InputError, MissingInputError
+
+TRACKERS = ("tensorboard",)
+EVENT_FILE = "events.out.tfevents"
+
+
+def run_directories(path: str | os.PathLike, runs: Mapping[str, str] | None = None) -> dict[str, Path]:
+    """Run label → directory: `runs` as given (relative to `path`), else every sub-directory of
+    `path` holding event files (the directory itself when it holds them and has none)."""
+    root = Path(path)
+    if runs:
+        return {str(label): root / d for label, d in runs.items()}
+    if not root.is_dir():
+        raise MissingInputError(root, "the directory of TensorBoard runs does not exist")
+    found = {d.name: d for d in sorted(root.iterdir()) if d.is_dir() and _event_files(d)}
+    if not found and _event_files(root):
+        found = {root.name: root}
+    if not found:
+        raise InputError(root, f"no TensorBoard event files ({EVENT_FILE}.*) in it or its sub-directories")
+    return found
+
+
+def _event_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob(f"{EVENT_FILE}*") if p.is_file())
+
+
+def event_files(path: str | os.PathLike, runs: Mapping[str, str] | None = None) -> list[Path]:
+    """Every event file of the runs (what an import reads: its rerun fingerprint)."""
+    try:
+        return [f for d in run_directories(path, runs).values() for f in _event_files(d)]
+    except (InputError, MissingInputError):
+        return []
+
+
+def scalar_series(directory: Path) -> dict[str, pd.Series]:
+    """Tag → values by step of one run's event files, with TensorBoard's own reader (scalars
+    logged by `add_scalar`, and the tensor summaries of the scalars plugin)."""
+    from tensorboard.backend.event_processing import event_accumulator as ea
+    from tensorboard.util import tensor_util
+
+    acc = ea.EventAccumulator(str(directory), size_guidance={ea.SCALARS: 0, ea.TENSORS: 0})
+    acc.Reload()
+    tags = acc.Tags()
+    series = {}
+    for tag in tags.get("scalars", []):
+        events = acc.Scalars(tag)
+        series[tag] = _last_per_step([e.step for e in events], [float(e.value) for e in events])
+    for tag in tags.get("tensors", []):
+        events = acc.Tensors(tag)
+        values = [tensor_util.make_ndarray(e.tensor_proto) for e in events]
+        if tag not in series and all(v.size == 1 for v in values):
+            series[tag] = _last_per_step([e.step for e in events], [float(v.reshape(-1)[0]) for v in values])
+    return series
+
+
+def _last_per_step(steps: list[int], values: list[float]) -> pd.Series:
+    s = pd.Series(values, index=pd.Index(steps, dtype="int64"), dtype="float64")
+    return s[~s.index.duplicated(keep="last")].sort_index()
+
+
+def tensorboard_table(
+    path: str | os.PathLike,
+    scalars: Mapping[str, str],
+    features: list[str],
+    runs: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """Columns run, step and each of `scalars` (column → tag) of every run: the steps at which
+    every feature column was logged. Raises InputError naming the run and the key of a tag it
+    did not log, or a run with no step at which all its features were logged."""
+    frames = []
+    for label, directory in run_directories(path, runs).items():
+        if not directory.is_dir():
+            raise MissingInputError(directory, f"run {label!r}: the directory does not exist")
+        logged = scalar_series(directory)
+        missing = {column: tag for column, tag in scalars.items() if tag not in logged}
+        if missing:
+            key = ", ".join(f"scalars.{c} ({t!r})" for c, t in missing.items())
+            raise InputError(
+                directory,
+                f"run {label!r} logged no {key}; it logged {sorted(logged) or 'no scalars'}",
+            )
+        columns = {column: logged[tag] for column, tag in scalars.items()}
+        steps = None
+        for column in features:
+            index = columns[column].index
+            steps = index if steps is None else steps.intersection(index)
+        if steps is None or not len(steps):
+            raise InputError(
+                directory, f"run {label!r} has no step at which every feature {features} was logged"
+            )
+        frame = pd.DataFrame({c: s.reindex(steps) for c, s in columns.items()})
+        frames.append(frame.rename_axis("step").reset_index().assign(run=label))
+    table = pd.concat(frames, ignore_index=True)
+    return table[["run", "step", *scalars]]
+
+
+def default_features(scalars: Mapping[str, str]) -> list[str]:
+    """The HMM's features where a tracker task names none: its scalars but the performance ones."""
+    return [c for c in scalars if c not in PERFORMANCE_COLUMNS]
