@@ -77,3 +77,27 @@ rule summary_table:
         method=config["forecast"]["method"],
     script:
         "../workflow/scripts/summary_table.py"
+
+
+# The states back where the runs were logged: each run's decoded state per step and the
+# findings as TensorBoard event files (a tensorboard task's `write_states`).
+rule states_tensorboard:
+    input:
+        metrics=path("metrics"),
+        states=path("states"),
+        summary=path("analysis_summary"),
+    output:
+        directory(path("tensorboard")),
+    log:
+        log("states_tensorboard"),
+    wildcard_constraints:
+        task="|".join(STATES_OUT_TASKS) or "^$",
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        code=code("states_tensorboard.py"),
+    script:
+        "../workflow/scripts/states_tensorboard.py"

@@ -33,6 +33,8 @@ LLC_TASKS = [
     and config["tasks"][t].get("kind")
     and t in MAIN_TASKS
 ]
+# Tasks whose decoded states are written back as TensorBoard event files (`write_states`).
+STATES_OUT_TASKS = [t for t in MAIN_TASKS if config["tasks"][t].get("write_states")]
 # Recipe comparisons through one shared HMM (rules/comparison.smk).
 COMPARISONS = sorted(config["comparisons"])
 
@@ -62,6 +64,7 @@ PATHS = {
     "figure": f"{RESULTS}/{{task}}/figures/{{figure}}.{{ext}}",
     "table": f"{RESULTS}/{{task}}/analysis/{{table}}.{{ext}}",
     "analysis_summary": f"{RESULTS}/{{task}}/analysis/summary.json",
+    "tensorboard": f"{RESULTS}/{{task}}/tensorboard",
     "summary": f"{RESULTS}/summary.{{ext}}",
     "views": f"{RESULTS}/interactive.html",
     "replication": f"{RESULTS}/replication.{{ext}}",
@@ -353,6 +356,7 @@ def final_outputs():
         for e in (*FIGURE_FORMATS, "html")
     ]
     llc += [path("table", task=t, table="llc_states", ext="csv") for t in LLC_TASKS]
+    tables += [path("tensorboard", task=t) for t in STATES_OUT_TASKS]
     return [*figures, *interactive, *tables, *summary, *llc, *comparison_outputs()]
 
 

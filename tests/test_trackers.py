@@ -117,6 +117,8 @@ def test_tracker_config_names_its_scalars(config):
         ConfigError, match=r"'tasks.tb.hmm.features': \['l1'\] are not among the task's scalars"
     ):
         validate_config({"tasks": {"tb": {**task, "hmm": {"features": ["l1"]}}}})
+    with pytest.raises(ConfigError, match="'tasks.t.write_states': .* for a tensorboard source only"):
+        validate_config({"tasks": {"t": {"source": "table", "path": "t.csv", "write_states": True}}})
 
 
 @pytest.mark.slow
@@ -127,7 +129,14 @@ def test_tensorboard_runs_go_through_the_whole_workflow(make_workdir, tmp_path):
         "hmm": {**SMALL_HMM, "covariance": "diag"},
         "forecast": SMALL_FORECAST,
         "stability": {"enabled": False},
-        "tasks": {"logged": {"source": "tensorboard", "path": str(tmp_path / "tb"), "scalars": SCALARS}},
+        "tasks": {
+            "logged": {
+                "source": "tensorboard",
+                "path": str(tmp_path / "tb"),
+                "scalars": SCALARS,
+                "write_states": True,
+            }
+        },
     }
     wd = make_workdir(config)
     snakemake(wd)
@@ -148,3 +157,21 @@ def test_tensorboard_runs_go_through_the_whole_workflow(make_workdir, tmp_path):
     for figure in ("model_selection", "training_curves", "transition_graph"):
         assert (res / "figures" / f"{figure}.png").stat().st_size > 0
     assert "logged" in (wd / "results" / "summary.md").read_text()
+    # The states written back as TensorBoard event files, read back with TensorBoard's reader.
+    from tensorboard.backend.event_processing import event_accumulator as ea
+    from tensorboard.util import tensor_util
+
+    from latentstates.runs.trackers import scalar_series
+
+    for seed, run in states.groupby("seed"):
+        directory = res / "tensorboard" / f"seed{seed}"
+        back = scalar_series(directory)["latent_state"]
+        assert (
+            back.index.tolist() == run["step"].tolist()
+            and back.tolist() == run["state"].astype(float).tolist()
+        )
+        acc = ea.EventAccumulator(str(directory), size_guidance={ea.TENSORS: 0})
+        acc.Reload()
+        text = tensor_util.make_ndarray(acc.Tensors("latent_states")[0].tensor_proto)[0].decode()
+        assert "**2 latent states**" in text and f"(steps {12 + 3 * seed}-39)" in text
+        assert acc.SummaryMetadata("latent_states").plugin_data.plugin_name == "text"

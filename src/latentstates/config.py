@@ -330,6 +330,11 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
         _check_states(merged, f"tasks.{name}.hmm")
         if task["source"] not in TABLE_SOURCES:
             _check_features(config, merged["features"], f"tasks.{name}.hmm.features", [name])
+        if task.get("write_states") and task["source"] != "tensorboard":
+            raise ConfigError(
+                f"invalid config key 'tasks.{name}.write_states': the states are written back to "
+                f"TensorBoard for a tensorboard source only (this task's source is {task['source']})"
+            )
         if task["source"] == "tensorboard" and "features" in task["hmm"]:
             unknown = [f for f in task["hmm"]["features"] if f not in task["scalars"]]
             if unknown:

@@ -71,7 +71,7 @@ def scalar_series(directory: Path) -> dict[str, pd.Series]:
     for tag in tags.get("tensors", []):
         events = acc.Tensors(tag)
         values = [tensor_util.make_ndarray(e.tensor_proto) for e in events]
-        if tag not in series and all(v.size == 1 for v in values):
+        if tag not in series and all(v.size == 1 and v.dtype.kind in "fiu" for v in values):  # not text
             series[tag] = _last_per_step([e.step for e in events], [float(v.reshape(-1)[0]) for v in values])
     return series
 
@@ -120,3 +120,59 @@ def tensorboard_table(
 def default_features(scalars: Mapping[str, str]) -> list[str]:
     """The HMM's features where a tracker task names none: its scalars but the performance ones."""
     return [c for c in scalars if c not in PERFORMANCE_COLUMNS]
+
+
+def state_path(steps: list[int], states: list[int]) -> str:
+    """A run's decoded states as its stretches: `0 (steps 0-11) → 1 (steps 12-39)`."""
+    parts, start = [], 0
+    for i in range(1, len(states) + 1):
+        if i == len(states) or states[i] != states[start]:
+            parts.append(f"{states[start]} (steps {steps[start]}-{steps[i - 1]})")
+            start = i
+    return " → ".join(parts)
+
+
+def findings_text(summary: Mapping) -> str:
+    """The task's findings (analysis/summary.json) as the Markdown of a text summary."""
+    detours = summary.get("detour_states") or []
+    lines = [
+        f"**{summary['k']} latent states** (K chosen by {summary.get('criterion', 'the config')})",
+        f"- top edge: {summary.get('top_edge') or 'none'}",
+        f"- detour states: {', '.join(map(str, detours)) or 'none'}",
+        f"- converged runs: {summary.get('n_converged')} of {summary.get('n_runs')}",
+    ]
+    return "\n".join(lines)
+
+
+def write_states_tensorboard(
+    states: pd.DataFrame, labels: Mapping[int, str], summary: Mapping, out: Path
+) -> None:
+    """Each run's decoded state per step as TensorBoard event files, `out/<run label>/`: the
+    scalar `latent_state` at every step, and a text summary `latent_states` (the task's
+    findings and the run's path through the states). Written with TensorBoard's own event
+    writer and protos; the events' wall time is the step (deterministic contents)."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.plugins.text import metadata as text_metadata
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    from tensorboard.util import tensor_util
+
+    findings = findings_text(summary)
+    for seed, run in states.sort_values(["seed", "step"]).groupby("seed", sort=True):
+        label = labels[int(seed)]
+        writer = EventFileWriter(str(out / label))
+        steps, path = run["step"].astype(int).tolist(), run["state"].astype(int).tolist()
+        for step, state in zip(steps, path):
+            value = summary_pb2.Summary.Value(tag="latent_state", simple_value=float(state))
+            writer.add_event(
+                event_pb2.Event(wall_time=float(step), step=step, summary=summary_pb2.Summary(value=[value]))
+            )
+        text = f"{findings}\n\nthis run: {state_path(steps, path)}"
+        tensor = tensor_util.make_tensor_proto([text.encode()], dtype="string", shape=[1])
+        meta = text_metadata.create_summary_metadata(display_name="latent states", description="")
+        value = summary_pb2.Summary.Value(tag="latent_states", metadata=meta, tensor=tensor)
+        writer.add_event(
+            event_pb2.Event(
+                wall_time=float(steps[-1]), step=steps[-1], summary=summary_pb2.Summary(value=[value])
+            )
+        )
+        writer.close()
