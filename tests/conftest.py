@@ -109,6 +109,8 @@ LONGEST_FIRST = (
     "test_image_tasks.py",
     "test_sources.py",
     "test_hub_stream.py",
+    "test_lightning.py",
+    "test_trackers.py",
     "test_comparison.py",
     "test_hmm.py",
     "test_disk_full.py",

@@ -7,6 +7,7 @@ Modules:
     runtime          seeds, building a run and evaluating it, for the stages that run a model
     writer           runs written from the user's own training loop (`RunWriter`)
     callbacks        a Hugging Face Trainer callback that writes runs (`LatentStatesCallback`)
+    lightning_callback  a PyTorch Lightning callback that writes runs (`LatentStatesLightning`)
     sources          runs trained elsewhere brought under the contract (checkpoint directories)
     discovery        where the checkpoints of runs trained elsewhere are, and their fingerprint
     weights          a checkpoint's state dict, whoever wrote it (torch files, safetensors, HF directories)
@@ -25,6 +26,7 @@ __all__, __getattr__, __dir__ = exports(
     {
         "RunWriter": ".writer",
         "LatentStatesCallback": ".callbacks",
+        "LatentStatesLightning": ".lightning_callback",
         "train_group": ".train",
         "read_table": ".external_tables",
         "metrics_table": ".external_tables",

@@ -275,12 +275,12 @@ llama_weights = LLAMA.weights
 
 
 # Any other model: the floating 2-D weights inside numbered layers, and those modules' biases.
-_AUTO_KEY = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)\.(.+)\.(weight|bias)$")
+_AUTO_KEY = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)\.(?:(.+)\.)?(weight|bias)$")
 
 
 def auto_layers(sd: StateDict, config: dict | None = None) -> Iterator[Weights]:
     """Every floating 2-D `.weight` inside a numbered layer (`.layers.N.`, `.h.N.`, `.layer.N.`,
-    `.blocks.N.`), by layer then name, and the 1-D biases of those modules; fused weights are
+    `.blocks.N.`, or the numbered module itself, `layers.N.weight`), by layer then name, and the 1-D biases of those modules; fused weights are
     taken whole, and bool or integer buffers never."""
     weights: dict[tuple[int, str], str] = {}
     biases: dict[tuple[int, str], str] = {}
@@ -291,7 +291,7 @@ def auto_layers(sd: StateDict, config: dict | None = None) -> Iterator[Weights]:
         dtype, shape = tensor_meta(sd, name)
         if not dtype.is_floating_point:
             continue
-        key = (int(m[1]), m[2])
+        key = (int(m[1]), m[2] or "")  # layers.N.weight: the layer is the module itself
         if m[3] == "weight" and len(shape) == 2:
             weights[key] = name
         elif m[3] == "bias" and len(shape) == 1:

@@ -6,8 +6,7 @@ Face's `Trainer`:
 
 A checkpoint at step 0 and every `every` optimizer steps (and at the end), with whatever the
 trainer logs at those steps (loss, eval_loss, eval_accuracy from `compute_metrics`, ...).
-PyTorch Lightning is not covered: it would add a heavy dependency for a few lines that
-`RunWriter` already gives any loop.
+PyTorch Lightning's: `latentstates.runs.lightning_callback.LatentStatesLightning`.
 """
 
 from __future__ import annotations

@@ -31,6 +31,9 @@ ALIASES = {
     "accuracy": "train_acc",
     "train_accuracy": "train_acc",
     "eval_accuracy": "eval_acc",
+    "val_loss": "eval_loss",  # Lightning's usual names
+    "val_acc": "eval_acc",
+    "val_accuracy": "eval_acc",
 }
 
 
