@@ -280,8 +280,8 @@ _AUTO_KEY = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)\.(?:(.+)\.)?(w
 
 def auto_layers(sd: StateDict, config: dict | None = None) -> Iterator[Weights]:
     """Every floating 2-D `.weight` inside a numbered layer (`.layers.N.`, `.h.N.`, `.layer.N.`,
-    `.blocks.N.`, or the numbered module itself, `layers.N.weight`), by layer then name, and the 1-D biases of those modules; fused weights are
-    taken whole, and bool or integer buffers never."""
+    `.blocks.N.`, or the numbered module itself, `layers.N.weight`), by layer then name, and the
+    1-D biases of those modules; fused weights are taken whole, and bool or integer buffers never."""
     weights: dict[tuple[int, str], str] = {}
     biases: dict[tuple[int, str], str] = {}
     for name in sd:

@@ -38,8 +38,8 @@ class LatentStatesLightning(Callback):
         module: str | None = None,
     ) -> None:
         """`architecture`: as a task's (auto: every 2-D weight inside numbered layers,
-        `.layers.N.`, `.h.N.`, `.layer.N.` or `.blocks.N.`, checked when training starts); `module`: the attribute of the LightningModule to checkpoint (default:
-        the whole LightningModule)."""
+        `.layers.N.`, `.h.N.`, `.layer.N.` or `.blocks.N.`, checked when training starts);
+        `module`: the attribute of the LightningModule to checkpoint (default: all of it)."""
         if every < 1:
             raise ValueError("every must be at least 1")
         self.every, self.module = every, module
