@@ -193,15 +193,18 @@ def import_inputs(task, group_seeds):
 
 
 def table_inputs(task):
-    """What a table task's import reads: its table, or a tracker's event files."""
+    """What a table task's import reads: its table, a tracker's event files, or an MLflow
+    store's local files (none for a server: `--forcerun import_table` reads it again).
+    """
     from latentstates.runs import trackers
 
     t = config["tasks"][task]
     if t["source"] == "table":
         return [t["path"]]
-    return [str(f) for f in trackers.event_files(t["path"], t.get("runs"))] or [
-        t["path"]
-    ]
+    if t["source"] == "mlflow":
+        return trackers.mlflow_store_files(t["tracking_uri"])
+    files = trackers.event_files(t["path"], t.get("runs"))
+    return [str(f) for f in files] or [t["path"]]
 
 
 def performance_param(task):

@@ -26,7 +26,13 @@ REPO = Path(__file__).resolve().parents[1]
 CONSTRAINTS = REPO / "requirements" / "constraints.txt"
 
 # Import name → distribution name, where they differ (conda-forge and PyPI agree on these).
-DISTRIBUTION = {"torch": "pytorch", "sklearn": "scikit-learn", "yaml": "pyyaml", "PIL": "pillow"}
+DISTRIBUTION = {
+    "torch": "pytorch",
+    "sklearn": "scikit-learn",
+    "yaml": "pyyaml",
+    "PIL": "pillow",
+    "mlflow": "mlflow-skinny",
+}
 # pyproject (PyPI) name → conda-forge name.
 CONDA_NAME = {"torch": "pytorch"}
 

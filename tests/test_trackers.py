@@ -175,3 +175,67 @@ def test_tensorboard_runs_go_through_the_whole_workflow(make_workdir, tmp_path):
         text = tensor_util.make_ndarray(acc.Tensors("latent_states")[0].tensor_proto)[0].decode()
         assert "**2 latent states**" in text and f"(steps {12 + 3 * seed}-39)" in text
         assert acc.SummaryMetadata("latent_states").plugin_data.plugin_name == "text"
+
+
+# ---------------------------------------------------------------- MLflow
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory):
+    """An sqlite MLflow store written with MLflow's own client: experiment `phases`, runs seed0 to
+    seed3 logging SCALARS' metrics as log_run logs them (a phase change at 12 + 3 × seed), and
+    in seed0 one value logged twice at step 5 (the later one, 42.0, is kept)."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("phases", artifact_location=str(root / "artifacts"))
+    for seed in range(4):
+        logged = log_run(root / "tb" / f"seed{seed}", seed)  # the same values, from the same generator
+        run = client.create_run(experiment, run_name=f"seed{seed}")
+        t = 1_700_000_000_000
+        for tag, values in logged.items():
+            for step, value in values.items():
+                client.log_metric(run.info.run_id, tag, value, timestamp=t + step, step=step)
+        if seed == 0:
+            client.log_metric(run.info.run_id, "weights/l2", 42.0, timestamp=t + 1000, step=5)
+        client.set_terminated(run.info.run_id)
+    return uri
+
+
+def test_mlflow_runs_are_read_by_step_the_last_value_of_a_step_kept(mlflow_store):
+    from latentstates.runs.trackers import mlflow_table
+    from latentstates.validation import InputError
+
+    table = mlflow_table(mlflow_store, SCALARS, ["l2", "grad"], experiment="phases")
+    assert sorted(table["run"].unique()) == [f"seed{s}" for s in range(4)] and len(table) == 160
+    seed0 = table[table["run"] == "seed0"].set_index("step")
+    assert seed0.loc[5, "l2"] == 42.0 and seed0["eval_loss"].iloc[1::2].isna().all()
+    with pytest.raises(InputError, match=r"logged no scalars.acc \('val/acc'\)"):
+        mlflow_table(mlflow_store, {**SCALARS, "acc": "val/acc"}, ["l2"], experiment="phases")
+    with pytest.raises(InputError, match=r"experiment: no experiment 'other' \(it has \["):
+        mlflow_table(mlflow_store, SCALARS, ["l2"], experiment="other")
+
+
+@pytest.mark.slow
+def test_mlflow_runs_go_through_the_whole_workflow(make_workdir, mlflow_store):
+    task = {"source": "mlflow", "tracking_uri": mlflow_store, "experiment": "phases", "scalars": SCALARS}
+    config = {
+        "hmm": {**SMALL_HMM, "covariance": "diag"},
+        "forecast": SMALL_FORECAST,
+        "stability": {"enabled": False},
+        "tasks": {"tracked": task},
+    }
+    wd = make_workdir(config)
+    snakemake(wd)
+    res = wd / "results" / "tracked"
+    states = pd.read_parquet(res / "hmm" / "states.parquet")
+    assert len(states) == 160
+    for seed, run in states.groupby("seed"):
+        if seed == 0:
+            continue  # its outlier at step 5
+        changes = np.flatnonzero(np.diff(run.sort_values("step")["state"].to_numpy())) + 1
+        assert changes.tolist() == [12 + 3 * seed]
+    assert (res / "figures" / "transition_graph.png").stat().st_size > 0

@@ -8,7 +8,7 @@ import json
 from latentstates.io import write_parquet
 from latentstates.logs import job_log
 from latentstates.runs.external_tables import metrics_table, read_table
-from latentstates.runs.trackers import tensorboard_table
+from latentstates.runs.trackers import tracker_table
 
 with job_log(snakemake.log[0]) as logger:
     task = json.loads(snakemake.params.task)
@@ -17,8 +17,8 @@ with job_log(snakemake.log[0]) as logger:
         source, run_column, step_column = snakemake.input[0], task["run_column"], task["step_column"]
         table = read_table(source)
     else:  # a tracker's runs, read as a table (latentstates.runs.trackers)
-        source, run_column, step_column = task["path"], "run", "step"
-        table = tensorboard_table(task["path"], task["scalars"], features, task.get("runs"))
+        source, run_column, step_column = task.get("path") or task["tracking_uri"], "run", "step"
+        table = tracker_table(task, features)
     df = metrics_table(table, source, run_column, step_column, features)
     df.insert(0, "task", snakemake.wildcards.task)
     write_parquet(df, snakemake.output[0])

@@ -3,6 +3,10 @@ column per logged scalar) that then goes where a `source: table` goes: straight 
 
 - `tensorboard`: a directory of TensorBoard event files per run (the sub-directories of `path`,
   or `runs`: run label → directory), read with TensorBoard's own reader (`EventAccumulator`).
+- `mlflow`: the runs of an MLflow `experiment` (or the `run_ids`) in a tracking store
+  (`tracking_uri`: a server, `sqlite:///mlflow.db`, a local `mlruns/`), their metric histories
+  read with MLflow's own client; a run is labelled by its name (its id where names repeat); of
+  two values logged at one step the one logged last (by timestamp) is kept.
 
 `scalars` maps each column to the tag logged: the HMM's features, and the performance columns
 (train_loss, train_acc, eval_loss, eval_acc) that the convergence analyses read. A run's rows are
@@ -23,7 +27,7 @@ import pandas as pd
 from latentstates.columns import PERFORMANCE_COLUMNS
 from latentstates.validation import InputError, MissingInputError
 
-TRACKERS = ("tensorboard",)
+TRACKERS = ("tensorboard", "mlflow")
 EVENT_FILE = "events.out.tfevents"
 
 
@@ -103,18 +107,85 @@ def tensorboard_table(
                 f"run {label!r} logged no {key}; it logged {sorted(logged) or 'no scalars'}",
             )
         columns = {column: logged[tag] for column, tag in scalars.items()}
-        steps = None
-        for column in features:
-            index = columns[column].index
-            steps = index if steps is None else steps.intersection(index)
-        if steps is None or not len(steps):
-            raise InputError(
-                directory, f"run {label!r} has no step at which every feature {features} was logged"
-            )
-        frame = pd.DataFrame({c: s.reindex(steps) for c, s in columns.items()})
-        frames.append(frame.rename_axis("step").reset_index().assign(run=label))
+        frames.append(_aligned(columns, features, label, directory))
     table = pd.concat(frames, ignore_index=True)
     return table[["run", "step", *scalars]]
+
+
+def mlflow_table(
+    tracking_uri: str,
+    scalars: Mapping[str, str],
+    features: list[str],
+    experiment: str | None = None,
+    run_ids: list[str] | None = None,
+) -> pd.DataFrame:
+    """Columns run, step and each of `scalars` (column → metric key) of every run of
+    `experiment` (or of `run_ids`) in the MLflow store at `tracking_uri`, aligned as
+    `tensorboard_table` aligns them; errors name the store, the run and the key."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    try:
+        if run_ids:
+            runs = [client.get_run(run_id) for run_id in run_ids]
+        else:
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                names = [e.name for e in client.search_experiments()]
+                raise InputError(tracking_uri, f"no experiment {experiment!r} (it has {names})", "experiment")
+            runs, token = [], None
+            while True:
+                page = client.search_runs(
+                    [found.experiment_id], page_token=token, order_by=["attributes.start_time ASC"]
+                )
+                runs += list(page)
+                token = page.token
+                if not token:
+                    break
+    except MlflowException as exc:
+        raise InputError(tracking_uri, f"MLflow cannot read it: {str(exc).splitlines()[0]}") from None
+    if not runs:
+        raise InputError(tracking_uri, f"experiment {experiment!r} has no runs", "experiment")
+    names = [r.info.run_name or r.info.run_id for r in runs]
+    labels = [n if names.count(n) == 1 else r.info.run_id for n, r in zip(names, runs)]
+    frames = []
+    for label, run in zip(labels, runs):
+        logged = set(run.data.metrics)
+        missing = {column: key for column, key in scalars.items() if key not in logged}
+        if missing:
+            key = ", ".join(f"scalars.{c} ({k!r})" for c, k in missing.items())
+            raise InputError(
+                tracking_uri, f"run {label!r} ({run.info.run_id}) logged no {key}; it logged {sorted(logged)}"
+            )
+        columns = {}
+        for column, key in scalars.items():
+            history = client.get_metric_history(run.info.run_id, key)
+            history = sorted(history, key=lambda m: (m.step, m.timestamp))
+            columns[column] = _last_per_step([m.step for m in history], [float(m.value) for m in history])
+        frames.append(_aligned(columns, features, label, tracking_uri))
+    return pd.concat(frames, ignore_index=True)[["run", "step", *scalars]]
+
+
+def _aligned(columns: dict[str, pd.Series], features: list[str], label: str, where) -> pd.DataFrame:
+    """One run's rows: the steps at which every feature was logged, the other columns there."""
+    steps = None
+    for column in features:
+        index = columns[column].index
+        steps = index if steps is None else steps.intersection(index)
+    if steps is None or not len(steps):
+        raise InputError(where, f"run {label!r} has no step at which every feature {features} was logged")
+    frame = pd.DataFrame({c: s.reindex(steps) for c, s in columns.items()})
+    return frame.rename_axis("step").reset_index().assign(run=label)
+
+
+def tracker_table(task: Mapping, features: list[str]) -> pd.DataFrame:
+    """A tracker task's runs as a table (run, step, its scalars' columns)."""
+    if task["source"] == "tensorboard":
+        return tensorboard_table(task["path"], task["scalars"], features, task.get("runs"))
+    return mlflow_table(
+        task["tracking_uri"], task["scalars"], features, task.get("experiment"), task.get("run_ids")
+    )
 
 
 def default_features(scalars: Mapping[str, str]) -> list[str]:
@@ -176,3 +247,14 @@ def write_states_tensorboard(
             )
         )
         writer.close()
+
+
+def mlflow_store_files(tracking_uri: str) -> list[str]:
+    """The local files of an MLflow store: a `sqlite:///` database, or a `mlruns/` directory's
+    metric files; none for a server."""
+    if tracking_uri.startswith("sqlite:///"):
+        return [tracking_uri.removeprefix("sqlite:///")]
+    local = tracking_uri.removeprefix("file://")
+    if "://" in local or not Path(local).is_dir():
+        return []
+    return [str(p) for p in sorted(Path(local).glob("*/*/metrics/**/*")) if p.is_file()]
