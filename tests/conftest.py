@@ -14,10 +14,8 @@ SMALL_HMM = {"max_states": 2, "restarts": 2, "max_iter": 10, "criterion": "bic_t
 SMALL_FORECAST = {"fractions": [0.5], "folds": 2, "restarts": 1, "samples": 200}
 
 
-def snakemake(
-    workdir: Path, *args: str, check: bool = True, repo: Path = REPO
-) -> subprocess.CompletedProcess:
-    """Run the real Snakemake CLI on the repository's (or a copy's) Snakefile in `workdir`."""
+def snakemake_command(workdir: Path, *args: str, repo: Path = REPO) -> tuple[list[str], dict]:
+    """The Snakemake command line (and environment) that `snakemake` runs in `workdir`."""
     cmd = [
         sys.executable,
         "-m",
@@ -32,7 +30,14 @@ def snakemake(
         str(workdir / "config.yaml"),
         *args,
     ]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return cmd, {**os.environ, "PYTHONHASHSEED": "0"}
+
+
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, repo: Path = REPO
+) -> subprocess.CompletedProcess:
+    """Run the real Snakemake CLI on the repository's (or a copy's) Snakefile in `workdir`."""
+    cmd, env = snakemake_command(workdir, *args, repo=repo)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import SMALL_FORECAST, SMALL_HMM, snakemake
+from conftest import SMALL_FORECAST, SMALL_HMM, snakemake, snakemake_command
 from hub_server import HubServer
 
 transformers = pytest.importorskip("transformers")
@@ -183,22 +183,9 @@ def test_a_killed_jobs_downloads_are_evicted_on_rerun(tmp_path):
         assert snapshots(cache) == set() and json.loads(ledger.read_text()) == []
 
 
-def start(workdir: Path, repo: Path) -> subprocess.Popen:
+def start(workdir: Path) -> subprocess.Popen:
     """Snakemake in its own process group (so that the test can kill it and its jobs at once)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(repo / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        "--configfile",
-        str(workdir / "config.yaml"),
-    ]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    cmd, env = snakemake_command(workdir)
     return subprocess.Popen(
         cmd,
         cwd=workdir,
@@ -214,8 +201,6 @@ def test_a_series_streams_through_the_workflow_on_a_bounded_cache_and_resumes_af
     make_workdir, tmp_path
 ):
     from huggingface_hub import snapshot_download
-
-    from conftest import REPO
 
     steps = list(range(0, 40, 2))  # 3 seeds × 20 revisions
     repos = tiny_series(tmp_path / "remote", seeds=(0, 1, 2), steps=steps)
@@ -277,7 +262,7 @@ def test_a_series_streams_through_the_workflow_on_a_bounded_cache_and_resumes_af
         wd2, cache2, users2 = workdir("killed")
         partial = wd2 / "results" / "neox" / "runs" / "seed1" / "metrics.partial"
         first = len(server.requests)
-        proc = start(wd2, REPO)
+        proc = start(wd2)
         deadline = time.time() + 300
         while len(list(partial.glob("row_*.json"))) < 4:
             assert proc.poll() is None and time.time() < deadline, "the run ended before the kill"
