@@ -178,3 +178,20 @@ def test_a_hub_series_takes_its_performance_from_lm_eval_results(make_workdir, t
         assert got[column].tolist() == expected[column].tolist()
     rerun = snakemake(wd, "--until", "import_neox_seeds0_1", "-n").stdout
     assert re.search(r"^total\s+0$", rerun, re.M), rerun  # the directory's fingerprint holds
+
+
+def test_lm_eval_keys_beside_a_performance_table_are_an_error():
+    from latentstates.config import ConfigError, validate_config
+
+    task = {
+        "source": "huggingface",
+        "architecture": "gpt_neox",
+        "seeds": 1,
+        "path": "m/seed{seed}/step{step}",
+    }
+    ok = {**task, "performance": "evals/", "lm_eval": {"eval_acc": "lambada_openai/acc"}}
+    checked = validate_config({"tasks": {"lm": ok}})["tasks"]["lm"]["lm_eval"]
+    assert checked["eval_acc"] == "lambada_openai/acc"
+    bad = {**ok, "performance": "perf.csv"}
+    with pytest.raises(ConfigError, match=r"'tasks.lm.lm_eval': .* perf.csv is a table"):
+        validate_config({"tasks": {"lm": bad}})

@@ -330,6 +330,14 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
         _check_states(merged, f"tasks.{name}.hmm")
         if task["source"] not in TABLE_SOURCES:
             _check_features(config, merged["features"], f"tasks.{name}.hmm.features", [name])
+        performance = str(task.get("performance") or "")
+        if task.get("lm_eval") and performance.endswith((".csv", ".parquet", ".pq")):
+            raise ConfigError(
+                f"invalid config key 'tasks.{name}.lm_eval': names metrics of lm-evaluation-harness "
+                f"results, but the task's performance {performance} is a table, whose columns "
+                "eval_acc and eval_loss are read by name; remove lm_eval or point performance at the "
+                "results' directory"
+            )
         if task.get("write_states") and task["source"] != "tensorboard":
             raise ConfigError(
                 f"invalid config key 'tasks.{name}.write_states': the states are written back to "
