@@ -165,7 +165,7 @@ def import_inputs(task, group_seeds):
     t = config["tasks"][task]
     if t.get("hub"):  # the fetch job's list of snapshot directories, unless streamed
         fetched = [path("hub", task=task, group=group_label(group_seeds))]
-        return (fetched if t["hub"]["keep_cache"] else []) + (
+        return ([] if streamed(task) else fetched) + (
             [t["performance"]] if t["performance"] else []
         )
     if t["source"] == "runs":  # directories written from the user's loop (runs.writer)
@@ -238,8 +238,9 @@ def import_fingerprint(task, group_seeds):
 
 def streamed(task):
     """Whether a task is a Hub series streamed through its metrics jobs (not `keep_cache`)."""
-    h = config["tasks"][task].get("hub")
-    return bool(h) and not h["keep_cache"]
+    from latentstates.runs import hub
+
+    return hub.streamed(config["tasks"][task].get("hub"))
 
 
 def hub_message(task, group_seeds):

@@ -9,6 +9,7 @@ from pathlib import Path
 from latentstates.io import write_parquet
 from latentstates.logs import job_log
 from latentstates.runs.contract import write_run
+from latentstates.runs.hub import streamed as hub_streamed
 from latentstates.runs.sources import (
     import_checkpoint_run,
     import_huggingface_run,
@@ -29,7 +30,7 @@ with job_log(snakemake.log[0]) as logger:
         )
     # A Hub series kept in the cache: the fetch job's snapshot directory of every (seed, step);
     # else streamed through the metrics job (runs.hub_stream), nothing downloaded here.
-    streamed = bool(task.hub) and not task.hub["keep_cache"]
+    streamed = hub_streamed(task.hub)
     hub = json.loads(Path(snakemake.input[0]).read_text()) if task.hub and not streamed else {}
     for seed, log_out, run_out in zip(snakemake.params.seeds, snakemake.output.logs, snakemake.output.runs):
         if task.source == "runs":

@@ -12,7 +12,7 @@ huggingface_hub; the rest reads the layout with the standard library.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from latentstates.revisions import PYTHIA_STEPS, SCHEDULES, repository, revisions, steps  # noqa: F401
@@ -38,13 +38,29 @@ def cache_root(hub: dict) -> Path:
     return Path(home) / "hub"
 
 
+def streamed(hub: Mapping | None) -> bool:
+    """Whether a task's Hub series is streamed through its metrics jobs (runs.hub_stream): a
+    series not kept in the cache (`keep_cache`)."""
+    return bool(hub) and not hub["keep_cache"]
+
+
+def repo_root(cache: Path, repo: str) -> Path:
+    """A repository's directory in the cache (`models--ORG--NAME`)."""
+    return cache / ("models--" + repo.replace("/", "--"))
+
+
+def snapshot_path(cache: Path, repo: str, revision: str) -> Path:
+    """Where the cache keeps `repo` at `revision`, whether or not it is there: `revision` may be
+    a branch or tag (its commit read from refs/) or a commit."""
+    root = repo_root(cache, repo)
+    ref = root / "refs" / revision
+    return root / "snapshots" / (ref.read_text().strip() if ref.is_file() else revision)
+
+
 def cached_snapshot(cache: Path, repo: str, revision: str) -> Path | None:
     """The snapshot directory of `repo` at `revision` in the cache, if it holds a config and
-    weights; None otherwise. `revision` may be a branch or tag (read from refs/) or a commit."""
-    root = cache / ("models--" + repo.replace("/", "--"))
-    ref = root / "refs" / revision
-    commit = ref.read_text().strip() if ref.is_file() else revision
-    snapshot = root / "snapshots" / commit
+    weights; None otherwise."""
+    snapshot = snapshot_path(cache, repo, revision)
     if (snapshot / "config.json").is_file() and any((snapshot / f).is_file() for f in WEIGHT_FILES):
         return snapshot
     return None

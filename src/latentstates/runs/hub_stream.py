@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from latentstates.io import atomic_path
-from latentstates.runs.hub import cached_snapshot, download_revision, missing_error
+from latentstates.runs.hub import cached_snapshot, download_revision, missing_error, repo_root, snapshot_path
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +55,8 @@ class Ledger:
 def present(cache: Path, repo: str, revision: str) -> bool:
     """Whether the cache has anything of `repo` at `revision`: its ref, or a snapshot directory
     of that commit (complete or not): a revision the user had, never evicted."""
-    root = cache / ("models--" + repo.replace("/", "--"))
+    root = repo_root(cache, repo)
     return (root / "refs" / revision).exists() or (root / "snapshots" / revision).exists()
-
-
-def snapshot_directory(cache: Path, repo: str, revision: str) -> Path | None:
-    """The snapshot directory of `repo` at `revision`, complete or not (a download cut short)."""
-    root = cache / ("models--" + repo.replace("/", "--"))
-    ref = root / "refs" / revision
-    snapshot = root / "snapshots" / (ref.read_text().strip() if ref.is_file() else revision)
-    return snapshot if snapshot.is_dir() else None
 
 
 def evict(cache: Path, snapshot: Path) -> int:
@@ -124,13 +116,11 @@ class RevisionStream:
 
         worker = threading.Thread(target=work, name="hub-prefetch", daemon=True)
         worker.start()
-        taken = 0
         try:
             for key, _, _ in items:
                 got = results.get()
                 if isinstance(got, BaseException):
                     raise got
-                taken += 1
                 try:
                     yield key, got[0]
                 finally:
@@ -175,8 +165,8 @@ class RevisionStream:
         """Evict what an interrupted job downloaded and measured but did not evict."""
         for entry in sorted(self.ledger.entries - wanted):
             repo, _, revision = entry.rpartition("@")
-            snapshot = snapshot_directory(self.cache, repo, revision)
-            if snapshot is not None:
+            snapshot = snapshot_path(self.cache, repo, revision)  # complete or not (cut short)
+            if snapshot.is_dir():
                 evict(self.cache, snapshot)
                 logger.info("evicted %s, left in the cache by an interrupted job", entry)
             self.ledger.discard(entry)
