@@ -324,3 +324,15 @@ def test_a_streamed_run_record_is_checked_key_by_key(tmp_path, change, message):
     change(run)
     with pytest.raises(InputError, match=message):
         check_run(run, tmp_path / "run.json")
+
+
+def test_rows_are_kept_under_the_same_settings_and_measured_again_under_others(tmp_path):
+    import numpy as np
+
+    from latentstates.measure.streamed import MeasuredRows
+
+    row = {"checkpoint": 0, "l2": np.float64(0.1) + np.float64(0.2), "hessian_iters": np.int64(0), "ok": True}
+    MeasuredRows(tmp_path, {"extra": []}).add({"index": 0}, row)
+    again = MeasuredRows(tmp_path, {"extra": []})
+    assert again.done() == {0} and again.rows() == [{**row, "l2": 0.30000000000000004, "hessian_iters": 0}]
+    assert MeasuredRows(tmp_path, {"extra": ["alpha"]}).done() == set()

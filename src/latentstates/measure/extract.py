@@ -268,16 +268,16 @@ def metrics_of_run(
         settings = {"extra": list(extra), "custom": list(custom), "per_layer": per_layer}
         rows = streamed_rows(run, run_file, measure, settings)
         hessian_seed = np.nan
-    elif run["spec"].get("kind"):
-        checkpoints = tqdm(list(zip(run["checkpoints"], run_checkpoint_paths(run, run_file))), **bar)
-        rows = _registered_rows(
-            run, checkpoints, hessian, device, threads, hessians, extra, custom, per_layer
-        )
-        hessian_seed = run["seed"] + hessian.seed
     else:
         checkpoints = tqdm(list(zip(run["checkpoints"], run_checkpoint_paths(run, run_file))), **bar)
-        rows = _architecture_rows(run, checkpoints, device, threads, extra, custom, per_layer)
-        hessian_seed = np.nan
+        if run["spec"].get("kind"):
+            rows = _registered_rows(
+                run, checkpoints, hessian, device, threads, hessians, extra, custom, per_layer
+            )
+            hessian_seed = run["seed"] + hessian.seed
+        else:
+            rows = _architecture_rows(run, checkpoints, device, threads, extra, custom, per_layer)
+            hessian_seed = np.nan
     df = pd.DataFrame(rows)
     if hessian.trace_probes:
         for column in TRACE_COLUMNS:

@@ -44,14 +44,15 @@ class MeasuredRows:
         self.directory = Path(directory)
         text = json.dumps(key, sort_keys=True, default=str) + "\n"
         settings = self.directory / SETTINGS
-        if settings.is_file() and settings.read_text() != text:
-            stale = list(self.directory.glob("row_*.json"))
-            for f in stale:
-                f.unlink()
-            logger.info(
-                "%s: %d rows measured under other settings, measured again", self.directory, len(stale)
-            )
-        if not settings.is_file() or settings.read_text() != text:
+        written = settings.read_text() if settings.is_file() else None
+        if written != text:
+            if written is not None:
+                stale = list(self.directory.glob("row_*.json"))
+                for f in stale:
+                    f.unlink()
+                logger.info(
+                    "%s: %d rows measured under other settings, measured again", self.directory, len(stale)
+                )
             with atomic_path(settings) as tmp:
                 tmp.write_text(text)
 
