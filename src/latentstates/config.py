@@ -32,7 +32,8 @@ SCHEMA = resources.files("latentstates") / "schemas" / "config.schema.yaml"
 
 # Sources whose runs arrive as a table of metrics, straight to the HMM: a CSV or Parquet file,
 # or a tracker's logs read as one (latentstates.runs.trackers).
-TABLE_SOURCES = ("table", "tensorboard", "mlflow")
+TRACKER_SOURCES = ("tensorboard", "mlflow")
+TABLE_SOURCES = ("table", *TRACKER_SOURCES)
 
 
 class ConfigError(ValueError):
@@ -343,7 +344,7 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
                 f"invalid config key 'tasks.{name}.write_states': the states are written back to "
                 f"TensorBoard for a tensorboard source only (this task's source is {task['source']})"
             )
-        if task["source"] in ("tensorboard", "mlflow") and "features" in task["hmm"]:
+        if task["source"] in TRACKER_SOURCES and "features" in task["hmm"]:
             unknown = [f for f in task["hmm"]["features"] if f not in task["scalars"]]
             if unknown:
                 raise ConfigError(

@@ -27,7 +27,6 @@ import pandas as pd
 from latentstates.columns import PERFORMANCE_COLUMNS
 from latentstates.validation import InputError, MissingInputError
 
-TRACKERS = ("tensorboard", "mlflow")
 EVENT_FILE = "events.out.tfevents"
 
 
@@ -99,13 +98,7 @@ def tensorboard_table(
         if not directory.is_dir():
             raise MissingInputError(directory, f"run {label!r}: the directory does not exist")
         logged = scalar_series(directory)
-        missing = {column: tag for column, tag in scalars.items() if tag not in logged}
-        if missing:
-            key = ", ".join(f"scalars.{c} ({t!r})" for c, t in missing.items())
-            raise InputError(
-                directory,
-                f"run {label!r} logged no {key}; it logged {sorted(logged) or 'no scalars'}",
-            )
+        _require_logged(scalars, logged, directory, f"run {label!r}")
         columns = {column: logged[tag] for column, tag in scalars.items()}
         frames.append(_aligned(columns, features, label, directory))
     table = pd.concat(frames, ignore_index=True)
@@ -151,13 +144,7 @@ def mlflow_table(
     labels = [n if names.count(n) == 1 else r.info.run_id for n, r in zip(names, runs)]
     frames = []
     for label, run in zip(labels, runs):
-        logged = set(run.data.metrics)
-        missing = {column: key for column, key in scalars.items() if key not in logged}
-        if missing:
-            key = ", ".join(f"scalars.{c} ({k!r})" for c, k in missing.items())
-            raise InputError(
-                tracking_uri, f"run {label!r} ({run.info.run_id}) logged no {key}; it logged {sorted(logged)}"
-            )
+        _require_logged(scalars, run.data.metrics, tracking_uri, f"run {label!r} ({run.info.run_id})")
         columns = {}
         for column, key in scalars.items():
             history = client.get_metric_history(run.info.run_id, key)
@@ -165,6 +152,15 @@ def mlflow_table(
             columns[column] = _last_per_step([m.step for m in history], [float(m.value) for m in history])
         frames.append(_aligned(columns, features, label, tracking_uri))
     return pd.concat(frames, ignore_index=True)[["run", "step", *scalars]]
+
+
+def _require_logged(scalars: Mapping[str, str], logged, where, run: str) -> None:
+    """Every tag of `scalars` among the `logged` ones, else an InputError naming the run, the key
+    of each tag it did not log, and the tags it did log."""
+    missing = {column: tag for column, tag in scalars.items() if tag not in logged}
+    if missing:
+        key = ", ".join(f"scalars.{c} ({t!r})" for c, t in missing.items())
+        raise InputError(where, f"{run} logged no {key}; it logged {sorted(logged) or 'no scalars'}")
 
 
 def _aligned(columns: dict[str, pd.Series], features: list[str], label: str, where) -> pd.DataFrame:
