@@ -14,6 +14,18 @@ SMALL_HMM = {"max_states": 2, "restarts": 2, "max_iter": 10, "criterion": "bic_t
 SMALL_FORECAST = {"fractions": [0.5], "folds": 2, "restarts": 1, "samples": 200}
 
 
+def small_config(tasks: dict, **top) -> dict:
+    """The config of a few short runs through the whole workflow: SMALL_HMM with diagonal
+    covariances, SMALL_FORECAST, no stability stage; `top` adds or replaces top-level keys."""
+    return {
+        "hmm": {**SMALL_HMM, "covariance": "diag"},
+        "forecast": SMALL_FORECAST,
+        "stability": {"enabled": False},
+        "tasks": tasks,
+        **top,
+    }
+
+
 def snakemake_command(workdir: Path, *args: str, repo: Path = REPO) -> tuple[list[str], dict]:
     """The Snakemake command line (and environment) that `snakemake` runs in `workdir`."""
     cmd = [

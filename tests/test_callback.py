@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import SMALL_FORECAST, SMALL_HMM, snakemake
+from conftest import small_config, snakemake
 from latentstates.runs.contract import read_run, run_checkpoint_paths
 from latentstates.runs.sources import import_written_run
 from latentstates.runs.weights import load_weights
@@ -137,20 +137,13 @@ def test_trainer_runs_go_through_the_workflow_and_one_is_forecast_while_it_train
     assert run["spec"]["architecture"] == "gpt_neox" and run["spec"]["config"]["num_attention_heads"] == 4
     log = pd.read_parquet(tmp_path / "seed1" / "run" / "train_log.parquet")
     assert log["eval_acc"].iloc[1:].notna().all() and log["eval_acc"].iloc[-1] > 0.9  # memorised
-    config = {
-        "seeds_per_job": 3,
-        "hmm": {**SMALL_HMM, "covariance": "diag"},
-        "forecast": SMALL_FORECAST,
-        "stability": {"enabled": False},
-        "tasks": {
-            "own": {
-                "source": "runs",
-                "seeds": 3,
-                "path": str(tmp_path / "seed{seed}" / "run"),
-                "convergence_threshold": 0.9,
-            }
-        },
+    own = {
+        "source": "runs",
+        "seeds": 3,
+        "path": str(tmp_path / "seed{seed}" / "run"),
+        "convergence_threshold": 0.9,
     }
+    config = small_config({"own": own}, seeds_per_job=3)
     wd = make_workdir(config)
     snakemake(wd)
     res = wd / "results" / "own"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import SMALL_FORECAST, SMALL_HMM, snakemake, snakemake_command
+from conftest import small_config, snakemake, snakemake_command
 from hub_server import HubServer
 
 transformers = pytest.importorskip("transformers")
@@ -216,21 +216,14 @@ def test_a_series_streams_through_the_workflow_on_a_bounded_cache_and_resumes_af
             # the user had one revision cached before: read from there, kept
             snapshot_download("org/neox-seed1", revision="step10", cache_dir=cache, endpoint=server.url)
             hub = {"repo": "org/neox-seed{seed}", "steps": steps, "cache": str(cache), "endpoint": server.url}
-            config = {
-                "hmm": {**SMALL_HMM, "covariance": "diag"},
-                "forecast": SMALL_FORECAST,
-                "stability": {"enabled": False},
-                "tasks": {
-                    "neox": {
-                        "source": "huggingface",
-                        "architecture": "gpt_neox",
-                        "seeds": 3,
-                        "seeds_per_job": 3,
-                        "hub": hub,
-                    }
-                },
+            task = {
+                "source": "huggingface",
+                "architecture": "gpt_neox",
+                "seeds": 3,
+                "seeds_per_job": 3,
+                "hub": hub,
             }
-            return make_workdir(config, name), cache, snapshots(cache)
+            return make_workdir(small_config({"neox": task}), name), cache, snapshots(cache)
 
         # Uninterrupted, the whole DAG: never more than prefetch + 1 = 2 revisions downloaded at once.
         wd, cache, users = workdir("whole")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import SMALL_FORECAST, SMALL_HMM, snakemake
+from conftest import small_config, snakemake
 from latentstates.runs.contract import read_run
 
 L = pytest.importorskip("lightning.pytorch")
@@ -106,20 +106,8 @@ def test_a_lightning_run_has_a_checkpoint_every_n_steps_with_what_was_logged(tmp
 def test_lightning_runs_go_through_the_workflow(make_workdir, tmp_path):
     for seed in range(3):
         train(tmp_path / f"seed{seed}", seed=seed)
-    config = {
-        "seeds_per_job": 3,
-        "hmm": {**SMALL_HMM, "covariance": "diag"},
-        "forecast": SMALL_FORECAST,
-        "stability": {"enabled": False},
-        "tasks": {
-            "lit": {
-                "source": "runs",
-                "seeds": 3,
-                "path": str(tmp_path / "seed{seed}"),
-                "convergence_threshold": 0.9,
-            }
-        },
-    }
+    lit = {"source": "runs", "seeds": 3, "path": str(tmp_path / "seed{seed}"), "convergence_threshold": 0.9}
+    config = small_config({"lit": lit}, seeds_per_job=3)
     wd = make_workdir(config)
     snakemake(wd)
     res = wd / "results" / "lit"

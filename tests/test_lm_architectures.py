@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, SMALL_FORECAST, SMALL_HMM, dry_run, snakemake
+from conftest import REPO, SMALL_FORECAST, SMALL_HMM, dry_run, small_config, snakemake
 from latentstates.columns import PAPER_FEATURES
 from latentstates.measure.metrics import weight_metrics
 from latentstates.runs.architectures import auto_weights, get_architecture, gpt2_weights, gpt_neox_weights
@@ -482,13 +482,7 @@ def test_hub_series_run_from_the_cache_and_stop_on_a_missing_revision(make_workd
             hub_cache(cache, tmp_path / name, series["repo"])
             series["steps"] = [0, 4, 8, 12, 16]
         tasks[name] = {"source": "huggingface", "architecture": arch, "seeds": 3, "hub": series}
-    config = {
-        "seeds_per_job": 2,
-        "hmm": {**SMALL_HMM, "covariance": "diag"},
-        "forecast": SMALL_FORECAST,
-        "stability": {"enabled": False},
-        "tasks": tasks,
-    }
+    config = small_config(tasks, seeds_per_job=2)
     wd = make_workdir(config)
     snakemake(wd)
     for name in tasks:

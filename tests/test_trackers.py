@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SMALL_FORECAST, SMALL_HMM, snakemake
+from conftest import small_config, snakemake
 
 pytest.importorskip("tensorboard")
 
@@ -125,20 +125,8 @@ def test_tracker_config_names_its_scalars(config):
 def test_tensorboard_runs_go_through_the_whole_workflow(make_workdir, tmp_path):
     for seed in range(4):
         log_run(tmp_path / "tb" / f"seed{seed}", seed)
-    config = {
-        "hmm": {**SMALL_HMM, "covariance": "diag"},
-        "forecast": SMALL_FORECAST,
-        "stability": {"enabled": False},
-        "tasks": {
-            "logged": {
-                "source": "tensorboard",
-                "path": str(tmp_path / "tb"),
-                "scalars": SCALARS,
-                "write_states": True,
-            }
-        },
-    }
-    wd = make_workdir(config)
+    task = {"source": "tensorboard", "path": str(tmp_path / "tb"), "scalars": SCALARS, "write_states": True}
+    wd = make_workdir(small_config({"logged": task}))
     snakemake(wd)
     res = wd / "results" / "logged"
     metrics = pd.read_parquet(res / "metrics.parquet")
@@ -222,13 +210,7 @@ def test_mlflow_runs_are_read_by_step_the_last_value_of_a_step_kept(mlflow_store
 @pytest.mark.slow
 def test_mlflow_runs_go_through_the_whole_workflow(make_workdir, mlflow_store):
     task = {"source": "mlflow", "tracking_uri": mlflow_store, "experiment": "phases", "scalars": SCALARS}
-    config = {
-        "hmm": {**SMALL_HMM, "covariance": "diag"},
-        "forecast": SMALL_FORECAST,
-        "stability": {"enabled": False},
-        "tasks": {"tracked": task},
-    }
-    wd = make_workdir(config)
+    wd = make_workdir(small_config({"tracked": task}))
     snakemake(wd)
     res = wd / "results" / "tracked"
     states = pd.read_parquet(res / "hmm" / "states.parquet")
